@@ -1,0 +1,415 @@
+"""The CORS decision: pure functions over a request view and a compiled policy.
+
+`decide()` says what to do with a request (answer a preflight, refuse, forward) and which
+headers to send; `response_headers()` applies a decision to the upstream's response headers.
+The server only executes decisions; `corsproxy explain` runs this very code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from corsproxy.origins import OriginMatch, OriginMatcher
+
+SAFELISTED_METHODS = frozenset({"GET", "HEAD", "POST"})
+# Fetch's forbidden methods, matched byte-case-insensitively: no page can ever send them.
+FORBIDDEN_METHODS = frozenset({"CONNECT", "TRACE", "TRACK"})
+# Request header names a preflight may list that every policy allows (Fetch safelist; the
+# browser lists them only for unusual values, e.g. `Content-Type: application/json`).
+SAFELISTED_HEADER_NAMES = frozenset({"accept", "accept-language", "content-language", "content-type"})
+
+ACAO = "Access-Control-Allow-Origin"
+ACAC = "Access-Control-Allow-Credentials"
+ACAM = "Access-Control-Allow-Methods"
+ACAH = "Access-Control-Allow-Headers"
+ACEH = "Access-Control-Expose-Headers"
+ACMA = "Access-Control-Max-Age"
+ACAPN = "Access-Control-Allow-Private-Network"
+ACRM = "Access-Control-Request-Method"
+ACRH = "Access-Control-Request-Headers"
+ACRPN = "Access-Control-Request-Private-Network"
+
+PREFLIGHT_VARY = ("Origin", ACRM, ACRH)
+ACTUAL_VARY = ("Origin",)
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_OWS = " \t"
+
+# Bounds for parsing Access-Control-Request-Headers (see rs/cors#170): a browser sends one
+# short line of sorted, unique, lower-case names; anything far beyond that is refused early.
+MAX_REQUEST_HEADER_NAMES = 64
+MAX_EMPTY_ELEMENTS = 16
+MAX_HEADER_NAME_LENGTH = 256
+MAX_FIELD_LINES = 16
+
+
+class Mode(StrEnum):
+    ENFORCE = "enforce"
+    REPORT_ONLY = "report-only"
+
+
+class OnDisallowed(StrEnum):
+    FORWARD = "forward"
+    REJECT = "reject"
+
+
+class Action(StrEnum):
+    FORWARD = "forward"  # send to the upstream, then apply `response_headers()`
+    PREFLIGHT = "preflight"  # answer 204 here with `headers`
+    REFUSE = "refuse"  # answer 403 here, no Access-Control-* header
+    BAD_REQUEST = "bad_request"  # answer 400 here
+
+
+class Kind(StrEnum):
+    PREFLIGHT = "preflight"
+    ACTUAL = "actual"  # a request with an Origin that is not a preflight
+    NONE = "none"  # no Origin: not a CORS request
+
+
+@dataclass(frozen=True, slots=True)
+class CorsPolicy:
+    """A compiled, immutable policy. `enabled=False` is `cors: false`."""
+
+    origins: OriginMatcher
+    allow_methods: tuple[str, ...] = ("GET", "HEAD", "POST")
+    any_method: bool = False
+    allow_headers: frozenset[str] = frozenset()  # lower-case names
+    any_header: bool = False
+    expose_headers: tuple[str, ...] = ()
+    expose_any: bool = False
+    allow_credentials: bool = False
+    max_age: int = 600
+    allow_private_network: bool = False
+    on_disallowed: OnDisallowed = OnDisallowed.FORWARD
+    mode: Mode = Mode.ENFORCE
+    enabled: bool = True
+    # Derived once, so the hot path only joins nothing.
+    methods_value: str = field(init=False, default="")
+    expose_value: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "methods_value", ", ".join(self.allow_methods))
+        expose = "*" if self.expose_any else ", ".join(self.expose_headers)
+        object.__setattr__(self, "expose_value", expose)
+
+    @property
+    def answers_wildcard(self) -> bool:
+        """`*` is answered as ACAO only to any-origin policies without credentials."""
+        return self.origins.allows_any and not self.allow_credentials
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    """What the decision reads of a request: all field lines, duplicates kept."""
+
+    method: str
+    path: str
+    origin: tuple[str, ...] = ()
+    request_method: tuple[str, ...] = ()
+    request_headers: tuple[str, ...] = ()
+    request_private_network: tuple[str, ...] = ()
+
+    @classmethod
+    def from_pairs(
+        cls, method: str, path: str, headers: Iterable[tuple[str, str]]
+    ) -> RequestView:
+        lines: dict[str, list[str]] = {}
+        for name, value in headers:
+            lines.setdefault(name.lower(), []).append(value.strip(_OWS))
+        return cls(
+            method,
+            path,
+            tuple(lines.get("origin", ())),
+            tuple(lines.get(ACRM.lower(), ())),
+            tuple(lines.get(ACRH.lower(), ())),
+            tuple(lines.get(ACRPN.lower(), ())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    kind: Kind
+    allowed: bool  # the origin may read the response (preflight: may send the request)
+    reasons: tuple[str, ...]
+    headers: tuple[tuple[str, str], ...] = ()  # Access-Control-* headers to send
+    vary: tuple[str, ...] = ()  # tokens to merge into Vary
+    strip_upstream_cors: bool = True
+    status: int = 0  # for answers made here
+    origin: str = ""
+    match: OriginMatch | None = None
+    would: Decision | None = None  # report-only: what enforce mode would have done
+
+    @property
+    def reason(self) -> str:
+        return self.reasons[0]
+
+    @property
+    def verdict(self) -> str:
+        """allowed | refused | would_refuse | none, as counted in metrics."""
+        if self.would is not None:
+            return "would_refuse" if self.would.action is Action.REFUSE else self.would.verdict
+        if self.kind is Kind.NONE:
+            return "none"
+        return "allowed" if self.allowed else "refused"
+
+    def body(self) -> bytes:
+        """The short text body of an answer made here (empty for a 204)."""
+        if self.action is Action.PREFLIGHT:
+            return b""
+        what = "preflight" if self.kind is Kind.PREFLIGHT else "request"
+        text = "; ".join(describe_reason(r) for r in self.reasons)
+        if self.action is Action.BAD_REQUEST:
+            return f"Bad request: {text}\n".encode()
+        return f"CORS {what} refused: {text}\n".encode()
+
+
+def describe_reason(reason: str) -> str:
+    code, _, detail = reason.partition(":")
+    texts = {
+        "origin_not_allowed": "origin not allowed",
+        "origin_multiple": "more than one Origin header",
+        "cors_disabled": "cross-origin access is disabled on this path",
+        "method_not_allowed": f"method '{detail}' not allowed",
+        "method_invalid": "Access-Control-Request-Method is not a single method token",
+        "header_not_allowed": f"header '{detail}' not allowed",
+        "headers_invalid": "Access-Control-Request-Headers is malformed or too long",
+        "private_network_not_allowed": "private network access not allowed",
+    }
+    return texts.get(code, reason)
+
+
+def parse_request_headers(lines: Sequence[str]) -> tuple[str, ...] | None:
+    """Parse Access-Control-Request-Headers field lines into lower-case unique names.
+
+    Tolerates several lines, OWS and empty elements as gateways produce them, with bounded
+    work: at most a few hundred bytes are looked at past the limits. None when malformed.
+    """
+    if len(lines) > MAX_FIELD_LINES:
+        return None
+    names: list[str] = []
+    empty = 0
+    for line in lines:
+        start, n = 0, len(line)
+        while True:
+            comma = line.find(",", start, start + MAX_HEADER_NAME_LENGTH + 8)
+            end = n if comma < 0 else comma
+            if end - start > MAX_HEADER_NAME_LENGTH + 8:
+                return None
+            element = line[start:end].strip(_OWS)
+            if not element:
+                empty += 1
+                if empty > MAX_EMPTY_ELEMENTS:
+                    return None
+            elif not _TOKEN.match(element):
+                return None
+            else:
+                name = element.lower()
+                if name not in names:
+                    if len(names) >= MAX_REQUEST_HEADER_NAMES:
+                        return None
+                    names.append(name)
+            if comma < 0:
+                break
+            start = comma + 1
+    return tuple(names)
+
+
+def is_preflight(request: RequestView) -> bool:
+    """OPTIONS to a path with both a non-empty Origin and Access-Control-Request-Method."""
+    return (
+        request.method == "OPTIONS"
+        and request.path != "*"
+        and any(request.origin)
+        and any(request.request_method)
+    )
+
+
+def decide(policy: CorsPolicy, request: RequestView) -> Decision:
+    """The whole CORS decision for one request."""
+    if len(request.origin) > 1:
+        # Browsers send one Origin; two lines make every reading ambiguous (and
+        # `headers.get()` would see only the first).
+        return Decision(
+            Action.BAD_REQUEST,
+            Kind.ACTUAL,
+            allowed=False,
+            reasons=("origin_multiple",),
+            vary=ACTUAL_VARY,
+            status=400,
+        )
+    enforced = _decide_enforced(policy, request)
+    if policy.mode is Mode.ENFORCE:
+        return enforced
+    return Decision(
+        Action.FORWARD,
+        enforced.kind,
+        allowed=enforced.allowed,
+        reasons=enforced.reasons,
+        strip_upstream_cors=False,
+        origin=enforced.origin,
+        match=enforced.match,
+        would=enforced,
+    )
+
+
+def _decide_enforced(policy: CorsPolicy, request: RequestView) -> Decision:
+    origin = request.origin[0] if request.origin else ""
+    if is_preflight(request):
+        return _decide_preflight(policy, request, origin)
+    if not origin:
+        vary = ACTUAL_VARY if policy.enabled else ()
+        return Decision(Action.FORWARD, Kind.NONE, allowed=False, reasons=("no_origin",), vary=vary)
+    if not policy.enabled:
+        return Decision(
+            Action.FORWARD, Kind.ACTUAL, allowed=False, reasons=("cors_disabled",), origin=origin
+        )
+    match = policy.origins.match(origin)
+    if not match.allowed:
+        reject = policy.on_disallowed is OnDisallowed.REJECT
+        return Decision(
+            Action.REFUSE if reject else Action.FORWARD,
+            Kind.ACTUAL,
+            allowed=False,
+            reasons=("origin_not_allowed",),
+            vary=ACTUAL_VARY,
+            status=403 if reject else 0,
+            origin=origin,
+            match=match,
+        )
+    headers = [(ACAO, "*" if policy.answers_wildcard else origin)]
+    if policy.allow_credentials:
+        headers.append((ACAC, "true"))
+    if policy.expose_value:
+        headers.append((ACEH, policy.expose_value))
+    return Decision(
+        Action.FORWARD,
+        Kind.ACTUAL,
+        allowed=True,
+        reasons=("origin_allowed",),
+        headers=tuple(headers),
+        vary=ACTUAL_VARY,
+        origin=origin,
+        match=match,
+    )
+
+
+def _decide_preflight(policy: CorsPolicy, request: RequestView, origin: str) -> Decision:
+    vary = PREFLIGHT_VARY + ((ACRPN,) if policy.allow_private_network else ())
+    if not policy.enabled:
+        return Decision(
+            Action.REFUSE,
+            Kind.PREFLIGHT,
+            allowed=False,
+            reasons=("cors_disabled",),
+            vary=vary,
+            status=403,
+            origin=origin,
+        )
+    reasons: list[str] = []
+    match = policy.origins.match(origin)
+    if not match.allowed:
+        reasons.append("origin_not_allowed")
+    method = request.request_method[0] if len(request.request_method) == 1 else ""
+    if not _TOKEN.match(method):
+        reasons.append("method_invalid")
+    elif not _method_allowed(policy, method):
+        reasons.append(f"method_not_allowed:{method}")
+    names = parse_request_headers(request.request_headers)
+    if names is None:
+        reasons.append("headers_invalid")
+    elif not policy.any_header:
+        reasons.extend(
+            f"header_not_allowed:{name}"
+            for name in names
+            if name not in policy.allow_headers and name not in SAFELISTED_HEADER_NAMES
+        )
+    wants_private = any(v == "true" for v in request.request_private_network)
+    if wants_private and not policy.allow_private_network:
+        reasons.append("private_network_not_allowed")
+    if reasons:
+        return Decision(
+            Action.REFUSE,
+            Kind.PREFLIGHT,
+            allowed=False,
+            reasons=tuple(reasons),
+            vary=vary,
+            status=403,
+            origin=origin,
+            match=match,
+        )
+    headers = [(ACAO, "*" if policy.answers_wildcard else origin)]
+    if policy.allow_credentials:
+        headers.append((ACAC, "true"))
+    headers.append((ACAM, method if policy.any_method else policy.methods_value))
+    if names:
+        headers.append((ACAH, ", ".join(names)))
+    headers.append((ACMA, str(policy.max_age)))
+    if wants_private:
+        headers.append((ACAPN, "true"))
+    return Decision(
+        Action.PREFLIGHT,
+        Kind.PREFLIGHT,
+        allowed=True,
+        reasons=("origin_allowed",),
+        headers=tuple(headers),
+        vary=vary,
+        status=204,
+        origin=origin,
+        match=match,
+    )
+
+
+def _method_allowed(policy: CorsPolicy, method: str) -> bool:
+    if method.upper() in FORBIDDEN_METHODS:
+        return False
+    # Fetch never needs a safelisted method in Allow-Methods, so refusing one would only
+    # make preflighted GETs fail while simple GETs pass.
+    return method in SAFELISTED_METHODS or policy.any_method or method in policy.allow_methods
+
+
+def merge_vary(existing: Sequence[str], add: Sequence[str]) -> str:
+    """Merge Vary field values and tokens to add: order kept, no duplicates, `*` wins."""
+    tokens: list[str] = []
+    seen: set[str] = set()
+    for value in existing:
+        for raw in value.split(","):
+            token = raw.strip(_OWS)
+            if token == "*":
+                return "*"
+            if token and token.lower() not in seen:
+                seen.add(token.lower())
+                tokens.append(token)
+    for token in add:
+        if token.lower() not in seen:
+            seen.add(token.lower())
+            tokens.append(token)
+    return ", ".join(tokens)
+
+
+def response_headers(
+    decision: Decision, upstream: Iterable[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """The response headers to send: the upstream's, with the decision applied.
+
+    In enforce mode every upstream `Access-Control-*` header is removed and replaced by the
+    decision's; `Vary` lines are merged into one. Other headers keep their order and
+    duplicates (two `Set-Cookie` stay two).
+    """
+    out: list[tuple[str, str]] = []
+    vary_lines: list[str] = []
+    for name, value in upstream:
+        lower = name.lower()
+        if decision.strip_upstream_cors and lower.startswith("access-control-"):
+            continue
+        if decision.vary and lower == "vary":
+            vary_lines.append(value)
+            continue
+        out.append((name, value))
+    out.extend(decision.headers)
+    if decision.vary:
+        out.append(("Vary", merge_vary(vary_lines, decision.vary)))
+    return out
