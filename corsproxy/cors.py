@@ -19,7 +19,9 @@ SAFELISTED_METHODS = frozenset({"GET", "HEAD", "POST"})
 FORBIDDEN_METHODS = frozenset({"CONNECT", "TRACE", "TRACK"})
 # Request header names a preflight may list that every policy allows (Fetch safelist; the
 # browser lists them only for unusual values, e.g. `Content-Type: application/json`).
-SAFELISTED_HEADER_NAMES = frozenset({"accept", "accept-language", "content-language", "content-type"})
+SAFELISTED_HEADER_NAMES = frozenset(
+    {"accept", "accept-language", "content-language", "content-type"}
+)
 
 ACAO = "Access-Control-Allow-Origin"
 ACAC = "Access-Control-Allow-Credentials"
@@ -113,9 +115,7 @@ class RequestView:
     request_private_network: tuple[str, ...] = ()
 
     @classmethod
-    def from_pairs(
-        cls, method: str, path: str, headers: Iterable[tuple[str, str]]
-    ) -> RequestView:
+    def from_pairs(cls, method: str, path: str, headers: Iterable[tuple[str, str]]) -> RequestView:
         lines: dict[str, list[str]] = {}
         for name, value in headers:
             lines.setdefault(name.lower(), []).append(value.strip(_OWS))
@@ -377,12 +377,12 @@ def merge_vary(existing: Sequence[str], add: Sequence[str]) -> str:
     seen: set[str] = set()
     for value in existing:
         for raw in value.split(","):
-            token = raw.strip(_OWS)
-            if token == "*":
+            name = raw.strip(_OWS)
+            if name == "*":
                 return "*"
-            if token and token.lower() not in seen:
-                seen.add(token.lower())
-                tokens.append(token)
+            if name and name.lower() not in seen:
+                seen.add(name.lower())
+                tokens.append(name)
     for token in add:
         if token.lower() not in seen:
             seen.add(token.lower())

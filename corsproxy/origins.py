@@ -205,7 +205,9 @@ def compile_origin_entry(index: int, text: str) -> tuple[OriginEntry, list[str]]
         )
     scheme, sep, rest = text.partition("://")
     if not sep or not _SCHEME.match(scheme.lower()):
-        raise OriginEntryError(f"'{text}' is not a serialized origin (no scheme)", _entry_hint(text))
+        raise OriginEntryError(
+            f"'{text}' is not a serialized origin (no scheme)", _entry_hint(text)
+        )
     if any(ch in rest for ch in "/?#@\\"):
         raise OriginEntryError(
             f"'{text}' is not a serialized origin (path, query, fragment or credentials)",

@@ -1,0 +1,246 @@
+"""A model of the browser's side of CORS (Fetch standard), for `corsproxy explain`.
+
+Pure functions: when a request needs a preflight, and whether a response passes the CORS
+check. Failures carry the names browsers use (Firefox's reason, Chrome's DevTools
+`corsErrorStatus`) and Chrome's console text, so users can search for what they see.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from corsproxy.cors import ACAC, ACAH, ACAM, ACAO, ACAPN, ACEH, SAFELISTED_METHODS
+
+SAFELISTED_RESPONSE_HEADERS = (
+    "Cache-Control",
+    "Content-Language",
+    "Content-Length",
+    "Content-Type",
+    "Expires",
+    "Last-Modified",
+    "Pragma",
+)
+_SIMPLE_CONTENT_TYPES = frozenset(
+    {"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"}
+)
+# Set by the browser itself; a page cannot send them, so they never affect CORS.
+FORBIDDEN_REQUEST_HEADERS = frozenset(
+    {
+        "accept-charset",
+        "accept-encoding",
+        "access-control-request-headers",
+        "access-control-request-method",
+        "connection",
+        "content-length",
+        "cookie",
+        "cookie2",
+        "date",
+        "dnt",
+        "expect",
+        "host",
+        "keep-alive",
+        "origin",
+        "referer",
+        "set-cookie",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "via",
+    }
+)
+_UNSAFE_BYTES = re.compile(r'[\x00-\x08\x0a-\x1f"():<>?@\[\\\]{}\x7f]')
+_LANGUAGE = re.compile(r"[0-9A-Za-z *,\-.;=]*\Z")
+_RANGE = re.compile(r"bytes=[0-9]+-(?:[0-9]+)?\Z")
+
+
+def is_forbidden_request_header(name: str) -> bool:
+    lower = name.lower()
+    return lower in FORBIDDEN_REQUEST_HEADERS or lower.startswith(("proxy-", "sec-"))
+
+
+def is_safelisted_request_header(name: str, value: str) -> bool:
+    """Fetch's CORS-safelisted request-header check for one header."""
+    lower = name.lower()
+    if len(value.encode()) > 128:
+        return False
+    if lower == "accept":
+        return not _UNSAFE_BYTES.search(value)
+    if lower in ("accept-language", "content-language"):
+        return bool(_LANGUAGE.match(value))
+    if lower == "content-type":
+        if _UNSAFE_BYTES.search(value):
+            return False
+        essence = value.split(";", 1)[0].strip(" \t").lower()
+        return essence in _SIMPLE_CONTENT_TYPES
+    if lower == "range":
+        return bool(_RANGE.match(value))
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class PreflightNeed:
+    needed: bool
+    reasons: tuple[str, ...]
+    request_header_names: tuple[str, ...]  # what the browser puts in ACRH: sorted, lower
+
+
+def preflight_need(method: str, headers: Sequence[tuple[str, str]]) -> PreflightNeed:
+    """Whether a fetch() with this method and these headers is preceded by a preflight."""
+    reasons: list[str] = []
+    if method not in SAFELISTED_METHODS:
+        reasons.append(f"{method} is not GET, HEAD or POST")
+    page_headers = [(n, v) for n, v in headers if not is_forbidden_request_header(n)]
+    safelisted_total = sum(
+        len(v.encode()) for n, v in page_headers if is_safelisted_request_header(n, v)
+    )
+    unsafe: set[str] = set()
+    for name, value in page_headers:
+        if not is_safelisted_request_header(name, value):
+            unsafe.add(name.lower())
+            if name.lower() in ("accept", "accept-language", "content-language", "content-type"):
+                reasons.append(f"{name}: {value!r} is not a CORS-safelisted value")
+            else:
+                reasons.append(f"{name} is not a CORS-safelisted request header")
+    if safelisted_total > 1024:
+        reasons.append("the safelisted headers add up to more than 1024 bytes")
+        unsafe.update(n.lower() for n, v in page_headers if is_safelisted_request_header(n, v))
+    return PreflightNeed(bool(reasons), tuple(reasons), tuple(sorted(unsafe)))
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why the browser blocks: Firefox's reason, Chrome's DevTools name and console text."""
+
+    firefox: str
+    chrome: str
+    message: str
+
+
+def _values(headers: Sequence[tuple[str, str]], name: str) -> list[str]:
+    lower = name.lower()
+    return [v for n, v in headers if n.lower() == lower]
+
+
+def _joined(headers: Sequence[tuple[str, str]], name: str) -> str | None:
+    values = _values(headers, name)
+    return ", ".join(values) if values else None
+
+
+def _list(headers: Sequence[tuple[str, str]], name: str) -> list[str]:
+    joined = _joined(headers, name) or ""
+    return [t.strip(" \t") for t in joined.split(",") if t.strip(" \t")]
+
+
+def cors_check(
+    headers: Sequence[tuple[str, str]], origin: str, credentials: bool, preflight: bool = False
+) -> Failure | None:
+    """Fetch's CORS check of a response (the preflight's, or the actual one)."""
+    pre = "Preflight" if preflight else ""
+    subject = (
+        "Response to preflight request doesn't pass access control check: " if preflight else ""
+    )
+    acao = _joined(headers, ACAO)
+    if acao is None:
+        return Failure(
+            "CORSMissingAllowOrigin",
+            f"{pre}MissingAllowOriginHeader",
+            f"{subject}No '{ACAO}' header is present on the requested resource.",
+        )
+    if len(_values(headers, ACAO)) > 1 or "," in acao:
+        return Failure(
+            "CORSMultipleAllowOriginNotAllowed",
+            f"{pre}MultipleAllowOriginValues",
+            f"{subject}The '{ACAO}' header contains multiple values '{acao}', "
+            "but only one is allowed.",
+        )
+    if acao == "*" and not credentials:
+        return None
+    if acao == "*":
+        return Failure(
+            "CORSNotSupportingCredentials",
+            f"{pre}WildcardOriginNotAllowed",
+            f"{subject}The value of the '{ACAO}' header in the response must not be the "
+            "wildcard '*' when the request's credentials mode is 'include'.",
+        )
+    if acao != origin:
+        return Failure(
+            "CORSAllowOriginNotMatchingOrigin",
+            f"{pre}AllowOriginMismatch",
+            f"{subject}The '{ACAO}' header has a value '{acao}' that is not equal to the "
+            "supplied origin.",
+        )
+    if credentials and _joined(headers, ACAC) != "true":
+        value = _joined(headers, ACAC) or ""
+        return Failure(
+            "CORSMIssingAllowCredentials",
+            f"{pre}InvalidAllowCredentials",
+            f"{subject}The value of the '{ACAC}' header in the response is '{value}' which "
+            "must be 'true' when the request's credentials mode is 'include'.",
+        )
+    return None
+
+
+def preflight_check(
+    status: int,
+    headers: Sequence[tuple[str, str]],
+    origin: str,
+    credentials: bool,
+    method: str,
+    header_names: Sequence[str],
+    private_network: bool = False,
+) -> Failure | None:
+    """The browser's verdict on a preflight response (CORS-preflight fetch, steps 6-7)."""
+    if not 200 <= status <= 299:
+        return Failure(
+            "CORSPreflightDidNotSucceed",
+            "PreflightInvalidStatus",
+            "Response to preflight request doesn't pass access control check: "
+            "It does not have HTTP ok status.",
+        )
+    failure = cors_check(headers, origin, credentials, preflight=True)
+    if failure is not None:
+        return failure
+    methods = _list(headers, ACAM)
+    wildcard_ok = not credentials
+    if (
+        method not in SAFELISTED_METHODS
+        and method not in methods
+        and not (wildcard_ok and "*" in methods)
+    ):
+        return Failure(
+            "CORSMethodNotFound",
+            "MethodDisallowedByPreflightResponse",
+            f"Method {method} is not allowed by {ACAM} in preflight response.",
+        )
+    allowed = {h.lower() for h in _list(headers, ACAH)}
+    for name in header_names:
+        star = wildcard_ok and "*" in allowed and name != "authorization"
+        if name not in allowed and not star:
+            return Failure(
+                "CORSMissingAllowHeaderFromPreflight",
+                "HeaderDisallowedByPreflightResponse",
+                f"Request header field {name} is not allowed by {ACAH} in preflight response.",
+            )
+    if private_network and _joined(headers, ACAPN) != "true":
+        return Failure(
+            "(none: Firefox does not implement Private Network Access)",
+            "PreflightMissingAllowPrivateNetwork",
+            f"No '{ACAPN}' header was present in the preflight response for this private "
+            "network request.",
+        )
+    return None
+
+
+def readable_headers(headers: Sequence[tuple[str, str]], credentials: bool) -> tuple[str, ...]:
+    """Response header names a script may read: safelisted ones plus exposed ones.
+    `("*",)` stands for every header (except Set-Cookie)."""
+    exposed = _list(headers, ACEH)
+    if "*" in exposed and not credentials:
+        return ("*",)
+    extra = [
+        h for h in exposed if h.lower() not in {s.lower() for s in SAFELISTED_RESPONSE_HEADERS}
+    ]
+    return SAFELISTED_RESPONSE_HEADERS + tuple(extra)

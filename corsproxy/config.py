@@ -1,0 +1,657 @@
+"""YAML configuration: validated once, compiled into immutable objects.
+
+`load_config()` returns a `Config` or raises `ConfigError` carrying every problem found, one
+`FILE:LINE: dotted.key: what is wrong (hint)` each. The same `CONFIG_SPEC` produces the JSON
+Schema printed by `corsproxy schema`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from corsproxy.cors import (
+    FORBIDDEN_METHODS,
+    CorsPolicy,
+    Mode,
+    OnDisallowed,
+)
+from corsproxy.origins import (
+    OriginEntry,
+    OriginEntryError,
+    OriginMatcher,
+    compile_origin_entry,
+)
+from corsproxy.paths import PathError, normalize_path
+from corsproxy.routes import Route, RouteTable, Timeouts, Upstream
+from corsproxy.spec import (
+    INVALID,
+    STAR,
+    Context,
+    Diagnostic,
+    FalseOr,
+    Field,
+    Invalid,
+    Item,
+    ListOf,
+    Obj,
+    Scalar,
+    Section,
+    SpecError,
+    StrList,
+    boolean,
+    choice,
+    duration,
+    integer,
+    size,
+    text,
+)
+
+SAFARI_MAX_AGE = 600
+CHROMIUM_MAX_AGE = 7200
+DEFAULT_MAX_AGE = 600
+DEFAULT_METHODS = ("GET", "HEAD", "POST")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?\Z")
+# Response headers a browser never exposes to scripts, whatever the server says.
+FORBIDDEN_RESPONSE_HEADERS = frozenset({"set-cookie", "set-cookie2"})
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Admin:
+    listen: Listen
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_body_size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: str
+    listen: Listen
+    upstream: Upstream | None
+    admin: Admin | None
+    timeouts: Timeouts
+    preserve_host: bool
+    limits: Limits
+    cors: CorsPolicy
+    routes: RouteTable
+    warnings: tuple[Diagnostic, ...] = ()
+    version: int = 1
+
+
+class ConfigError(Exception):
+    """Every problem in a config, in file order."""
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        self.diagnostics = tuple(diagnostics)
+        super().__init__("\n".join(str(d) for d in self.errors))
+
+    @property
+    def errors(self) -> tuple[Diagnostic, ...]:
+        return tuple(d for d in self.diagnostics if not d.warning)
+
+    @property
+    def warnings(self) -> tuple[Diagnostic, ...]:
+        return tuple(d for d in self.diagnostics if d.warning)
+
+
+# --- value checks -------------------------------------------------------------------
+
+
+def parse_listen(value: str) -> Listen:
+    hint = "write HOST:PORT, e.g. '0.0.0.0:8080' or '[::1]:8080'"
+    if value.startswith("["):
+        host, sep, port_text = value[1:].partition("]:")
+        if not sep or not host or not re.fullmatch(r"[0-9A-Fa-f:.]+", host):
+            raise SpecError(f"'{value}' is not HOST:PORT", hint)
+    else:
+        host, sep, port_text = value.rpartition(":")
+        if not sep or not host or ":" in host or not _HOST.match(host):
+            raise SpecError(f"'{value}' is not HOST:PORT", hint)
+    if not port_text.isdigit() or int(port_text) > 65535:
+        raise SpecError(f"bad port '{port_text}'", "a port is a number from 0 to 65535")
+    return Listen(host, int(port_text))
+
+
+def parse_upstream(value: str) -> Upstream:
+    hint = "write an http(s) URL such as 'http://legacy:9000'; a base path may follow"
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise SpecError(f"bad upstream URL '{value}': {exc}", hint) from None
+    if parts.scheme not in ("http", "https"):
+        raise SpecError(f"upstream URL '{value}' must start with http:// or https://", hint)
+    if parts.username is not None or parts.password is not None:
+        raise SpecError("credentials in the upstream URL are not supported", hint)
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        raise SpecError("the upstream URL must not have a query or fragment", hint)
+    host = parts.hostname or ""
+    bracketed = parts.netloc.rpartition("@")[2].startswith("[")
+    if bracketed:
+        if not re.fullmatch(r"[0-9a-f:.]+", host):
+            raise SpecError(f"bad IPv6 address in '{value}'", hint)
+        host = f"[{host}]"
+    elif not _HOST.match(host):
+        raise SpecError(f"upstream URL '{value}' has no valid host", hint)
+    base = parts.path.rstrip("/")
+    if base:
+        try:
+            if normalize_path(base).route_path != base:
+                raise SpecError(f"the upstream base path '{base}' is not normalized", hint)
+        except PathError as exc:
+            raise SpecError(f"bad upstream base path: {exc}", hint) from None
+    default_port = 443 if parts.scheme == "https" else 80
+    return Upstream(parts.scheme, host, port or default_port, base)
+
+
+def check_path_prefix(value: str) -> str:
+    if not value.startswith("/"):
+        raise SpecError(f"'{value}' does not start with '/'", f"write '/{value.lstrip('/')}'")
+    try:
+        normalized = normalize_path(value).route_path
+    except PathError as exc:
+        raise SpecError(f"bad path prefix: {exc}", "write a plain path such as /api/v1") from None
+    if normalized != value:
+        raise SpecError(
+            f"'{value}' is not a normalized path prefix", f"write '{normalized.rstrip('/') or '/'}'"
+        )
+    return value
+
+
+def check_method(value: str) -> str:
+    if not _TOKEN.match(value):
+        raise SpecError(f"'{value}' is not an HTTP method name", "e.g. GET, PUT, PATCH")
+    if value.upper() in FORBIDDEN_METHODS:
+        raise SpecError(f"browsers never send {value.upper()} cross-origin", "remove it")
+    return value
+
+
+def check_header_name(value: str) -> str:
+    if not _TOKEN.match(value):
+        raise SpecError(f"'{value}' is not a header name", "e.g. Content-Type, X-Request-Id")
+    return value
+
+
+def check_expose_name(value: str) -> str:
+    check_header_name(value)
+    if value.lower() in FORBIDDEN_RESPONSE_HEADERS:
+        raise SpecError(f"browsers never expose {value} to scripts", "remove it")
+    return value
+
+
+def check_origin_text(value: str) -> str:
+    return value
+
+
+def check_version(value: Any) -> int:
+    if value != 1 or isinstance(value, bool):
+        raise SpecError(f"unsupported config version {value!r}", "this corsproxy reads version 1")
+    return 1
+
+
+# --- the schema ---------------------------------------------------------------------
+
+POLICY_SPEC = Obj(
+    {
+        "allow_origins": Field(
+            StrList(check_origin_text),
+            "Origins allowed to read responses: exact ('https://app.example.com'), "
+            "subdomains ('https://*.example.com'), any port ('http://localhost:*'), "
+            "'regex:' full-match patterns, 'null' (only when listed) or '*' (any origin, "
+            "no credentials).",
+            default=[],
+        ),
+        "allow_methods": Field(
+            StrList(check_method, star_ok=True, min_items=1),
+            "Methods a preflight may approve, or '*' (echoes the requested method). "
+            "GET, HEAD and POST never need a preflight.",
+            default=list(DEFAULT_METHODS),
+        ),
+        "allow_headers": Field(
+            StrList(check_header_name, star_ok=True),
+            "Request headers a preflight may approve beyond the CORS-safelisted ones, "
+            "or '*' (echoes the requested headers, Authorization included).",
+            default=[],
+        ),
+        "expose_headers": Field(
+            StrList(check_expose_name, star_ok=True),
+            "Response headers scripts may read beyond the safelisted ones, or '*' "
+            "(only without credentials).",
+            default=[],
+        ),
+        "allow_credentials": Field(
+            boolean(), "Allow cookies and HTTP authentication (never with '*').", default=False
+        ),
+        "max_age": Field(
+            integer(0, 86400),
+            "Seconds browsers may cache a preflight (Safari caps at 600, Chromium at 7200).",
+            default=DEFAULT_MAX_AGE,
+        ),
+        "allow_private_network": Field(
+            boolean(), "Answer Private Network Access preflights (legacy Chrome).", default=False
+        ),
+        "on_disallowed": Field(
+            choice("forward", "reject"),
+            "A request with a disallowed Origin: 'forward' it without CORS headers, or "
+            "'reject' it with 403 here.",
+            default="forward",
+        ),
+        "mode": Field(
+            choice("enforce", "report-only"),
+            "'report-only' changes nothing on the wire and only reports decisions.",
+            default="enforce",
+        ),
+    },
+    doc="A CORS policy; a route's keys override the default policy's one by one.",
+)
+
+TIMEOUTS_SPEC = Obj(
+    {
+        "connect": Field(duration(), "Connecting to the upstream.", default=5),
+        "read": Field(duration(), "Waiting for upstream data.", default=60),
+    }
+)
+
+ROUTE_SPEC = Obj(
+    {
+        "path_prefix": Field(
+            text(check_path_prefix, {"pattern": "^/"}),
+            "Requests under this path (at segment boundaries) use this route.",
+            required=True,
+        ),
+        "name": Field(text(), "A name for logs and metrics (default: the path prefix)."),
+        "upstream": Field(text(parse_upstream), "This route's upstream URL."),
+        "strip_prefix": Field(boolean(), "Remove path_prefix before forwarding.", default=False),
+        "timeouts": Field(TIMEOUTS_SPEC, "Overrides the top-level timeouts key by key."),
+        "preserve_host": Field(boolean(), "Forward the client's Host header."),
+        "cors": Field(
+            FalseOr(POLICY_SPEC),
+            "Overrides of the default policy, or false: no cross-origin access.",
+        ),
+    }
+)
+
+CONFIG_SPEC = Obj(
+    {
+        "version": Field(
+            Scalar(check_version, {"const": 1}), "The config format version.", default=1
+        ),
+        "listen": Field(text(parse_listen), "Proxy listen address.", default="0.0.0.0:8080"),
+        "upstream": Field(
+            text(parse_upstream), "The default upstream; required unless every route has one."
+        ),
+        "admin": Field(
+            Obj(
+                {
+                    "listen": Field(
+                        text(parse_listen),
+                        "Admin listen address (/healthz, /readyz, /metrics).",
+                        required=True,
+                    )
+                }
+            ),
+            "The admin listener; absent means none.",
+        ),
+        "timeouts": Field(TIMEOUTS_SPEC, "Upstream timeouts in seconds or '500ms', '5s', '2m'."),
+        "preserve_host": Field(
+            boolean(), "Forward the client's Host instead of the upstream's.", default=False
+        ),
+        "limits": Field(
+            Obj({"max_body_size": Field(size(), "Largest request body, bytes or '10MiB'.")}),
+            "Request limits.",
+        ),
+        "cors": Field(
+            FalseOr(POLICY_SPEC), "The default CORS policy, or false: no cross-origin access."
+        ),
+        "routes": Field(
+            ListOf(ROUTE_SPEC), "Per-path routes; the longest matching path_prefix wins."
+        ),
+    },
+    doc="corsproxy configuration",
+)
+
+
+def json_schema() -> dict[str, Any]:
+    schema = CONFIG_SPEC.schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://corsproxy.dev/schema/config-v1.json",
+        "title": "corsproxy configuration",
+        **schema,
+    }
+
+
+# --- compiling ----------------------------------------------------------------------
+
+
+@dataclass
+class _Layer:
+    """One level of policy keys (the default policy or a route's overrides)."""
+
+    section: Section | None
+    disabled: bool = False
+
+
+def _effective(name: str, layers: list[_Layer]) -> tuple[Any, Section | None]:
+    for layer in reversed(layers):
+        if layer.section is not None and layer.section.has(name):
+            return layer.section.get(name), layer.section
+    return None, None
+
+
+def _compile_policy(
+    layers: list[_Layer], ctx: Context, where: str
+) -> tuple[CorsPolicy, dict[str, str]] | Invalid:
+    """The effective policy of the last layer over the earlier ones; all checks here."""
+    enabled = not layers[-1].disabled
+    sources: dict[str, str] = {}
+
+    def get(name: str, default: Any) -> Any:
+        value, section = _effective(name, layers)
+        if section is None:
+            return default
+        sources[name] = f"{ctx.file}:{section.lines[name]}"
+        return value
+
+    def blame(name: str) -> tuple[int, str]:
+        _, section = _effective(name, layers)
+        if section is None:
+            return 0, f"{where}.{name}" if where else name
+        return section.lines[name], section.child_key(name)
+
+    origin_items: list[Item[str]] = get("allow_origins", [])
+    methods = get("allow_methods", None)
+    headers = get("allow_headers", [])
+    expose = get("expose_headers", [])
+    credentials: bool = get("allow_credentials", False)
+    max_age: int = get("max_age", DEFAULT_MAX_AGE)
+    failed = False
+
+    entries: list[OriginEntry] = []
+    for i, item in enumerate(origin_items):
+        try:
+            entry, warnings = compile_origin_entry(i, item.value)
+        except OriginEntryError as exc:
+            ctx.error(item.line, item.key, exc.message, exc.hint)
+            failed = True
+            continue
+        for warning in warnings:
+            ctx.warn(item.line, item.key, warning)
+        entries.append(entry)
+    matcher = OriginMatcher(tuple(entries))
+
+    if enabled and credentials:
+        cred_line, cred_key = blame("allow_credentials")
+        for entry in entries:
+            item = origin_items[entry.index]
+            if entry.kind == "any":
+                ctx.error(
+                    item.line,
+                    item.key,
+                    f"'*' cannot be used with allow_credentials: true (line {cred_line})",
+                    "browsers refuse '*' with credentials; list the origins, e.g. "
+                    "'https://app.example.com'",
+                )
+                failed = True
+            elif entry.kind == "null":
+                ctx.error(
+                    item.line,
+                    item.key,
+                    f"'null' cannot be used with allow_credentials: true (line {cred_line})",
+                    "any page can send Origin: null from a sandboxed iframe",
+                )
+                failed = True
+        if expose is STAR:
+            line, key = blame("expose_headers")
+            ctx.error(
+                line,
+                key,
+                f"'*' cannot be used with allow_credentials: true (line {cred_line})",
+                "browsers read '*' literally with credentials; list the headers to expose",
+            )
+            failed = True
+        del cred_key
+    if matcher.any is not None and len(entries) > 1:
+        item = origin_items[matcher.any.index]
+        ctx.warn(item.line, item.key, "'*' allows every origin; the other entries do nothing")
+    if enabled and not entries and not failed and not ctx.failed:
+        line, key = blame("allow_origins")
+        ctx.warn(
+            line or (layers[-1].section.line if layers[-1].section else 1),
+            key,
+            "no origin is allowed: every cross-origin request is refused",
+            "add allow_origins, or write cors: false",
+        )
+    if methods is not None and methods is not STAR:
+        for item in methods:
+            if item.value != item.value.upper() and item.value.upper() in (
+                "DELETE",
+                "GET",
+                "HEAD",
+                "OPTIONS",
+                "POST",
+                "PUT",
+                "PATCH",
+            ):
+                ctx.warn(
+                    item.line,
+                    item.key,
+                    f"methods are case-sensitive: '{item.value}' is not '{item.value.upper()}'",
+                    f"write {item.value.upper()}",
+                )
+    if enabled and max_age > SAFARI_MAX_AGE:
+        line, key = blame("max_age")
+        if max_age > CHROMIUM_MAX_AGE:
+            ctx.warn(
+                line,
+                key,
+                f"max_age {max_age} is above the caps of Chromium ({CHROMIUM_MAX_AGE}) "
+                f"and Safari ({SAFARI_MAX_AGE})",
+                "browsers use their cap instead",
+            )
+        else:
+            ctx.warn(
+                line,
+                key,
+                f"max_age {max_age} is above Safari's cap of {SAFARI_MAX_AGE}",
+                "Safari uses 600 instead",
+            )
+    mode = Mode(get("mode", "enforce"))
+    if mode is Mode.REPORT_ONLY:
+        line, key = blame("mode")
+        ctx.warn(
+            line,
+            key,
+            "report-only: corsproxy changes no CORS header and only reports decisions",
+            "set mode: enforce before going live",
+        )
+    if failed:
+        return INVALID
+    policy = CorsPolicy(
+        origins=matcher,
+        allow_methods=DEFAULT_METHODS
+        if methods is None or methods is STAR
+        else tuple(dict.fromkeys(i.value for i in methods)),
+        any_method=methods is STAR,
+        allow_headers=frozenset()
+        if headers is STAR
+        else frozenset(i.value.lower() for i in headers),
+        any_header=headers is STAR,
+        expose_headers=() if expose is STAR else tuple(dict.fromkeys(i.value for i in expose)),
+        expose_any=expose is STAR,
+        allow_credentials=credentials,
+        max_age=max_age,
+        allow_private_network=get("allow_private_network", False),
+        on_disallowed=OnDisallowed(get("on_disallowed", "forward")),
+        mode=mode,
+        enabled=enabled,
+    )
+    return policy, sources
+
+
+def _layer(value: Any) -> _Layer:
+    if value is False:
+        return _Layer(None, disabled=True)
+    return _Layer(value if isinstance(value, Section) else None)
+
+
+def _timeouts(base: Timeouts, section: Section | None) -> Timeouts:
+    if section is None:
+        return base
+    return Timeouts(
+        connect=section.get("connect", base.connect), read=section.get("read", base.read)
+    )
+
+
+def compile_config(top: Section, ctx: Context) -> Config | None:
+    upstream: Upstream | None = top.get("upstream")
+    timeouts = _timeouts(Timeouts(), top.get("timeouts"))
+    preserve_host: bool = top.get("preserve_host", False)
+    default_layer = _layer(top.get("cors"))
+    default_policy = _compile_policy([default_layer], ctx, "cors")
+    routes: list[Route] = []
+    seen: dict[str, int] = {}
+    sections: list[Section] = top.get("routes", [])
+    upstream_written = "upstream" in top.lines  # when invalid, that error is enough
+    if not upstream_written and not sections:
+        ctx.error(
+            top.line, "upstream", "no upstream is configured", "add upstream: http://HOST:PORT"
+        )
+    for i, section in enumerate(sections):
+        key = f"routes[{i}]"
+        prefix: str | None = section.get("path_prefix")
+        if prefix is None:
+            continue
+        if prefix in seen:
+            ctx.error(
+                section.lines["path_prefix"],
+                f"{key}.path_prefix",
+                f"'{prefix}' is already the prefix of the route on line {seen[prefix]}",
+                "merge the two routes",
+            )
+            continue
+        seen[prefix] = section.lines["path_prefix"]
+        route_upstream: Upstream | None = section.get("upstream", upstream)
+        if route_upstream is None and not upstream_written and "upstream" not in section.lines:
+            ctx.error(
+                section.line,
+                key,
+                "this route has no upstream and there is no top-level upstream",
+                "add upstream: to the route or at the top level",
+            )
+        compiled = _compile_policy([default_layer, _layer(section.get("cors"))], ctx, f"{key}.cors")
+        if isinstance(compiled, Invalid) or route_upstream is None:
+            continue
+        policy, sources = compiled
+        routes.append(
+            Route(
+                name=section.get("name", prefix),
+                path_prefix=prefix,
+                upstream=route_upstream,
+                cors=policy,
+                timeouts=_timeouts(timeouts, section.get("timeouts")),
+                preserve_host=section.get("preserve_host", preserve_host),
+                strip_prefix=section.get("strip_prefix", False),
+                line=section.line,
+                cors_sources=MappingProxyType(sources),
+            )
+        )
+    if ctx.failed or isinstance(default_policy, Invalid):
+        return None
+    policy, sources = default_policy
+    default_route = None
+    if upstream is not None:
+        default_route = Route(
+            name="default",
+            path_prefix="/",
+            upstream=upstream,
+            cors=policy,
+            timeouts=timeouts,
+            preserve_host=preserve_host,
+            cors_sources=MappingProxyType(sources),
+        )
+    admin_section: Section | None = top.get("admin")
+    limits_section: Section | None = top.get("limits")
+    return Config(
+        source=ctx.file,
+        version=top.get("version", 1),
+        listen=top.get("listen", Listen("0.0.0.0", 8080)),  # noqa: S104 - a proxy listens publicly
+        upstream=upstream,
+        admin=Admin(admin_section.get("listen")) if admin_section else None,
+        timeouts=timeouts,
+        preserve_host=preserve_host,
+        limits=Limits(limits_section.get("max_body_size") if limits_section else None),
+        cors=policy,
+        routes=RouteTable(tuple(routes), default_route),
+        warnings=tuple(dict.fromkeys(d for d in ctx.diagnostics if d.warning)),
+    )
+
+
+def parse_config(text_: str, file: str, env: Mapping[str, str] | None = None) -> Config:
+    """Parse and compile a config document. Raises ConfigError with every problem."""
+    ctx = Context(file, os.environ if env is None else env)
+    try:
+        root = yaml.compose(text_, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        problem = exc.problem or "invalid YAML"
+        hint = exc.context or "check indentation and quoting"
+        raise ConfigError(
+            [Diagnostic(file, line, "", f"YAML syntax error: {problem}", hint)]
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([Diagnostic(file, 1, "", f"YAML error: {exc}")]) from None
+    if root is None:
+        raise ConfigError(
+            [
+                Diagnostic(
+                    file, 1, "", "the config is empty", "start with upstream: http://HOST:PORT"
+                )
+            ]
+        )
+    top = CONFIG_SPEC.parse(root, "", ctx)
+    config = None if isinstance(top, Invalid) else compile_config(top, ctx)
+    if config is None or ctx.failed:
+        unique = dict.fromkeys(ctx.diagnostics)  # a default policy is checked once per route
+        raise ConfigError(sorted(unique, key=lambda d: (d.line, d.warning)))
+    return config
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read and compile a config file. Raises ConfigError (never another exception)."""
+    name = os.fspath(path)
+    try:
+        data = Path(name).read_bytes()
+        document = data.decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            [Diagnostic(name, 0, "", f"cannot read the config: {exc.strerror or exc}")]
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [Diagnostic(name, 1, "", f"the config is not UTF-8 text: {exc.reason}")]
+        ) from None
+    return parse_config(document, name, env)

@@ -1,0 +1,357 @@
+"""`corsproxy explain`: what a browser does with one request, against the loaded policy.
+
+Everything corsproxy would send comes from the server's own code (`decide()` and
+`response_headers()`); `browser.py` plays the browser's part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from corsproxy import browser
+from corsproxy.config import Config
+from corsproxy.cors import (
+    ACRH,
+    ACRM,
+    ACRPN,
+    Action,
+    CorsPolicy,
+    Decision,
+    Mode,
+    RequestView,
+    decide,
+    describe_reason,
+    response_headers,
+)
+from corsproxy.origins import parse_origin
+from corsproxy.paths import PathError, normalize_path
+from corsproxy.routes import Route
+
+
+@dataclass
+class Step:
+    title: str
+    outcome: str  # "ok" | "blocked" | "info"
+    lines: list[str] = field(default_factory=list)
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+# What a browser would report for each refusal if a server answered the preflight with 200
+# and a list that lacks the value (corsproxy answers 403, which shows as a status error).
+CAUSE_NAMES = {
+    "origin_not_allowed": "CORSMissingAllowOrigin",
+    "method_not_allowed": "CORSMethodNotFound",
+    "header_not_allowed": "CORSMissingAllowHeaderFromPreflight",
+    "cors_disabled": "CORSMissingAllowOrigin",
+}
+
+
+@dataclass
+class Explanation:
+    steps: list[Step] = field(default_factory=list)
+    allowed: bool = False
+    reason: str = ""
+    failure: browser.Failure | None = None
+    fix: str = ""
+    readable: tuple[str, ...] = ()
+
+    @property
+    def cause(self) -> str:
+        """The refusal in words, with the browser's name for that cause."""
+        code = self.reason.partition(":")[0]
+        name = CAUSE_NAMES.get(code)
+        if not name or self.failure is None or self.failure.firefox == name:
+            return ""
+        return f"{describe_reason(self.reason)} (the cause Firefox names {name})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verdict": "allowed" if self.allowed else "blocked",
+            "reason": self.reason,
+            "browser_error": None
+            if self.failure is None
+            else {
+                "firefox": self.failure.firefox,
+                "chrome": self.failure.chrome,
+                "message": self.failure.message,
+            },
+            "cause": self.cause,
+            "fix": self.fix,
+            "readable_headers": list(self.readable),
+            "steps": [
+                {
+                    "title": s.title,
+                    "outcome": s.outcome,
+                    "lines": s.lines,
+                    "headers": [[n, v] for n, v in s.headers],
+                }
+                for s in self.steps
+            ],
+        }
+
+
+def _route_key(config: Config, route: Route) -> str:
+    for i, candidate in enumerate(config.routes.routes):
+        if candidate is route:
+            return f"routes[{i}].cors"
+    return "cors"
+
+
+def _where(config: Config, route: Route, key: str) -> str:
+    source = route.cors_sources.get(key)
+    if source:
+        return f"{_route_key(config, route)}.{key} ({source})"
+    line = f" ({config.source}:{route.line})" if route.line else ""
+    return f"{_route_key(config, route)}.{key}{line}"
+
+
+def _fix_for(
+    config: Config,
+    route: Route,
+    reason: str,
+    origin: str,
+    headers: Sequence[tuple[str, str]] = (),
+) -> str:
+    code, _, detail = reason.partition(":")
+    # Suggest the header as the user spelled it, not the lower-cased wire form.
+    detail = next((n for n, _ in headers if n.lower() == detail), detail)
+    if code == "origin_not_allowed":
+        if origin == "null":
+            return (
+                "'null' comes from sandboxed frames and file: pages; serve the page from a real "
+                f"origin (listing 'null' in {_where(config, route, 'allow_origins')} would "
+                "trust every sandboxed page)"
+            )
+        return f"add '{origin}' to {_where(config, route, 'allow_origins')}"
+    if code == "method_not_allowed":
+        return f"add {detail} to {_where(config, route, 'allow_methods')}"
+    if code == "header_not_allowed":
+        return f"add {detail} to {_where(config, route, 'allow_headers')}"
+    if code == "private_network_not_allowed":
+        return f"set allow_private_network: true in {_route_key(config, route)}"
+    if code == "cors_disabled":
+        return f"this path's route sets cors: false ({config.source}:{route.line})"
+    return ""
+
+
+def _request_view(
+    method: str, path: str, origin: str, headers: Sequence[tuple[str, str]]
+) -> RequestView:
+    return RequestView.from_pairs(method, path, [("Origin", origin), *headers])
+
+
+def _enforced(decision: Decision) -> Decision:
+    return decision.would if decision.would is not None else decision
+
+
+def _answer(decision: Decision) -> tuple[int, list[tuple[str, str]]]:
+    """Status and headers corsproxy answers with itself (preflight, refusal)."""
+    headers = response_headers(decision, [])
+    return decision.status, headers
+
+
+def explain(
+    config: Config,
+    origin: str,
+    method: str = "GET",
+    path: str = "/",
+    headers: Sequence[tuple[str, str]] = (),
+    credentials: bool = False,
+    private_network: bool = False,
+) -> Explanation:
+    result = Explanation()
+    steps = result.steps
+    credentials_text = "with credentials" if credentials else "without credentials"
+
+    # 1. Which route and policy.
+    raw_path, _, query = path.partition("?")
+    try:
+        normalized = normalize_path(raw_path)
+        route = config.routes.match(normalized)
+    except PathError as exc:
+        steps.append(Step("Route", "blocked", [f"corsproxy answers 400: {exc} ({exc.reason})"]))
+        return _blocked(result, exc.reason, browser.cors_check([], origin, credentials), "")
+    if route is None:
+        steps.append(
+            Step(
+                "Route",
+                "blocked",
+                [
+                    f"no route matches {normalized.route_path} and there is no top-level "
+                    "upstream: corsproxy answers 404"
+                ],
+            )
+        )
+        return _blocked(
+            result,
+            "no_route",
+            browser.cors_check([], origin, credentials),
+            "add a route for this path, or a top-level upstream",
+        )
+    policy = route.cors
+    where = f"{config.source}:{route.line}" if route.line else "the default policy"
+    upstream = route.upstream
+    target = upstream.url(route.forward_path(normalized), query) if upstream else "(none)"
+    route_lines = [
+        f"route '{route.name}' (path_prefix {route.path_prefix}, {where})",
+        f"forwarded to {target}",
+    ]
+    if not policy.enabled:
+        route_lines.append("cors: false on this route: no cross-origin access")
+    if policy.mode is Mode.REPORT_ONLY:
+        route_lines.append(
+            "mode report-only: corsproxy changes nothing on the wire (preflights are forwarded, "
+            "upstream CORS headers pass); below is what enforce mode would do"
+        )
+    steps.append(Step("Route", "info", route_lines))
+
+    # 2. The origin against the allow-list.
+    steps.append(_origin_step(config, route, policy, origin))
+
+    # 3. Does the browser send a preflight?
+    need = browser.preflight_need(method, headers)
+    if need.needed:
+        steps.append(Step("Preflight needed?", "info", ["yes: " + r for r in need.reasons]))
+    else:
+        steps.append(
+            Step(
+                "Preflight needed?",
+                "info",
+                [f"no: {method} with only CORS-safelisted headers is a simple request"],
+            )
+        )
+
+    # 4. The preflight, answered by corsproxy.
+    if need.needed:
+        pre_headers = [(ACRM, method)]
+        if need.request_header_names:
+            pre_headers.append((ACRH, ",".join(need.request_header_names)))
+        if private_network:
+            pre_headers.append((ACRPN, "true"))
+        view = _request_view("OPTIONS", normalized.route_path, origin, pre_headers)
+        decision = _enforced(decide(policy, view))
+        status, answer = _answer(decision)
+        lines = [
+            f"OPTIONS {normalized.route_path} with "
+            + ", ".join(f"{n}: {v}" for n, v in pre_headers),
+            f"answered by corsproxy (never forwarded): {status}",
+        ]
+        lines += [
+            f"check failed: {describe_reason(r)}" for r in decision.reasons if not decision.allowed
+        ]
+        failure = browser.preflight_check(
+            status,
+            answer,
+            origin,
+            credentials,
+            method,
+            need.request_header_names,
+            private_network,
+        )
+        steps.append(Step("Preflight", "blocked" if failure else "ok", lines, answer))
+        if failure is not None:
+            reason = decision.reason if not decision.allowed else failure.firefox
+            fix = (
+                _fix_for(config, route, decision.reason, origin, headers)
+                if not decision.allowed
+                else ""
+            )
+            return _blocked(result, reason, failure, fix or _credentials_fix(config, route, policy))
+
+    # 5. The actual request and the response corsproxy sends back.
+    view = _request_view(method, normalized.route_path, origin, headers)
+    decision = _enforced(decide(policy, view))
+    if decision.action is Action.REFUSE:
+        status, answer = _answer(decision)
+        lines = [f"{method} refused by corsproxy with {status} (on_disallowed: reject)"]
+    elif decision.action is Action.BAD_REQUEST:
+        status, answer = _answer(decision)
+        lines = [f"corsproxy answers {status}: {describe_reason(decision.reason)}"]
+    else:
+        answer = response_headers(decision, [])
+        lines = [f"{method} {credentials_text}: forwarded to {target}"]
+        if decision.strip_upstream_cors:
+            lines.append("the upstream's own Access-Control-* headers are removed")
+        lines.append("headers corsproxy adds to the upstream's response:")
+    failure = browser.cors_check(answer, origin, credentials)
+    steps.append(Step("Actual request", "blocked" if failure else "ok", lines, answer))
+    if failure is not None:
+        fix = (
+            _fix_for(config, route, decision.reason, origin)
+            if not decision.allowed
+            else _credentials_fix(config, route, policy)
+        )
+        reason = decision.reason if not decision.allowed else failure.firefox
+        return _blocked(result, reason, failure, fix)
+
+    result.allowed = True
+    result.reason = decision.reason
+    result.readable = browser.readable_headers(answer, credentials)
+    readable = "every response header" if result.readable == ("*",) else ", ".join(result.readable)
+    steps.append(Step("Script can read", "ok", [f"status, body and headers: {readable}"]))
+    return result
+
+
+def _credentials_fix(config: Config, route: Route, policy: CorsPolicy) -> str:
+    if policy.origins.allows_any:
+        return (
+            f"list the allowed origins instead of '*' in {_where(config, route, 'allow_origins')}"
+            " and set allow_credentials: true, or fetch without credentials"
+        )
+    return (
+        f"set allow_credentials: true in {_route_key(config, route)}, or fetch without credentials"
+    )
+
+
+def _blocked(
+    result: Explanation, reason: str, failure: browser.Failure | None, fix: str
+) -> Explanation:
+    result.allowed = False
+    result.reason = reason
+    result.failure = failure
+    result.fix = fix
+    return result
+
+
+def _origin_step(config: Config, route: Route, policy: CorsPolicy, origin: str) -> Step:
+    if not policy.enabled:
+        return Step("Origin", "info", ["not checked: cors is false on this route"])
+    match = policy.origins.match(origin)
+    if match.allowed and match.entry is not None:
+        source = route.cors_sources.get("allow_origins", "")
+        at = f" ({source})" if source else ""
+        return Step(
+            "Origin",
+            "ok",
+            [f"{origin} is allowed by allow_origins[{match.entry.index}] '{match.entry.text}'{at}"],
+        )
+    lines = [f"{origin} matches no entry of allow_origins"]
+    if origin == "null":
+        lines.append("'null' is only allowed when listed literally")
+    elif parse_origin(origin) is None:
+        lines.append("it is not a serialized origin (scheme://host[:port]), so nothing matches it")
+    return Step("Origin", "blocked", lines)
+
+
+def render_text(result: Explanation) -> str:
+    out: list[str] = []
+    marks = {"ok": "ok", "blocked": "BLOCKED", "info": ""}
+    for number, step in enumerate(result.steps, 1):
+        mark = marks[step.outcome]
+        out.append(f"{number}. {step.title}" + (f"  [{mark}]" if mark else ""))
+        out.extend(f"     {line}" for line in step.lines)
+        out.extend(f"       {name}: {value}" for name, value in step.headers)
+    if result.allowed:
+        out.append("VERDICT: ALLOWED: the page can read the response")
+    else:
+        out.append(f"VERDICT: BLOCKED ({result.reason})")
+        if result.failure is not None:
+            out.append(f"  Firefox: {result.failure.firefox}")
+            out.append(f"  Chrome:  {result.failure.chrome}: {result.failure.message}")
+        if result.cause:
+            out.append(f"  Cause:   {result.cause}")
+        if result.fix:
+            out.append(f"  Fix:     {result.fix}")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,104 @@
+"""The route table: longest `path_prefix` wins, at segment boundaries. Pure code."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from corsproxy.cors import CorsPolicy
+from corsproxy.paths import NormalizedPath, PathError, alternative_readings
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """Where requests go. Only ever combined with a request's path and query."""
+
+    scheme: str
+    host: str  # IPv6 literals keep their brackets
+    port: int
+    base_path: str = ""  # no trailing slash
+
+    @property
+    def authority(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        return self.host if self.port == default else f"{self.host}:{self.port}"
+
+    @property
+    def origin(self) -> str:
+        return f"{self.scheme}://{self.authority}"
+
+    def url(self, forward_path: str, raw_query: str = "") -> str:
+        """The upstream URL for an already-normalized path and the raw query, as sent."""
+        query = f"?{raw_query}" if raw_query else ""
+        return f"{self.origin}{self.base_path}{forward_path}{query}"
+
+    def __str__(self) -> str:
+        return f"{self.origin}{self.base_path}"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float = 5.0
+    read: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A compiled route. The implicit default route has `path_prefix="/"`, `line=0`."""
+
+    name: str
+    path_prefix: str
+    upstream: Upstream | None
+    cors: CorsPolicy
+    timeouts: Timeouts = Timeouts()
+    preserve_host: bool = False
+    strip_prefix: bool = False
+    line: int = 0
+    # Where each effective CORS key was set ("config.yaml:27"), for explanations.
+    cors_sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def segments(self) -> tuple[str, ...]:
+        return tuple(s for s in self.path_prefix.split("/") if s)
+
+    def forward_path(self, path: NormalizedPath) -> str:
+        return path.forward_path(len(self.segments) if self.strip_prefix else 0)
+
+
+class RouteTable:
+    """Routes by segment prefix; lookup walks the path's prefixes from longest to shortest."""
+
+    __slots__ = ("_by_segments", "default", "routes")
+
+    def __init__(self, routes: tuple[Route, ...], default: Route | None) -> None:
+        self.routes = routes
+        self.default = default
+        self._by_segments: dict[tuple[str, ...], Route] = {}
+        if default is not None:
+            self._by_segments[()] = default
+        for route in routes:
+            self._by_segments[route.segments] = route
+
+    def _lookup(self, segments: tuple[str, ...]) -> Route | None:
+        for length in range(len(segments), -1, -1):
+            route = self._by_segments.get(segments[:length])
+            if route is not None:
+                return route
+        return None
+
+    def match(self, path: NormalizedPath) -> Route | None:
+        """The route for a normalized path; None when no route (and no default) applies.
+
+        Raises PathError when another reading of the same path that some upstreams use
+        (decoded `%2F`, `\\` as `/`, `;params` dropped) would land on a different route:
+        the decision must be made on the path the upstream will act on.
+        """
+        route = self._lookup(path.segments)
+        for reading in alternative_readings(path):
+            if self._lookup(reading) is not route:
+                raise PathError(
+                    "path_ambiguous",
+                    "the path reads as another route once '%2F', '\\' or ';' are interpreted",
+                )
+        return route

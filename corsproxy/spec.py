@@ -1,0 +1,538 @@
+"""Declarative config specs: one definition validates YAML nodes and emits the JSON Schema.
+
+Specs read PyYAML nodes (which carry line marks), interpolate `${VAR}` in string scalars
+after parsing (so a value can never inject structure), and report every problem as a
+`Diagnostic` naming the file, line and dotted key path, with a hint.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+T = TypeVar("T")
+
+STR_TAG = "tag:yaml.org,2002:str"
+_RETYPED_TAGS = {
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+}
+_ENV = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})")
+ENV_PATTERN = r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}"
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    file: str
+    line: int
+    key: str
+    message: str
+    hint: str = ""
+    warning: bool = False
+
+    def __str__(self) -> str:
+        level = "warning: " if self.warning else ""
+        hint = f" ({self.hint})" if self.hint else ""
+        key = f"{self.key}: " if self.key else ""
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {key}{level}{self.message}{hint}"
+
+
+class SpecError(ValueError):
+    """Raised by value checks; becomes a Diagnostic at the value's line."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class Invalid:
+    """The result of a value that produced an error (already reported)."""
+
+    _instance: Invalid | None = None
+
+    def __new__(cls) -> Invalid:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "INVALID"
+
+
+INVALID = Invalid()
+
+
+def line_of(node: Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+@dataclass
+class Context:
+    """Collects diagnostics while specs read a document."""
+
+    file: str
+    env: Mapping[str, str]
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    # One constructor per document: it caches constructed nodes.
+    constructor: yaml.constructor.SafeConstructor = field(
+        default_factory=yaml.constructor.SafeConstructor
+    )
+
+    def error(self, node: Node | int, key: str, message: str, hint: str = "") -> Invalid:
+        line = node if isinstance(node, int) else line_of(node)
+        self.diagnostics.append(Diagnostic(self.file, line, key, message, hint))
+        return INVALID
+
+    def warn(self, node: Node | int, key: str, message: str, hint: str = "") -> None:
+        line = node if isinstance(node, int) else line_of(node)
+        self.diagnostics.append(Diagnostic(self.file, line, key, message, hint, warning=True))
+
+    @property
+    def failed(self) -> bool:
+        return any(not d.warning for d in self.diagnostics)
+
+    def interpolate(self, text: str, node: Node, key: str) -> str | Invalid:
+        missing: list[str] = []
+
+        def substitute(m: re.Match[str]) -> str:
+            if m.group(0) == "$$":
+                return "$"
+            name, default = m.group(1), m.group(2)
+            value = self.env.get(name, "")
+            if value:
+                return value
+            if default is not None:
+                return default
+            if name not in self.env:
+                missing.append(name)
+            return ""
+
+        result = _ENV.sub(substitute, text)
+        if "${" in _ENV.sub("", text):
+            return self.error(
+                node, key, "malformed variable reference", "write ${NAME} or ${NAME:-default}"
+            )
+        if missing:
+            return self.error(
+                node,
+                key,
+                f"environment variable {missing[0]} is not set",
+                f"set it, or give a default: ${{{missing[0]}:-value}}",
+            )
+        return result
+
+
+_RESOLVER = yaml.resolver.Resolver()
+
+
+def read_scalar(node: Node, key: str, ctx: Context) -> Any:
+    """A scalar's value, interpolated. A plain scalar that was interpolated is re-typed
+    (`max_age: ${AGE:-600}` is an int), never re-parsed as YAML structure."""
+    if not isinstance(node, ScalarNode):
+        kind = "a list" if isinstance(node, SequenceNode) else "a mapping"
+        return ctx.error(node, key, f"expected a single value, got {kind}")
+    try:
+        value = ctx.constructor.construct_object(node, deep=True)
+    except yaml.YAMLError as exc:
+        return ctx.error(node, key, f"cannot read this value: {exc}".splitlines()[0])
+    if node.tag != STR_TAG or not isinstance(value, str) or "$" not in value:
+        return value
+    text = ctx.interpolate(value, node, key)
+    if isinstance(text, Invalid) or node.style is not None or text == value:
+        return text
+    tag = _RESOLVER.resolve(ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
+    if tag in _RETYPED_TAGS:
+        return ctx.constructor.construct_object(ScalarNode(tag, text), deep=True)
+    return text
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string"}.get(
+        type(value), type(value).__name__
+    )
+
+
+class Spec(Generic[T]):
+    """Reads one node into a value of type T, or INVALID after reporting."""
+
+    def parse(self, node: Node, key: str, ctx: Context) -> T | Invalid:
+        raise NotImplementedError
+
+    def schema(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class Scalar(Spec[T]):
+    """A scalar checked and converted by `convert`, which raises SpecError."""
+
+    def __init__(
+        self, convert: Callable[[Any], T], schema: dict[str, Any], env_ok: bool = True
+    ) -> None:
+        self.convert = convert
+        self._schema = schema
+        self._env_ok = env_ok
+
+    def parse(self, node: Node, key: str, ctx: Context) -> T | Invalid:
+        value = read_scalar(node, key, ctx)
+        if isinstance(value, Invalid):
+            return value
+        try:
+            return self.convert(value)
+        except SpecError as exc:
+            return ctx.error(node, key, exc.message, exc.hint)
+
+    def schema(self) -> dict[str, Any]:
+        if not self._env_ok or self._schema.get("type") == "string":
+            return dict(self._schema)
+        return {"anyOf": [self._schema, {"type": "string", "pattern": ENV_PATTERN}]}
+
+
+def boolean() -> Scalar[bool]:
+    def convert(value: Any) -> bool:
+        if isinstance(value, bool):
+            return value
+        raise SpecError(f"expected true or false, got {_type_name(value)}")
+
+    return Scalar(convert, {"type": "boolean"})
+
+
+def integer(minimum: int | None = None, maximum: int | None = None) -> Scalar[int]:
+    def convert(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SpecError(f"expected a whole number, got {_type_name(value)}")
+        if minimum is not None and value < minimum:
+            raise SpecError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise SpecError(f"must be at most {maximum}, got {value}")
+        return value
+
+    schema: dict[str, Any] = {"type": "integer"}
+    if minimum is not None:
+        schema["minimum"] = minimum
+    if maximum is not None:
+        schema["maximum"] = maximum
+    return Scalar(convert, schema)
+
+
+def text(
+    check: Callable[[str], T] | None = None, schema: dict[str, Any] | None = None
+) -> Scalar[T]:
+    def convert(value: Any) -> T:
+        if not isinstance(value, str):
+            raise SpecError(f"expected a string, got {_type_name(value)}", "quote the value")
+        if check is None:
+            return value  # type: ignore[return-value]
+        return check(value)
+
+    return Scalar(convert, {"type": "string", **(schema or {})})
+
+
+def choice(*values: str) -> Scalar[str]:
+    def convert(value: Any) -> str:
+        if value not in values:
+            options = " | ".join(values)
+            close = difflib.get_close_matches(str(value), values, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"one of: {options}"
+            raise SpecError(f"'{value}' is not one of {options}", hint)
+        return str(value)
+
+    return Scalar(convert, {"enum": list(values)}, env_ok=False)
+
+
+_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)\s*\Z")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    else:
+        raise SpecError(
+            f"'{value}' is not a duration", "seconds as a number, or a string like 500ms, 5s, 2m"
+        )
+    if seconds <= 0:
+        raise SpecError("a duration must be more than zero")
+    return seconds
+
+
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*\Z")
+_SIZE_UNITS = {
+    None: 1,
+    "B": 1,
+    "KB": 1000,
+    "MB": 1000**2,
+    "GB": 1000**3,
+    "KiB": 1024,
+    "MiB": 1024**2,
+    "GiB": 1024**3,
+}
+
+
+def parse_size(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str) and (m := _SIZE.match(value)):
+        size = int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+    else:
+        raise SpecError(
+            f"'{value}' is not a size", "bytes as a number, or a string like 512KiB, 10MiB, 1GB"
+        )
+    if size <= 0:
+        raise SpecError("a size must be more than zero")
+    return size
+
+
+DURATION_SCHEMA = {
+    "anyOf": [
+        {"type": "number", "exclusiveMinimum": 0},
+        {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*(ms|s|m|h)\s*$"},
+        {"type": "string", "pattern": ENV_PATTERN},
+    ]
+}
+SIZE_SCHEMA = {
+    "anyOf": [
+        {"type": "integer", "exclusiveMinimum": 0},
+        {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$"},
+        {"type": "string", "pattern": ENV_PATTERN},
+    ]
+}
+
+
+def duration() -> Scalar[float]:
+    return Scalar(parse_duration, DURATION_SCHEMA, env_ok=False)
+
+
+def size() -> Scalar[int]:
+    return Scalar(parse_size, SIZE_SCHEMA, env_ok=False)
+
+
+class Star:
+    """`"*"` given where a list was expected."""
+
+    _instance: Star | None = None
+
+    def __new__(cls) -> Star:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "STAR"
+
+
+STAR = Star()
+
+
+@dataclass(frozen=True, slots=True)
+class Item(Generic[T]):
+    value: T
+    line: int
+    key: str
+
+
+class StrList(Spec[list[Item[T]] | Star]):
+    """A list of strings, each checked by `check`. A string from `${VAR}` may hold a
+    comma-separated list; `star_ok` also accepts the single value `"*"`."""
+
+    def __init__(
+        self,
+        check: Callable[[str], T],
+        item_schema: dict[str, Any] | None = None,
+        star_ok: bool = False,
+        min_items: int = 0,
+    ) -> None:
+        self.check = check
+        self.item_schema = item_schema or {"type": "string"}
+        self.star_ok = star_ok
+        self.min_items = min_items
+
+    def parse(self, node: Node, key: str, ctx: Context) -> list[Item[T]] | Star | Invalid:
+        if isinstance(node, ScalarNode):
+            raw = read_scalar(node, key, ctx)
+            if isinstance(raw, Invalid):
+                return raw
+            if self.star_ok and raw == "*":
+                return STAR
+            if isinstance(raw, str) and node.value != raw:  # came from ${VAR}
+                parts = [p.strip() for p in raw.split(",") if p.strip()]
+                return self._items([(p, node, f"{key}[{i}]") for i, p in enumerate(parts)], ctx)
+            star = ' or "*"' if self.star_ok else ""
+            return ctx.error(node, key, f"expected a list{star}", f"write [{node.value}]")
+        if not isinstance(node, SequenceNode):
+            return ctx.error(node, key, "expected a list, got a mapping")
+        entries: list[tuple[str, Node, str]] = []
+        failed = False
+        for i, child in enumerate(node.value):
+            value = read_scalar(child, f"{key}[{i}]", ctx)
+            if isinstance(value, Invalid):
+                failed = True
+            elif not isinstance(value, str):
+                ctx.error(child, f"{key}[{i}]", f"expected a string, got {_type_name(value)}")
+                failed = True
+            else:
+                entries.append((value, child, f"{key}[{i}]"))
+        if self.star_ok and len(entries) == 1 and entries[0][0] == "*" and not failed:
+            return STAR
+        items = self._items(entries, ctx)
+        if not isinstance(items, Invalid) and len(node.value) < self.min_items:
+            return ctx.error(node, key, "must not be empty", "list at least one value")
+        return INVALID if failed else items
+
+    def _items(self, entries: list[tuple[str, Node, str]], ctx: Context) -> list[Item[T]] | Invalid:
+        items: list[Item[T]] = []
+        failed = False
+        for value, node, key in entries:
+            try:
+                items.append(Item(self.check(value), line_of(node), key))
+            except SpecError as exc:
+                ctx.error(node, key, exc.message, exc.hint)
+                failed = True
+        return INVALID if failed else items
+
+    def schema(self) -> dict[str, Any]:
+        array: dict[str, Any] = {"type": "array", "items": self.item_schema}
+        if self.min_items:
+            array["minItems"] = self.min_items
+        options: list[dict[str, Any]] = [array, {"type": "string", "pattern": ENV_PATTERN}]
+        if self.star_ok:
+            options.insert(1, {"const": "*"})
+        return {"anyOf": options}
+
+
+@dataclass(frozen=True)
+class Field:
+    spec: Spec[Any]
+    doc: str
+    default: Any = None  # shown in the schema only
+    required: bool = False
+
+
+@dataclass
+class Section:
+    """A validated mapping: values by key, and the line each key was written on."""
+
+    key: str
+    line: int
+    values: dict[str, Any] = field(default_factory=dict)
+    lines: dict[str, int] = field(default_factory=dict)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.values.get(name, default)
+
+    def has(self, name: str) -> bool:
+        return name in self.values
+
+    def child_key(self, name: str) -> str:
+        return f"{self.key}.{name}" if self.key else name
+
+
+class Obj(Spec[Section]):
+    def __init__(self, fields: dict[str, Field], doc: str = "") -> None:
+        self.fields = fields
+        self.doc = doc
+
+    def parse(self, node: Node, key: str, ctx: Context) -> Section | Invalid:
+        if not isinstance(node, MappingNode):
+            return ctx.error(node, key or "(top level)", "expected a mapping of keys to values")
+        section = Section(key, line_of(node))
+        for key_node, value_node in node.value:
+            name = key_node.value if isinstance(key_node, ScalarNode) else None
+            child = f"{key}.{name}" if key else str(name)
+            if name not in self.fields:
+                close = difflib.get_close_matches(str(name), list(self.fields), n=1)
+                hint = (
+                    f"did you mean '{close[0]}'?"
+                    if close
+                    else "known keys: " + ", ".join(self.fields)
+                )
+                ctx.error(key_node, child, "unknown key", hint)
+                continue
+            if name in section.lines:
+                ctx.error(
+                    key_node,
+                    child,
+                    f"duplicate key (first set on line {section.lines[name]})",
+                    "keep one",
+                )
+                continue
+            section.lines[name] = line_of(key_node)
+            value = self.fields[name].spec.parse(value_node, child, ctx)
+            if not isinstance(value, Invalid):
+                section.values[name] = value
+        for name, spec_field in self.fields.items():
+            if spec_field.required and name not in section.lines:
+                ctx.error(node, key or name, f"missing required key '{name}'")
+        # Partial on errors (they are in ctx), so later checks still report theirs.
+        return section
+
+    def schema(self) -> dict[str, Any]:
+        properties: dict[str, Any] = {}
+        for name, spec_field in self.fields.items():
+            prop = spec_field.spec.schema()
+            prop["description"] = spec_field.doc
+            if spec_field.default is not None:
+                prop["default"] = spec_field.default
+            properties[name] = prop
+        schema: dict[str, Any] = {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": properties,
+        }
+        required = [n for n, f in self.fields.items() if f.required]
+        if required:
+            schema["required"] = required
+        if self.doc:
+            schema["description"] = self.doc
+        return schema
+
+
+class FalseOr(Spec[Section | bool]):
+    """`false`, or the wrapped mapping (`cors: false` turns cross-origin access off)."""
+
+    def __init__(self, inner: Obj) -> None:
+        self.inner = inner
+
+    def parse(self, node: Node, key: str, ctx: Context) -> Section | bool | Invalid:
+        if isinstance(node, ScalarNode):
+            value = read_scalar(node, key, ctx)
+            if value is False:
+                return False
+            if isinstance(value, Invalid):
+                return value
+            return ctx.error(node, key, "expected false or a mapping", "write false, or keys")
+        return self.inner.parse(node, key, ctx)
+
+    def schema(self) -> dict[str, Any]:
+        return {"anyOf": [{"const": False}, self.inner.schema()]}
+
+
+class ListOf(Spec[list[Section]]):
+    def __init__(self, inner: Obj) -> None:
+        self.inner = inner
+
+    def parse(self, node: Node, key: str, ctx: Context) -> list[Section] | Invalid:
+        if not isinstance(node, SequenceNode):
+            return ctx.error(node, key, "expected a list", "start each entry with '- '")
+        out: list[Section] = []
+        for i, child in enumerate(node.value):
+            section = self.inner.parse(child, f"{key}[{i}]", ctx)
+            if not isinstance(section, Invalid):
+                out.append(section)
+        return out
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "array", "items": self.inner.schema()}
