@@ -307,14 +307,16 @@ class OriginMatcher:
         return self.any is not None
 
     def match(self, value: str) -> OriginMatch:
+        if self.any is not None:
+            # `*` is answered literally (never reflected) and is never combined with
+            # credentials, so it is safe for any value, as browsers apply it to any origin.
+            return OriginMatch(True, self.any, parse_origin(value))
         if value == "null":
             # Opaque origins (sandboxed frames, file:) are only trusted when listed as such.
             return OriginMatch(self.null is not None, self.null, None)
         origin = parse_origin(value)
         if origin is None:
             return OriginMatch(False, None, None)
-        if self.any is not None:
-            return OriginMatch(True, self.any, origin)
         entry = self._exact.get(origin.key())
         if entry is not None:
             return OriginMatch(True, entry, origin)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 _HEX = "0123456789ABCDEFabcdef"
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -78,7 +79,9 @@ def _join(segments: tuple[str, ...], trailing_slash: bool) -> str:
     return "/" + "/".join(segments) + ("/" if trailing_slash else "")
 
 
-def _resolve(raw_segments: list[str], clamp: bool = False) -> tuple[list[str], list[str], bool]:
+def _resolve(
+    raw_segments: list[str], clamp: bool = False, decode: bool = True
+) -> tuple[list[str], list[str], bool]:
     """Merge empty segments and remove dot segments (RFC 3986 5.2.4) on decoded forms.
 
     A `..` at the root is an error, or with `clamp` dropped as RFC 3986 does.
@@ -87,7 +90,7 @@ def _resolve(raw_segments: list[str], clamp: bool = False) -> tuple[list[str], l
     raw: list[str] = []
     trailing = False
     for seg in raw_segments:
-        dec = _decode_unreserved(seg)
+        dec = _decode_unreserved(seg) if decode else seg
         trailing = False
         if dec == "" or dec == ".":
             trailing = True
@@ -128,23 +131,29 @@ def normalize_path(path: str) -> NormalizedPath:
     return NormalizedPath(tuple(decoded), tuple(raw), trailing)
 
 
-def alternative_readings(path: NormalizedPath) -> list[tuple[str, ...]]:
-    """Segment lists a lenient upstream might see in the same path.
+def fully_decoded(segments: tuple[str, ...]) -> tuple[str, ...]:
+    """Segments as a server that decodes every escape sees them (compare with readings)."""
+    return _reading(unquote("/".join(segments), errors="replace").replace("\\", "/"))
 
-    Some servers decode `%2F` or accept `\\` as a separator, and some (Tomcat, Jetty) drop
-    `;params` before resolving dot segments, so `/a/..;/b` becomes `/b` there. The route
-    table refuses a path whose readings land on different routes.
+
+def alternative_readings(path: NormalizedPath) -> list[tuple[str, ...]]:
+    """Segment lists (fully decoded) a lenient upstream might see in the same path.
+
+    Some servers decode every escape (`%2F` becomes a separator, `%2B` a `+`, `%5C` a `\\`
+    that Windows servers split on), and some (Tomcat, Jetty) drop `;params` before resolving
+    dot segments, so `/a/..;/b` becomes `/b` there. The route table refuses a path whose
+    readings land on different routes.
     """
-    readings: list[tuple[str, ...]] = []
     joined = "/".join(path.raw_segments)
-    slashy = re.sub(r"%2[Ff]|%5[Cc]|\\", "/", joined)
-    if slashy != joined:
-        readings.append(_reading(slashy))
-    if ";" in joined:
-        readings.append(_reading("/".join(seg.split(";", 1)[0] for seg in slashy.split("/"))))
+    if "%" not in joined and ";" not in joined:
+        return []
+    decoded = unquote(joined, errors="replace").replace("\\", "/")
+    readings = [_reading(decoded)]
+    if ";" in decoded:
+        readings.append(_reading("/".join(seg.split(";", 1)[0] for seg in decoded.split("/"))))
     return readings
 
 
 def _reading(joined: str) -> tuple[str, ...]:
-    decoded, _, _ = _resolve(joined.split("/"), clamp=True)
+    decoded, _, _ = _resolve(joined.split("/"), clamp=True, decode=False)
     return tuple(decoded)

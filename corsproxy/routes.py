@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from corsproxy.cors import CorsPolicy
-from corsproxy.paths import NormalizedPath, PathError, alternative_readings
+from corsproxy.paths import NormalizedPath, PathError, alternative_readings, fully_decoded
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +69,7 @@ class Route:
 class RouteTable:
     """Routes by segment prefix; lookup walks the path's prefixes from longest to shortest."""
 
-    __slots__ = ("_by_segments", "default", "routes")
+    __slots__ = ("_by_decoded", "_by_segments", "default", "routes")
 
     def __init__(self, routes: tuple[Route, ...], default: Route | None) -> None:
         self.routes = routes
@@ -79,10 +79,13 @@ class RouteTable:
             self._by_segments[()] = default
         for route in routes:
             self._by_segments[route.segments] = route
+        # The same prefixes as a server that decodes every escape sees them.
+        self._by_decoded = {fully_decoded(k): r for k, r in self._by_segments.items()}
 
-    def _lookup(self, segments: tuple[str, ...]) -> Route | None:
+    @staticmethod
+    def _lookup(table: dict[tuple[str, ...], Route], segments: tuple[str, ...]) -> Route | None:
         for length in range(len(segments), -1, -1):
-            route = self._by_segments.get(segments[:length])
+            route = table.get(segments[:length])
             if route is not None:
                 return route
         return None
@@ -94,9 +97,9 @@ class RouteTable:
         (decoded `%2F`, `\\` as `/`, `;params` dropped) would land on a different route:
         the decision must be made on the path the upstream will act on.
         """
-        route = self._lookup(path.segments)
+        route = self._lookup(self._by_segments, path.segments)
         for reading in alternative_readings(path):
-            if self._lookup(reading) is not route:
+            if self._lookup(self._by_decoded, reading) is not route:
                 raise PathError(
                     "path_ambiguous",
                     "the path reads as another route once '%2F', '\\' or ';' are interpreted",
