@@ -173,9 +173,11 @@ def check_path_prefix(value: str) -> str:
         normalized = normalize_path(value).route_path
     except PathError as exc:
         raise SpecError(f"bad path prefix: {exc}", "write a plain path such as /api/v1") from None
-    if normalized != value:
+    if normalized != value or (value != "/" and value.endswith("/")):
         raise SpecError(
-            f"'{value}' is not a normalized path prefix", f"write '{normalized.rstrip('/') or '/'}'"
+            f"'{value}' is not a normalized path prefix",
+            f"write '{normalized.rstrip('/') or '/'}'; prefixes match whole segments, so it "
+            "also covers everything below",
         )
     return value
 
@@ -636,7 +638,7 @@ def parse_config(text_: str, file: str, env: Mapping[str, str] | None = None) ->
     config = None if isinstance(top, Invalid) else compile_config(top, ctx)
     if config is None or ctx.failed:
         unique = dict.fromkeys(ctx.diagnostics)  # a default policy is checked once per route
-        raise ConfigError(sorted(unique, key=lambda d: (d.line, d.warning)))
+        raise ConfigError(sorted(unique, key=lambda d: (d.line, d.warning, d.key)))
     return config
 
 

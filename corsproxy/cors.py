@@ -191,7 +191,7 @@ def parse_request_headers(lines: Sequence[str]) -> tuple[str, ...] | None:
     if len(lines) > MAX_FIELD_LINES:
         return None
     names: list[str] = []
-    empty = 0
+    empty = elements = 0
     for line in lines:
         start, n = 0, len(line)
         while True:
@@ -207,10 +207,11 @@ def parse_request_headers(lines: Sequence[str]) -> tuple[str, ...] | None:
             elif not _TOKEN.match(element):
                 return None
             else:
+                elements += 1  # duplicates count too, or `a,a,a,...` would be unbounded
+                if elements > MAX_REQUEST_HEADER_NAMES:
+                    return None
                 name = element.lower()
                 if name not in names:
-                    if len(names) >= MAX_REQUEST_HEADER_NAMES:
-                        return None
                     names.append(name)
             if comma < 0:
                 break

@@ -1,0 +1,532 @@
+"""Config loading: every error with its exact FILE:LINE: key output, env interpolation."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from corsproxy.config import ConfigError, json_schema, load_config, parse_config
+from corsproxy.cors import Mode, OnDisallowed
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def problems(text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(textwrap.dedent(text), "cfg.yaml", env or {})
+    return [str(d) for d in info.value.diagnostics]
+
+
+def warnings(text: str, env: dict[str, str] | None = None) -> list[str]:
+    config = parse_config(textwrap.dedent(text), "cfg.yaml", env or {})
+    return [str(d) for d in config.warnings]
+
+
+ERRORS = [
+    (
+        "wildcard-with-credentials",
+        """\
+        upstream: http://u:1
+        cors:
+          allow_origins: ["*"]
+          allow_credentials: true
+        """,
+        "cfg.yaml:3: cors.allow_origins[0]: '*' cannot be used with allow_credentials: true "
+        "(line 4) (browsers refuse '*' with credentials; list the origins, e.g. "
+        "'https://app.example.com')",
+    ),
+    (
+        "expose-wildcard-with-credentials",
+        """\
+        upstream: http://u:1
+        cors:
+          allow_origins: [https://a.example]
+          allow_credentials: true
+          expose_headers: "*"
+        """,
+        "cfg.yaml:5: cors.expose_headers: '*' cannot be used with allow_credentials: true "
+        "(line 4) (browsers read '*' literally with credentials; list the headers to expose)",
+    ),
+    (
+        "route-inherits-credentials",
+        """\
+        upstream: http://u:1
+        cors:
+          allow_origins: [https://a.example]
+          allow_credentials: true
+        routes:
+          - path_prefix: /pub
+            cors:
+              allow_origins: ["*"]
+        """,
+        "cfg.yaml:8: routes[0].cors.allow_origins[0]: '*' cannot be used with "
+        "allow_credentials: true (line 4) (browsers refuse '*' with credentials; list the "
+        "origins, e.g. 'https://app.example.com')",
+    ),
+    (
+        "null-with-credentials",
+        """\
+        upstream: http://u:1
+        cors: {allow_origins: ["null"], allow_credentials: true}
+        """,
+        "cfg.yaml:2: cors.allow_origins[0]: 'null' cannot be used with allow_credentials: true "
+        "(line 2) (any page can send Origin: null from a sandboxed iframe)",
+    ),
+    (
+        "origin-with-path",
+        """\
+        upstream: http://u:1
+        cors:
+          allow_origins:
+            - https://app.example.com/
+        """,
+        "cfg.yaml:4: cors.allow_origins[0]: 'https://app.example.com/' is not a serialized "
+        "origin (path, query, fragment or credentials) (an origin is scheme://host[:port] "
+        "only; write 'https://app.example.com')",
+    ),
+    (
+        "origin-without-scheme",
+        """\
+        upstream: http://u:1
+        cors:
+          allow_origins: [app.example.com]
+        """,
+        "cfg.yaml:3: cors.allow_origins[0]: 'app.example.com' is not a serialized origin "
+        "(no scheme) (add the scheme, e.g. 'https://app.example.com')",
+    ),
+    (
+        "origin-with-query",
+        """\
+        upstream: http://u:1
+        cors:
+          allow_origins: ["https://a.example?x=1"]
+        """,
+        "cfg.yaml:3: cors.allow_origins[0]: 'https://a.example?x=1' is not a serialized "
+        "origin (path, query, fragment or credentials) (an origin is scheme://host[:port] "
+        "only; write 'https://a.example')",
+    ),
+    (
+        "regex-does-not-compile",
+        """\
+        upstream: http://u:1
+        cors:
+          allow_origins: ["regex:https://(a"]
+        """,
+        "cfg.yaml:3: cors.allow_origins[0]: regex does not compile: missing ), unterminated "
+        "subpattern at position 8 (check the pattern's brackets and escapes)",
+    ),
+    (
+        "glob-bare-tld",
+        """\
+        upstream: http://u:1
+        cors:
+          allow_origins: ["https://*.com"]
+        """,
+        "cfg.yaml:3: cors.allow_origins[0]: 'https://*.com' matches every site under the "
+        "top-level domain '.com' (name your own domain, e.g. 'https://*.example.com')",
+    ),
+    (
+        "bad-upstream",
+        """\
+        upstream: legacy:9000
+        """,
+        "cfg.yaml:1: upstream: upstream URL 'legacy:9000' must start with http:// or https:// "
+        "(write an http(s) URL such as 'http://legacy:9000'; a base path may follow)",
+    ),
+    (
+        "upstream-with-query",
+        """\
+        upstream: http://legacy:9000/?a=1
+        """,
+        "cfg.yaml:1: upstream: the upstream URL must not have a query or fragment (write an "
+        "http(s) URL such as 'http://legacy:9000'; a base path may follow)",
+    ),
+    (
+        "bad-duration",
+        """\
+        upstream: http://u:1
+        timeouts: {connect: 5 seconds}
+        """,
+        "cfg.yaml:2: timeouts.connect: '5 seconds' is not a duration (seconds as a number, or "
+        "a string like 500ms, 5s, 2m)",
+    ),
+    (
+        "zero-duration",
+        """\
+        upstream: http://u:1
+        timeouts:
+          read: 0
+        """,
+        "cfg.yaml:3: timeouts.read: a duration must be more than zero",
+    ),
+    (
+        "bad-size",
+        """\
+        upstream: http://u:1
+        limits: {max_body_size: 10 mb}
+        """,
+        "cfg.yaml:2: limits.max_body_size: '10 mb' is not a size (bytes as a number, or a "
+        "string like 512KiB, 10MiB, 1GB)",
+    ),
+    (
+        "empty-methods",
+        """\
+        upstream: http://u:1
+        cors:
+          allow_methods: []
+        """,
+        "cfg.yaml:3: cors.allow_methods: must not be empty (list at least one value)",
+    ),
+    (
+        "unknown-key",
+        """\
+        upstream: http://u:1
+        cors:
+          allow_origin: [https://a.example]
+        """,
+        "cfg.yaml:3: cors.allow_origin: unknown key (did you mean 'allow_origins'?)",
+    ),
+    (
+        "unknown-top-level-key",
+        """\
+        upstream: http://u:1
+        upstreams: http://u:2
+        """,
+        "cfg.yaml:2: upstreams: unknown key (did you mean 'upstream'?)",
+    ),
+    (
+        "duplicate-key",
+        """\
+        upstream: http://u:1
+        upstream: http://u:2
+        """,
+        "cfg.yaml:2: upstream: duplicate key (first set on line 1) (keep one)",
+    ),
+    (
+        "bad-enum",
+        """\
+        upstream: http://u:1
+        cors: {on_disallowed: rejct}
+        """,
+        "cfg.yaml:2: cors.on_disallowed: 'rejct' is not one of forward | reject (did you mean "
+        "'reject'?)",
+    ),
+    (
+        "wrong-type",
+        """\
+        upstream: http://u:1
+        cors:
+          allow_credentials: "yes please"
+        """,
+        "cfg.yaml:3: cors.allow_credentials: expected true or false, got a string",
+    ),
+    (
+        "scalar-for-list",
+        """\
+        upstream: http://u:1
+        cors:
+          allow_origins: https://a.example
+        """,
+        "cfg.yaml:3: cors.allow_origins: expected a list (write [https://a.example])",
+    ),
+    (
+        "missing-upstream",
+        """\
+        listen: 0.0.0.0:8080
+        """,
+        "cfg.yaml:1: upstream: no upstream is configured (add upstream: http://HOST:PORT)",
+    ),
+    (
+        "route-without-upstream",
+        """\
+        routes:
+          - path_prefix: /a
+            upstream: http://u:1
+          - path_prefix: /b
+        """,
+        "cfg.yaml:4: routes[1]: this route has no upstream and there is no top-level upstream "
+        "(add upstream: to the route or at the top level)",
+    ),
+    (
+        "route-prefix-not-normalized",
+        """\
+        upstream: http://u:1
+        routes:
+          - path_prefix: /api/
+        """,
+        "cfg.yaml:3: routes[0].path_prefix: '/api/' is not a normalized path prefix "
+        "(write '/api'; prefixes match whole segments, so it also covers everything below)",
+    ),
+    (
+        "route-prefix-duplicate",
+        """\
+        upstream: http://u:1
+        routes:
+          - path_prefix: /api
+          - path_prefix: /api
+        """,
+        "cfg.yaml:4: routes[1].path_prefix: '/api' is already the prefix of the route on "
+        "line 3 (merge the two routes)",
+    ),
+    (
+        "route-missing-prefix",
+        """\
+        upstream: http://u:1
+        routes:
+          - strip_prefix: true
+        """,
+        "cfg.yaml:3: routes[0]: missing required key 'path_prefix'",
+    ),
+    (
+        "bad-listen",
+        """\
+        upstream: http://u:1
+        listen: "8080"
+        """,
+        "cfg.yaml:2: listen: '8080' is not HOST:PORT (write HOST:PORT, e.g. '0.0.0.0:8080' "
+        "or '[::1]:8080')",
+    ),
+    (
+        "forbidden-method",
+        """\
+        upstream: http://u:1
+        cors: {allow_methods: [GET, TRACE]}
+        """,
+        "cfg.yaml:2: cors.allow_methods[1]: browsers never send TRACE cross-origin (remove it)",
+    ),
+    (
+        "forbidden-expose",
+        """\
+        upstream: http://u:1
+        cors: {expose_headers: [Set-Cookie]}
+        """,
+        "cfg.yaml:2: cors.expose_headers[0]: browsers never expose Set-Cookie to scripts "
+        "(remove it)",
+    ),
+    (
+        "bad-version",
+        """\
+        version: 2
+        upstream: http://u:1
+        """,
+        "cfg.yaml:1: version: unsupported config version 2 (this corsproxy reads version 1)",
+    ),
+    (
+        "cors-true",
+        """\
+        upstream: http://u:1
+        cors: true
+        """,
+        "cfg.yaml:2: cors: expected false or a mapping (write false, or keys)",
+    ),
+    (
+        "yaml-syntax",
+        """\
+        upstream: http://u:1
+        cors:
+          allow_origins: [https://a.example
+        """,
+        "cfg.yaml:4: YAML syntax error: expected ',' or ']', but got '<stream end>' "
+        "(while parsing a flow sequence)",
+    ),
+    (
+        "empty-document",
+        "",
+        "cfg.yaml:1: the config is empty (start with upstream: http://HOST:PORT)",
+    ),
+    (
+        "top-level-list",
+        "- a\n",
+        "cfg.yaml:1: (top level): expected a mapping of keys to values",
+    ),
+    (
+        "unset-env",
+        """\
+        upstream: ${LEGACY_URL}
+        """,
+        "cfg.yaml:1: upstream: environment variable LEGACY_URL is not set (set it, or give a "
+        "default: ${LEGACY_URL:-value})",
+    ),
+    (
+        "malformed-env",
+        """\
+        upstream: http://${HOST
+        """,
+        "cfg.yaml:1: upstream: malformed variable reference (write ${NAME} or ${NAME:-default})",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS])
+def test_config_error_messages(text: str, expected: str) -> None:
+    found = problems(text)
+    assert expected in found, "\n".join(found)
+
+
+def test_all_errors_are_reported_at_once() -> None:
+    found = problems(
+        """\
+        upstream: ftp://x
+        timeouts: {connect: soon}
+        cors:
+          allow_origins: ["*", "https://a.example/"]
+          allow_credentials: true
+          max_age: many
+        routes:
+          - path_prefix: nope
+        """
+    )
+    assert [line.split(": ")[0] + ": " + line.split(": ")[1] for line in found] == [
+        "cfg.yaml:1: upstream",
+        "cfg.yaml:2: timeouts.connect",
+        "cfg.yaml:4: cors.allow_origins[0]",
+        "cfg.yaml:4: cors.allow_origins[1]",
+        "cfg.yaml:6: cors.max_age",
+        "cfg.yaml:8: routes[0].path_prefix",
+    ]
+
+
+WARNINGS = [
+    (
+        "max-age-safari",
+        "upstream: http://u:1\ncors: {allow_origins: [https://a.example], max_age: 3600}\n",
+        "cfg.yaml:2: cors.max_age: warning: max_age 3600 is above Safari's cap of 600 "
+        "(Safari uses 600 instead)",
+    ),
+    (
+        "max-age-chromium",
+        "upstream: http://u:1\ncors: {allow_origins: [https://a.example], max_age: 86400}\n",
+        "cfg.yaml:2: cors.max_age: warning: max_age 86400 is above the caps of Chromium (7200) "
+        "and Safari (600) (browsers use their cap instead)",
+    ),
+    (
+        "unescaped-dot",
+        "upstream: http://u:1\ncors:\n  allow_origins: ['regex:https://app.example.com']\n",
+        "cfg.yaml:3: cors.allow_origins[0]: warning: an unescaped '.' in an origin regex "
+        "matches any character (write '\\.' for a literal dot)",
+    ),
+    (
+        "report-only",
+        "upstream: http://u:1\ncors: {allow_origins: [https://a.example], mode: report-only}\n",
+        "cfg.yaml:2: cors.mode: warning: report-only: corsproxy changes no CORS header and only "
+        "reports decisions (set mode: enforce before going live)",
+    ),
+    (
+        "lower-case-method",
+        "upstream: http://u:1\ncors: {allow_origins: [https://a.example], allow_methods: [patch]}\n",
+        "cfg.yaml:2: cors.allow_methods[0]: warning: methods are case-sensitive: 'patch' is not "
+        "'PATCH' (write PATCH)",
+    ),
+    (
+        "no-origins",
+        "upstream: http://u:1\n",
+        "cfg.yaml:1: cors.allow_origins: warning: no origin is allowed: every cross-origin "
+        "request is refused (add allow_origins, or write cors: false)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [w[1:] for w in WARNINGS], ids=[w[0] for w in WARNINGS]
+)
+def test_config_warnings(text: str, expected: str) -> None:
+    assert expected in warnings(text)
+
+
+def test_env_interpolation() -> None:
+    env = {
+        "UP": "http://legacy:9000",
+        "AGE": "120",
+        "ORIGINS": "https://a.example, https://b.example",
+    }
+    config = parse_config(
+        textwrap.dedent(
+            """\
+            upstream: ${UP}
+            listen: "${HOST:-127.0.0.1}:${PORT:-8081}"
+            cors:
+              allow_origins: ${ORIGINS}
+              max_age: ${AGE}
+              allow_credentials: ${CREDS:-true}
+              allow_headers: ["X-Price-$$"]
+            """
+        ),
+        "cfg.yaml",
+        env,
+    )
+    assert str(config.upstream) == "http://legacy:9000"
+    assert str(config.listen) == "127.0.0.1:8081"
+    assert config.cors.max_age == 120
+    assert config.cors.allow_credentials is True
+    assert config.cors.origins.match("https://b.example").allowed
+    assert config.cors.allow_headers == frozenset({"x-price-$"})
+
+
+def test_env_values_cannot_inject_structure() -> None:
+    env = {"UP": "http://u:1\ncors: {allow_origins: ['*']}", "O": "[https://evil.example]"}
+    found = problems("upstream: ${UP}\n", env)
+    assert found[0].startswith("cfg.yaml:1: upstream: ")
+    # A list item from ${VAR} stays one string (here not an origin), never a YAML list.
+    found = problems("upstream: http://u:1\ncors:\n  allow_origins: ['${O}']\n", env)
+    assert found[0].startswith(
+        "cfg.yaml:3: cors.allow_origins[0]: '[https://evil.example]' is not a serialized origin"
+    )
+
+
+def test_quoted_interpolation_stays_a_string() -> None:
+    found = problems("upstream: http://u:1\ncors:\n  max_age: '${AGE}'\n", {"AGE": "5"})
+    assert found == ["cfg.yaml:3: cors.max_age: expected a whole number, got a string"]
+
+
+def test_example_config_is_valid_and_compiles() -> None:
+    config = load_config(ROOT / "config.example.yaml", env={})
+    assert config.warnings == ()
+    assert [r.path_prefix for r in config.routes.routes] == ["/api/public", "/reports", "/internal"]
+    assert config.admin is not None and str(config.admin.listen) == "127.0.0.1:9901"
+    assert config.limits.max_body_size == 10 * 1024 * 1024
+    assert config.routes.routes[1].timeouts.read == 300
+    assert config.routes.routes[2].cors.enabled is False
+    assert config.cors.mode is Mode.ENFORCE and config.cors.on_disallowed is OnDisallowed.FORWARD
+
+
+def test_missing_and_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "nope.yaml")
+    assert str(info.value).startswith(f"{tmp_path / 'nope.yaml'}: cannot read the config: ")
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"upstream: \xff\xfe\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(binary)
+    assert "not UTF-8" in str(info.value)
+
+
+def test_yaml_tags_and_aliases_are_harmless() -> None:
+    found = problems("upstream: !!python/object:os.system echo\n")
+    assert found and found[0].startswith("cfg.yaml:1: upstream: cannot read this value")
+    bomb = "a: &a [x, x, x]\nb: &b [*a, *a, *a]\nupstream: http://u:1\ncors: {allow_origins: *b}\n"
+    assert any("unknown key" in p for p in problems(bomb))
+
+
+def test_config_objects_are_immutable() -> None:
+    config = load_config(ROOT / "config.example.yaml", env={})
+    with pytest.raises(AttributeError):
+        config.cors.allow_credentials = False  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.routes.routes[0].cors_sources["x"] = "y"  # type: ignore[index]
+
+
+def test_schema_and_loader_agree() -> None:
+    schema = json_schema()
+    json.dumps(schema)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    example = yaml.safe_load((ROOT / "config.example.yaml").read_text())
+    assert list(validator.iter_errors(example)) == []
+    bad = {"upstream": "http://u:1", "cors": {"allow_origin": []}}
+    assert list(validator.iter_errors(bad))
+    assert list(validator.iter_errors({"upstream": "http://u:1", "cors": {"mode": "x"}}))

@@ -1,0 +1,160 @@
+"""Pure parsers: Access-Control-Request-Headers, request origins, allow_origins entries."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import pytest
+
+from corsproxy.cors import parse_request_headers
+from corsproxy.origins import Origin, OriginEntryError, compile_origin_entry, parse_origin
+
+ACRH_CASES = [
+    (["content-type"], ("content-type",)),
+    (["authorization,content-type"], ("authorization", "content-type")),
+    (["Content-Type , X-Requested-With"], ("content-type", "x-requested-with")),  # A57
+    (["authorization", "content-type"], ("authorization", "content-type")),  # P6
+    (["authorization\t", " ", " content-type"], ("authorization", "content-type")),  # P7
+    (["a,a,A"], ("a",)),
+    ([""], ()),
+    ([], ()),
+    ([",,,"], ()),
+    (["x-a,,x-b"], ("x-a", "x-b")),
+]
+
+
+@pytest.mark.parametrize(("lines", "names"), ACRH_CASES)
+def test_acrh_parsing(lines: list[str], names: tuple[str, ...]) -> None:
+    assert parse_request_headers(lines) == names
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ["," * (1 << 20)],  # P9: a megabyte of commas
+        [","] * 1000,  # P9: a thousand lines of commas
+        ["," * 17],  # more empty elements than a gateway ever makes
+        ["x" * 8000],  # A58: one huge token
+        ["a" * 300 + ",b"],
+        [",".join(f"x-{i}" for i in range(65))],  # more names than any page sends
+        ["x y"],
+        ["x/y"],
+        ['"x"'],
+        ["x-é"],
+    ],
+    ids=lambda v: repr(v)[:30],
+)
+def test_acrh_malformed_or_oversized_is_refused(lines: list[str]) -> None:
+    assert parse_request_headers(lines) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["," * (1 << 20), ", " * (1 << 19), "a," * (1 << 19), "a" * (1 << 20)],
+    ids=["commas", "comma-space", "names", "one-token"],
+)
+def test_acrh_parsing_work_is_bounded(value: str) -> None:
+    """rs/cors#170: a megabyte of commas cost 121 MB of allocations there. Here the
+    parser must give up after a bounded prefix, so it allocates almost nothing."""
+    tracemalloc.start()
+    try:
+        parse_request_headers([value])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024
+
+
+ORIGINS = [
+    ("https://app.example.com", Origin("https", "app.example.com", None)),
+    ("https://APP.Example.COM", Origin("https", "app.example.com", None)),
+    ("HTTPS://app.example.com", Origin("https", "app.example.com", None)),
+    ("https://app.example.com:443", Origin("https", "app.example.com", None)),
+    ("http://app.example.com:443", Origin("http", "app.example.com", 443)),
+    ("http://localhost:5173", Origin("http", "localhost", 5173)),
+    ("http://[::1]:3000", Origin("http", "[::1]", 3000)),
+    ("http://127.0.0.1", Origin("http", "127.0.0.1", None)),
+    ("chrome-extension://abcdefgh", Origin("chrome-extension", "abcdefgh", None)),
+    ("https://xn--bcher-kva.example", Origin("https", "xn--bcher-kva.example", None)),
+]
+
+
+@pytest.mark.parametrize(("value", "parsed"), ORIGINS)
+def test_parse_origin(value: str, parsed: Origin) -> None:
+    assert parse_origin(value) == parsed
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "null",
+        "app.example.com",
+        "https://",
+        "https://app.example.com/",
+        "https://app.example.com/x",
+        "https://app.example.com?x",
+        "https://user@app.example.com",
+        "https://app.example.com:",
+        "https://app.example.com:0",
+        "https://app.example.com:065",
+        "https://app.example.com:65536",
+        "https://app..example.com",
+        "https://.example.com",
+        "https://app.example.com.",
+        "https://-a.example.com",
+        "https://bücher.example",
+        "https://a b.example",
+        "https://[::1",
+        "https://[zz]",
+        "1http://x",
+        "https://" + "a" * 1100,
+    ],
+)
+def test_parse_origin_refuses_non_origins(value: str) -> None:
+    assert parse_origin(value) is None
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("app.example.com", "no scheme"),
+        ("https://app.example.com/", "path, query, fragment"),
+        ("https://app.example.com/api", "path, query, fragment"),
+        ("https://app.example.com?x=1", "path, query, fragment"),
+        ("https://u:p@app.example.com", "path, query, fragment"),
+        ("https://*.com", "top-level domain"),
+        ("https://*.co.uk", "anyone who can register"),
+        ("https://*.github.io", "anyone who can register"),
+        ("https://*example.com", "not a whole leading label"),
+        ("https://*", "not a whole leading label"),
+        ("h*", "no scheme"),
+        ("https://a.*.example.com", "not a whole leading label"),
+        ("https://*.example.com:99999", "bad port"),
+        ("regex:https://(x", "does not compile"),
+        ("regex:", "empty regex"),
+        ("https://bücher.example", "non-ASCII"),
+        (" https://a.example", "whitespace"),
+        ("https://a_b:1x", "not a serialized origin"),
+    ],
+)
+def test_bad_origin_entries(entry: str, message: str) -> None:
+    with pytest.raises(OriginEntryError) as info:
+        compile_origin_entry(0, entry)
+    assert message in info.value.message
+    assert info.value.hint
+
+
+@pytest.mark.parametrize(
+    ("entry", "warns"),
+    [
+        (r"regex:https://app\.example\.com", False),
+        ("regex:https://app.example.com", True),  # O9: unescaped dot
+        (r"regex:https://.*\.example\.com", False),  # `.*` is meant as a wildcard
+        (r"regex:https://[a.]+\.example\.com", False),  # a dot in a class is literal
+        ("https://*.example.com", False),
+    ],
+)
+def test_origin_entry_warnings(entry: str, warns: bool) -> None:
+    _, warnings = compile_origin_entry(0, entry)
+    assert bool(warnings) is warns
