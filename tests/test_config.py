@@ -418,7 +418,8 @@ WARNINGS = [
     ),
     (
         "lower-case-method",
-        "upstream: http://u:1\ncors: {allow_origins: [https://a.example], allow_methods: [patch]}\n",
+        "upstream: http://u:1\ncors: {allow_origins: [https://a.example], allow_methods: [patch]}"
+        "\n",
         "cfg.yaml:2: cors.allow_methods[0]: warning: methods are case-sensitive: 'patch' is not "
         "'PATCH' (write PATCH)",
     ),
