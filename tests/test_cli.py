@@ -1,0 +1,171 @@
+"""The command line, through click's runner and as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from corsproxy import __version__
+from corsproxy.cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = str(ROOT / "config.example.yaml")
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_version(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert result.output == f"corsproxy, version {__version__}\n"
+
+
+def test_check_accepts_the_example(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["check", "--config", EXAMPLE])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{EXAMPLE}: OK: upstream http://legacy:9000, 3 routes\n"
+
+
+def test_check_prints_every_error_and_exits_2(runner: CliRunner, tmp_path: Path) -> None:
+    path = write(tmp_path, "upstream: ftp://x\ncors:\n  allow_origin: []\n")
+    result = runner.invoke(cli, ["check", "-c", path])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"{path}:1: upstream: upstream URL 'ftp://x' must start with http:// or https:// "
+        "(write an http(s) URL such as 'http://legacy:9000'; a base path may follow)",
+        f"{path}:3: cors.allow_origin: unknown key (did you mean 'allow_origins'?)",
+        f"{path}: 2 errors",
+    ]
+
+
+def test_check_warnings_exit_0_unless_strict(runner: CliRunner, tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "upstream: http://u:1\ncors:\n  allow_origins: [https://a.example]\n  max_age: 3600\n",
+    )
+    result = runner.invoke(cli, ["check", "-c", path])
+    assert result.exit_code == 0
+    assert "warning: max_age 3600 is above Safari's cap" in result.stderr
+    assert "1 warning(s)" in result.stdout
+    assert runner.invoke(cli, ["check", "-c", path, "--strict"]).exit_code == 2
+
+
+def test_check_missing_file(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(cli, ["check", "-c", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2
+    assert "cannot read the config" in result.stderr
+
+
+def test_config_from_environment(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["check"], env={"CORSPROXY_CONFIG": EXAMPLE})
+    assert result.exit_code == 0
+
+
+def test_explain_exit_codes(runner: CliRunner, tmp_path: Path) -> None:
+    base = ["explain", "-c", EXAMPLE]
+    allowed = runner.invoke(
+        cli,
+        [
+            *base,
+            "--origin",
+            "https://app.example.com",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/json",
+            "--credentials",
+        ],
+    )
+    assert allowed.exit_code == 0, allowed.output
+    assert "VERDICT: ALLOWED" in allowed.stdout
+    blocked = runner.invoke(cli, [*base, "--origin", "https://evil.example"])
+    assert blocked.exit_code == 1
+    assert "VERDICT: BLOCKED (origin_not_allowed)" in blocked.stdout
+    assert "Firefox: CORSMissingAllowOrigin" in blocked.stdout
+    bad = write(tmp_path, "upstream: nope\n")
+    assert runner.invoke(cli, ["explain", "-c", bad, "--origin", "https://a"]).exit_code == 2
+    assert runner.invoke(cli, [*base]).exit_code == 2  # --origin is required
+    bad_header = runner.invoke(cli, [*base, "--origin", "https://a", "-H", "a b:c"])
+    assert bad_header.exit_code == 2
+
+
+def test_explain_json(runner: CliRunner) -> None:
+    result = runner.invoke(
+        cli,
+        [
+            "explain",
+            "-c",
+            EXAMPLE,
+            "--origin",
+            "https://evil.example",
+            "--path",
+            "api/public/x",
+            "--credentials",
+            "--format",
+            "json",
+        ],
+    )
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["verdict"] == "blocked"
+    assert data["browser_error"]["firefox"] == "CORSNotSupportingCredentials"
+    assert data["browser_error"]["chrome"] == "WildcardOriginNotAllowed"
+
+
+def test_schema_is_json_schema(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["schema"])
+    assert result.exit_code == 0
+    schema = json.loads(result.stdout)
+    assert schema["$schema"].endswith("2020-12/schema")
+    assert schema["additionalProperties"] is False
+    assert "allow_origins" in schema["properties"]["cors"]["anyOf"][1]["properties"]
+
+
+def _console_script() -> str:
+    script = Path(sys.executable).parent / "corsproxy"
+    found = str(script) if script.exists() else shutil.which("corsproxy")
+    if found is None:
+        pytest.fail("the corsproxy console script is not installed (pip install -e .)")
+    return found
+
+
+def test_subprocess_console_script_and_module(tmp_path: Path) -> None:
+    env = {**os.environ, "LEGACY_API_URL": "http://127.0.0.1:9000"}
+    ok = subprocess.run(
+        [_console_script(), "check", "--config", EXAMPLE],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "OK: upstream http://127.0.0.1:9000" in ok.stdout
+    bad = write(tmp_path, "upstream: [oops\n")
+    failed = subprocess.run(
+        [sys.executable, "-m", "corsproxy", "check", "-c", bad],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert failed.returncode == 2
+    assert "Traceback" not in failed.stderr
+    assert failed.stderr.startswith(f"{bad}:2: YAML syntax error:")

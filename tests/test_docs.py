@@ -1,0 +1,34 @@
+"""The README's promises: the two set-up commands, and a reference for every config key."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from corsproxy.config import CONFIG_SPEC, POLICY_SPEC, ROUTE_SPEC
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def setup_commands() -> list[str]:
+    section = README.split("## Set-up", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sh\n(.*?)\n```", section, re.S)
+
+
+def test_readme_has_exactly_two_setup_commands() -> None:
+    commands = setup_commands()
+    assert len(commands) == 2
+    assert all("\n" not in c for c in commands), "each is one line a newcomer can paste"
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    test_command = setup_commands()[1]
+    assert "pytest" in test_command
+    assert test_command in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_every_config_key_is_documented() -> None:
+    for spec in (CONFIG_SPEC, POLICY_SPEC, ROUTE_SPEC):
+        for key in spec.fields:
+            assert f"`{key}`" in README or f"{key}:" in README, key

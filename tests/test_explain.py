@@ -1,0 +1,252 @@
+"""`explain`: the browser's walk-through against a policy, with the browser's error names."""
+
+from __future__ import annotations
+
+import pytest
+
+from corsproxy.browser import is_safelisted_request_header, preflight_need
+from corsproxy.explain import explain, render_text
+from tests.helpers import config
+
+APP = "https://app.example.com"
+
+CONFIG = config(
+    {
+        "upstream": "http://legacy:9000",
+        "cors": {
+            "allow_origins": [APP, "http://localhost:*"],
+            "allow_methods": ["GET", "POST", "PUT"],
+            "allow_headers": ["Content-Type", "Authorization"],
+            "expose_headers": ["X-Request-Id"],
+            "allow_credentials": True,
+        },
+        "routes": [
+            {
+                "path_prefix": "/public",
+                "cors": {"allow_origins": ["*"], "allow_credentials": False},
+            },
+            {"path_prefix": "/nocreds", "cors": {"allow_credentials": False}},
+            {"path_prefix": "/internal", "cors": False},
+            {"path_prefix": "/strict", "cors": {"on_disallowed": "reject"}},
+            {"path_prefix": "/device", "cors": {"allow_private_network": True}},
+            {
+                "path_prefix": "/shadow",
+                "cors": {"mode": "report-only", "allow_origins": ["https://other.example"]},
+            },
+            {"path_prefix": "/reports", "upstream": "http://reports:8000", "strip_prefix": True},
+        ],
+    }
+)
+
+CASES = [
+    # id, kwargs, allowed, reason, firefox error
+    ("simple-get", {"origin": APP}, True, "origin_allowed", None),
+    (
+        "credentialed-put-json",
+        {
+            "origin": APP,
+            "method": "PUT",
+            "headers": [("Content-Type", "application/json"), ("Authorization", "Bearer x")],
+            "credentials": True,
+        },
+        True,
+        "origin_allowed",
+        None,
+    ),
+    (
+        "disallowed-simple-get",
+        {"origin": "https://evil.example"},
+        False,
+        "origin_not_allowed",
+        "CORSMissingAllowOrigin",
+    ),
+    (
+        "disallowed-preflighted-put",
+        {"origin": "https://evil.example", "method": "PUT", "credentials": True},
+        False,
+        "origin_not_allowed",
+        "CORSPreflightDidNotSucceed",
+    ),
+    (
+        "method-not-allowed",
+        {"origin": APP, "method": "DELETE"},
+        False,
+        "method_not_allowed:DELETE",
+        "CORSPreflightDidNotSucceed",
+    ),
+    (
+        "header-not-allowed",
+        {"origin": APP, "headers": [("X-Trace-Id", "1")]},
+        False,
+        "header_not_allowed:x-trace-id",
+        "CORSPreflightDidNotSucceed",
+    ),
+    (
+        "wildcard-with-credentials",
+        {"origin": APP, "path": "/public/x", "credentials": True},
+        False,
+        "CORSNotSupportingCredentials",
+        "CORSNotSupportingCredentials",
+    ),
+    (
+        "wildcard-without-credentials",
+        {"origin": APP, "path": "/public/x"},
+        True,
+        "origin_allowed",
+        None,
+    ),
+    (
+        "credentials-not-allowed",
+        {"origin": APP, "path": "/nocreds/x", "credentials": True},
+        False,
+        "CORSMIssingAllowCredentials",
+        "CORSMIssingAllowCredentials",
+    ),
+    (
+        "cors-false",
+        {"origin": APP, "path": "/internal/x", "method": "PUT"},
+        False,
+        "cors_disabled",
+        "CORSPreflightDidNotSucceed",
+    ),
+    (
+        "cors-false-simple",
+        {"origin": APP, "path": "/internal/x"},
+        False,
+        "cors_disabled",
+        "CORSMissingAllowOrigin",
+    ),
+    (
+        "reject-disallowed",
+        {"origin": "https://evil.example", "path": "/strict"},
+        False,
+        "origin_not_allowed",
+        "CORSMissingAllowOrigin",
+    ),
+    (
+        "private-network-allowed",
+        {"origin": APP, "path": "/device", "private_network": True, "method": "PUT"},
+        True,
+        "origin_allowed",
+        None,
+    ),
+    (
+        "private-network-refused",
+        {"origin": APP, "private_network": True, "method": "PUT"},
+        False,
+        "private_network_not_allowed",
+        "CORSPreflightDidNotSucceed",
+    ),
+    (
+        "post-text-plain-no-preflight",
+        {
+            "origin": APP,
+            "method": "POST",
+            "headers": [("Content-Type", "text/plain;charset=UTF-8")],
+        },
+        True,
+        "origin_allowed",
+        None,
+    ),
+    ("null-origin", {"origin": "null"}, False, "origin_not_allowed", "CORSMissingAllowOrigin"),
+    ("localhost-any-port", {"origin": "http://localhost:5173"}, True, "origin_allowed", None),
+    (
+        "bad-path",
+        {"origin": APP, "path": "/a/../../etc"},
+        False,
+        "path_escapes_root",
+        "CORSMissingAllowOrigin",
+    ),
+    (
+        "report-only-is-explained-as-enforce",
+        {"origin": APP, "path": "/shadow"},
+        False,
+        "origin_not_allowed",
+        "CORSMissingAllowOrigin",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "allowed", "reason", "firefox"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_explain_verdicts(kwargs: dict, allowed: bool, reason: str, firefox: str | None) -> None:
+    result = explain(CONFIG, **kwargs)
+    assert result.allowed is allowed
+    assert result.reason == reason
+    if firefox is None:
+        assert result.failure is None
+    else:
+        assert result.failure is not None and result.failure.firefox == firefox
+        assert result.fix or reason.startswith("path_")
+    text = render_text(result)
+    assert ("VERDICT: ALLOWED" in text) is allowed
+
+
+def test_explain_names_the_cause_and_the_fix() -> None:
+    result = explain(CONFIG, APP, headers=[("X-Trace-Id", "1")])
+    text = render_text(result)
+    assert "CORSMissingAllowHeaderFromPreflight" in text
+    assert "Fix:     add X-Trace-Id to cors.allow_headers (test.yaml:" in text
+    assert "Access-Control-Request-Headers: x-trace-id" in text
+
+
+def test_explain_shows_the_headers_corsproxy_sends() -> None:
+    result = explain(
+        CONFIG, APP, method="PUT", headers=[("Content-Type", "application/json")], credentials=True
+    )
+    preflight = next(s for s in result.steps if s.title == "Preflight")
+    assert ("Access-Control-Allow-Origin", APP) in preflight.headers
+    assert ("Access-Control-Allow-Credentials", "true") in preflight.headers
+    assert result.readable[-1] == "X-Request-Id"
+    as_json = result.to_json()
+    assert as_json["verdict"] == "allowed"
+    assert [s["title"] for s in as_json["steps"]] == [
+        "Route",
+        "Origin",
+        "Preflight needed?",
+        "Preflight",
+        "Actual request",
+        "Script can read",
+    ]
+
+
+def test_explain_shows_the_forwarded_url() -> None:
+    result = explain(CONFIG, APP, path="/reports/2026/q3?x=1")
+    assert "forwarded to http://reports:8000/2026/q3?x=1" in render_text(result)
+
+
+def test_explain_report_only_says_the_wire_is_unchanged() -> None:
+    assert "changes nothing on the wire" in render_text(explain(CONFIG, APP, path="/shadow"))
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "safe"),
+    [
+        ("Accept", "application/json", True),
+        ("Accept", "a(b)", False),
+        ("Accept-Language", "en-US,en;q=0.9", True),
+        ("Content-Language", "de/ch", False),
+        ("Content-Type", "text/plain", True),
+        ("Content-Type", "multipart/form-data; boundary=x", True),
+        ("Content-Type", "application/json", False),
+        ("Content-Type", 'text/plain; x="a"', False),
+        ("Range", "bytes=0-99", True),
+        ("Range", "bytes=-500", False),
+        ("Accept", "x" * 129, False),
+        ("X-Custom", "1", False),
+    ],
+)
+def test_safelisted_request_headers(name: str, value: str, safe: bool) -> None:
+    assert is_safelisted_request_header(name, value) is safe
+
+
+def test_preflight_need() -> None:
+    assert not preflight_need("GET", []).needed
+    assert not preflight_need("POST", [("Content-Type", "text/plain")]).needed
+    assert preflight_need("PUT", []).needed
+    assert preflight_need("patch", []).needed
+    need = preflight_need("GET", [("X-B", "1"), ("X-A", "1"), ("Cookie", "a=1")])
+    assert need.request_header_names == ("x-a", "x-b")  # sorted, lower-case; Cookie ignored
+    big = preflight_need("GET", [("Accept", "a" * 100)] + [("Accept-Language", "b" * 100)] * 10)
+    assert big.needed and "1024" in big.reasons[-1]

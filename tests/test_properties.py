@@ -1,0 +1,251 @@
+"""Invariants of the decision over random policies and requests (hypothesis)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import yaml
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
+
+from corsproxy.config import ConfigError, parse_config
+from corsproxy.cors import Action, Mode, decide
+from corsproxy.origins import parse_origin
+from tests.helpers import aca, config, policy, request
+
+ORIGIN_ENTRIES = [
+    "https://app.example.com",
+    "https://*.example.com",
+    "http://localhost:*",
+    r"regex:https://pr-[0-9]+\.preview\.example\.com",
+    "https://api.example.com:8443",
+    "http://[::1]:3000",
+    "*",
+    "null",
+]
+CONCRETE_ORIGINS = [
+    "https://app.example.com",
+    "https://a.b.example.com",
+    "http://localhost:5173",
+    "https://pr-12.preview.example.com",
+    "https://api.example.com:8443",
+    "http://[::1]:3000",
+    "null",
+    "https://evil.example.net",
+    "",
+]
+HEADER_NAMES = ["content-type", "authorization", "x-token", "X-Requested-With", "accept"]
+
+policies = st.fixed_dictionaries(
+    {},
+    optional={
+        "allow_origins": st.lists(st.sampled_from(ORIGIN_ENTRIES), max_size=4),
+        "allow_methods": st.one_of(
+            st.just("*"), st.lists(st.sampled_from(["GET", "PUT", "PATCH", "DELETE"]), min_size=1)
+        ),
+        "allow_headers": st.one_of(st.just("*"), st.lists(st.sampled_from(HEADER_NAMES))),
+        "expose_headers": st.one_of(st.just("*"), st.lists(st.sampled_from(["X-Request-Id"]))),
+        "allow_credentials": st.booleans(),
+        "max_age": st.integers(0, 600),
+        "allow_private_network": st.booleans(),
+        "on_disallowed": st.sampled_from(["forward", "reject"]),
+        "mode": st.sampled_from(["enforce", "report-only"]),
+    },
+)
+
+origins = st.one_of(
+    st.sampled_from(CONCRETE_ORIGINS),
+    st.text(max_size=40),
+    st.builds(
+        lambda h: f"https://{h}.example.com", st.from_regex(r"[a-z0-9.\-]{0,12}", fullmatch=True)
+    ),
+)
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> Any:
+    method = draw(st.sampled_from(["GET", "HEAD", "POST", "PUT", "OPTIONS", "OPTIONS", "patch"]))
+    headers: dict[str, str | list[str]] = {}
+    origin_lines = draw(st.lists(origins, max_size=2))
+    if origin_lines:
+        headers["origin"] = origin_lines
+    if draw(st.booleans()):
+        headers["acrm"] = draw(
+            st.sampled_from(["GET", "PUT", "PATCH", "patch", "TRACE", "", "A B"])
+        )
+    if draw(st.booleans()):
+        headers["acrh"] = draw(
+            st.lists(
+                st.one_of(st.sampled_from(HEADER_NAMES), st.text(max_size=10)),
+                max_size=3,
+            ).map(",".join)
+        )
+    if draw(st.booleans()):
+        headers["acrpn"] = "true"
+    return request(method, "/x", **headers)
+
+
+def compiled(doc: dict[str, Any]) -> Any:
+    try:
+        return policy(**doc)
+    except ConfigError:
+        return None
+
+
+@settings(max_examples=400, deadline=None)
+@given(doc=policies, req=requests())
+def test_decision_invariants(doc: dict[str, Any], req: Any) -> None:
+    pol = compiled(doc)
+    if doc.get("allow_credentials") and {"*", "null"} & set(doc.get("allow_origins", [])):
+        assert pol is None, "an unsafe policy must be refused at load time"
+        return
+    if doc.get("allow_credentials") and doc.get("expose_headers") == "*":
+        assert pol is None
+        return
+    assume(pol is not None)
+    decision = decide(pol, req)
+    headers = aca(decision)
+    names = [n for n, _ in decision.headers]
+    assert len(names) == len(set(names)), "no header twice"
+    acao = headers.get("Access-Control-Allow-Origin")
+    # ACAO `*` never together with ACAC.
+    assert not (acao == "*" and "Access-Control-Allow-Credentials" in headers)
+    # ACAO only ever carries `*` or an allowed origin, exactly as the request sent it.
+    if acao is not None:
+        assert acao == "*" or (
+            acao == req.origin[0] and pol.origins.match(acao).allowed and acao != "*"
+        )
+        assert "\r" not in acao and "\n" not in acao and "," not in acao
+    if len(req.origin) > 1:
+        # Malformed in any mode: answered 400 here, nothing is forwarded.
+        assert decision.action is Action.BAD_REQUEST and headers == {}
+        return
+    if pol.mode is Mode.REPORT_ONLY:
+        assert decision.headers == () and not decision.strip_upstream_cors
+        assert decision.action is Action.FORWARD
+        return
+    # Every origin-dependent answer carries Vary: Origin.
+    if pol.enabled:
+        assert "Origin" in decision.vary
+    # A refused preflight (or request) carries no Access-Control-* header.
+    if decision.action is Action.REFUSE:
+        assert headers == {}
+        assert decision.status == 403
+    if acao is None:
+        assert headers == {}, "no other CORS header without ACAO"
+
+
+SPECIAL = [*list("_-\"{}+^!~`;|&'()*,$="), "%60", "%0b", "%2e", ".", "@", "#", "/", ":", "\\"]
+
+
+def mutations(allowed: str) -> st.SearchStrategy[str]:
+    parsed = parse_origin(allowed)
+    assert parsed is not None
+    scheme, host = parsed.scheme, parsed.host
+    port = f":{parsed.port}" if parsed.port else ""
+    labels = st.from_regex(r"[a-z0-9][a-z0-9\-]{0,10}", fullmatch=True)
+    other_scheme = "http" if scheme == "https" else "https"
+    first, _, rest = host.partition(".")
+    return st.one_of(
+        labels.map(lambda e: f"{scheme}://{e}{host}{port}"),  # prefix: evilapp.example.com
+        labels.map(lambda e: f"{scheme}://{e}.{host}{port}"),  # any subdomain
+        labels.map(
+            lambda e: f"{scheme}://{host}{port}.{e}.com"
+        ),  # suffix: app.example.com.evil.com
+        st.builds(
+            lambda c, e: f"{scheme}://{host}{port}{c}.{e}.com", st.sampled_from(SPECIAL), labels
+        ),
+        st.just(f"{other_scheme}://{host}{port}"),  # scheme downgrade (or upgrade)
+        st.integers(1, 65535)
+        .filter(lambda p: p != (parsed.port or {"http": 80, "https": 443}[scheme]))
+        .map(lambda p: f"{scheme}://{host}:{p}"),
+        st.just(f"{scheme}://{first}x{rest}{port}"),  # unescaped dot
+        st.just(f"{scheme}://{host[1:]}{port}"),  # include match
+        st.just(f"{scheme}://{host}.{port}"),
+        st.just(f"{scheme}://{host}{port}/"),
+        st.just("null"),
+        labels.map(lambda e: f"{scheme}://{host}{port}@{e}.com"),
+    )
+
+
+SCANNED = policy(
+    allow_origins=["https://app.example.com", "https://api.example.com:8443"],
+    allow_credentials=True,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    origin=st.one_of(
+        mutations("https://app.example.com"), mutations("https://api.example.com:8443")
+    )
+)
+@example(origin="https://app.example.com.evil.com")
+def test_scanner_mutations_of_an_allowed_origin_are_never_allowed(origin: str) -> None:
+    decision = decide(SCANNED, request("GET", "/", origin=origin))
+    assert aca(decision) == {}
+    pre = decide(SCANNED, request("OPTIONS", "/", origin=origin, acrm="PUT"))
+    assert pre.action is Action.REFUSE
+
+
+KEYS = [
+    "upstream",
+    "listen",
+    "cors",
+    "routes",
+    "allow_origins",
+    "timeouts",
+    "read",
+    "mode",
+    "path_prefix",
+    "allow_credentials",
+    "max_age",
+    "limits",
+    "max_body_size",
+    "admin",
+    "x",
+]
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 100000),
+    st.floats(allow_nan=False),
+    st.text(max_size=20),
+    st.sampled_from(["*", "null", "http://u:1", "/api", "${X}", "5s", "1MiB"]),
+)
+documents = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(st.sampled_from(KEYS), children, max_size=5),
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(doc=documents)
+def test_the_loader_answers_any_document_with_a_config_or_errors(doc: Any) -> None:
+    text = yaml.safe_dump(doc)
+    try:
+        parse_config(text, "fuzz.yaml", {})
+    except ConfigError as exc:
+        assert exc.errors, "a refused config names at least one error"
+        for diagnostic in exc.errors:
+            assert str(diagnostic).startswith("fuzz.yaml")
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=200))
+def test_the_loader_survives_arbitrary_text(text: str) -> None:
+    with contextlib.suppress(ConfigError):
+        parse_config(text, "fuzz.yaml", {})
+
+
+def test_example_routes_compile_like_the_docs_say() -> None:
+    cfg = config({"upstream": "http://u:1", "cors": {"allow_origins": ["*"]}})
+    assert decide(cfg.cors, request("GET", "/", origin="https://x.test")).headers[0] == (
+        "Access-Control-Allow-Origin",
+        "*",
+    )
