@@ -16,6 +16,7 @@ from corsproxy.cors import (
     ACRH,
     ACRM,
     ACRPN,
+    SAFELISTED_METHODS,
     Action,
     CorsPolicy,
     Decision,
@@ -238,9 +239,7 @@ def explain(
             + ", ".join(f"{n}: {v}" for n, v in pre_headers),
             f"answered by corsproxy (never forwarded): {status}",
         ]
-        lines += [
-            f"check failed: {describe_reason(r)}" for r in decision.reasons if not decision.allowed
-        ]
+        lines += _preflight_checks(policy, decision, method, need.request_header_names)
         failure = browser.preflight_check(
             status,
             answer,
@@ -313,6 +312,45 @@ def _blocked(
     result.failure = failure
     result.fix = fix
     return result
+
+
+def _preflight_checks(
+    policy: CorsPolicy, decision: Decision, method: str, names: Sequence[str]
+) -> list[str]:
+    """Each check corsproxy made; pass or fail comes from the decision's own reasons."""
+    if not policy.enabled:
+        return ["FAIL  cors is false on this route: every preflight is refused"]
+    reasons = set(decision.reasons)
+
+    def line(failed: bool, what: str, why: str) -> str:
+        return f"{'FAIL' if failed else 'ok  '}  {what}: {why}"
+
+    origin_failed = "origin_not_allowed" in reasons
+    checks = [line(origin_failed, "origin", "not allowed" if origin_failed else "allowed")]
+    method_failed = f"method_not_allowed:{method}" in reasons or "method_invalid" in reasons
+    if method_failed:
+        why = "not in allow_methods (methods are case-sensitive)"
+    elif method in SAFELISTED_METHODS:
+        why = "GET, HEAD and POST never need listing"
+    else:
+        why = "allowed by '*'" if policy.any_method else "listed in allow_methods"
+    checks.append(line(method_failed, f"method {method}", why))
+    if "headers_invalid" in reasons:
+        checks.append(line(True, "request headers", "malformed or too many"))
+    for name in names:
+        failed = f"header_not_allowed:{name}" in reasons
+        if failed:
+            why = "not in allow_headers"
+        elif name in policy.allow_headers:
+            why = "listed in allow_headers"
+        elif policy.any_header:
+            why = "allowed by '*'"
+        else:
+            why = "a CORS-safelisted name, always allowed"
+        checks.append(line(failed, f"header {name}", why))
+    if "private_network_not_allowed" in reasons:
+        checks.append(line(True, "private network", "allow_private_network is false"))
+    return checks
 
 
 def _origin_step(config: Config, route: Route, policy: CorsPolicy, origin: str) -> Step:

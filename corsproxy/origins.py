@@ -8,7 +8,9 @@ malformed values can never be reflected into `Access-Control-Allow-Origin`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
@@ -286,21 +288,32 @@ class OriginMatch:
     parsed: Origin | None
 
 
+@dataclass(frozen=True, slots=True)
 class OriginMatcher:
     """The compiled allow-list. Exact entries are a dict lookup; patterns and regexes scan."""
 
-    __slots__ = ("_exact", "any", "entries", "null", "patterns", "regexes")
+    entries: tuple[OriginEntry, ...]
+    any: OriginEntry | None = field(init=False)
+    null: OriginEntry | None = field(init=False)
+    patterns: tuple[OriginEntry, ...] = field(init=False)
+    regexes: tuple[OriginEntry, ...] = field(init=False)
+    _exact: Mapping[tuple[str, str, int | None], OriginEntry] = field(init=False, repr=False)
 
-    def __init__(self, entries: tuple[OriginEntry, ...]) -> None:
-        self.entries = entries
-        self.any = next((e for e in entries if e.kind == "any"), None)
-        self.null = next((e for e in entries if e.kind == "null"), None)
-        self._exact: dict[tuple[str, str, int | None], OriginEntry] = {}
+    def __post_init__(self) -> None:
+        entries = self.entries
+        exact: dict[tuple[str, str, int | None], OriginEntry] = {}
         for entry in entries:
             if entry.exact is not None:
-                self._exact.setdefault(entry.exact.key(), entry)
-        self.patterns = tuple(e for e in entries if e.pattern is not None)
-        self.regexes = tuple(e for e in entries if e.regex is not None)
+                exact.setdefault(entry.exact.key(), entry)
+        derived = {
+            "any": next((e for e in entries if e.kind == "any"), None),
+            "null": next((e for e in entries if e.kind == "null"), None),
+            "patterns": tuple(e for e in entries if e.pattern is not None),
+            "regexes": tuple(e for e in entries if e.regex is not None),
+            "_exact": MappingProxyType(exact),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
 
     @property
     def allows_any(self) -> bool:

@@ -66,24 +66,28 @@ class Route:
         return path.forward_path(len(self.segments) if self.strip_prefix else 0)
 
 
+@dataclass(frozen=True, slots=True)
 class RouteTable:
     """Routes by segment prefix; lookup walks the path's prefixes from longest to shortest."""
 
-    __slots__ = ("_by_decoded", "_by_segments", "default", "routes")
+    routes: tuple[Route, ...]
+    default: Route | None
+    _by_segments: Mapping[tuple[str, ...], Route] = field(init=False, repr=False)
+    _by_decoded: Mapping[tuple[str, ...], Route] = field(init=False, repr=False)
 
-    def __init__(self, routes: tuple[Route, ...], default: Route | None) -> None:
-        self.routes = routes
-        self.default = default
-        self._by_segments: dict[tuple[str, ...], Route] = {}
-        if default is not None:
-            self._by_segments[()] = default
-        for route in routes:
-            self._by_segments[route.segments] = route
+    def __post_init__(self) -> None:
+        by_segments: dict[tuple[str, ...], Route] = {}
+        if self.default is not None:
+            by_segments[()] = self.default
+        for route in self.routes:
+            by_segments[route.segments] = route
         # The same prefixes as a server that decodes every escape sees them.
-        self._by_decoded = {fully_decoded(k): r for k, r in self._by_segments.items()}
+        by_decoded = {fully_decoded(k): r for k, r in by_segments.items()}
+        object.__setattr__(self, "_by_segments", MappingProxyType(by_segments))
+        object.__setattr__(self, "_by_decoded", MappingProxyType(by_decoded))
 
     @staticmethod
-    def _lookup(table: dict[tuple[str, ...], Route], segments: tuple[str, ...]) -> Route | None:
+    def _lookup(table: Mapping[tuple[str, ...], Route], segments: tuple[str, ...]) -> Route | None:
         for length in range(len(segments), -1, -1):
             route = table.get(segments[:length])
             if route is not None:

@@ -56,14 +56,7 @@ class SpecError(ValueError):
 
 
 class Invalid:
-    """The result of a value that produced an error (already reported)."""
-
-    _instance: Invalid | None = None
-
-    def __new__(cls) -> Invalid:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
+    """The result of a value that produced an error (already reported). Use `INVALID`."""
 
     def __repr__(self) -> str:
         return "INVALID"
@@ -321,14 +314,7 @@ def size() -> Scalar[int]:
 
 
 class Star:
-    """`"*"` given where a list was expected."""
-
-    _instance: Star | None = None
-
-    def __new__(cls) -> Star:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
+    """`"*"` given where a list was expected. Use `STAR`."""
 
     def __repr__(self) -> str:
         return "STAR"

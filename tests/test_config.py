@@ -531,3 +531,11 @@ def test_schema_and_loader_agree() -> None:
     bad = {"upstream": "http://u:1", "cors": {"allow_origin": []}}
     assert list(validator.iter_errors(bad))
     assert list(validator.iter_errors({"upstream": "http://u:1", "cors": {"mode": "x"}}))
+
+
+def test_compiled_matchers_and_tables_are_immutable() -> None:
+    config = load_config(ROOT / "config.example.yaml", env={})
+    with pytest.raises(AttributeError):
+        config.routes.default = None  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        config.cors.origins.any = None  # type: ignore[misc]

@@ -14,6 +14,13 @@ from typing import Any
 import pytest
 
 from corsproxy.cors import (
+    ACAC,
+    ACAH,
+    ACAM,
+    ACAO,
+    ACAPN,
+    ACEH,
+    ACMA,
     ACTUAL_VARY,
     PREFLIGHT_VARY,
     Action,
@@ -27,13 +34,6 @@ from corsproxy.cors import (
 from tests.helpers import aca, policy, request
 
 APP = "https://app.example.com"
-ACAO = "Access-Control-Allow-Origin"
-ACAC = "Access-Control-Allow-Credentials"
-ACAM = "Access-Control-Allow-Methods"
-ACAH = "Access-Control-Allow-Headers"
-ACEH = "Access-Control-Expose-Headers"
-ACMA = "Access-Control-Max-Age"
-ACAPN = "Access-Control-Allow-Private-Network"
 PNA_VARY = (*PREFLIGHT_VARY, "Access-Control-Request-Private-Network")
 
 # Policy fixtures of security-anchors.md section 3, in corsproxy's YAML terms.

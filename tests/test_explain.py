@@ -250,3 +250,24 @@ def test_preflight_need() -> None:
     assert need.request_header_names == ("x-a", "x-b")  # sorted, lower-case; Cookie ignored
     big = preflight_need("GET", [("Accept", "a" * 100)] + [("Accept-Language", "b" * 100)] * 10)
     assert big.needed and "1024" in big.reasons[-1]
+
+
+def test_explain_lists_each_preflight_check() -> None:
+    result = explain(
+        CONFIG,
+        APP,
+        method="PUT",
+        headers=[
+            ("Content-Type", "application/json"),
+            ("Accept-Language", "x" * 200),
+            ("X-No", "1"),
+        ],
+    )
+    preflight = next(s for s in result.steps if s.title == "Preflight")
+    assert preflight.lines[2:] == [
+        "ok    origin: allowed",
+        "ok    method PUT: listed in allow_methods",
+        "ok    header accept-language: a CORS-safelisted name, always allowed",
+        "ok    header content-type: listed in allow_headers",
+        "FAIL  header x-no: not in allow_headers",
+    ]
