@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from corsproxy.cors import (
     FORBIDDEN_METHODS,
@@ -55,6 +56,10 @@ from corsproxy.spec import (
     text,
 )
 
+STR_TAG = "tag:yaml.org,2002:str"
+BOOL_TAG = "tag:yaml.org,2002:bool"
+SEQ_TAG = "tag:yaml.org,2002:seq"
+MAP_TAG = "tag:yaml.org,2002:map"
 SAFARI_MAX_AGE = 600
 CHROMIUM_MAX_AGE = 7200
 DEFAULT_MAX_AGE = 600
@@ -374,14 +379,15 @@ def _compile_policy(
         value, section = _effective(name, layers)
         if section is None:
             return default
-        sources[name] = f"{ctx.file}:{section.lines[name]}"
+        file, line = section.files[name], section.lines[name]
+        sources[name] = f"{file}:{line}" if line else file
         return value
 
-    def blame(name: str) -> tuple[int, str]:
+    def blame(name: str) -> tuple[int, str, str]:
         _, section = _effective(name, layers)
         if section is None:
-            return 0, f"{where}.{name}" if where else name
-        return section.lines[name], section.child_key(name)
+            return 0, f"{where}.{name}" if where else name, ctx.file
+        return section.lines[name], section.child_key(name), section.files[name]
 
     origin_items: list[Item[str]] = get("allow_origins", [])
     methods = get("allow_methods", None)
@@ -396,55 +402,66 @@ def _compile_policy(
         try:
             entry, warnings = compile_origin_entry(i, item.value)
         except OriginEntryError as exc:
-            ctx.error(item.line, item.key, exc.message, exc.hint)
+            ctx.error(item.line, item.key, exc.message, exc.hint, file=item.file)
             failed = True
             continue
         for warning in warnings:
-            ctx.warn(item.line, item.key, warning)
+            ctx.warn(item.line, item.key, warning, file=item.file)
         entries.append(entry)
     matcher = OriginMatcher(tuple(entries))
 
     if enabled and credentials:
-        cred_line, cred_key = blame("allow_credentials")
+        cred_line, _, cred_file = blame("allow_credentials")
         for entry in entries:
             item = origin_items[entry.index]
             if entry.kind == "any":
                 ctx.error(
                     item.line,
                     item.key,
-                    f"'*' cannot be used with allow_credentials: true (line {cred_line})",
+                    "'*' cannot be used with allow_credentials: true "
+                    f"({ctx.place(cred_file, cred_line, item.file)})",
                     "browsers refuse '*' with credentials; list the origins, e.g. "
                     "'https://app.example.com'",
+                    file=item.file,
                 )
                 failed = True
             elif entry.kind == "null":
                 ctx.error(
                     item.line,
                     item.key,
-                    f"'null' cannot be used with allow_credentials: true (line {cred_line})",
+                    "'null' cannot be used with allow_credentials: true "
+                    f"({ctx.place(cred_file, cred_line, item.file)})",
                     "any page can send Origin: null from a sandboxed iframe",
+                    file=item.file,
                 )
                 failed = True
         if expose is STAR:
-            line, key = blame("expose_headers")
+            line, key, file = blame("expose_headers")
             ctx.error(
                 line,
                 key,
-                f"'*' cannot be used with allow_credentials: true (line {cred_line})",
+                "'*' cannot be used with allow_credentials: true "
+                f"({ctx.place(cred_file, cred_line, file)})",
                 "browsers read '*' literally with credentials; list the headers to expose",
+                file=file,
             )
             failed = True
-        del cred_key
     if matcher.any is not None and len(entries) > 1:
         item = origin_items[matcher.any.index]
-        ctx.warn(item.line, item.key, "'*' allows every origin; the other entries do nothing")
+        ctx.warn(
+            item.line,
+            item.key,
+            "'*' allows every origin; the other entries do nothing",
+            file=item.file,
+        )
     if enabled and not entries and not failed and not ctx.failed:
-        line, key = blame("allow_origins")
+        line, key, file = blame("allow_origins")
         ctx.warn(
             line or (layers[-1].section.line if layers[-1].section else 1),
             key,
             "no origin is allowed: every cross-origin request is refused",
             "add allow_origins, or write cors: false",
+            file=file,
         )
     if methods is not None and methods is not STAR:
         for item in methods:
@@ -462,9 +479,10 @@ def _compile_policy(
                     item.key,
                     f"methods are case-sensitive: '{item.value}' is not '{item.value.upper()}'",
                     f"write {item.value.upper()}",
+                    file=item.file,
                 )
     if enabled and max_age > SAFARI_MAX_AGE:
-        line, key = blame("max_age")
+        line, key, file = blame("max_age")
         if max_age > CHROMIUM_MAX_AGE:
             ctx.warn(
                 line,
@@ -472,6 +490,7 @@ def _compile_policy(
                 f"max_age {max_age} is above the caps of Chromium ({CHROMIUM_MAX_AGE}) "
                 f"and Safari ({SAFARI_MAX_AGE})",
                 "browsers use their cap instead",
+                file=file,
             )
         else:
             ctx.warn(
@@ -479,15 +498,17 @@ def _compile_policy(
                 key,
                 f"max_age {max_age} is above Safari's cap of {SAFARI_MAX_AGE}",
                 "Safari uses 600 instead",
+                file=file,
             )
     mode = Mode(get("mode", "enforce"))
     if mode is Mode.REPORT_ONLY:
-        line, key = blame("mode")
+        line, key, file = blame("mode")
         ctx.warn(
             line,
             key,
             "report-only: corsproxy changes no CORS header and only reports decisions",
             "set mode: enforce before going live",
+            file=file,
         )
     if failed:
         return INVALID
@@ -539,7 +560,10 @@ def compile_config(top: Section, ctx: Context) -> Config | None:
     upstream_written = "upstream" in top.lines  # when invalid, that error is enough
     if not upstream_written and not sections:
         ctx.error(
-            top.line, "upstream", "no upstream is configured", "add upstream: http://HOST:PORT"
+            top.line,
+            "upstream",
+            "no upstream is configured",
+            "set upstream: http://HOST:PORT, or --upstream / CORSPROXY_UPSTREAM",
         )
     for i, section in enumerate(sections):
         key = f"routes[{i}]"
@@ -611,21 +635,75 @@ def compile_config(top: Section, ctx: Context) -> Config | None:
     )
 
 
-def parse_config(text_: str, file: str, env: Mapping[str, str] | None = None) -> Config:
-    """Parse and compile a config document. Raises ConfigError with every problem."""
+@dataclass(frozen=True, slots=True)
+class Override:
+    """A value from a command-line flag or environment variable; wins over the file."""
+
+    path: tuple[str, ...]  # ("upstream",) or ("cors", "allow_origins")
+    value: str | bool | list[str]
+    source: str  # "--upstream", "CORSPROXY_UPSTREAM": named in messages instead of a line
+
+
+def _node(value: str | bool | list[str], source: str) -> Node:
+    mark = yaml.error.Mark(source, 0, -1, -1, None, 0)
+    if isinstance(value, bool):
+        return ScalarNode(BOOL_TAG, "true" if value else "false", mark, mark)
+    if isinstance(value, list):
+        return SequenceNode(SEQ_TAG, [_node(v, source) for v in value], mark, mark)
+    # `$` is literal in flags and variables: no second round of interpolation.
+    return ScalarNode(STR_TAG, value.replace("$", "$$"), mark, mark, style='"')
+
+
+def _apply_overrides(root: MappingNode, overrides: Sequence[Override]) -> None:
+    for override in overrides:
+        mapping = root
+        for name in override.path[:-1]:
+            child = next((v for k, v in mapping.value if k.value == name), None)
+            if not isinstance(child, MappingNode):
+                fresh = MappingNode(MAP_TAG, [], child.start_mark if child else root.start_mark)
+                mapping.value = [(k, v) for k, v in mapping.value if k.value != name]
+                mapping.value.append((_node(name, override.source), fresh))
+                child = fresh
+            mapping = child
+        leaf = override.path[-1]
+        mapping.value = [(k, v) for k, v in mapping.value if k.value != leaf]
+        mapping.value.append((_node(leaf, override.source), _node(override.value, override.source)))
+
+
+def _empty_root(file: str) -> MappingNode:
+    mark = yaml.error.Mark(file, 0, 0, 0, None, 0)
+    return MappingNode(MAP_TAG, [], mark, mark)
+
+
+def parse_config(
+    text_: str | None,
+    file: str,
+    env: Mapping[str, str] | None = None,
+    overrides: Sequence[Override] = (),
+) -> Config:
+    """Parse and compile a config document (None: overrides only).
+
+    Raises ConfigError with every problem.
+    """
     ctx = Context(file, os.environ if env is None else env)
-    try:
-        root = yaml.compose(text_, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        problem = exc.problem or "invalid YAML"
-        hint = exc.context or "check indentation and quoting"
-        raise ConfigError(
-            [Diagnostic(file, line, "", f"YAML syntax error: {problem}", hint)]
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([Diagnostic(file, 1, "", f"YAML error: {exc}")]) from None
+    root: Node | None
+    if text_ is None:
+        root = _empty_root(file)
+    else:
+        try:
+            root = yaml.compose(text_, Loader=yaml.SafeLoader)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark is not None else 1
+            problem = exc.problem or "invalid YAML"
+            hint = exc.context or "check indentation and quoting"
+            raise ConfigError(
+                [Diagnostic(file, line, "", f"YAML syntax error: {problem}", hint)]
+            ) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError([Diagnostic(file, 1, "", f"YAML error: {exc}")]) from None
+        if root is None and overrides:
+            root = _empty_root(file)
     if root is None:
         raise ConfigError(
             [
@@ -634,20 +712,31 @@ def parse_config(text_: str, file: str, env: Mapping[str, str] | None = None) ->
                 )
             ]
         )
+    if isinstance(root, MappingNode):
+        _apply_overrides(root, overrides)
     top = CONFIG_SPEC.parse(root, "", ctx)
     config = None if isinstance(top, Invalid) else compile_config(top, ctx)
     if config is None or ctx.failed:
         unique = dict.fromkeys(ctx.diagnostics)  # a default policy is checked once per route
-        raise ConfigError(sorted(unique, key=lambda d: (d.line, d.warning, d.key)))
+        raise ConfigError(sorted(unique, key=lambda d: (d.file, d.line, d.warning, d.key)))
     return config
 
 
-def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
-    """Read and compile a config file. Raises ConfigError (never another exception)."""
+def load_config(
+    path: str | os.PathLike[str] | None,
+    env: Mapping[str, str] | None = None,
+    overrides: Sequence[Override] = (),
+) -> Config:
+    """Read and compile a config file with flag and environment overrides applied.
+
+    With no path the overrides alone describe the config. Raises ConfigError, never
+    another exception.
+    """
+    if path is None:
+        return parse_config(None, "command line", env, overrides)
     name = os.fspath(path)
     try:
-        data = Path(name).read_bytes()
-        document = data.decode("utf-8")
+        document = Path(name).read_bytes().decode("utf-8")
     except OSError as exc:
         raise ConfigError(
             [Diagnostic(name, 0, "", f"cannot read the config: {exc.strerror or exc}")]
@@ -656,4 +745,4 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         raise ConfigError(
             [Diagnostic(name, 1, "", f"the config is not UTF-8 text: {exc.reason}")]
         ) from None
-    return parse_config(document, name, env)
+    return parse_config(document, name, env, overrides)

@@ -81,14 +81,35 @@ class Context:
         default_factory=yaml.constructor.SafeConstructor
     )
 
-    def error(self, node: Node | int, key: str, message: str, hint: str = "") -> Invalid:
-        line = node if isinstance(node, int) else line_of(node)
-        self.diagnostics.append(Diagnostic(self.file, line, key, message, hint))
+    def source(self, node: Node) -> str:
+        """The file a node came from, or the flag or variable that overrode it."""
+        name = str(node.start_mark.name)
+        return self.file if name.startswith("<") else name
+
+    def _where(self, node: Node | int, file: str | None) -> tuple[str, int]:
+        if isinstance(node, int):
+            return file or self.file, node
+        return self.source(node), line_of(node)
+
+    def error(
+        self, node: Node | int, key: str, message: str, hint: str = "", file: str | None = None
+    ) -> Invalid:
+        where, line = self._where(node, file)
+        self.diagnostics.append(Diagnostic(where, line, key, message, hint))
         return INVALID
 
-    def warn(self, node: Node | int, key: str, message: str, hint: str = "") -> None:
-        line = node if isinstance(node, int) else line_of(node)
-        self.diagnostics.append(Diagnostic(self.file, line, key, message, hint, warning=True))
+    def warn(
+        self, node: Node | int, key: str, message: str, hint: str = "", file: str | None = None
+    ) -> None:
+        where, line = self._where(node, file)
+        self.diagnostics.append(Diagnostic(where, line, key, message, hint, warning=True))
+
+    def place(self, file: str, line: int, seen_from: str) -> str:
+        """How a message about `seen_from` points at a value: 'line 4' in the same file,
+        'config.yaml:4' from elsewhere, or a flag such as '--allow-credentials'."""
+        if not line:
+            return file
+        return f"line {line}" if file == seen_from else f"{file}:{line}"
 
     @property
     def failed(self) -> bool:
@@ -328,6 +349,7 @@ class Item(Generic[T]):
     value: T
     line: int
     key: str
+    file: str
 
 
 class StrList(Spec[list[Item[T]] | Star]):
@@ -383,7 +405,7 @@ class StrList(Spec[list[Item[T]] | Star]):
         failed = False
         for value, node, key in entries:
             try:
-                items.append(Item(self.check(value), line_of(node), key))
+                items.append(Item(self.check(value), line_of(node), key, ctx.source(node)))
             except SpecError as exc:
                 ctx.error(node, key, exc.message, exc.hint)
                 failed = True
@@ -415,6 +437,7 @@ class Section:
     line: int
     values: dict[str, Any] = field(default_factory=dict)
     lines: dict[str, int] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # where each key was set
 
     def get(self, name: str, default: Any = None) -> Any:
         return self.values.get(name, default)
@@ -456,6 +479,7 @@ class Obj(Spec[Section]):
                 )
                 continue
             section.lines[name] = line_of(key_node)
+            section.files[name] = ctx.source(key_node)
             value = self.fields[name].spec.parse(value_node, child, ctx)
             if not isinstance(value, Invalid):
                 section.values[name] = value

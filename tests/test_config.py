@@ -239,7 +239,8 @@ ERRORS = [
         """\
         listen: 0.0.0.0:8080
         """,
-        "cfg.yaml:1: upstream: no upstream is configured (add upstream: http://HOST:PORT)",
+        "cfg.yaml:1: upstream: no upstream is configured (set upstream: http://HOST:PORT, or "
+        "--upstream / CORSPROXY_UPSTREAM)",
     ),
     (
         "route-without-upstream",

@@ -1,0 +1,166 @@
+"""Header hygiene and error mapping for forwarding: pure functions, no I/O.
+
+Outbound request headers are built Go-`Rewrite` style: copy, strip hop-by-hop and every
+name listed in `Connection`, then add the proxy's own headers last, so a client can never
+make the proxy drop them (golang/go#50580).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+# RFC 9110 7.6.1 plus the de-facto ones (Proxy-Connection, Keep-Alive, HTTP2-Settings).
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "http2-settings",
+    }
+)
+# Never forwarded upstream: aiohttp answers 100-continue itself and drops trailers, and the
+# proxy computes Host and X-Forwarded-Proto/-Host itself.
+REQUEST_DROP = HOP_BY_HOP | {"expect", "host", "x-forwarded-proto", "x-forwarded-host"}
+# A client's `Connection` header may not remove these: they are end to end, carry framing,
+# or are the proxy's own.
+PROTECTED = frozenset(
+    {
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "host",
+        "origin",
+        "authorization",
+        "cookie",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+    }
+)
+# Alt-Svc would advertise the upstream's own endpoints to clients.
+RESPONSE_DROP = HOP_BY_HOP | {"alt-svc", "content-length"}
+# Headers aiohttp's client would invent if the client did not send them.
+SKIP_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^`|~0-9A-Za-z_]+\Z")
+# Field values: visible ASCII, SP, HTAB and obs-text; no CR, LF, NUL or other controls.
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*\Z")
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+def connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
+    """Lower-case names listed in every `Connection` field line."""
+    names: set[str] = set()
+    for name, value in headers:
+        if name.lower() == "connection":
+            names.update(t.strip(" \t").lower() for t in value.split(",") if t.strip(" \t"))
+    return names
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarding:
+    """What the proxy adds: the peer, the scheme it was reached by, the client's Host."""
+
+    peer: str | None
+    scheme: str
+    host: str | None
+    preserve_host: bool
+
+
+def request_headers(
+    inbound: Sequence[tuple[str, str]], forwarding: Forwarding
+) -> list[tuple[str, str]]:
+    """The headers to send upstream, in the client's order, duplicates kept.
+
+    Header names with `_` are dropped (nginx does the same): CGI-style upstreams map `_` and
+    `-` to one name, so `X_Forwarded_For` could pass for `X-Forwarded-For` there.
+    """
+    listed = connection_tokens(inbound) - PROTECTED
+    out: list[tuple[str, str]] = []
+    forwarded_for: list[str] = []
+    for name, value in inbound:
+        lower = name.lower()
+        if lower in REQUEST_DROP or lower in listed or "_" in name:
+            continue
+        if lower == "x-forwarded-for":
+            forwarded_for.append(value)
+            continue
+        out.append((name, value))
+    if forwarding.preserve_host and forwarding.host:
+        out.append(("Host", forwarding.host))
+    if forwarding.peer:
+        forwarded_for.append(forwarding.peer)
+    if forwarded_for:
+        out.append(("X-Forwarded-For", ", ".join(forwarded_for)))
+    out.append(("X-Forwarded-Proto", forwarding.scheme))
+    if forwarding.host:
+        out.append(("X-Forwarded-Host", forwarding.host))
+    return out
+
+
+def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> tuple[list[tuple[str, str]], int]:
+    """The upstream response headers worth relaying, and how many were dropped as invalid.
+
+    Hop-by-hop headers and every name the upstream listed in `Connection` go; so does a
+    header whose name is not a token or whose value holds control bytes (aiohttp's client
+    accepts them, and its server would then refuse to send anything). Content-Length is
+    dropped here and set by the caller from the parsed response.
+    """
+    decoded = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw]
+    listed = connection_tokens(decoded)
+    out: list[tuple[str, str]] = []
+    invalid = 0
+    for name, value in decoded:
+        lower = name.lower()
+        if lower in RESPONSE_DROP or lower in listed:
+            continue
+        if not _TOKEN.match(name) or not _FIELD_VALUE.match(value):
+            invalid += 1
+            continue
+        out.append((name, value))
+    return out, invalid
+
+
+def clean_reason(reason: str | None) -> str | None:
+    """The upstream's reason phrase if it is safe to relay, else None (use the default)."""
+    if reason and _FIELD_VALUE.match(reason) and "\t" not in reason:
+        return reason
+    return None
+
+
+def is_websocket_upgrade(method: str, headers: Iterable[tuple[str, str]]) -> bool:
+    pairs = list(headers)
+    upgrade = any(n.lower() == "upgrade" and v.strip().lower() == "websocket" for n, v in pairs)
+    return method == "GET" and upgrade and "upgrade" in connection_tokens(pairs)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A proxy-generated error answer: status and a stable reason code."""
+
+    status: int
+    reason: str
+    message: str
+
+
+UPSTREAM_UNREACHABLE = Failure(502, "upstream_unreachable", "the upstream cannot be reached")
+UPSTREAM_CONNECT_TIMEOUT = Failure(
+    504, "upstream_connect_timeout", "connecting to the upstream timed out"
+)
+UPSTREAM_TIMEOUT = Failure(504, "upstream_timeout", "the upstream did not answer in time")
+UPSTREAM_DISCONNECTED = Failure(
+    502, "upstream_disconnected", "the upstream closed the connection without an answer"
+)
+UPSTREAM_BAD_RESPONSE = Failure(502, "upstream_bad_response", "the upstream sent an invalid answer")
+BODY_TOO_LARGE = Failure(413, "body_too_large", "the request body is too large")
+BODY_TIMEOUT = Failure(408, "body_timeout", "the request body stalled")
+NO_ROUTE = Failure(404, "no_route", "no route for this path")
+BAD_VERSION = Failure(505, "http_version_not_supported", "only HTTP/1.0 and HTTP/1.1 are served")

@@ -1,0 +1,329 @@
+"""The forwarding transport: executes a decision, never makes policy.
+
+One shared `ClientSession` per process with the defaults a proxy needs (no decompression,
+no cookie jar, no redirects, no invented headers), streaming both ways with backpressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import WSMsgType, web
+from yarl import URL
+
+from corsproxy import forwarding as fw
+from corsproxy.cors import Decision, response_headers
+
+log = logging.getLogger("corsproxy")
+
+CHUNK = 64 * 1024
+
+
+@dataclass
+class Exchange:
+    """What happened to one request, for the access log and metrics."""
+
+    method: str
+    path: str
+    peer: str
+    route: str = "-"
+    origin: str = ""
+    verdict: str = "none"
+    reason: str = ""
+    status: int = 0
+    upstream_status: int = 0
+    bytes_out: int = 0
+    error: str = ""
+    body_error: fw.Failure | None = None
+    started: float = field(default_factory=lambda: asyncio.get_running_loop().time())
+
+
+class ProxyResponse(web.StreamResponse):
+    """A StreamResponse that adds no Content-Type or Server the upstream did not send."""
+
+    def __init__(self, *, status: int, reason: str | None, upstream_names: set[str]) -> None:
+        super().__init__(status=status, reason=reason)
+        self._upstream_names = upstream_names
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        for name in ("content-type", "server"):
+            if name not in self._upstream_names:
+                self.headers.popall(name, None)
+
+
+def make_session(
+    *, max_field_size: int = 8190, max_line_size: int = 8190, connections: int = 512
+) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        limit=connections,
+        keepalive_timeout=4,  # below common upstream idle timeouts (uvicorn: 5 s)
+        ttl_dns_cache=10,
+        enable_cleanup_closed=False,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=False,
+        timeout=aiohttp.ClientTimeout(total=None),
+        skip_auto_headers=fw.SKIP_AUTO_HEADERS,  # each only when the client did not send it
+        max_field_size=max_field_size,
+        max_line_size=max_line_size,
+        raise_for_status=False,
+    )
+
+
+def error_response(failure: fw.Failure, decision: Decision | None) -> web.Response:
+    """A proxy-generated error that carries CORS headers for an allowed origin."""
+    base = [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("X-Content-Type-Options", "nosniff"),
+    ]
+    headers = response_headers(decision, base) if decision is not None else base
+    response = web.Response(status=failure.status, body=f"{failure.message}\n".encode())
+    for name, value in headers:
+        response.headers.add(name, value)
+    return response
+
+
+async def _request_body(
+    request: web.BaseRequest, limit: int | None, read_timeout: float, exchange: Exchange
+) -> AsyncIterator[bytes]:
+    total = 0
+    while True:
+        try:
+            async with asyncio.timeout(read_timeout):
+                chunk = await request.content.readany()
+        except TimeoutError:
+            exchange.body_error = fw.BODY_TIMEOUT
+            raise
+        if not chunk:
+            return
+        total += len(chunk)
+        if limit is not None and total > limit:
+            exchange.body_error = fw.BODY_TOO_LARGE
+            raise ValueError("request body over the limit")
+        yield chunk
+
+
+def _classify(exc: BaseException) -> fw.Failure:
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return fw.UPSTREAM_CONNECT_TIMEOUT
+    if isinstance(exc, (aiohttp.ServerTimeoutError, TimeoutError)):
+        return fw.UPSTREAM_TIMEOUT
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return fw.UPSTREAM_UNREACHABLE
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return fw.UPSTREAM_DISCONNECTED
+    if isinstance(exc, (aiohttp.ClientResponseError, aiohttp.ClientPayloadError)):
+        return fw.UPSTREAM_BAD_RESPONSE
+    return fw.UPSTREAM_DISCONNECTED
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where and how to forward one request (all decided before any I/O)."""
+
+    url: str
+    headers: list[tuple[str, str]]
+    connect_timeout: float
+    read_timeout: float
+    max_body_size: int | None
+
+
+async def forward(
+    request: web.BaseRequest,
+    target: Target,
+    decision: Decision,
+    session: aiohttp.ClientSession,
+    exchange: Exchange,
+) -> web.StreamResponse:
+    method = request.method
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=target.connect_timeout, sock_read=target.read_timeout
+    )
+    has_body = request.body_exists
+    attempts = 2 if method in fw.IDEMPOTENT_METHODS and not has_body else 1
+    for attempt in range(attempts):
+        body = (
+            _request_body(request, target.max_body_size, target.read_timeout, exchange)
+            if has_body
+            else None
+        )
+        try:
+            async with session.request(
+                method,
+                URL(target.url, encoded=True),
+                headers=target.headers,
+                data=body,
+                allow_redirects=False,
+                timeout=timeout,
+                compress=None,
+                chunked=None,
+            ) as upstream:
+                return await _relay(request, upstream, decision, exchange)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            if exchange.status:  # headers already went out: abort, never fake completion
+                raise
+            stale = isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError))
+            if (
+                stale
+                and attempt + 1 < attempts
+                and not isinstance(exc, aiohttp.ClientConnectorError)
+            ):
+                log.debug("retrying %s %s on a fresh connection: %r", method, exchange.path, exc)
+                continue
+            failure = exchange.body_error or _classify(exc)
+            exchange.error = f"{failure.reason}: {exc!r}"[:300]
+            return error_response(failure, decision)
+    raise AssertionError("unreachable")
+
+
+async def _relay(
+    request: web.BaseRequest,
+    upstream: aiohttp.ClientResponse,
+    decision: Decision,
+    exchange: Exchange,
+) -> web.StreamResponse:
+    exchange.upstream_status = upstream.status
+    if not 200 <= upstream.status <= 599:
+        exchange.error = f"upstream status {upstream.status}"
+        return error_response(fw.UPSTREAM_BAD_RESPONSE, decision)
+    relayed, invalid = fw.response_headers(upstream.raw_headers)
+    if invalid:
+        log.warning("dropped %d invalid header(s) from the upstream for %s", invalid, exchange.path)
+    headers = response_headers(decision, relayed)
+    response = ProxyResponse(
+        status=upstream.status,
+        reason=fw.clean_reason(upstream.reason),
+        upstream_names={n.lower() for n, _ in headers},
+    )
+    for name, value in headers:
+        response.headers.add(name, value)
+    if upstream.content_length is not None and "Transfer-Encoding" not in upstream.headers:
+        response.content_length = upstream.content_length
+    exchange.status = upstream.status
+    await response.prepare(request)
+    if _empty_body(request.method, upstream.status):  # nothing more on the wire
+        await response.write_eof()
+        return response
+    async for chunk in upstream.content.iter_chunked(CHUNK):
+        await response.write(chunk)
+        exchange.bytes_out += len(chunk)
+    await response.write_eof()
+    return response
+
+
+def _empty_body(method: str, status: int) -> bool:
+    return method == "HEAD" or status in (204, 304) or 100 <= status < 200
+
+
+# --- WebSockets -------------------------------------------------------------------
+
+_WS_HANDSHAKE = frozenset(
+    {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
+     "sec-websocket-accept", "sec-websocket-protocol"}
+)  # fmt: skip
+
+
+async def tunnel(
+    request: web.BaseRequest,
+    target: Target,
+    decision: Decision,
+    session: aiohttp.ClientSession,
+    exchange: Exchange,
+    max_msg_size: int = 16 * 1024 * 1024,
+) -> web.StreamResponse:
+    """Connect upstream first; only then accept the client (so refusals are relayed)."""
+    protocols = [
+        p.strip()
+        for value in request.headers.getall("Sec-WebSocket-Protocol", ())
+        for p in value.split(",")
+        if p.strip()
+    ]
+    headers = [(n, v) for n, v in target.headers if n.lower() not in _WS_HANDSHAKE]
+    ws_url = URL(target.url, encoded=True)
+    ws_url = ws_url.with_scheme("wss" if ws_url.scheme == "https" else "ws")
+    try:
+        upstream = await session.ws_connect(
+            ws_url,
+            headers=headers,
+            protocols=protocols,
+            autoping=False,
+            max_msg_size=max_msg_size,
+            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10),
+        )
+    except aiohttp.WSServerHandshakeError as exc:
+        exchange.upstream_status = exc.status
+        status = exc.status if 400 <= exc.status <= 599 else 502
+        exchange.error = f"upstream refused the WebSocket handshake: {exc.status}"
+        reason = "upstream_ws_refused"
+        return error_response(fw.Failure(status, reason, "WebSocket handshake refused"), decision)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        failure = _classify(exc)
+        exchange.error = f"{failure.reason}: {exc!r}"[:300]
+        return error_response(failure, decision)
+    exchange.upstream_status = 101
+    client = web.WebSocketResponse(
+        protocols=(upstream.protocol,) if upstream.protocol else (),
+        autoping=False,
+        max_msg_size=max_msg_size,
+    )
+    for name, value in response_headers(decision, []):
+        client.headers.add(name, value)
+    try:
+        await client.prepare(request)
+        exchange.status = 101
+        await _pump_both(client, upstream)
+    finally:
+        await upstream.close()
+        await client.close()
+    return client
+
+
+async def _pump(
+    source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+    sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+) -> None:
+    """Relay frames one way; a CLOSE is relayed with its code and reason."""
+    while True:
+        message = await source.receive()
+        kind = message.type
+        if kind is WSMsgType.TEXT:
+            await sink.send_str(message.data)
+        elif kind is WSMsgType.BINARY:
+            await sink.send_bytes(message.data)
+        elif kind is WSMsgType.PING:
+            await sink.ping(message.data)
+        elif kind is WSMsgType.PONG:
+            await sink.pong(message.data)
+        elif kind is WSMsgType.CLOSE:
+            reason = message.extra if isinstance(message.extra, str) else ""
+            await sink.close(code=int(message.data), message=reason.encode())
+            return
+        else:  # CLOSING, CLOSED, ERROR: the source is gone without a close frame
+            await sink.close(code=aiohttp.WSCloseCode.GOING_AWAY)
+            return
+
+
+async def _pump_both(
+    client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse
+) -> None:
+    tasks: Sequence[asyncio.Task[None]] = (
+        asyncio.create_task(_pump(client, upstream)),
+        asyncio.create_task(_pump(upstream, client)),
+    )
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
