@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 import click
 
 from corsproxy import __version__
-from corsproxy.config import Config, ConfigError, json_schema, load_config
+from corsproxy.config import Config, ConfigError, Override, json_schema, load_config
 from corsproxy.explain import explain, render_text
 
 EXIT_BLOCKED = 1
@@ -26,15 +30,18 @@ config_option = click.option(
 )
 
 
-def _load(config_path: str, strict: bool = False) -> Config:
+def _load(
+    config_path: str | None, strict: bool = False, overrides: Sequence[Override] = ()
+) -> Config:
     """Load or exit with every problem on stderr (never a traceback)."""
     try:
-        config = load_config(config_path)
+        config = load_config(config_path, overrides=overrides)
     except ConfigError as exc:
         for diagnostic in exc.diagnostics:
             click.echo(str(diagnostic), err=True)
         count = len(exc.errors)
-        click.echo(f"{config_path}: {count} error{'s' if count != 1 else ''}", err=True)
+        where = config_path or "command line"
+        click.echo(f"{where}: {count} error{'s' if count != 1 else ''}", err=True)
         sys.exit(EXIT_CONFIG)
     for warning in config.warnings:
         click.echo(str(warning), err=True)
@@ -125,6 +132,183 @@ def explain_command(
     else:
         click.echo(render_text(result), nl=False)
     sys.exit(0 if result.allowed else EXIT_BLOCKED)
+
+
+def _source(ctx: click.Context, param: str, flag: str, envvar: str) -> str:
+    source = ctx.get_parameter_source(param)
+    return envvar if source is click.core.ParameterSource.ENVIRONMENT else flag
+
+
+def _split_origins(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> list[str]:
+    return [o.strip() for value in values for o in value.split(",") if o.strip()]
+
+
+@cli.command()
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    envvar="CORSPROXY_CONFIG",
+    show_envvar=True,
+    type=click.Path(dir_okay=False),
+    help="The YAML configuration file (optional: flags alone describe a one-route proxy).",
+)
+@click.option("--listen", envvar="CORSPROXY_LISTEN", show_envvar=True, help="HOST:PORT.")
+@click.option("--upstream", envvar="CORSPROXY_UPSTREAM", show_envvar=True, help="Upstream URL.")
+@click.option(
+    "--allow-origin",
+    "allow_origins",
+    multiple=True,
+    callback=_split_origins,
+    envvar="CORSPROXY_ALLOW_ORIGINS",
+    show_envvar=True,
+    help="An allowed origin (repeatable; the variable takes a comma list).",
+)
+@click.option(
+    "--allow-credentials/--no-allow-credentials",
+    default=None,
+    envvar="CORSPROXY_ALLOW_CREDENTIALS",
+    show_envvar=True,
+    help="Allow cookies and HTTP authentication.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    envvar="CORSPROXY_LOG_FORMAT",
+    show_envvar=True,
+    help="Default: text on a terminal, JSON lines otherwise.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    envvar="CORSPROXY_LOG_LEVEL",
+    show_envvar=True,
+)
+@click.option(
+    "--shutdown-timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    envvar="CORSPROXY_SHUTDOWN_TIMEOUT",
+    show_envvar=True,
+    help="Seconds to let requests in flight finish on SIGTERM.",
+)
+@click.option("--demo", is_flag=True, help="Run a built-in demo upstream behind a demo policy.")
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    config_path: str | None,
+    listen: str | None,
+    upstream: str | None,
+    allow_origins: list[str],
+    allow_credentials: bool | None,
+    log_format: str | None,
+    log_level: str,
+    shutdown_timeout: float,
+    demo: bool,
+) -> None:
+    """Run the proxy. Flags override the file; each flag has an environment variable.
+
+    SIGHUP reloads the config (an invalid one is logged and the old one kept); SIGTERM
+    finishes requests in flight, then exits.
+    """
+    from corsproxy import logs
+
+    logs.configure(log_format, log_level)
+    overrides: list[Override] = []
+    if listen is not None:
+        overrides.append(
+            Override(("listen",), listen, _source(ctx, "listen", "--listen", "CORSPROXY_LISTEN"))
+        )
+    elif demo:
+        overrides.append(Override(("listen",), "127.0.0.1:8080", "--demo"))
+    if upstream is not None:
+        source = _source(ctx, "upstream", "--upstream", "CORSPROXY_UPSTREAM")
+        overrides.append(Override(("upstream",), upstream, source))
+    if allow_origins:
+        source = _source(ctx, "allow_origins", "--allow-origin", "CORSPROXY_ALLOW_ORIGINS")
+        overrides.append(Override(("cors", "allow_origins"), allow_origins, source))
+    if allow_credentials is not None:
+        source = _source(
+            ctx, "allow_credentials", "--allow-credentials", "CORSPROXY_ALLOW_CREDENTIALS"
+        )
+        overrides.append(Override(("cors", "allow_credentials"), allow_credentials, source))
+    if demo:
+        # The demo's upstream address is only known once it runs; check the rest now.
+        demo_overrides = [
+            Override(("upstream",), "http://127.0.0.1:1", "--demo"),
+            *_demo_policy(allow_origins),
+        ]
+        _load(config_path, overrides=[*overrides, *demo_overrides])
+    else:
+        _load(config_path, overrides=overrides)
+    asyncio.run(_serve(config_path, overrides, demo, allow_origins, shutdown_timeout))
+
+
+def _demo_policy(allow_origins: list[str]) -> list[Override]:
+    from corsproxy.demo import DEMO_POLICY_ORIGINS
+
+    policy = [
+        Override(("cors", "allow_methods"), ["GET", "HEAD", "POST", "PUT", "DELETE"], "--demo"),
+        Override(("cors", "expose_headers"), ["X-Request-Id"], "--demo"),
+    ]
+    if not allow_origins:
+        policy.append(Override(("cors", "allow_origins"), DEMO_POLICY_ORIGINS, "--demo"))
+    return policy
+
+
+async def _serve(
+    config_path: str | None,
+    overrides: list[Override],
+    demo: bool,
+    allow_origins: list[str],
+    shutdown_timeout: float,
+) -> None:
+    from corsproxy.server import serve as run_server
+
+    demo_runner: Any = None
+    if demo:
+        from corsproxy.demo import start_demo_upstream
+
+        demo_runner, demo_url = await start_demo_upstream()
+        overrides = [
+            *overrides,
+            Override(("upstream",), demo_url, "--demo"),
+            *_demo_policy(allow_origins),
+        ]
+
+    def loader() -> Config:
+        return load_config(config_path, env=os.environ, overrides=overrides)
+
+    def ready(url: str) -> None:
+        if demo:
+            click.echo(_demo_banner(url), err=True)
+
+    try:
+        await run_server(loader(), loader, shutdown_timeout=shutdown_timeout, ready=ready)
+    finally:
+        if demo_runner is not None:
+            await demo_runner.cleanup()
+
+
+def _demo_banner(url: str) -> str:
+    preflight = "-X OPTIONS -H 'Access-Control-Request-Method: PUT'"
+    return f"""
+corsproxy demo: {url} forwards to a built-in demo upstream.
+Allowed origins: http://localhost:* and http://127.0.0.1:* (any port). Try:
+
+  curl -i -H 'Origin: http://localhost:3000' {url}/api/hello
+  curl -i {preflight} -H 'Origin: http://localhost:3000' {url}/api/echo
+  curl -i -H 'Origin: https://evil.example' {url}/api/hello    # no CORS headers
+
+or, in the console of any page served from http://localhost:
+  await (await fetch('{url}/api/hello')).json()
+
+Stop with Ctrl-C.
+"""
 
 
 @cli.command()

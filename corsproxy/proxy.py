@@ -238,9 +238,12 @@ async def tunnel(
     decision: Decision,
     session: aiohttp.ClientSession,
     exchange: Exchange,
+    registry: set[web.WebSocketResponse],
     max_msg_size: int = 16 * 1024 * 1024,
 ) -> web.StreamResponse:
-    """Connect upstream first; only then accept the client (so refusals are relayed)."""
+    """Connect upstream first; only then accept the client (so refusals are relayed).
+
+    Open client sockets are kept in `registry`, so shutdown can close them with 1001."""
     protocols = [
         p.strip()
         for value in request.headers.getall("Sec-WebSocket-Protocol", ())
@@ -277,11 +280,13 @@ async def tunnel(
     )
     for name, value in response_headers(decision, []):
         client.headers.add(name, value)
+    registry.add(client)
     try:
         await client.prepare(request)
         exchange.status = 101
         await _pump_both(client, upstream)
     finally:
+        registry.discard(client)
         await upstream.close()
         await client.close()
     return client

@@ -1,0 +1,45 @@
+"""A built-in demo upstream, so `corsproxy serve --demo` works with nothing else installed."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+DEMO_POLICY_ORIGINS = ["http://localhost:*", "http://127.0.0.1:*"]
+
+
+async def _hello(request: web.Request) -> web.Response:
+    body = {
+        "message": "hello from the demo upstream",
+        "you_sent_origin": request.headers.get("Origin"),
+    }
+    return web.json_response(body, headers={"X-Request-Id": "demo-1"})
+
+
+async def _echo(request: web.Request) -> web.Response:
+    body = await request.read()
+    headers = {k: v for k, v in request.headers.items()}
+    return web.Response(
+        text=json.dumps(
+            {"method": request.method, "headers": headers, "body": body.decode(errors="replace")}
+        ),
+        content_type="application/json",
+    )
+
+
+def demo_app() -> web.Application:
+    app = web.Application()
+    app.router.add_get("/api/hello", _hello)
+    app.router.add_route("*", "/api/echo", _echo)
+    return app
+
+
+async def start_demo_upstream() -> tuple[web.AppRunner, str]:
+    """Start the demo upstream on a free loopback port; returns the runner and its URL."""
+    runner = web.AppRunner(demo_app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}"

@@ -1,0 +1,54 @@
+"""Logging: one access line per request, as text or JSON lines, on stderr."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+ACCESS = logging.getLogger("corsproxy.access")
+
+
+class _Formatter(logging.Formatter):
+    def __init__(self, json_lines: bool) -> None:
+        super().__init__()
+        self.json_lines = json_lines
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] = getattr(record, "fields", {})
+        message = record.getMessage()
+        if record.exc_info and not self.json_lines:
+            message += "\n" + self.formatException(record.exc_info)
+        if self.json_lines:
+            line: dict[str, Any] = {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+                + f".{int(record.msecs):03d}Z",
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "message": message,
+                **fields,
+            }
+            if record.exc_info:
+                line["exception"] = self.formatException(record.exc_info)
+            return json.dumps(line, separators=(",", ":"), default=str)
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        extra = " ".join(f"{k}={_text(v)}" for k, v in fields.items() if v not in ("", None))
+        return f"{stamp} {record.levelname:<7} {message}" + (f" {extra}" if extra else "")
+
+
+def _text(value: Any) -> str:
+    text = str(value)
+    return json.dumps(text) if (" " in text or '"' in text or not text) else text
+
+
+def configure(log_format: str | None = None, level: str = "info") -> None:
+    """Text on a terminal, JSON lines otherwise (containers), unless told."""
+    json_lines = log_format == "json" or (log_format is None and not sys.stderr.isatty())
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter(json_lines))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiohttp.access").disabled = True

@@ -1,0 +1,242 @@
+"""App wiring: the request handler, config reload, signals and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+
+import aiohttp
+from aiohttp import web
+from aiohttp.http import HttpVersion10, HttpVersion11
+
+from corsproxy import forwarding as fw
+from corsproxy.config import Config, ConfigError
+from corsproxy.cors import Action, Decision, Mode, RequestView, decide, response_headers
+from corsproxy.logs import ACCESS
+from corsproxy.paths import PathError, normalize_path
+from corsproxy.proxy import Exchange, Target, error_response, forward, make_session, tunnel
+
+log = logging.getLogger("corsproxy")
+
+# Idle keep-alive and header reading share this timer in aiohttp (its default is 3630 s).
+KEEPALIVE_TIMEOUT = 30.0
+
+
+def _text_response(status: int, text: str, decision: Decision | None = None) -> web.StreamResponse:
+    failure = fw.Failure(status, "", text)
+    return error_response(failure, decision)
+
+
+class ProxyApp:
+    """Serves requests under the current config; a reload swaps it atomically."""
+
+    def __init__(self, config: Config, loader: Callable[[], Config] | None = None) -> None:
+        self.config = config
+        self.loader = loader
+        self.session: aiohttp.ClientSession | None = None
+        self.websockets: set[web.WebSocketResponse] = set()
+        self.draining = False
+
+    async def start(self) -> None:
+        self.session = make_session()
+
+    async def close(self) -> None:
+        for ws in list(self.websockets):
+            with contextlib.suppress(Exception):
+                await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"server shutdown")
+        if self.session is not None:
+            await self.session.close()
+
+    def reload(self) -> bool:
+        """Re-read and validate the config; keep the old one when the new one is invalid."""
+        if self.loader is None:
+            return False
+        try:
+            config = self.loader()
+        except ConfigError as exc:
+            for diagnostic in exc.diagnostics:
+                log.error("reload: %s", diagnostic)
+            log.error("reload failed: keeping the running config (%s)", self.config.source)
+            return False
+        for warning in config.warnings:
+            log.warning("reload: %s", warning)
+        if config.listen != self.config.listen:
+            log.warning("reload: a new listen address takes effect only after a restart")
+        self.config = config  # one reference swap: requests in flight keep theirs
+        log.info("config reloaded from %s", config.source)
+        return True
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        config = self.config  # one snapshot for the whole request
+        exchange = Exchange(request.method, request.raw_path, request.remote or "")
+        try:
+            response = await self._dispatch(request, config, exchange)
+        except asyncio.CancelledError:
+            exchange.error = exchange.error or "client went away"
+            self._log(exchange, 499)
+            raise
+        except Exception as exc:
+            if not exchange.status:
+                raise
+            # The upstream failed after the headers went out: close the connection so the
+            # client sees a truncated body, never a complete one.
+            exchange.error = f"upstream body cut short: {exc!r}"[:300]
+            if request.transport is not None:
+                request.transport.close()
+            self._log(exchange, exchange.status)
+            return web.StreamResponse(status=exchange.status)
+        self._log(exchange, response.status)
+        return response
+
+    async def _dispatch(
+        self, request: web.BaseRequest, config: Config, exchange: Exchange
+    ) -> web.StreamResponse:
+        if request.version not in (HttpVersion10, HttpVersion11):
+            exchange.reason = fw.BAD_VERSION.reason
+            return error_response(fw.BAD_VERSION, None)
+        path_text, _, query = request.raw_path.partition("?")
+        try:
+            path = normalize_path(path_text)
+            route = config.routes.match(path)
+        except PathError as exc:
+            exchange.reason = exc.reason
+            return _text_response(400, f"Bad request: {exc}")
+        if route is None or route.upstream is None:
+            exchange.reason = fw.NO_ROUTE.reason
+            return error_response(fw.NO_ROUTE, None)
+        exchange.route = route.name
+        headers = request.headers
+        view = RequestView(
+            request.method,
+            path.route_path,
+            tuple(headers.getall("Origin", ())),
+            tuple(headers.getall("Access-Control-Request-Method", ())),
+            tuple(headers.getall("Access-Control-Request-Headers", ())),
+            tuple(headers.getall("Access-Control-Request-Private-Network", ())),
+        )
+        decision = decide(route.cors, view)
+        exchange.origin = view.origin[0] if view.origin else ""
+        exchange.verdict = decision.verdict
+        exchange.reason = decision.reason
+        if decision.action is Action.BAD_REQUEST:
+            return _text_response(400, decision.body().decode().strip(), decision)
+        if decision.action is Action.PREFLIGHT:
+            response = web.StreamResponse(status=204)
+            for name, value in response_headers(decision, []):
+                response.headers.add(name, value)
+            return response
+        if decision.action is Action.REFUSE:
+            return _text_response(403, decision.body().decode().strip(), decision)
+
+        pairs = list(headers.items())
+        websocket = fw.is_websocket_upgrade(request.method, pairs)
+        if (
+            websocket
+            and view.origin
+            and route.cors.enabled
+            and route.cors.mode is Mode.ENFORCE
+            and not decision.allowed
+        ):
+            # CORS does not protect WebSockets: refuse cross-site hijacking here.
+            exchange.verdict, exchange.reason = "refused", "websocket_origin_not_allowed"
+            return _text_response(403, "WebSocket refused: origin not allowed", decision)
+        limit = config.limits.max_body_size
+        if limit is not None and (request.content_length or 0) > limit:
+            exchange.reason = fw.BODY_TOO_LARGE.reason
+            return error_response(fw.BODY_TOO_LARGE, decision)
+        forwarding = fw.Forwarding(
+            peer=request.remote,
+            scheme="https" if request.secure else "http",
+            host=headers.get("Host"),
+            preserve_host=route.preserve_host,
+        )
+        target = Target(
+            url=route.upstream.url(route.forward_path(path), query),
+            headers=fw.request_headers(pairs, forwarding),
+            connect_timeout=route.timeouts.connect,
+            read_timeout=route.timeouts.read,
+            max_body_size=limit,
+        )
+        assert self.session is not None
+        if websocket:
+            return await tunnel(request, target, decision, self.session, exchange, self.websockets)
+        if request.version == HttpVersion11 and "100-continue" in headers.get("Expect", "").lower():
+            # Every check that could refuse the body is done: now invite it.
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return await forward(request, target, decision, self.session, exchange)
+
+    def _log(self, exchange: Exchange, status: int) -> None:
+        duration = asyncio.get_running_loop().time() - exchange.started
+        fields = {
+            "peer": exchange.peer,
+            "method": exchange.method,
+            "path": exchange.path,
+            "status": status,
+            "upstream_status": exchange.upstream_status or None,
+            "bytes": exchange.bytes_out,
+            "duration_ms": round(duration * 1000, 2),
+            "route": exchange.route,
+            "origin": exchange.origin,
+            "cors": exchange.verdict,
+            "reason": exchange.reason,
+            "error": exchange.error,
+        }
+        refused = exchange.verdict in ("refused", "would_refuse")
+        level = logging.WARNING if refused or status >= 500 else logging.INFO
+        ACCESS.log(
+            level, "%s %s %d", exchange.method, exchange.path, status, extra={"fields": fields}
+        )
+
+
+async def serve(
+    config: Config,
+    loader: Callable[[], Config] | None = None,
+    *,
+    shutdown_timeout: float = 30.0,
+    ready: Callable[[str], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT (or `stop`), reloading on SIGHUP."""
+    app = ProxyApp(config, loader)
+    await app.start()
+    server = web.Server(
+        app.handle,
+        handler_cancellation=True,  # a client that goes away cancels its upstream request
+        access_log=None,
+        keepalive_timeout=KEEPALIVE_TIMEOUT,
+        auto_decompress=False,  # forward compressed request bodies untouched
+    )
+    runner = web.ServerRunner(server, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, config.listen.host, config.listen.port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        await app.close()
+        raise SystemExit(f"corsproxy: cannot listen on {config.listen}: {exc.strerror}") from None
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, app.reload)
+    sockets = getattr(site._server, "sockets", None) or []
+    address = sockets[0].getsockname() if sockets else (config.listen.host, config.listen.port)
+    host = f"[{address[0]}]" if ":" in address[0] else address[0]
+    url = f"http://{host}:{address[1]}"
+    log.info("corsproxy listening on %s, upstream %s", url, config.upstream or "(per route)")
+    if ready is not None:
+        ready(url)
+    await stop.wait()
+    log.info("shutting down: finishing requests in flight (at most %.0f s)", shutdown_timeout)
+    app.draining = True
+    for ws in list(app.websockets):
+        with contextlib.suppress(Exception):
+            await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"server shutdown")
+    await runner.cleanup()
+    await app.close()
+    log.info("stopped")
