@@ -196,8 +196,10 @@ async def serve(
     loader: Callable[[], Config] | None = None,
     *,
     shutdown_timeout: float = 30.0,
+    keepalive_timeout: float = KEEPALIVE_TIMEOUT,
     ready: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
+    signals: bool = True,
 ) -> None:
     """Run until SIGTERM/SIGINT (or `stop`), reloading on SIGHUP."""
     app = ProxyApp(config, loader)
@@ -206,7 +208,7 @@ async def serve(
         app.handle,
         handler_cancellation=True,  # a client that goes away cancels its upstream request
         access_log=None,
-        keepalive_timeout=KEEPALIVE_TIMEOUT,
+        keepalive_timeout=keepalive_timeout,
         auto_decompress=False,  # forward compressed request bodies untouched
     )
     runner = web.ServerRunner(server, shutdown_timeout=shutdown_timeout)
@@ -220,7 +222,7 @@ async def serve(
         raise SystemExit(f"corsproxy: cannot listen on {config.listen}: {exc.strerror}") from None
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError):
+    if signals:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, app.reload)
