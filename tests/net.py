@@ -53,7 +53,10 @@ async def running_proxy(doc: dict[str, Any], **kwargs: Any) -> AsyncIterator[str
 @contextlib.asynccontextmanager
 async def running_app(app: web.Application, host: str = "127.0.0.1") -> AsyncIterator[str]:
     # An upstream that sees request bodies exactly as they arrive.
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1, auto_decompress=False)
+    # Handlers are cancelled when the proxy drops the connection, so tests can see it.
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=1, auto_decompress=False, handler_cancellation=True
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, 0)
     await site.start()
