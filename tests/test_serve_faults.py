@@ -115,7 +115,9 @@ MALFORMED = {
     "garbage-status-line": b"HTTX/9 OK\r\n\r\n",
     "status-999": b"HTTP/1.1 999 Weird\r\nContent-Length: 0\r\n\r\n",
     "empty-reply": b"",
-    "cl-and-te": b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "cl-and-te": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    ),
     "duplicate-cl": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nab",
     "negative-cl": b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
 }
@@ -194,7 +196,7 @@ async def test_client_going_away_cancels_the_upstream_request(upstream: Any) -> 
         baseline = open_fds()
         for _ in range(5):
             host, port = proxy.removeprefix("http://").split(":")
-            reader, writer = await asyncio.open_connection(host, int(port))
+            _, writer = await asyncio.open_connection(host, int(port))
             writer.write(b"GET /slow?s=10 HTTP/1.1\r\nHost: p\r\n\r\n")
             await writer.drain()
             await asyncio.sleep(0.2)
