@@ -151,7 +151,8 @@ class Decision:
     def verdict(self) -> str:
         """allowed | refused | would_refuse | none, as counted in metrics."""
         if self.would is not None:
-            return "would_refuse" if self.would.action is Action.REFUSE else self.would.verdict
+            verdict = self.would.verdict
+            return "would_refuse" if verdict == "refused" else verdict
         if self.kind is Kind.NONE:
             return "none"
         return "allowed" if self.allowed else "refused"

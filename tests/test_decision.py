@@ -691,6 +691,8 @@ def test_P25_report_only_forwards_and_reports_what_enforce_would_do() -> None:
     assert pre.would is not None and pre.would.action is Action.REFUSE
     assert pre.verdict == "would_refuse"
     assert pre.reason == "origin_not_allowed"
+    actual = decide(fixture("report"), get("https://evil.example"))
+    assert actual.verdict == "would_refuse" and actual.headers == ()
     ok = decide(fixture("report"), get("https://a.example"))
     assert ok.verdict == "allowed" and ok.headers == ()
     upstream = [("Access-Control-Allow-Origin", "*"), ("Vary", "Accept")]

@@ -214,3 +214,19 @@ async def test_demo_mode_serves_without_an_api() -> None:
                 assert response.status == 200
                 assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
                 assert (await response.json())["message"] == "hello from the demo upstream"
+
+
+async def test_requests_in_flight_keep_the_policy_they_started_with(
+    upstream: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"upstream: {upstream}\ncors:\n  allow_origins: [{APP}]\n")
+    async with cli("--config", str(config), "--listen", "127.0.0.1:0") as (proc, url):
+        async with aiohttp.ClientSession() as client:
+            slow = asyncio.create_task(client.get(f"{url}/slow?s=1.5", headers={"Origin": APP}))
+            await asyncio.sleep(0.5)
+            config.write_text(f"upstream: {upstream}\ncors:\n  allow_origins: [{OTHER}]\n")
+            proc.send_signal(signal.SIGHUP)
+            response = await asyncio.wait_for(slow, 10)
+            assert response.headers["Access-Control-Allow-Origin"] == APP
+            assert await acao(url, APP) is None  # new requests: the new policy

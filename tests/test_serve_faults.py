@@ -248,3 +248,17 @@ async def test_on_disallowed_reject_and_report_only(upstream: Any) -> None:
         async with client.options(f"{proxy}/shadow/x", headers=preflight) as r:
             assert r.status == 200  # forwarded: report-only changes nothing on the wire
         assert upstream.seen[-1]["method"] == "OPTIONS"
+
+
+async def test_report_only_logs_what_would_have_been_refused(
+    upstream: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    doc = {"upstream": upstream.url, "cors": {"allow_origins": [APP], "mode": "report-only"}}
+    async with running_proxy(doc) as proxy, aiohttp.ClientSession() as client:
+        with caplog.at_level("INFO", logger="corsproxy.access"):
+            async with client.get(f"{proxy}/x", headers={"Origin": "https://evil.example"}) as r:
+                assert r.status == 200
+    records = [r for r in caplog.records if r.name == "corsproxy.access"]
+    assert records[-1].levelname == "WARNING"
+    fields = records[-1].fields  # type: ignore[attr-defined]
+    assert fields["cors"] == "would_refuse" and fields["reason"] == "origin_not_allowed"
