@@ -262,3 +262,41 @@ async def test_report_only_logs_what_would_have_been_refused(
     assert records[-1].levelname == "WARNING"
     fields = records[-1].fields  # type: ignore[attr-defined]
     assert fields["cors"] == "would_refuse" and fields["reason"] == "origin_not_allowed"
+
+
+def stale_after_first_answer() -> Any:
+    """Connection 1 answers once with keep-alive, then drops the next request unanswered
+    (an upstream whose idle timeout fired just as the proxy reused the connection)."""
+    connections = 0
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        if connections == 1:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+            await writer.drain()
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            return  # close without answering
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nsecond")
+        await writer.drain()
+
+    return script
+
+
+@pytest.mark.parametrize(("method", "expected"), [("GET", 200), ("POST", 502)])
+async def test_stale_pooled_connection_is_retried_once_only_without_a_body(
+    method: str, expected: int
+) -> None:
+    async with (
+        raw_upstream(stale_after_first_answer()) as up,
+        running_proxy({"upstream": up}) as proxy,
+        aiohttp.ClientSession() as client,
+    ):
+        async with client.get(f"{proxy}/one") as response:
+            assert await response.text() == "first"
+        async with client.request(
+            method, f"{proxy}/two", data=b"abc" if method == "POST" else None
+        ) as r:
+            assert r.status == expected
+            if expected == 200:
+                assert await r.text() == "second"
