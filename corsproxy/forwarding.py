@@ -53,7 +53,6 @@ SKIP_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Conte
 _TOKEN = re.compile(r"[!#$%&'*+\-.^`|~0-9A-Za-z_]+\Z")
 # Field values: visible ASCII, SP, HTAB and obs-text; no CR, LF, NUL or other controls.
 _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*\Z")
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 def connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:

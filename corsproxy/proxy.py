@@ -148,41 +148,31 @@ async def forward(
     timeout = aiohttp.ClientTimeout(
         total=None, sock_connect=target.connect_timeout, sock_read=target.read_timeout
     )
-    has_body = request.body_exists
-    attempts = 2 if method in fw.IDEMPOTENT_METHODS and not has_body else 1
-    for attempt in range(attempts):
-        body = (
-            _request_body(request, target.max_body_size, target.read_timeout, exchange)
-            if has_body
-            else None
-        )
-        try:
-            async with session.request(
-                method,
-                URL(target.url, encoded=True),
-                headers=target.headers,
-                data=body,
-                allow_redirects=False,
-                timeout=timeout,
-                compress=None,
-                chunked=None,
-            ) as upstream:
-                return await _relay(request, upstream, decision, exchange)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            if exchange.status:  # headers already went out: abort, never fake completion
-                raise
-            stale = isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError))
-            if (
-                stale
-                and attempt + 1 < attempts
-                and not isinstance(exc, aiohttp.ClientConnectorError)
-            ):
-                log.debug("retrying %s %s on a fresh connection: %r", method, exchange.path, exc)
-                continue
-            failure = exchange.body_error or _classify(exc)
-            exchange.error = f"{failure.reason}: {exc!r}"[:300]
-            return error_response(failure, decision)
-    raise AssertionError("unreachable")
+    # aiohttp's client itself retries an idempotent request once when a pooled
+    # connection turns out stale (RFC 9112 9.3.1), never after consuming its body.
+    body = (
+        _request_body(request, target.max_body_size, target.read_timeout, exchange)
+        if request.body_exists
+        else None
+    )
+    try:
+        async with session.request(
+            method,
+            URL(target.url, encoded=True),
+            headers=target.headers,
+            data=body,
+            allow_redirects=False,
+            timeout=timeout,
+            compress=None,
+            chunked=None,
+        ) as upstream:
+            return await _relay(request, upstream, decision, exchange)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        if exchange.status:  # headers already went out: abort, never fake completion
+            raise
+        failure = exchange.body_error or _classify(exc)
+        exchange.error = f"{failure.reason}: {exc!r}"[:300]
+        return error_response(failure, decision)
 
 
 async def _relay(
