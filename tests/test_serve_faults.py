@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import aiohttp
@@ -300,3 +301,29 @@ async def test_stale_pooled_connection_is_retried_once_only_without_a_body(
             assert r.status == expected
             if expected == 200:
                 assert await r.text() == "second"
+
+
+async def test_connect_timeout_is_504() -> None:
+    import socket
+
+    # A listener that never accepts, with its backlog full: connect() hangs on loopback.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    try:
+        doc = {"upstream": f"http://127.0.0.1:{port}", "timeouts": {"connect": "300ms"}}
+        async with running_proxy(doc) as proxy, aiohttp.ClientSession() as client:
+            async with client.get(f"{proxy}/x") as response:
+                assert response.status == 504
+                assert "connecting" in await response.text()
+    finally:
+        for sock in (*fillers, listener):
+            sock.close()

@@ -1,0 +1,143 @@
+"""Pure header hygiene for forwarding, table by table."""
+
+from __future__ import annotations
+
+import pytest
+
+from corsproxy import forwarding as fw
+
+PEER = fw.Forwarding(peer="192.0.2.7", scheme="http", host="proxy.example", preserve_host=False)
+
+
+def names(headers: list[tuple[str, str]]) -> list[str]:
+    return [n.lower() for n, _ in headers]
+
+
+@pytest.mark.parametrize(
+    ("inbound", "dropped"),
+    [
+        ([("Connection", "close"), ("Keep-Alive", "5"), ("Proxy-Connection", "x")], 3),
+        ([("Connection", "X-A, X-B"), ("X-A", "1"), ("X-B", "2"), ("X-C", "3")], 3),
+        ([("Connection", "Origin, Cookie, Authorization, Content-Length, Host")], 1),
+        ([("TE", "trailers"), ("Trailer", "X"), ("Expect", "100-continue"), ("Upgrade", "h2c")], 4),
+        (
+            [
+                ("HTTP2-Settings", "x"),
+                ("Proxy-Authorization", "x"),
+                ("Transfer-Encoding", "chunked"),
+            ],
+            3,
+        ),
+        ([("X_Forwarded_For", "6.6.6.6"), ("Content_Length", "1")], 2),
+    ],
+)
+def test_request_headers_drop(inbound: list[tuple[str, str]], dropped: int) -> None:
+    out = fw.request_headers(inbound, PEER)
+    kept = [
+        h for h in out if h[0] not in ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host")
+    ]
+    assert len(inbound) - len(kept) == dropped
+
+
+def test_protected_headers_survive_connection() -> None:
+    inbound = [
+        ("Connection", "origin, cookie, x-forwarded-for"),
+        ("Origin", "https://a.example"),
+        ("Cookie", "a=1"),
+        ("X-Forwarded-For", "203.0.113.1"),
+    ]
+    out = fw.request_headers(inbound, PEER)
+    assert ("Origin", "https://a.example") in out and ("Cookie", "a=1") in out
+    assert ("X-Forwarded-For", "203.0.113.1, 192.0.2.7") in out
+
+
+def test_forwarding_headers_are_the_proxys_own_and_last() -> None:
+    inbound = [
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "evil.example"),
+        ("Host", "proxy.example"),
+        ("X-Forwarded-For", "1.1.1.1"),
+        ("X-Forwarded-For", "2.2.2.2"),
+        ("Accept", "*/*"),
+    ]
+    out = fw.request_headers(inbound, PEER)
+    assert out == [
+        ("Accept", "*/*"),
+        ("X-Forwarded-For", "1.1.1.1, 2.2.2.2, 192.0.2.7"),
+        ("X-Forwarded-Proto", "http"),
+        ("X-Forwarded-Host", "proxy.example"),
+    ]
+    keep = fw.Forwarding(peer=None, scheme="https", host="api.example", preserve_host=True)
+    assert ("Host", "api.example") in fw.request_headers([("Host", "api.example")], keep)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected", "invalid"),
+    [
+        (
+            [(b"Set-Cookie", b"a=1"), (b"Set-Cookie", b"b=2")],
+            [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")],
+            0,
+        ),
+        (
+            [(b"Connection", b"X-Up"), (b"X-Up", b"v"), (b"Keep-Alive", b"1"), (b"Trailers", b"t")],
+            [("Trailers", "t")],
+            0,
+        ),
+        (
+            [
+                (b"Alt-Svc", b'h3=":443"'),
+                (b"Transfer-Encoding", b"chunked"),
+                (b"Content-Length", b"3"),
+            ],
+            [],
+            0,
+        ),
+        (
+            [
+                (b"X-Bad", b"a\x01b"),
+                (b"Content-Length ", b"2"),
+                (b"X(Y)", b"1"),
+                (b"X-Ok", b"caf\xe9"),
+            ],
+            [("X-Ok", "caf\xe9")],
+            3,
+        ),
+        ([(b"Proxy-Authenticate", b"Basic"), (b"Upgrade", b"foo")], [], 0),
+    ],
+)
+def test_response_headers(
+    raw: list[tuple[bytes, bytes]], expected: list[tuple[str, str]], invalid: int
+) -> None:
+    assert fw.response_headers(raw) == (expected, invalid)
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        ("OK", "OK"),
+        ("Not Found", "Not Found"),
+        ("A\rB", None),
+        ("A\x01", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_clean_reason(reason: str | None, expected: str | None) -> None:
+    assert fw.clean_reason(reason) == expected
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "upgrade"),
+    [
+        ("GET", [("Connection", "keep-alive, Upgrade"), ("Upgrade", "websocket")], True),
+        ("GET", [("Connection", "upgrade"), ("Upgrade", "WebSocket")], True),
+        ("GET", [("Upgrade", "websocket")], False),
+        ("POST", [("Connection", "upgrade"), ("Upgrade", "websocket")], False),
+        ("GET", [("Connection", "upgrade"), ("Upgrade", "h2c")], False),
+    ],
+)
+def test_websocket_upgrade_detection(
+    method: str, headers: list[tuple[str, str]], upgrade: bool
+) -> None:
+    assert fw.is_websocket_upgrade(method, headers) is upgrade
