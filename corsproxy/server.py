@@ -97,6 +97,10 @@ class ProxyApp:
         if request.version not in (HttpVersion10, HttpVersion11):
             exchange.reason = fw.BAD_VERSION.reason
             return error_response(fw.BAD_VERSION, None)
+        if request.version == HttpVersion10 and "Transfer-Encoding" in request.headers:
+            # RFC 9112 6.1: framing a 1.0 message with TE is faulty (a smuggling vector).
+            exchange.reason = "bad_framing"
+            return _text_response(400, "Bad request: Transfer-Encoding in an HTTP/1.0 request")
         path_text, _, query = request.raw_path.partition("?")
         try:
             path = normalize_path(path_text)

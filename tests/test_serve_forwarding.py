@@ -286,3 +286,13 @@ async def test_server_sent_events_flush_immediately(upstream: Any) -> None:
             async with client.get(f"{proxy}/sse?gap=3") as response:
                 first = await asyncio.wait_for(response.content.readline(), 2)
                 assert first == b"data: one\n"
+
+
+async def test_http10_with_transfer_encoding_is_400(upstream: Any) -> None:
+    request = (
+        b"POST /x HTTP/1.0\r\nHost: p\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    )
+    async with running_proxy({"upstream": upstream.url}) as proxy:
+        response = await raw_exchange(proxy, request, wait=3)
+    assert response.startswith(b"HTTP/1.0 400"), response[:80]
+    assert upstream.seen == []
