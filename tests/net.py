@@ -165,6 +165,7 @@ class Recorder:
 
     seen: list[dict[str, Any]] = field(default_factory=list)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    url: str = ""
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1024**3)
