@@ -192,15 +192,22 @@ def preflight_check(
     header_names: Sequence[str],
     private_network: bool = False,
 ) -> Failure | None:
-    """The browser's verdict on a preflight response (CORS-preflight fetch, steps 6-7)."""
+    """The browser's verdict on a preflight response (CORS-preflight fetch, steps 6-7).
+
+    Both the CORS check and an ok status are required. Firefox reports a bad status first;
+    Chromium reports the CORS check first (a refused 403 preflight without headers shows as
+    `PreflightMissingAllowOriginHeader` there, as the browser suite records).
+    """
+    failure = cors_check(headers, origin, credentials, preflight=True)
     if not 200 <= status <= 299:
+        if failure is not None:
+            return Failure("CORSPreflightDidNotSucceed", failure.chrome, failure.message)
         return Failure(
             "CORSPreflightDidNotSucceed",
             "PreflightInvalidStatus",
             "Response to preflight request doesn't pass access control check: "
             "It does not have HTTP ok status.",
         )
-    failure = cors_check(headers, origin, credentials, preflight=True)
     if failure is not None:
         return failure
     methods = _list(headers, ACAM)
