@@ -6,7 +6,9 @@ import asyncio
 import json
 import os
 import sys
+import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -17,6 +19,7 @@ from corsproxy.explain import explain, render_text
 
 EXIT_BLOCKED = 1
 EXIT_CONFIG = 2
+DEFAULT_CONFIG = "/etc/corsproxy/config.yaml"
 
 config_option = click.option(
     "--config",
@@ -156,6 +159,12 @@ def _split_origins(
     help="The YAML configuration file (optional: flags alone describe a one-route proxy).",
 )
 @click.option("--listen", envvar="CORSPROXY_LISTEN", show_envvar=True, help="HOST:PORT.")
+@click.option(
+    "--admin-listen",
+    envvar="CORSPROXY_ADMIN_LISTEN",
+    show_envvar=True,
+    help="HOST:PORT of /healthz, /readyz and /metrics.",
+)
 @click.option("--upstream", envvar="CORSPROXY_UPSTREAM", show_envvar=True, help="Upstream URL.")
 @click.option(
     "--allow-origin",
@@ -196,18 +205,29 @@ def _split_origins(
     show_envvar=True,
     help="Seconds to let requests in flight finish on SIGTERM.",
 )
+@click.option(
+    "--drain-delay",
+    type=float,
+    default=0.0,
+    show_default=True,
+    envvar="CORSPROXY_DRAIN_DELAY",
+    show_envvar=True,
+    help="On SIGTERM, answer /readyz 503 and keep serving this many seconds first.",
+)
 @click.option("--demo", is_flag=True, help="Run a built-in demo upstream behind a demo policy.")
 @click.pass_context
 def serve(
     ctx: click.Context,
     config_path: str | None,
     listen: str | None,
+    admin_listen: str | None,
     upstream: str | None,
     allow_origins: list[str],
     allow_credentials: bool | None,
     log_format: str | None,
     log_level: str,
     shutdown_timeout: float,
+    drain_delay: float,
     demo: bool,
 ) -> None:
     """Run the proxy. Flags override the file; each flag has an environment variable.
@@ -218,7 +238,12 @@ def serve(
     from corsproxy import logs
 
     logs.configure(log_format, log_level)
+    if config_path is None and Path(DEFAULT_CONFIG).is_file():
+        config_path = DEFAULT_CONFIG  # a mounted file, as in the container image
     overrides: list[Override] = []
+    if admin_listen is not None:
+        source = _source(ctx, "admin_listen", "--admin-listen", "CORSPROXY_ADMIN_LISTEN")
+        overrides.append(Override(("admin", "listen"), admin_listen, source))
     if listen is not None:
         overrides.append(
             Override(("listen",), listen, _source(ctx, "listen", "--listen", "CORSPROXY_LISTEN"))
@@ -245,7 +270,8 @@ def serve(
         _load(config_path, overrides=[*overrides, *demo_overrides])
     else:
         _load(config_path, overrides=overrides)
-    asyncio.run(_serve(config_path, overrides, demo, allow_origins, shutdown_timeout))
+    timing = {"shutdown_timeout": shutdown_timeout, "drain_delay": drain_delay}
+    asyncio.run(_serve(config_path, overrides, demo, allow_origins, timing))
 
 
 def _demo_policy(allow_origins: list[str]) -> list[Override]:
@@ -265,7 +291,7 @@ async def _serve(
     overrides: list[Override],
     demo: bool,
     allow_origins: list[str],
-    shutdown_timeout: float,
+    timing: dict[str, float],
 ) -> None:
     from corsproxy.server import serve as run_server
 
@@ -288,7 +314,13 @@ async def _serve(
             click.echo(_demo_banner(url), err=True)
 
     try:
-        await run_server(loader(), loader, shutdown_timeout=shutdown_timeout, ready=ready)
+        await run_server(
+            loader(),
+            loader,
+            ready=ready,
+            shutdown_timeout=timing["shutdown_timeout"],
+            drain_delay=timing["drain_delay"],
+        )
     finally:
         if demo_runner is not None:
             await demo_runner.cleanup()
@@ -309,6 +341,32 @@ or, in the console of any page served from http://localhost:
 
 Stop with Ctrl-C.
 """
+
+
+@cli.command()
+@click.option(
+    "--url",
+    help="The URL to probe (default: /healthz on CORSPROXY_ADMIN_LISTEN, else 127.0.0.1:9901).",
+)
+@click.option("--timeout", type=float, default=2.0, show_default=True, help="Seconds.")
+def healthcheck(url: str | None, timeout: float) -> None:
+    """Probe the admin listener's /healthz: exit 0 when healthy, 1 otherwise.
+
+    For container HEALTHCHECKs: images need no curl or wget.
+    """
+    if url is None:
+        host, _, port = os.environ.get("CORSPROXY_ADMIN_LISTEN", "127.0.0.1:9901").rpartition(":")
+        host = "127.0.0.1" if host in ("", "0.0.0.0") else host  # noqa: S104 - a wildcard bind
+        host = "[::1]" if host == "[::]" else host
+        url = f"http://{host}:{port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - http(s) only
+            healthy = response.status == 200
+    except (OSError, ValueError) as exc:
+        click.echo(f"unhealthy: {url}: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"{'healthy' if healthy else 'unhealthy'}: {url}")
+    sys.exit(0 if healthy else 1)
 
 
 @cli.command()

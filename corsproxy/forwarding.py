@@ -8,7 +8,7 @@ make the proxy drop them (golang/go#50580).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 # RFC 9110 7.6.1 plus the de-facto ones (Proxy-Connection, Keep-Alive, HTTP2-Settings).
@@ -72,6 +72,7 @@ class Forwarding:
     scheme: str
     host: str | None
     preserve_host: bool
+    request_id: str = ""
 
 
 def request_headers(
@@ -89,6 +90,8 @@ def request_headers(
         lower = name.lower()
         if lower in REQUEST_DROP or lower in listed or "_" in name:
             continue
+        if lower == "x-request-id" and forwarding.request_id:
+            continue  # replaced by the id the proxy logs
         if lower == "x-forwarded-for":
             forwarded_for.append(value)
             continue
@@ -102,7 +105,19 @@ def request_headers(
     out.append(("X-Forwarded-Proto", forwarding.scheme))
     if forwarding.host:
         out.append(("X-Forwarded-Host", forwarding.host))
+    if forwarding.request_id:
+        out.append(("X-Request-Id", forwarding.request_id))
     return out
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}\Z")
+
+
+def request_id(inbound: str | None, generate: Callable[[], str]) -> str:
+    """The client's X-Request-Id when it is a sane token, else a new one."""
+    if inbound and _REQUEST_ID.match(inbound):
+        return inbound
+    return generate()
 
 
 def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> tuple[list[tuple[str, str]], int]:

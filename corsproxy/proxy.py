@@ -39,6 +39,9 @@ class Exchange:
     upstream_status: int = 0
     bytes_out: int = 0
     error: str = ""
+    kind: str = "none"  # preflight | actual | none, as in the decision
+    upstream_error: str = ""  # a failure kind, for metrics
+    request_id: str = ""
     body_error: fw.Failure | None = None
     started: float = field(default_factory=lambda: asyncio.get_running_loop().time())
 
@@ -171,6 +174,8 @@ async def forward(
         if exchange.status:  # headers already went out: abort, never fake completion
             raise
         failure = exchange.body_error or _classify(exc)
+        if exchange.body_error is None:
+            exchange.upstream_error = failure.reason
         exchange.error = f"{failure.reason}: {exc!r}"[:300]
         return error_response(failure, decision)
 
@@ -183,6 +188,7 @@ async def _relay(
 ) -> web.StreamResponse:
     exchange.upstream_status = upstream.status
     if not 200 <= upstream.status <= 599:
+        exchange.upstream_error = fw.UPSTREAM_BAD_RESPONSE.reason
         exchange.error = f"upstream status {upstream.status}"
         return error_response(fw.UPSTREAM_BAD_RESPONSE, decision)
     relayed, invalid = fw.response_headers(upstream.raw_headers)
@@ -196,6 +202,8 @@ async def _relay(
     )
     for name, value in headers:
         response.headers.add(name, value)
+    if exchange.request_id and "X-Request-Id" not in response.headers:
+        response.headers["X-Request-Id"] = exchange.request_id
     if upstream.content_length is not None and "Transfer-Encoding" not in upstream.headers:
         response.content_length = upstream.content_length
     exchange.status = upstream.status
@@ -260,6 +268,7 @@ async def tunnel(
         return error_response(fw.Failure(status, reason, "WebSocket handshake refused"), decision)
     except (aiohttp.ClientError, TimeoutError) as exc:
         failure = _classify(exc)
+        exchange.upstream_error = failure.reason
         exchange.error = f"{failure.reason}: {exc!r}"[:300]
         return error_response(failure, decision)
     exchange.upstream_status = 101

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import uuid
 from collections.abc import Callable
 
 import aiohttp
@@ -13,6 +14,7 @@ from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
 
 from corsproxy import forwarding as fw
+from corsproxy.admin import Metrics, admin_app, method_label, reason_label
 from corsproxy.config import Config, ConfigError
 from corsproxy.cors import Action, Decision, Mode, RequestView, decide, response_headers
 from corsproxy.logs import ACCESS
@@ -20,6 +22,11 @@ from corsproxy.paths import PathError, normalize_path
 from corsproxy.proxy import Exchange, Target, error_response, forward, make_session, tunnel
 
 log = logging.getLogger("corsproxy")
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
 
 # Idle keep-alive and header reading share this timer in aiohttp (its default is 3630 s).
 KEEPALIVE_TIMEOUT = 30.0
@@ -33,9 +40,15 @@ def _text_response(status: int, text: str, decision: Decision | None = None) -> 
 class ProxyApp:
     """Serves requests under the current config; a reload swaps it atomically."""
 
-    def __init__(self, config: Config, loader: Callable[[], Config] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        loader: Callable[[], Config] | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.config = config
         self.loader = loader
+        self.metrics = metrics or Metrics()
         self.session: aiohttp.ClientSession | None = None
         self.websockets: set[web.WebSocketResponse] = set()
         self.draining = False
@@ -60,7 +73,9 @@ class ProxyApp:
             for diagnostic in exc.diagnostics:
                 log.error("reload: %s", diagnostic)
             log.error("reload failed: keeping the running config (%s)", self.config.source)
+            self.metrics.reloads.labels("failure").inc()
             return False
+        self.metrics.reloads.labels("success").inc()
         for warning in config.warnings:
             log.warning("reload: %s", warning)
         if config.listen != self.config.listen:
@@ -72,23 +87,29 @@ class ProxyApp:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         config = self.config  # one snapshot for the whole request
         exchange = Exchange(request.method, request.raw_path, request.remote or "")
+        exchange.request_id = fw.request_id(request.headers.get("X-Request-Id"), _new_id)
+        self.metrics.in_flight.inc()
         try:
             response = await self._dispatch(request, config, exchange)
         except asyncio.CancelledError:
             exchange.error = exchange.error or "client went away"
-            self._log(exchange, 499)
+            self._finish(exchange, 499)
             raise
         except Exception as exc:
             if not exchange.status:
+                self._finish(exchange, 500)
                 raise
             # The upstream failed after the headers went out: close the connection so the
             # client sees a truncated body, never a complete one.
             exchange.error = f"upstream body cut short: {exc!r}"[:300]
+            exchange.upstream_error = "upstream_body_cut_short"
             if request.transport is not None:
                 request.transport.close()
-            self._log(exchange, exchange.status)
+            self._finish(exchange, exchange.status)
             return web.StreamResponse(status=exchange.status)
-        self._log(exchange, response.status)
+        if not response.prepared and "X-Request-Id" not in response.headers:
+            response.headers["X-Request-Id"] = exchange.request_id
+        self._finish(exchange, response.status)
         return response
 
     async def _dispatch(
@@ -125,6 +146,7 @@ class ProxyApp:
         exchange.origin = view.origin[0] if view.origin else ""
         exchange.verdict = decision.verdict
         exchange.reason = decision.reason
+        exchange.kind = decision.kind.value
         if decision.action is Action.BAD_REQUEST:
             return _text_response(400, decision.body().decode().strip(), decision)
         if decision.action is Action.PREFLIGHT:
@@ -156,6 +178,7 @@ class ProxyApp:
             scheme="https" if request.secure else "http",
             host=headers.get("Host"),
             preserve_host=route.preserve_host,
+            request_id=exchange.request_id,
         )
         target = Target(
             url=route.upstream.url(route.forward_path(path), query),
@@ -172,9 +195,22 @@ class ProxyApp:
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         return await forward(request, target, decision, self.session, exchange)
 
-    def _log(self, exchange: Exchange, status: int) -> None:
+    def _finish(self, exchange: Exchange, status: int) -> None:
+        """Count and log one request."""
         duration = asyncio.get_running_loop().time() - exchange.started
+        metrics = self.metrics
+        metrics.in_flight.dec()
+        route = exchange.route
+        metrics.requests.labels(route, method_label(exchange.method), str(status)).inc()
+        metrics.duration.labels(route).observe(duration)
+        if exchange.upstream_error:
+            metrics.upstream_errors.labels(route, exchange.upstream_error).inc()
+        if exchange.kind != "none" and exchange.verdict != "none":
+            metrics.cors_decisions.labels(
+                route, exchange.kind, exchange.verdict, reason_label(exchange.reason)
+            ).inc()
         fields = {
+            "request_id": exchange.request_id,
             "peer": exchange.peer,
             "method": exchange.method,
             "path": exchange.path,
@@ -200,7 +236,9 @@ async def serve(
     loader: Callable[[], Config] | None = None,
     *,
     shutdown_timeout: float = 30.0,
+    drain_delay: float = 0.0,
     keepalive_timeout: float = KEEPALIVE_TIMEOUT,
+    reuse_port: bool = False,
     ready: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
     signals: bool = True,
@@ -217,13 +255,27 @@ async def serve(
     )
     runner = web.ServerRunner(server, shutdown_timeout=shutdown_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, config.listen.host, config.listen.port, reuse_address=True)
+    site = web.TCPSite(
+        runner, config.listen.host, config.listen.port, reuse_address=True, reuse_port=reuse_port
+    )
+    admin_runner: web.AppRunner | None = None
     try:
         await site.start()
+        if config.admin is not None:
+            admin_runner = web.AppRunner(
+                admin_app(app.metrics, lambda: app.draining), access_log=None
+            )
+            await admin_runner.setup()
+            admin = config.admin.listen
+            await web.TCPSite(
+                admin_runner, admin.host, admin.port, reuse_address=True, reuse_port=reuse_port
+            ).start()
     except OSError as exc:
         await runner.cleanup()
+        if admin_runner is not None:
+            await admin_runner.cleanup()
         await app.close()
-        raise SystemExit(f"corsproxy: cannot listen on {config.listen}: {exc.strerror}") from None
+        raise SystemExit(f"corsproxy: cannot listen: {exc.strerror or exc}") from None
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     if signals:
@@ -238,11 +290,16 @@ async def serve(
     if ready is not None:
         ready(url)
     await stop.wait()
+    app.draining = True  # /readyz answers 503 from now on
+    if drain_delay > 0:
+        log.info("draining: /readyz is 503; still serving for %.1f s", drain_delay)
+        await asyncio.sleep(drain_delay)
     log.info("shutting down: finishing requests in flight (at most %.0f s)", shutdown_timeout)
-    app.draining = True
     for ws in list(app.websockets):
         with contextlib.suppress(Exception):
             await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"server shutdown")
     await runner.cleanup()
     await app.close()
+    if admin_runner is not None:
+        await admin_runner.cleanup()
     log.info("stopped")

@@ -1,0 +1,112 @@
+"""The admin listener (/healthz, /readyz, /metrics) and the Prometheus metrics.
+
+Label values are bounded: routes come from the config, methods outside the standard set
+become OTHER, and reason codes lose their detail (`header_not_allowed:x-foo` is counted as
+`header_not_allowed`). Origins are never labels: they are attacker-controlled.
+
+With several workers (PROMETHEUS_MULTIPROC_DIR set by the supervisor), every worker writes
+its samples to that directory and /metrics, whichever worker answers, sums all of them.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Callable
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as prometheus_multiprocess
+
+from corsproxy import __version__
+
+STANDARD_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"}
+)
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def method_label(method: str) -> str:
+    return method if method in STANDARD_METHODS else "OTHER"
+
+
+def reason_label(reason: str) -> str:
+    return reason.partition(":")[0] or "none"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "corsproxy_requests", "Requests answered.", ["route", "method", "code"], registry=r
+        )
+        self.duration = Histogram(
+            "corsproxy_request_duration_seconds",
+            "Time to answer a request, streaming included.",
+            ["route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "corsproxy_upstream_errors", "Upstream failures.", ["route", "kind"], registry=r
+        )
+        self.cors_decisions = Counter(
+            "corsproxy_cors_decisions",
+            "CORS decisions on requests with an Origin.",
+            ["route", "kind", "decision", "reason"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "corsproxy_requests_in_flight",
+            "Requests being answered.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.reloads = Counter(
+            "corsproxy_config_reloads", "Config reloads.", ["result"], registry=r
+        )
+        self.build_info = Gauge(
+            "corsproxy_build_info",
+            "Build information.",
+            ["version", "python", "aiohttp"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.build_info.labels(__version__, platform.python_version(), aiohttp.__version__).set(1)
+
+    def exposition(self) -> bytes:
+        directory = os.environ.get(MULTIPROCESS_DIR)
+        if directory:
+            registry = CollectorRegistry()
+            prometheus_multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+def admin_app(metrics: Metrics, draining: Callable[[], bool]) -> web.Application:
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(request: web.Request) -> web.Response:
+        if draining():
+            return web.Response(status=503, text="draining\n")
+        return web.Response(text="ready\n")
+
+    async def metrics_handler(request: web.Request) -> web.Response:
+        body = metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler)
+    return app
