@@ -214,6 +214,14 @@ def _split_origins(
     show_envvar=True,
     help="On SIGTERM, answer /readyz 503 and keep serving this many seconds first.",
 )
+@click.option(
+    "--workers",
+    default="1",
+    show_default=True,
+    envvar="CORSPROXY_WORKERS",
+    show_envvar=True,
+    help="Processes sharing the port (SO_REUSEPORT), or 'auto' for one per CPU.",
+)
 @click.option("--demo", is_flag=True, help="Run a built-in demo upstream behind a demo policy.")
 @click.pass_context
 def serve(
@@ -228,6 +236,7 @@ def serve(
     log_level: str,
     shutdown_timeout: float,
     drain_delay: float,
+    workers: str,
     demo: bool,
 ) -> None:
     """Run the proxy. Flags override the file; each flag has an environment variable.
@@ -270,8 +279,20 @@ def serve(
         _load(config_path, overrides=[*overrides, *demo_overrides])
     else:
         _load(config_path, overrides=overrides)
+    from corsproxy.workers import WORKER_ENV, supervise, worker_count
+
+    try:
+        count = worker_count(workers)
+    except ValueError:
+        raise click.BadParameter(
+            "a number of at least 1, or 'auto'", param_hint="--workers"
+        ) from None
+    is_worker = os.environ.get(WORKER_ENV) == "1"
+    if count > 1 and not is_worker:
+        arguments = sys.argv[sys.argv.index("serve") + 1 :] if "serve" in sys.argv else []
+        sys.exit(supervise(count, arguments, shutdown_timeout))
     timing = {"shutdown_timeout": shutdown_timeout, "drain_delay": drain_delay}
-    asyncio.run(_serve(config_path, overrides, demo, allow_origins, timing))
+    asyncio.run(_serve(config_path, overrides, demo, allow_origins, timing, reuse_port=is_worker))
 
 
 def _demo_policy(allow_origins: list[str]) -> list[Override]:
@@ -292,6 +313,7 @@ async def _serve(
     demo: bool,
     allow_origins: list[str],
     timing: dict[str, float],
+    reuse_port: bool = False,
 ) -> None:
     from corsproxy.server import serve as run_server
 
@@ -320,6 +342,7 @@ async def _serve(
             ready=ready,
             shutdown_timeout=timing["shutdown_timeout"],
             drain_delay=timing["drain_delay"],
+            reuse_port=reuse_port,
         )
     finally:
         if demo_runner is not None:

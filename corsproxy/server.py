@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import uuid
 from collections.abc import Callable
@@ -210,6 +211,7 @@ class ProxyApp:
                 route, exchange.kind, exchange.verdict, reason_label(exchange.reason)
             ).inc()
         fields = {
+            "pid": os.getpid() if os.environ.get("CORSPROXY_WORKER") else None,
             "request_id": exchange.request_id,
             "peer": exchange.peer,
             "method": exchange.method,
