@@ -43,7 +43,9 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 
 
 def ensure_tools() -> None:
-    missing = [t for t in ("nginx", "wrk") if not shutil.which(t) and not Path(f"/usr/sbin/{t}").exists()]
+    missing = [
+        t for t in ("nginx", "wrk") if not shutil.which(t) and not Path(f"/usr/sbin/{t}").exists()
+    ]
     if missing:
         subprocess.run(["apt-get", "update", "-qq"], check=True)
         subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True,
