@@ -6,6 +6,10 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TOOLS=${CORSPROXY_DOCKER_TOOLS:-$ROOT/../shared/tools/docker}
+[ -f "$TOOLS/make-python-base.sh" ] || {
+  echo "no $TOOLS/make-python-base.sh: set CORSPROXY_DOCKER_TOOLS to shared/tools/docker" >&2
+  exit 2
+}
 BIN=${CORSPROXY_BIN:-$(dirname "$(command -v python3)")}   # hadolint, docker-compose
 PASSED=0; FAILED=0
 ok()   { PASSED=$((PASSED + 1)); echo "ok    $*"; }
