@@ -9,7 +9,7 @@ WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
 COPY corsproxy ./corsproxy
 # Wheels for corsproxy and its dependencies; the final stage installs them without a network.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[speed]"
 
 FROM python:3.12-slim
 LABEL org.opencontainers.image.title="corsproxy" \

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import platform
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -82,6 +83,29 @@ class Metrics:
             multiprocess_mode="max",
         )
         self.build_info.labels(__version__, platform.python_version(), aiohttp.__version__).set(1)
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._decision_children: dict[tuple[str, str, str, str], Any] = {}
+
+    def count_request(self, route: str, method: str, status: int, duration: float) -> None:
+        # Labelled children are cached: labels() validates and locks on every call.
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(route, method, str(status)),
+                self.duration.labels(route),
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(duration)
+
+    def count_decision(self, route: str, kind: str, decision: str, reason: str) -> None:
+        key = (route, kind, decision, reason)
+        child = self._decision_children.get(key)
+        if child is None:
+            child = self.cors_decisions.labels(route, kind, decision, reason_label(reason))
+            self._decision_children[key] = child
+        child.inc()
 
     def exposition(self) -> bytes:
         directory = os.environ.get(MULTIPROCESS_DIR)

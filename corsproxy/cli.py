@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +222,15 @@ def _split_origins(
     show_envvar=True,
     help="Processes sharing the port (SO_REUSEPORT), or 'auto' for one per CPU.",
 )
+@click.option(
+    "--uvloop/--no-uvloop",
+    "use_uvloop",
+    default=True,
+    show_default=True,
+    envvar="CORSPROXY_UVLOOP",
+    show_envvar=True,
+    help="Use uvloop's event loop when it is installed.",
+)
 @click.option("--demo", is_flag=True, help="Run a built-in demo upstream behind a demo policy.")
 @click.pass_context
 def serve(
@@ -237,6 +246,7 @@ def serve(
     shutdown_timeout: float,
     drain_delay: float,
     workers: str,
+    use_uvloop: bool,
     demo: bool,
 ) -> None:
     """Run the proxy. Flags override the file; each flag has an environment variable.
@@ -292,7 +302,21 @@ def serve(
         arguments = sys.argv[sys.argv.index("serve") + 1 :] if "serve" in sys.argv else []
         sys.exit(supervise(count, arguments, shutdown_timeout))
     timing = {"shutdown_timeout": shutdown_timeout, "drain_delay": drain_delay}
-    asyncio.run(_serve(config_path, overrides, demo, allow_origins, timing, reuse_port=is_worker))
+    main = _serve(config_path, overrides, demo, allow_origins, timing, reuse_port=is_worker)
+    runner = _loop_runner(use_uvloop)
+    runner(main)
+
+
+def _loop_runner(use_uvloop: bool) -> Callable[[Coroutine[Any, Any, None]], None]:
+    """uvloop's event loop when installed and wanted, else asyncio's."""
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run
+    return asyncio.run
 
 
 def _demo_policy(allow_origins: list[str]) -> list[Override]:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import WSMsgType, web
+from multidict import CIMultiDict
 from yarl import URL
 
 from corsproxy import forwarding as fw
@@ -22,6 +24,7 @@ from corsproxy.cors import Decision, response_headers
 log = logging.getLogger("corsproxy")
 
 CHUNK = 64 * 1024
+SMALL_BODY = 64 * 1024
 
 
 @dataclass
@@ -43,7 +46,8 @@ class Exchange:
     upstream_error: str = ""  # a failure kind, for metrics
     request_id: str = ""
     body_error: fw.Failure | None = None
-    started: float = field(default_factory=lambda: asyncio.get_running_loop().time())
+    # time.monotonic, not loop.time(): get_running_loop() costs a getpid() syscall.
+    started: float = field(default_factory=time.monotonic)
 
 
 class ProxyResponse(web.StreamResponse):
@@ -55,9 +59,27 @@ class ProxyResponse(web.StreamResponse):
 
     async def _prepare_headers(self) -> None:
         await super()._prepare_headers()
-        for name in ("content-type", "server"):
-            if name not in self._upstream_names:
-                self.headers.popall(name, None)
+        _drop_invented(self.headers, self._upstream_names)
+
+
+class SmallProxyResponse(web.Response):
+    """A whole small body: headers and body leave in one write."""
+
+    def __init__(
+        self, *, status: int, reason: str | None, body: bytes, upstream_names: set[str]
+    ) -> None:
+        super().__init__(status=status, reason=reason, body=body)
+        self._upstream_names = upstream_names
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        _drop_invented(self.headers, self._upstream_names)
+
+
+def _drop_invented(headers: CIMultiDict[str], upstream_names: set[str]) -> None:
+    for name in ("content-type", "server"):
+        if name not in upstream_names:
+            headers.popall(name, None)
 
 
 def make_session(
@@ -195,20 +217,30 @@ async def _relay(
     if invalid:
         log.warning("dropped %d invalid header(s) from the upstream for %s", invalid, exchange.path)
     headers = response_headers(decision, relayed)
-    response = ProxyResponse(
-        status=upstream.status,
-        reason=fw.clean_reason(upstream.reason),
-        upstream_names={n.lower() for n, _ in headers},
-    )
-    for name, value in headers:
-        response.headers.add(name, value)
-    if exchange.request_id and "X-Request-Id" not in response.headers:
-        response.headers["X-Request-Id"] = exchange.request_id
-    if upstream.content_length is not None and "Transfer-Encoding" not in upstream.headers:
-        response.content_length = upstream.content_length
+    names = {n.lower() for n, _ in headers}
+    reason = fw.clean_reason(upstream.reason)
+    empty = _empty_body(request.method, upstream.status)
+    length = upstream.content_length
+    chunked = "Transfer-Encoding" in upstream.headers
+    response: web.StreamResponse
+    if not empty and length is not None and length <= SMALL_BODY and not chunked:
+        # Small bodies are read whole and leave with the headers in one write. A body cut
+        # short raises here, before anything was sent: the client gets a clean 502.
+        body = await upstream.read()
+        response = SmallProxyResponse(
+            status=upstream.status, reason=reason, body=body, upstream_names=names
+        )
+        _add_headers(response, headers, exchange)
+        exchange.status = upstream.status
+        exchange.bytes_out = len(body)
+        return response
+    response = ProxyResponse(status=upstream.status, reason=reason, upstream_names=names)
+    _add_headers(response, headers, exchange)
+    if length is not None and not chunked:
+        response.content_length = length
     exchange.status = upstream.status
     await response.prepare(request)
-    if _empty_body(request.method, upstream.status):  # nothing more on the wire
+    if empty:  # HEAD, 204, 304: nothing more on the wire
         await response.write_eof()
         return response
     async for chunk in upstream.content.iter_chunked(CHUNK):
@@ -216,6 +248,16 @@ async def _relay(
         exchange.bytes_out += len(chunk)
     await response.write_eof()
     return response
+
+
+def _add_headers(
+    response: web.StreamResponse, headers: list[tuple[str, str]], exchange: Exchange
+) -> None:
+    add = response.headers.add
+    for name, value in headers:
+        add(name, value)
+    if exchange.request_id and "X-Request-Id" not in response.headers:
+        response.headers["X-Request-Id"] = exchange.request_id
 
 
 def _empty_body(method: str, status: int) -> bool:

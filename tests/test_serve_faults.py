@@ -167,14 +167,23 @@ async def test_reason_phrase_with_control_bytes_is_not_relayed() -> None:
     assert response.startswith((b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 502"))
 
 
-async def test_truncated_content_length_body_is_never_complete() -> None:
+async def test_truncated_small_body_is_a_clean_502() -> None:
+    # Small bodies are read whole before anything is sent, so a short one is an error.
     reply = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"a" * 50
+    async with raw_upstream(replies(reply)) as up, running_proxy({"upstream": up}) as proxy:
+        response = await raw_exchange(proxy, b"GET /x HTTP/1.1\r\nHost: p\r\n\r\n", wait=3)
+    assert response.startswith(b"HTTP/1.1 502")
+
+
+async def test_truncated_streamed_body_is_never_complete() -> None:
+    size = 200_000  # over the single-write limit: streamed, so the headers already went out
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"a" * 70_000
     async with raw_upstream(replies(reply)) as up, running_proxy({"upstream": up}) as proxy:
         response = await raw_exchange(proxy, b"GET /x HTTP/1.1\r\nHost: p\r\n\r\n", wait=3)
     lines, body = head_and_body(response)
     assert lines[0].startswith("HTTP/1.1 200")
-    assert header_values(lines, "Content-Length") == ["100"]
-    assert len(body) < 100  # and the connection was closed (raw_exchange returned)
+    assert header_values(lines, "Content-Length") == [str(size)]
+    assert len(body) < size  # and the connection was closed (raw_exchange returned)
 
 
 async def test_truncated_chunked_body_has_no_final_chunk() -> None:
