@@ -288,9 +288,29 @@ class OriginMatch:
     parsed: Origin | None
 
 
+# Patterns that cannot join one alternation without changing meaning: backreferences (their
+# numbers shift) and inline global flags (only valid at the start of a pattern).
+_UNCOMBINABLE = re.compile(r"\\[1-9]|\(\?P=|\(\?[aiLmsux]+\)")
+
+
+def _combine(regexes: tuple[OriginEntry, ...]) -> re.Pattern[str] | None:
+    sources = [e.regex.pattern for e in regexes if e.regex is not None]
+    if not sources or any(_UNCOMBINABLE.search(s) for s in sources):
+        return None
+    try:
+        return re.compile("|".join(f"(?:{s})" for s in sources))
+    except re.error:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class OriginMatcher:
-    """The compiled allow-list. Exact entries are a dict lookup; patterns and regexes scan."""
+    """The compiled allow-list, looked up rather than scanned.
+
+    Exact origins are one dict lookup; `host:*` patterns a lookup by (scheme, host);
+    `*.suffix` patterns a lookup per parent domain of the origin's host (a few labels);
+    regexes one combined full match (a scan only finds which entry matched).
+    """
 
     entries: tuple[OriginEntry, ...]
     any: OriginEntry | None = field(init=False)
@@ -298,19 +318,32 @@ class OriginMatcher:
     patterns: tuple[OriginEntry, ...] = field(init=False)
     regexes: tuple[OriginEntry, ...] = field(init=False)
     _exact: Mapping[tuple[str, str, int | None], OriginEntry] = field(init=False, repr=False)
+    _hosts: Mapping[tuple[str, str], tuple[OriginEntry, ...]] = field(init=False, repr=False)
+    _suffixes: Mapping[tuple[str, str], tuple[OriginEntry, ...]] = field(init=False, repr=False)
+    _combined: re.Pattern[str] | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         entries = self.entries
         exact: dict[tuple[str, str, int | None], OriginEntry] = {}
+        hosts: dict[tuple[str, str], list[OriginEntry]] = {}
+        suffixes: dict[tuple[str, str], list[OriginEntry]] = {}
         for entry in entries:
             if entry.exact is not None:
                 exact.setdefault(entry.exact.key(), entry)
+            elif entry.pattern is not None:
+                key = (entry.pattern.scheme, entry.pattern.host)
+                table = suffixes if entry.pattern.any_subdomain else hosts
+                table.setdefault(key, []).append(entry)
+        regexes = tuple(e for e in entries if e.regex is not None)
         derived = {
             "any": next((e for e in entries if e.kind == "any"), None),
             "null": next((e for e in entries if e.kind == "null"), None),
             "patterns": tuple(e for e in entries if e.pattern is not None),
-            "regexes": tuple(e for e in entries if e.regex is not None),
+            "regexes": regexes,
             "_exact": MappingProxyType(exact),
+            "_hosts": MappingProxyType({k: tuple(v) for k, v in hosts.items()}),
+            "_suffixes": MappingProxyType({k: tuple(v) for k, v in suffixes.items()}),
+            "_combined": _combine(regexes),
         }
         for name, value in derived.items():
             object.__setattr__(self, name, value)
@@ -330,15 +363,28 @@ class OriginMatcher:
         origin = parse_origin(value)
         if origin is None:
             return OriginMatch(False, None, None)
-        entry = self._exact.get(origin.key())
-        if entry is not None:
-            return OriginMatch(True, entry, origin)
-        for entry in self.patterns:
-            assert entry.pattern is not None
-            if entry.pattern.matches(origin):
-                return OriginMatch(True, entry, origin)
-        for entry in self.regexes:
-            assert entry.regex is not None
-            if entry.regex.fullmatch(value):
-                return OriginMatch(True, entry, origin)
-        return OriginMatch(False, None, origin)
+        entry = self._exact.get(origin.key()) or self._pattern_entry(origin)
+        if entry is None and self.regexes:
+            entry = self._regex_entry(value)
+        return OriginMatch(entry is not None, entry, origin)
+
+    def _pattern_entry(self, origin: Origin) -> OriginEntry | None:
+        found: list[OriginEntry] = []
+        if self._hosts:
+            found += self._hosts.get((origin.scheme, origin.host), ())
+        if self._suffixes:
+            host = origin.host
+            dot = host.find(".")
+            while dot >= 0:  # every parent domain: a.b.example.com -> b.example.com, ...
+                found += self._suffixes.get((origin.scheme, host[dot + 1 :]), ())
+                dot = host.find(".", dot + 1)
+        matches = [e for e in found if e.pattern is not None and e.pattern.matches(origin)]
+        return min(matches, key=lambda e: e.index) if matches else None
+
+    def _regex_entry(self, value: str) -> OriginEntry | None:
+        if self._combined is not None and not self._combined.fullmatch(value):
+            return None
+        for entry in self.regexes:  # which one, for explanations (or no combined pattern)
+            if entry.regex is not None and entry.regex.fullmatch(value):
+                return entry
+        return None

@@ -249,3 +249,67 @@ def test_example_routes_compile_like_the_docs_say() -> None:
         "Access-Control-Allow-Origin",
         "*",
     )
+
+
+SCALE_ENTRIES = [
+    "https://*.example.com",
+    "https://*.b.example.com",
+    "http://localhost:*",
+    "http://localhost:3000",
+    "https://*.example.org:8443",
+    r"regex:https://pr-[0-9]+\.preview\.example\.com",
+    r"regex:https://(a|ab)\.x\.test",
+    r"regex:https://([a-z])\1\.twin\.test",  # a backreference: never combined
+    "regex:(?i)https://case\\.test",  # an inline flag: never combined
+    "https://exact.example.net",
+]
+hosts = st.builds(
+    lambda prefix, suffix: ".".join([*prefix, suffix]),
+    st.lists(st.sampled_from(["a", "b", "pr-12", "aa", "ab", "x", "CASE", "-bad"]), max_size=2),
+    st.sampled_from(
+        ["example.com", "b.example.com", "example.org", "localhost", "preview.example.com",
+         "x.test", "twin.test", "case.test", "exact.example.net", "example.com.evil"]
+    ),
+)  # fmt: skip
+scale_origins = st.builds(
+    lambda scheme, host, port: f"{scheme}://{host}{port}",
+    st.sampled_from(["http", "https"]),
+    hosts,
+    st.sampled_from(["", ":3000", ":8443", ":443", ":80"]),
+)
+
+
+def linear_allows(entries: list[Any], value: str) -> bool:
+    """The reference: every entry tried in order, as the matcher did before indexing."""
+    origin = parse_origin(value)
+    if origin is None:
+        return False
+    for entry in entries:
+        if entry.exact is not None and entry.exact.key() == origin.key():
+            return True
+        if entry.pattern is not None and entry.pattern.matches(origin):
+            return True
+        if entry.regex is not None and entry.regex.fullmatch(value):
+            return True
+    return False
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    chosen=st.lists(st.sampled_from(SCALE_ENTRIES), min_size=1, max_size=6, unique=True),
+    value=scale_origins,
+)
+@example(chosen=[SCALE_ENTRIES[5], SCALE_ENTRIES[6]], value="https://pr-12.preview.example.com")
+@example(chosen=[SCALE_ENTRIES[5], SCALE_ENTRIES[6]], value="https://ab.x.test")
+@example(chosen=[SCALE_ENTRIES[5], SCALE_ENTRIES[7]], value="https://aa.twin.test")
+@example(chosen=[SCALE_ENTRIES[5], SCALE_ENTRIES[8]], value="https://CASE.test")
+@example(chosen=[SCALE_ENTRIES[0], SCALE_ENTRIES[1]], value="https://a.b.example.com")
+def test_indexed_origin_matching_agrees_with_a_linear_scan(chosen: list[str], value: str) -> None:
+    from corsproxy.origins import OriginMatcher, compile_origin_entry
+
+    entries = [compile_origin_entry(i, text)[0] for i, text in enumerate(chosen)]
+    matcher = OriginMatcher(tuple(entries))
+    match = matcher.match(value)
+    assert match.allowed is linear_allows(entries, value)
+    if match.allowed:
+        assert match.entry is not None and linear_allows([match.entry], value)
