@@ -263,8 +263,8 @@ def run_wrk(url: str, script: Path, seconds: int) -> tuple[int, float, float, fl
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     # The "Latency Distribution" lines, not the thread stats (which also print percents).
-    p50 = parse_duration(re.search(r"^\s+50%\s+(\S+)$", out, re.M).group(1))  # type: ignore[union-attr]
-    p99 = parse_duration(re.search(r"^\s+99%\s+(\S+)$", out, re.M).group(1))  # type: ignore[union-attr]
+    p50 = parse_duration(re.search(r"^\s+50%\s+(\S+)\s*$", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = parse_duration(re.search(r"^\s+99%\s+(\S+)\s*$", out, re.M).group(1))  # type: ignore[union-attr]
     transfer = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out)
     scale = {"B": 1 / 2**20, "KB": 1 / 1024, "MB": 1.0, "GB": 1024.0}[transfer.group(2)]  # type: ignore[union-attr]
     return requests, rps, p50, p99, float(transfer.group(1)) * scale  # type: ignore[union-attr]
@@ -443,9 +443,10 @@ def render(results: Results, contenders: list[Contender], args: argparse.Namespa
     return "\n".join(lines)
 
 
-def write_doc(path: Path, report: str) -> None:
+def write_doc(path: Path, report: str, marker: str = "bench") -> None:
+    """Replace the block between `<!-- MARKER:start -->` and `<!-- MARKER:end -->`."""
     text = path.read_text() if path.exists() else ""
-    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     block = f"{start}\n{report}\n{end}"
     if start in text and end in text:
         text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
