@@ -32,6 +32,10 @@ _ID_PREFIX = os.urandom(8).hex()
 _id_counter = itertools.count(1)
 
 
+# Logged with each access line when running as one of several workers (fixed per process).
+_WORKER_PID = os.getpid() if os.environ.get("CORSPROXY_WORKER") else None
+
+
 def _new_id() -> str:
     return f"{_ID_PREFIX}{next(_id_counter):016x}"
 
@@ -56,7 +60,8 @@ class ProxyApp:
     ) -> None:
         self.config = config
         self.loader = loader
-        self.metrics = metrics or Metrics()
+        # Metrics cost CPU on every request: kept only when an admin listener can serve them.
+        self.metrics: Metrics | None = metrics or (Metrics() if config.admin else None)
         self.session: aiohttp.ClientSession | None = None
         self.websockets: set[web.WebSocketResponse] = set()
         self.draining = False
@@ -81,13 +86,15 @@ class ProxyApp:
             for diagnostic in exc.diagnostics:
                 log.error("reload: %s", diagnostic)
             log.error("reload failed: keeping the running config (%s)", self.config.source)
-            self.metrics.reloads.labels("failure").inc()
+            if self.metrics is not None:
+                self.metrics.reloads.labels("failure").inc()
             return False
-        self.metrics.reloads.labels("success").inc()
+        if self.metrics is not None:
+            self.metrics.reloads.labels("success").inc()
         for warning in config.warnings:
             log.warning("reload: %s", warning)
-        if config.listen != self.config.listen:
-            log.warning("reload: a new listen address takes effect only after a restart")
+        if config.listen != self.config.listen or config.admin != self.config.admin:
+            log.warning("reload: new listen or admin addresses take effect only after a restart")
         self.config = config  # one reference swap: requests in flight keep theirs
         log.info("config reloaded from %s", config.source)
         return True
@@ -96,7 +103,8 @@ class ProxyApp:
         config = self.config  # one snapshot for the whole request
         exchange = Exchange(request.method, request.raw_path, request.remote or "")
         exchange.request_id = fw.request_id(request.headers.get("X-Request-Id"), _new_id)
-        self.metrics.in_flight.inc()
+        if self.metrics is not None:
+            self.metrics.in_flight.inc()
         try:
             response = await self._dispatch(request, config, exchange)
         except asyncio.CancelledError:
@@ -206,16 +214,21 @@ class ProxyApp:
     def _finish(self, exchange: Exchange, status: int) -> None:
         """Count and log one request."""
         duration = time.monotonic() - exchange.started
-        metrics = self.metrics
-        metrics.in_flight.dec()
         route = exchange.route
-        metrics.count_request(route, method_label(exchange.method), status, duration)
-        if exchange.upstream_error:
-            metrics.upstream_errors.labels(route, exchange.upstream_error).inc()
-        if exchange.kind != "none" and exchange.verdict != "none":
-            metrics.count_decision(route, exchange.kind, exchange.verdict, exchange.reason)
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.in_flight.dec()
+            metrics.count_request(route, method_label(exchange.method), status, duration)
+            if exchange.upstream_error:
+                metrics.upstream_errors.labels(route, exchange.upstream_error).inc()
+            if exchange.kind != "none" and exchange.verdict != "none":
+                metrics.count_decision(route, exchange.kind, exchange.verdict, exchange.reason)
+        refused = exchange.verdict in ("refused", "would_refuse")
+        level = logging.WARNING if refused or status >= 500 else logging.INFO
+        if not ACCESS.isEnabledFor(level):
+            return
         fields = {
-            "pid": os.getpid() if os.environ.get("CORSPROXY_WORKER") else None,
+            "pid": _WORKER_PID,
             "request_id": exchange.request_id,
             "peer": exchange.peer,
             "method": exchange.method,
@@ -230,8 +243,6 @@ class ProxyApp:
             "reason": exchange.reason,
             "error": exchange.error,
         }
-        refused = exchange.verdict in ("refused", "would_refuse")
-        level = logging.WARNING if refused or status >= 500 else logging.INFO
         ACCESS.log(
             level, "%s %s %d", exchange.method, exchange.path, status, extra={"fields": fields}
         )
@@ -268,6 +279,7 @@ async def serve(
     try:
         await site.start()
         if config.admin is not None:
+            assert app.metrics is not None  # created with the admin listener
             admin_runner = web.AppRunner(
                 admin_app(app.metrics, lambda: app.draining), access_log=None
             )
