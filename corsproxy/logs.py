@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -43,10 +44,53 @@ def _text(value: Any) -> str:
     return json.dumps(text) if (" " in text or '"' in text or not text) else text
 
 
+class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Formats each record at once but writes the stream at most every `interval` seconds
+    while an event loop runs: one write for many access lines instead of one each. Without a
+    running loop (start-up, shutdown) it writes at once; `flush()` (also called by logging's
+    exit hook) writes whatever is pending."""
+
+    def __init__(self, stream: Any, interval: float = 0.05) -> None:
+        super().__init__(stream)
+        self.interval = interval
+        self.pending: list[str] = []
+        self.scheduled = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        self.pending.append(line)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        if not self.scheduled:
+            self.scheduled = True
+            loop.call_later(self.interval, self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self.scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        text, self.pending = "".join(self.pending), []
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):  # the stream is gone (closed pipe): nothing to keep
+            pass
+
+
 def configure(log_format: str | None = None, level: str = "info") -> None:
     """Text on a terminal, JSON lines otherwise (containers), unless told."""
     json_lines = log_format == "json" or (log_format is None and not sys.stderr.isatty())
-    handler = logging.StreamHandler(sys.stderr)
+    handler = BatchingHandler(sys.stderr)
     handler.setFormatter(_Formatter(json_lines))
     root = logging.getLogger()
     root.handlers[:] = [handler]
