@@ -15,6 +15,7 @@ import click
 
 from corsproxy import __version__
 from corsproxy.config import Config, ConfigError, Override, json_schema, load_config
+from corsproxy.cors import TOKEN
 from corsproxy.explain import explain, render_text
 
 EXIT_BLOCKED = 1
@@ -81,7 +82,7 @@ def _parse_header(
     for value in values:
         name, _, rest = value.partition(":")
         name = name.strip()
-        if not name or any(c in name for c in ' \t()<>@,;\\"/[]?={}'):
+        if not TOKEN.match(name):
             raise click.BadParameter(f"'{value}' is not NAME or NAME:VALUE", ctx, param)
         headers.append((name, rest.strip()))
     return headers

@@ -21,6 +21,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from corsproxy.cors import (
     FORBIDDEN_METHODS,
+    TOKEN,
     CorsPolicy,
     Mode,
     OnDisallowed,
@@ -64,7 +65,6 @@ SAFARI_MAX_AGE = 600
 CHROMIUM_MAX_AGE = 7200
 DEFAULT_MAX_AGE = 600
 DEFAULT_METHODS = ("GET", "HEAD", "POST")
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?\Z")
 # Response headers a browser never exposes to scripts, whatever the server says.
 FORBIDDEN_RESPONSE_HEADERS = frozenset({"set-cookie", "set-cookie2"})
@@ -188,7 +188,7 @@ def check_path_prefix(value: str) -> str:
 
 
 def check_method(value: str) -> str:
-    if not _TOKEN.match(value):
+    if not TOKEN.match(value):
         raise SpecError(f"'{value}' is not an HTTP method name", "e.g. GET, PUT, PATCH")
     if value.upper() in FORBIDDEN_METHODS:
         raise SpecError(f"browsers never send {value.upper()} cross-origin", "remove it")
@@ -196,7 +196,7 @@ def check_method(value: str) -> str:
 
 
 def check_header_name(value: str) -> str:
-    if not _TOKEN.match(value):
+    if not TOKEN.match(value):
         raise SpecError(f"'{value}' is not a header name", "e.g. Content-Type, X-Request-Id")
     return value
 

@@ -37,7 +37,8 @@ ACRPN = "Access-Control-Request-Private-Network"
 PREFLIGHT_VARY = ("Origin", ACRM, ACRH)
 ACTUAL_VARY = ("Origin",)
 
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+# An HTTP token (RFC 9110 5.6.2): header names and methods.
+TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _OWS = " \t"
 
 # Bounds for parsing Access-Control-Request-Headers (see rs/cors#170): a browser sends one
@@ -205,7 +206,7 @@ def parse_request_headers(lines: Sequence[str]) -> tuple[str, ...] | None:
                 empty += 1
                 if empty > MAX_EMPTY_ELEMENTS:
                     return None
-            elif not _TOKEN.match(element):
+            elif not TOKEN.match(element):
                 return None
             else:
                 elements += 1  # duplicates count too, or `a,a,a,...` would be unbounded
@@ -316,7 +317,7 @@ def _decide_preflight(policy: CorsPolicy, request: RequestView, origin: str) -> 
     if not match.allowed:
         reasons.append("origin_not_allowed")
     method = request.request_method[0] if len(request.request_method) == 1 else ""
-    if not _TOKEN.match(method):
+    if not TOKEN.match(method):
         reasons.append("method_invalid")
     elif not _method_allowed(policy, method):
         reasons.append(f"method_not_allowed:{method}")

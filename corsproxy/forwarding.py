@@ -11,6 +11,8 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from corsproxy.cors import TOKEN
+
 # RFC 9110 7.6.1 plus the de-facto ones (Proxy-Connection, Keep-Alive, HTTP2-Settings).
 HOP_BY_HOP = frozenset(
     {
@@ -50,7 +52,6 @@ RESPONSE_DROP = HOP_BY_HOP | {"alt-svc", "content-length"}
 # Headers aiohttp's client would invent if the client did not send them.
 SKIP_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
 
-_TOKEN = re.compile(r"[!#$%&'*+\-.^`|~0-9A-Za-z_]+\Z")
 # Field values: visible ASCII, SP, HTAB and obs-text; no CR, LF, NUL or other controls.
 _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*\Z")
 
@@ -136,7 +137,7 @@ def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> tuple[list[tuple[str
         lower = name.lower()
         if lower in RESPONSE_DROP or lower in listed:
             continue
-        if not _TOKEN.match(name) or not _FIELD_VALUE.match(value):
+        if not TOKEN.match(name) or not _FIELD_VALUE.match(value):
             invalid += 1
             continue
         out.append((name, value))
