@@ -50,19 +50,28 @@ class Exchange:
     started: float = field(default_factory=time.monotonic)
 
 
-class ProxyResponse(web.StreamResponse):
-    """A StreamResponse that adds no Content-Type or Server the upstream did not send."""
+class _NoInventedHeaders:
+    """Mixed into aiohttp responses: no Content-Type or Server the upstream did not send."""
+
+    _upstream_names: set[str]
+    headers: CIMultiDict[str]
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()  # type: ignore[misc]
+        for name in ("content-type", "server"):
+            if name not in self._upstream_names:
+                self.headers.popall(name, None)
+
+
+class ProxyResponse(_NoInventedHeaders, web.StreamResponse):
+    """A streamed upstream body."""
 
     def __init__(self, *, status: int, reason: str | None, upstream_names: set[str]) -> None:
         super().__init__(status=status, reason=reason)
         self._upstream_names = upstream_names
 
-    async def _prepare_headers(self) -> None:
-        await super()._prepare_headers()
-        _drop_invented(self.headers, self._upstream_names)
 
-
-class SmallProxyResponse(web.Response):
+class SmallProxyResponse(_NoInventedHeaders, web.Response):
     """A whole small body: headers and body leave in one write."""
 
     def __init__(
@@ -70,16 +79,6 @@ class SmallProxyResponse(web.Response):
     ) -> None:
         super().__init__(status=status, reason=reason, body=body)
         self._upstream_names = upstream_names
-
-    async def _prepare_headers(self) -> None:
-        await super()._prepare_headers()
-        _drop_invented(self.headers, self._upstream_names)
-
-
-def _drop_invented(headers: CIMultiDict[str], upstream_names: set[str]) -> None:
-    for name in ("content-type", "server"):
-        if name not in upstream_names:
-            headers.popall(name, None)
 
 
 def make_session(
