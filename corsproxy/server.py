@@ -69,10 +69,14 @@ class ProxyApp:
     async def start(self) -> None:
         self.session = make_session()
 
-    async def close(self) -> None:
+    async def close_websockets(self) -> None:
+        """Close open WebSockets with 1001, so they do not hold shutdown until its timeout."""
         for ws in list(self.websockets):
             with contextlib.suppress(Exception):
                 await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+    async def close(self) -> None:
+        await self.close_websockets()
         if self.session is not None:
             await self.session.close()
 
@@ -318,9 +322,7 @@ async def serve(
         log.info("draining: /readyz is 503; still serving for %.1f s", drain_delay)
         await asyncio.sleep(drain_delay)
     log.info("shutting down: finishing requests in flight (at most %.0f s)", shutdown_timeout)
-    for ws in list(app.websockets):
-        with contextlib.suppress(Exception):
-            await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"server shutdown")
+    await app.close_websockets()
     await runner.cleanup()
     await app.close()
     if admin_runner is not None:
