@@ -341,6 +341,7 @@ async def _serve(
     reuse_port: bool = False,
 ) -> None:
     from corsproxy.server import serve as run_server
+    from corsproxy.server import tune_gc
 
     demo_runner: Any = None
     if demo:
@@ -357,6 +358,7 @@ async def _serve(
         return load_config(config_path, env=os.environ, overrides=overrides)
 
     def ready(url: str) -> None:
+        tune_gc()
         if demo:
             click.echo(_demo_banner(url), err=True)
 

@@ -36,6 +36,15 @@ _id_counter = itertools.count(1)
 _WORKER_PID = os.getpid() if os.environ.get("CORSPROXY_WORKER") else None
 
 
+def tune_gc() -> None:
+    """For the process that serves, once it is up: what start-up allocated lives as long as
+    the process, so keep the collector off it, and collect less often (a proxy makes many
+    short-lived objects per request). Process-wide, so the process owner calls it."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
 def _new_id() -> str:
     return f"{_ID_PREFIX}{next(_id_counter):016x}"
 
@@ -308,11 +317,6 @@ async def serve(
     address = sockets[0].getsockname() if sockets else (config.listen.host, config.listen.port)
     host = f"[{address[0]}]" if ":" in address[0] else address[0]
     url = f"http://{host}:{address[1]}"
-    # Everything allocated so far lives as long as the process: keep the collector off it,
-    # and collect less often (a proxy allocates many short-lived objects per request).
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
     log.info("corsproxy listening on %s, upstream %s", url, config.upstream or "(per route)")
     if ready is not None:
         ready(url)
