@@ -138,9 +138,32 @@ def explain_command(
     sys.exit(0 if result.allowed else EXIT_BLOCKED)
 
 
-def _source(ctx: click.Context, param: str, flag: str, envvar: str) -> str:
-    source = ctx.get_parameter_source(param)
-    return envvar if source is click.core.ParameterSource.ENVIRONMENT else flag
+# `serve` flags that override the file: parameter, flag, environment variable, config key.
+OVERRIDES = (
+    ("admin_listen", "--admin-listen", "CORSPROXY_ADMIN_LISTEN", ("admin", "listen")),
+    ("listen", "--listen", "CORSPROXY_LISTEN", ("listen",)),
+    ("upstream", "--upstream", "CORSPROXY_UPSTREAM", ("upstream",)),
+    ("allow_origins", "--allow-origin", "CORSPROXY_ALLOW_ORIGINS", ("cors", "allow_origins")),
+    (
+        "allow_credentials",
+        "--allow-credentials",
+        "CORSPROXY_ALLOW_CREDENTIALS",
+        ("cors", "allow_credentials"),
+    ),
+)
+
+
+def _overrides(ctx: click.Context) -> list[Override]:
+    """The given flags as config overrides, each named by where it came from (the flag or
+    its environment variable), so config messages point there."""
+    overrides: list[Override] = []
+    for param, flag, envvar, path in OVERRIDES:
+        value = ctx.params[param]
+        if value is None or value == []:
+            continue
+        from_env = ctx.get_parameter_source(param) is click.core.ParameterSource.ENVIRONMENT
+        overrides.append(Override(path, value, envvar if from_env else flag))
+    return overrides
 
 
 def _split_origins(
@@ -260,27 +283,9 @@ def serve(
     logs.configure(log_format, log_level)
     if config_path is None and Path(DEFAULT_CONFIG).is_file():
         config_path = DEFAULT_CONFIG  # a mounted file, as in the container image
-    overrides: list[Override] = []
-    if admin_listen is not None:
-        source = _source(ctx, "admin_listen", "--admin-listen", "CORSPROXY_ADMIN_LISTEN")
-        overrides.append(Override(("admin", "listen"), admin_listen, source))
-    if listen is not None:
-        overrides.append(
-            Override(("listen",), listen, _source(ctx, "listen", "--listen", "CORSPROXY_LISTEN"))
-        )
-    elif demo:
+    overrides = _overrides(ctx)
+    if demo and listen is None:
         overrides.append(Override(("listen",), "127.0.0.1:8080", "--demo"))
-    if upstream is not None:
-        source = _source(ctx, "upstream", "--upstream", "CORSPROXY_UPSTREAM")
-        overrides.append(Override(("upstream",), upstream, source))
-    if allow_origins:
-        source = _source(ctx, "allow_origins", "--allow-origin", "CORSPROXY_ALLOW_ORIGINS")
-        overrides.append(Override(("cors", "allow_origins"), allow_origins, source))
-    if allow_credentials is not None:
-        source = _source(
-            ctx, "allow_credentials", "--allow-credentials", "CORSPROXY_ALLOW_CREDENTIALS"
-        )
-        overrides.append(Override(("cors", "allow_credentials"), allow_credentials, source))
     if demo:
         # The demo's upstream address is only known once it runs; check the rest now.
         demo_overrides = [
@@ -302,8 +307,15 @@ def serve(
     if count > 1 and not is_worker:
         arguments = sys.argv[sys.argv.index("serve") + 1 :] if "serve" in sys.argv else []
         sys.exit(supervise(count, arguments, shutdown_timeout))
-    timing = {"shutdown_timeout": shutdown_timeout, "drain_delay": drain_delay}
-    main = _serve(config_path, overrides, demo, allow_origins, timing, reuse_port=is_worker)
+    main = _serve(
+        config_path,
+        overrides,
+        demo,
+        allow_origins,
+        shutdown_timeout=shutdown_timeout,
+        drain_delay=drain_delay,
+        reuse_port=is_worker,
+    )
     runner = _loop_runner(use_uvloop)
     runner(main)
 
@@ -337,8 +349,10 @@ async def _serve(
     overrides: list[Override],
     demo: bool,
     allow_origins: list[str],
-    timing: dict[str, float],
-    reuse_port: bool = False,
+    *,
+    shutdown_timeout: float,
+    drain_delay: float,
+    reuse_port: bool,
 ) -> None:
     from corsproxy.server import serve as run_server
     from corsproxy.server import tune_gc
@@ -367,8 +381,8 @@ async def _serve(
             loader(),
             loader,
             ready=ready,
-            shutdown_timeout=timing["shutdown_timeout"],
-            drain_delay=timing["drain_delay"],
+            shutdown_timeout=shutdown_timeout,
+            drain_delay=drain_delay,
             reuse_port=reuse_port,
         )
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -230,3 +231,14 @@ async def test_requests_in_flight_keep_the_policy_they_started_with(
             response = await asyncio.wait_for(slow, 10)
             assert response.headers["Access-Control-Allow-Origin"] == APP
             assert await acao(url, APP) is None  # new requests: the new policy
+
+
+def test_bad_environment_values_name_the_variable() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "corsproxy", "serve", "--allow-credentials"],
+        capture_output=True, text=True, timeout=30, check=False, cwd=ROOT,
+        env={**os.environ, "CORSPROXY_UPSTREAM": "ftp://nope", "CORSPROXY_ALLOW_ORIGINS": "*"},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "CORSPROXY_UPSTREAM: upstream: upstream URL 'ftp://nope' must start" in result.stderr
+    assert "CORSPROXY_ALLOW_ORIGINS: cors.allow_origins[0]: '*' cannot be used" in result.stderr
