@@ -20,6 +20,8 @@ from yarl import URL
 
 from corsproxy import forwarding as fw
 from corsproxy.cors import Decision, response_headers
+from corsproxy.routes import Upstream
+from corsproxy.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse
 
 log = logging.getLogger("corsproxy")
 
@@ -154,47 +156,50 @@ def _classify(exc: BaseException) -> fw.Failure:
 class Target:
     """Where and how to forward one request (all decided before any I/O)."""
 
-    url: str
+    upstream: Upstream
+    target: str  # origin-form: the upstream's base path, the forwarded path, the raw query
     headers: list[tuple[str, str]]
     connect_timeout: float
     read_timeout: float
     max_body_size: int | None
+
+    @property
+    def url(self) -> str:
+        return f"{self.upstream.origin}{self.target}"
 
 
 async def forward(
     request: web.BaseRequest,
     target: Target,
     decision: Decision,
-    session: aiohttp.ClientSession,
+    client: UpstreamClient,
     exchange: Exchange,
 ) -> web.StreamResponse:
-    method = request.method
-    timeout = aiohttp.ClientTimeout(
-        total=None, sock_connect=target.connect_timeout, sock_read=target.read_timeout
-    )
-    # aiohttp's client itself retries an idempotent request once when a pooled
-    # connection turns out stale (RFC 9112 9.3.1), never after consuming its body.
     body = (
         _request_body(request, target.max_body_size, target.read_timeout, exchange)
         if request.body_exists
         else None
     )
     try:
-        async with session.request(
-            method,
-            URL(target.url, encoded=True),
-            headers=target.headers,
-            data=body,
-            allow_redirects=False,
-            timeout=timeout,
-            compress=None,
-            chunked=None,
-        ) as upstream:
+        upstream = await client.request(
+            target.upstream,
+            request.method,
+            target.target,
+            target.headers,
+            body,
+            connect_timeout=target.connect_timeout,
+            read_timeout=target.read_timeout,
+        )
+        try:
             return await _relay(request, upstream, decision, exchange)
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        finally:
+            upstream.release()
+    except (UpstreamFailure, TimeoutError, ValueError) as exc:
         if exchange.status:  # headers already went out: abort, never fake completion
             raise
-        failure = exchange.body_error or _classify(exc)
+        failure = exchange.body_error or (
+            exc.failure if isinstance(exc, UpstreamFailure) else fw.UPSTREAM_TIMEOUT
+        )
         if exchange.body_error is None:
             exchange.upstream_error = failure.reason
         exchange.error = f"{failure.reason}: {exc!r}"[:300]
@@ -203,7 +208,7 @@ async def forward(
 
 async def _relay(
     request: web.BaseRequest,
-    upstream: aiohttp.ClientResponse,
+    upstream: UpstreamResponse,
     decision: Decision,
     exchange: Exchange,
 ) -> web.StreamResponse:
@@ -220,7 +225,7 @@ async def _relay(
     reason = fw.clean_reason(upstream.reason)
     empty = _empty_body(request.method, upstream.status)
     length = upstream.content_length
-    chunked = "Transfer-Encoding" in upstream.headers
+    chunked = upstream.chunked
     response: web.StreamResponse
     if not empty and length is not None and length <= SMALL_BODY and not chunked:
         # Small bodies are read whole and leave with the headers in one write. A body cut
@@ -242,7 +247,7 @@ async def _relay(
     if empty:  # HEAD, 204, 304: nothing more on the wire
         await response.write_eof()
         return response
-    async for chunk in upstream.content.iter_chunked(CHUNK):
+    async for chunk in upstream.chunks():
         await response.write(chunk)
         exchange.bytes_out += len(chunk)
     await response.write_eof()

@@ -28,10 +28,14 @@ class Upstream:
     def origin(self) -> str:
         return f"{self.scheme}://{self.authority}"
 
+    def target(self, forward_path: str, raw_query: str = "") -> str:
+        """The request target (origin-form) for a normalized path and the raw query, as sent."""
+        query = f"?{raw_query}" if raw_query else ""
+        return f"{self.base_path}{forward_path}{query}"
+
     def url(self, forward_path: str, raw_query: str = "") -> str:
         """The upstream URL for an already-normalized path and the raw query, as sent."""
-        query = f"?{raw_query}" if raw_query else ""
-        return f"{self.origin}{self.base_path}{forward_path}{query}"
+        return f"{self.origin}{self.target(forward_path, raw_query)}"
 
     def __str__(self) -> str:
         return f"{self.origin}{self.base_path}"

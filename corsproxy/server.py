@@ -23,6 +23,7 @@ from corsproxy.cors import Action, Decision, Mode, RequestView, decide, response
 from corsproxy.logs import ACCESS
 from corsproxy.paths import PathError, normalize_path
 from corsproxy.proxy import Exchange, Target, error_response, forward, make_session, tunnel
+from corsproxy.upstream import UpstreamClient
 
 log = logging.getLogger("corsproxy")
 
@@ -71,12 +72,14 @@ class ProxyApp:
         self.loader = loader
         # Metrics cost CPU on every request: kept only when an admin listener can serve them.
         self.metrics: Metrics | None = metrics or (Metrics() if config.admin else None)
-        self.session: aiohttp.ClientSession | None = None
+        self.session: aiohttp.ClientSession | None = None  # for WebSockets
+        self.upstreams: UpstreamClient | None = None
         self.websockets: set[web.WebSocketResponse] = set()
         self.draining = False
 
     async def start(self) -> None:
         self.session = make_session()
+        self.upstreams = UpstreamClient()
 
     async def close_websockets(self) -> None:
         """Close open WebSockets with 1001, so they do not hold shutdown until its timeout."""
@@ -88,6 +91,8 @@ class ProxyApp:
         await self.close_websockets()
         if self.session is not None:
             await self.session.close()
+        if self.upstreams is not None:
+            await self.upstreams.close()
 
     def reload(self) -> bool:
         """Re-read and validate the config; keep the old one when the new one is invalid."""
@@ -210,7 +215,8 @@ class ProxyApp:
             request_id=exchange.request_id,
         )
         target = Target(
-            url=route.upstream.url(route.forward_path(path), query),
+            upstream=route.upstream,
+            target=route.upstream.target(route.forward_path(path), query),
             headers=fw.request_headers(pairs, forwarding),
             connect_timeout=route.timeouts.connect,
             read_timeout=route.timeouts.read,
@@ -222,7 +228,8 @@ class ProxyApp:
         if request.version == HttpVersion11 and "100-continue" in headers.get("Expect", "").lower():
             # Every check that could refuse the body is done: now invite it.
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        return await forward(request, target, decision, self.session, exchange)
+        assert self.upstreams is not None
+        return await forward(request, target, decision, self.upstreams, exchange)
 
     def _finish(self, exchange: Exchange, status: int) -> None:
         """Count and log one request."""

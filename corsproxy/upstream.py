@@ -1,0 +1,585 @@
+"""A lean HTTP/1.1 client for the upstream: keep-alive pools on asyncio protocols, llhttp
+(through httptools) for parsing.
+
+aiohttp's ClientSession cost about 60 µs of CPU per proxied request, more than the rest of
+the proxy together, mostly in request objects and features a proxy never uses. This client
+does only what forwarding needs: send the head the caller built, stream a body with
+backpressure, parse the answer strictly, stream it back, and reuse the connection only when
+the exchange ended cleanly.
+
+Rules it keeps (each has a test):
+- framing comes from llhttp in strict mode: conflicting or negative Content-Length, CL with
+  TE, bad header bytes and oversized heads are errors, never guesses;
+- a connection is reused only after a complete answer that allows keep-alive, with the whole
+  request body sent; anything else (cancellation, timeouts, early answers, stray bytes) closes
+  it;
+- an idempotent request without a body is retried once on a fresh connection when a pooled
+  one turns out closed before any byte of the answer (RFC 9112 9.3.1); never one with a body;
+- 1xx answers are skipped; a body without length or chunking ends at EOF and is never reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import cast
+
+import httptools
+
+from corsproxy import forwarding as fw
+from corsproxy.routes import Upstream
+
+# Pause reading the upstream once this much of its body waits for the client.
+HIGH_WATER = 256 * 1024
+MAX_LINE = 8190  # status line, and each header line (aiohttp's and nginx's limit)
+MAX_HEAD = 64 * 1024  # a whole response head
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+# Methods without a defined meaning for a body get no `Content-Length: 0` (RFC 9110 8.6).
+NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT", "DELETE"})
+
+
+class UpstreamFailure(Exception):
+    """The exchange with the upstream failed; `failure` says how, for the client's answer."""
+
+    def __init__(self, failure: fw.Failure, detail: str = "") -> None:
+        super().__init__(f"{failure.reason}: {detail}" if detail else failure.reason)
+        self.failure = failure
+
+
+class UpstreamResponse:
+    """The head of an upstream answer; the body is read through `read()` or `chunks()`."""
+
+    __slots__ = ("_conn", "chunked", "content_length", "raw_headers", "reason", "status")
+
+    def __init__(
+        self,
+        conn: _Connection,
+        status: int,
+        reason: str,
+        raw_headers: list[tuple[bytes, bytes]],
+        content_length: int | None,
+        chunked: bool,
+    ) -> None:
+        self._conn = conn
+        self.status = status
+        self.reason = reason
+        self.raw_headers = raw_headers
+        self.content_length = content_length
+        self.chunked = chunked
+
+    async def read(self) -> bytes:
+        """The whole body (callers use this for bodies known to be small)."""
+        parts = [chunk async for chunk in self.chunks()]
+        return b"".join(parts)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; raises UpstreamFailure when it is cut short."""
+        conn = self._conn
+        while True:
+            chunk = conn.take_body()
+            if chunk:
+                yield chunk
+                continue
+            if conn.complete:
+                return
+            await conn.wait()
+
+    def release(self) -> None:
+        """Return the connection to its pool if the exchange ended cleanly, else close it."""
+        self._conn.finish()
+
+
+class _Connection(asyncio.Protocol):
+    """One upstream connection; carries one exchange at a time."""
+
+    def __init__(self, pool: _Pool) -> None:
+        self.pool = pool
+        self.loop = pool.loop
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self.reused = False
+        self.active = False
+        self._parser: httptools.HttpResponseParser | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._read_paused = False
+        self._timeout = 60.0
+        self._reset(head_only=False)
+
+    def _reset(self, head_only: bool) -> None:
+        self.head_only = head_only
+        self.received_any = False
+        self.head: UpstreamResponse | None = None
+        self.complete = False
+        self.keep_alive = False
+        self.error: BaseException | None = None
+        self._informational = False
+        self._until_close = False
+        self._reason = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_size = 0
+        self._body: list[bytes] = []
+        self._buffered = 0
+        self._body_task: asyncio.Task[None] | None = None
+        self._body_sent = True
+
+    # --- asyncio.Protocol ----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's do not subclass it
+
+    def data_received(self, data: bytes) -> None:
+        if not self.active or self.complete or self._parser is None:
+            self._fail(UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "bytes after the answer"))
+            return
+        self.received_any = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Only an answer to an Upgrade request may switch protocols; the caller refuses
+            # the 101 it got, and the connection is not reusable.
+            self.complete, self.keep_alive = True, False
+        except UpstreamFailure as exc:
+            self._fail(exc)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, str(exc)))
+        self._wake()
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        if self.active and not self.complete and self.error is None:
+            if self.head is not None and self._until_close:
+                self.complete, self.keep_alive = True, False  # EOF ends this body
+            else:
+                detail = f"connection closed: {exc!r}" if exc else "connection closed"
+                self.error = UpstreamFailure(fw.UPSTREAM_DISCONNECTED, detail)
+        self._wake()
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    # --- llhttp callbacks --------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.head is not None:  # a second answer to one request
+            raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "more than one answer")
+
+    def on_status(self, reason: bytes) -> None:
+        self._count(len(reason))
+        self._reason += reason
+        if len(self._reason) > MAX_LINE:
+            raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "status line too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) + len(value) > MAX_LINE:
+            raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "header line too long")
+        self._count(len(name) + len(value) + 4)
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        assert self._parser is not None
+        status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            # 100 Continue, 103 Early Hints: not relayed; the final answer follows.
+            self._informational = True
+            self._reason, self._headers = b"", []
+            return
+        length: int | None = None
+        chunked = False
+        for name, value in self._headers:
+            lower = name.lower()
+            if lower == b"content-length":
+                length = int(value)  # llhttp has checked it is one valid number
+            elif lower == b"transfer-encoding":
+                chunked = True
+        reason = self._reason.decode("latin-1")
+        self.head = UpstreamResponse(self, status, reason, self._headers, length, chunked)
+        self.keep_alive = self._parser.should_keep_alive()
+        if self.head_only or status in (204, 304):
+            self.complete = True
+        elif length is None and not chunked:
+            self._until_close = True
+
+    def on_body(self, body: bytes) -> None:
+        if self.complete:  # a body after an answer that has none
+            raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "body after a bodiless answer")
+        self._body.append(body)
+        self._buffered += len(body)
+        if self._buffered >= HIGH_WATER and not self._read_paused and self.transport:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def on_message_complete(self) -> None:
+        if self._informational:
+            self._informational = False
+            return
+        self.complete = True
+        assert self._parser is not None
+        self.keep_alive = self.keep_alive and self._parser.should_keep_alive()
+
+    def _count(self, size: int) -> None:
+        self._head_size += size
+        if self._head_size > MAX_HEAD:
+            raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "response head too large")
+
+    # --- the exchange ------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+        self.close()
+        self._wake()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+        self.closed = True
+        self.pool.forget(self)  # at once: the slot is free before connection_lost runs
+
+    async def wait(self) -> None:
+        """Until the parser makes progress, with the read timeout between arrivals."""
+        if self.error is not None:
+            raise self.error
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        self._waiter = waiter
+        # The upstream may rightly wait for the rest of the body: its read timeout starts
+        # once the body is sent (sending has its own timeouts, on both sides).
+        timer = self.loop.call_later(self._timeout, _expire, waiter) if self._body_sent else None
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._waiter = None
+        if self.error is not None:
+            raise self.error
+
+    def take_body(self) -> bytes:
+        if not self._body:
+            if self.error is not None and not self.complete:
+                raise self.error
+            return b""
+        chunk = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        self._body.clear()
+        self._buffered = 0
+        if self._read_paused and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
+        return chunk
+
+    async def send(
+        self,
+        head: bytes,
+        body: AsyncIterable[bytes] | None,
+        chunked: bool,
+        read_timeout: float,
+        head_only: bool,
+    ) -> UpstreamResponse:
+        assert self.transport is not None
+        self._reset(head_only)
+        self.active = True
+        self._timeout = read_timeout
+        self._parser = httptools.HttpResponseParser(self)
+        self.transport.write(head)
+        if body is not None:
+            self._body_sent = False
+            self._body_task = asyncio.ensure_future(self._send_body(body, chunked))
+        try:
+            while self.head is None:
+                await self.wait()
+        except asyncio.CancelledError:
+            self.finish()
+            raise
+        except BaseException:
+            self.finish()
+            raise
+        return self.head
+
+    async def _send_body(self, body: AsyncIterable[bytes], chunked: bool) -> None:
+        transport = self.transport
+        assert transport is not None
+        try:
+            async for chunk in body:
+                if self.closed:
+                    raise UpstreamFailure(fw.UPSTREAM_DISCONNECTED, "closed while sending")
+                if not chunk:
+                    continue
+                if chunked:
+                    transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+                else:
+                    transport.write(chunk)
+                if self._write_paused:
+                    await self._drain()
+            if chunked:
+                transport.write(b"0\r\n\r\n")
+            self._body_sent = True
+            self._wake()  # the head waiter may now start its read timeout
+        except BaseException as exc:
+            # The client's body failed (timeout, limit, gone) or the upstream went away:
+            # the exchange cannot complete on this connection.
+            if not isinstance(exc, asyncio.CancelledError):
+                self._fail(exc)
+                return
+            self.close()
+            raise
+
+    async def _drain(self) -> None:
+        while self._write_paused and not self.closed:
+            waiter: asyncio.Future[None] = self.loop.create_future()
+            self._drain_waiter = waiter
+            timer = self.loop.call_later(self._timeout, _expire, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._drain_waiter = None
+
+    def finish(self) -> None:
+        """End the exchange: back to the pool when clean, else closed."""
+        if not self.active:
+            return
+        self.active = False
+        task, self._body_task = self._body_task, None
+        if task is not None and not task.done():
+            task.cancel()
+        reusable = (
+            self.complete
+            and self.keep_alive
+            and self.error is None
+            and self._body_sent
+            and not self._body
+            and not self.closed
+        )
+        self._parser = None
+        self._body = []
+        self.head = None
+        if reusable:
+            self.pool.release(self)
+        else:
+            self.close()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(UpstreamFailure(fw.UPSTREAM_TIMEOUT, "read timeout"))
+
+
+class _Pool:
+    """Connections to one upstream origin: idle ones are reused newest first."""
+
+    def __init__(self, clients: UpstreamClient, upstream: Upstream) -> None:
+        self.clients = clients
+        self.loop = clients.loop
+        self.host = upstream.host.strip("[]")
+        self.port = upstream.port
+        self.tls = upstream.scheme == "https"
+        self.idle: deque[_Connection] = deque()
+
+    def release(self, conn: _Connection) -> None:
+        conn.idle_since = time.monotonic()
+        self.idle.append(conn)
+        self.clients.slot_freed()
+
+    def forget(self, conn: _Connection) -> None:
+        if conn in self.idle:
+            self.idle.remove(conn)
+        if self.clients.all.pop(conn, None) is not None:
+            self.clients.slot_freed()
+
+    def take_idle(self) -> _Connection | None:
+        expiry = time.monotonic() - self.clients.keepalive
+        while self.idle:
+            conn = self.idle.pop()
+            if conn.closed or conn.idle_since < expiry:
+                conn.close()
+                continue
+            conn.reused = True
+            return conn
+        return None
+
+    async def connect(self, connect_timeout: float) -> _Connection:
+        context = self.clients.ssl_context() if self.tls else None
+        conn = _Connection(self)
+        try:
+            async with asyncio.timeout(connect_timeout):
+                await self.loop.create_connection(
+                    lambda: conn,
+                    self.host,
+                    self.port,
+                    ssl=context,
+                    server_hostname=self.host if context else None,
+                )
+        except TimeoutError as exc:
+            conn.close()
+            raise UpstreamFailure(fw.UPSTREAM_CONNECT_TIMEOUT, "connect timeout") from exc
+        except OSError as exc:
+            conn.close()
+            raise UpstreamFailure(fw.UPSTREAM_UNREACHABLE, repr(exc)) from exc
+        return conn
+
+    def sweep(self) -> None:
+        expiry = time.monotonic() - self.clients.keepalive
+        while self.idle and self.idle[0].idle_since < expiry:
+            self.idle.popleft().close()
+
+
+class UpstreamClient:
+    """Every upstream pool of one process, with a bound on open connections."""
+
+    def __init__(self, *, limit: int = 512, keepalive: float = 4.0) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.limit = limit
+        self.keepalive = keepalive  # below common upstream idle timeouts (uvicorn: 5 s)
+        self.pools: dict[tuple[str, str, int], _Pool] = {}
+        self.all: dict[_Connection, None] = {}
+        self._slot_waiters: deque[asyncio.Future[None]] = deque()
+        self._ssl: ssl.SSLContext | None = None
+        self._sweeper = self.loop.call_later(1.0, self._sweep)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context()
+        return self._ssl
+
+    def _sweep(self) -> None:
+        for pool in self.pools.values():
+            pool.sweep()
+        self._sweeper = self.loop.call_later(1.0, self._sweep)
+
+    def slot_freed(self) -> None:
+        while self._slot_waiters:
+            waiter = self._slot_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def _acquire(self, pool: _Pool, connect_timeout: float, fresh: bool) -> _Connection:
+        if not fresh:
+            conn = pool.take_idle()
+            if conn is not None:
+                return conn
+        deadline = self.loop.time() + connect_timeout
+        while len(self.all) >= self.limit:
+            # At the bound: close an idle connection of another upstream, or wait for a slot.
+            if not self._evict_idle():
+                waiter: asyncio.Future[None] = self.loop.create_future()
+                self._slot_waiters.append(waiter)
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        await waiter
+                except TimeoutError as exc:
+                    raise UpstreamFailure(
+                        fw.UPSTREAM_CONNECT_TIMEOUT, "no free connection"
+                    ) from exc
+                if not fresh:
+                    conn = pool.take_idle()
+                    if conn is not None:
+                        return conn
+        conn = await pool.connect(max(0.0, deadline - self.loop.time()))
+        self.all[conn] = None
+        return conn
+
+    def _evict_idle(self) -> bool:
+        for pool in self.pools.values():
+            if pool.idle:
+                pool.idle.popleft().close()
+                return True
+        return False
+
+    async def request(
+        self,
+        upstream: Upstream,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: AsyncIterable[bytes] | None,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+    ) -> UpstreamResponse:
+        """Send one request; the caller must `release()` the answer it gets."""
+        key = (upstream.scheme, upstream.host, upstream.port)
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = self.pools[key] = _Pool(self, upstream)
+        head, chunked = encode_head(method, target, upstream.authority, headers, body is not None)
+        conn = await self._acquire(pool, connect_timeout, fresh=False)
+        try:
+            return await conn.send(head, body, chunked, read_timeout, method == "HEAD")
+        except UpstreamFailure as exc:
+            stale = (
+                conn.reused
+                and not conn.received_any
+                and exc.failure is fw.UPSTREAM_DISCONNECTED
+                and body is None
+                and method in IDEMPOTENT
+            )
+            if not stale:
+                raise
+        conn = await self._acquire(pool, connect_timeout, fresh=True)
+        return await conn.send(head, body, chunked, read_timeout, method == "HEAD")
+
+    async def close(self) -> None:
+        self._sweeper.cancel()
+        for conn in list(self.all):
+            conn.close()
+        for pool in self.pools.values():
+            for conn in pool.idle:
+                conn.close()
+            pool.idle.clear()
+        # Let the transports run connection_lost, so nothing is left for the loop's end.
+        await asyncio.sleep(0)
+
+
+def encode_head(
+    method: str, target: str, authority: str, headers: list[tuple[str, str]], has_body: bool
+) -> tuple[bytes, bool]:
+    """The request head as bytes, and whether the body goes chunked.
+
+    The caller's headers are already clean (fw.request_headers); this adds Host when the
+    caller did not, and the framing: the client's Content-Length when it sent one (the body is
+    relayed as it comes), else chunked for a body of unknown length.
+    """
+    has_host = has_length = False
+    lines = [f"{method} {target} HTTP/1.1\r\n"]
+    for name, value in headers:
+        lower = name.lower()
+        if lower == "host":
+            has_host = True
+        elif lower == "content-length":
+            has_length = True
+        lines.append(f"{name}: {value}\r\n")
+    if not has_host:
+        lines.insert(1, f"Host: {authority}\r\n")
+    chunked = has_body and not has_length
+    if chunked:
+        lines.append("Transfer-Encoding: chunked\r\n")
+    elif not has_body and not has_length and method not in NO_BODY_METHODS:
+        lines.append("Content-Length: 0\r\n")
+    lines.append("\r\n")
+    text = "".join(lines)
+    # Every CR and LF must be a line end we wrote: a value may never split the head.
+    if text.count("\r") != len(lines) or text.count("\n") != len(lines) or "\0" in text:
+        raise ValueError("a request header or target holds CR, LF or NUL")
+    return text.encode("utf-8", "surrogateescape"), chunked
