@@ -246,8 +246,10 @@ class _Connection(asyncio.Protocol):
             waiter.set_result(None)
 
     def _fail(self, exc: BaseException) -> None:
-        if self.error is None:
+        """The connection is broken; the exchange too, unless its answer was complete."""
+        if self.error is None and not self.complete:
             self.error = exc
+        self.keep_alive = False
         self.close()
         self._wake()
 
