@@ -275,6 +275,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--write", type=Path, help="write the tables into this Markdown file")
+    parser.add_argument(
+        "--only", action="append", default=[], metavar="TEXT",
+        help="run only contenders and workloads whose names contain TEXT (repeatable; a quick"
+        " look while working, never for the published table)",
+    )
     args = parser.parse_args()
     ensure_tools()
     work = Path(tempfile.mkdtemp(prefix="corsproxy-bench-"))
@@ -353,6 +358,13 @@ def main() -> None:
             lambda port, path: f"http://127.0.0.1:{port}{path}",
         ),
     ]
+    if args.only:
+        contenders = [c for c in contenders if any(o in c.name for o in args.only)] or contenders
+    workloads = {
+        name: spec
+        for name, spec in WORKLOADS.items()
+        if not args.only or any(o in name for o in args.only)
+    } or WORKLOADS
     scripts = {
         name: lua_script(work, name, spec[0], spec[2], spec[3]) for name, spec in WORKLOADS.items()
     }
@@ -367,7 +379,7 @@ def main() -> None:
                     time.sleep(1.5)
                 pid = proc.pid if proc is not None else upstream.pid
                 try:
-                    for workload, (_, path, _, _) in WORKLOADS.items():
+                    for workload, (_, path, _, _) in workloads.items():
                         url = contender.url(port, path)  # type: ignore[operator]
                         warm_up(url, scripts[workload])
                         c0, u0 = cpu_seconds(pid), cpu_seconds(upstream.pid)
@@ -414,6 +426,8 @@ def render(results: Results, contenders: list[Contender], args: argparse.Namespa
         "",
     ]
     for workload in WORKLOADS:
+        if not any((workload, c.name) in results.samples for c in contenders):
+            continue
         lines += [
             f"### {workload}",
             "",

@@ -92,6 +92,10 @@ class CorsPolicy:
     # Derived once, so the hot path only joins nothing.
     methods_value: str = field(init=False, default="")
     expose_value: str = field(init=False, default="")
+    # Memo of decide() for this policy (see decide_cached); a reload compiles a new policy.
+    decisions: dict[tuple[object, ...], Decision] = field(
+        init=False, default_factory=dict, compare=False, hash=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods_value", ", ".join(self.allow_methods))
@@ -257,6 +261,36 @@ def decide(policy: CorsPolicy, request: RequestView) -> Decision:
         match=enforced.match,
         would=enforced,
     )
+
+
+# Browsers send a handful of distinct (origin, method, headers) combinations per route, so a
+# small memo answers nearly every request; keys are bounded in size and count, so hostile
+# traffic can only make it miss, never grow.
+MEMO_ENTRIES = 1024
+MEMO_KEY_CHARS = 512
+
+
+def decide_cached(policy: CorsPolicy, request: RequestView) -> Decision:
+    """`decide()`, memoized per policy: the decision reads nothing else of the request."""
+    key = (
+        request.method,
+        request.path == "*",
+        request.origin,
+        request.request_method,
+        request.request_headers,
+        request.request_private_network,
+    )
+    memo = policy.decisions
+    decision = memo.get(key)
+    if decision is None:
+        decision = decide(policy, request)
+        fields = (request.origin, request.request_method, request.request_headers,
+                  request.request_private_network)  # fmt: skip
+        if sum(len(v) for values in fields for v in values) <= MEMO_KEY_CHARS:
+            if len(memo) >= MEMO_ENTRIES:
+                memo.clear()
+            memo[key] = decision
+    return decision
 
 
 def _decide_enforced(policy: CorsPolicy, request: RequestView) -> Decision:

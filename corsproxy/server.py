@@ -19,7 +19,14 @@ from aiohttp.http import HttpVersion10, HttpVersion11
 from corsproxy import forwarding as fw
 from corsproxy.admin import Metrics, admin_app, method_label
 from corsproxy.config import Config, ConfigError
-from corsproxy.cors import Action, Decision, Mode, RequestView, decide, response_headers
+from corsproxy.cors import (
+    Action,
+    Decision,
+    Mode,
+    RequestView,
+    decide_cached,
+    response_headers,
+)
 from corsproxy.logs import ACCESS
 from corsproxy.paths import PathError, normalize_path
 from corsproxy.proxy import Exchange, Target, error_response, forward, make_session, tunnel
@@ -176,7 +183,7 @@ class ProxyApp:
             tuple(headers.getall("Access-Control-Request-Headers", ())),
             tuple(headers.getall("Access-Control-Request-Private-Network", ())),
         )
-        decision = decide(route.cors, view)
+        decision = decide_cached(route.cors, view)
         exchange.origin = view.origin[0] if view.origin else ""
         exchange.verdict = decision.verdict
         exchange.reason = decision.reason
@@ -184,7 +191,7 @@ class ProxyApp:
         if decision.action is Action.BAD_REQUEST:
             return _text_response(400, decision.body().decode().strip(), decision)
         if decision.action is Action.PREFLIGHT:
-            response = web.StreamResponse(status=204)
+            response = web.Response(status=204)  # a whole response: one write
             for name, value in response_headers(decision, []):
                 response.headers.add(name, value)
             return response
@@ -192,7 +199,7 @@ class ProxyApp:
             return _text_response(403, decision.body().decode().strip(), decision)
 
         pairs = list(headers.items())
-        websocket = fw.is_websocket_upgrade(request.method, pairs)
+        websocket = "Upgrade" in headers and fw.is_websocket_upgrade(request.method, pairs)
         if (
             websocket
             and view.origin

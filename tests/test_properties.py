@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any
 
 import yaml
@@ -10,7 +11,7 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from corsproxy.config import ConfigError, parse_config
-from corsproxy.cors import Action, Mode, decide
+from corsproxy.cors import Action, Mode, decide, decide_cached
 from corsproxy.origins import parse_origin
 from tests.helpers import aca, config, policy, request
 
@@ -91,6 +92,18 @@ def compiled(doc: dict[str, Any]) -> Any:
         return policy(**doc)
     except ConfigError:
         return None
+
+
+@settings(max_examples=200, deadline=None)
+@given(doc=policies, reqs=st.lists(requests(), min_size=1, max_size=8), path=st.text(max_size=5))
+def test_memoized_decisions_equal_fresh_ones(
+    doc: dict[str, Any], reqs: list[Any], path: str
+) -> None:
+    pol = compiled(doc)
+    assume(pol is not None)
+    assert pol is not None
+    for req in [*reqs, *reqs, *(dataclasses.replace(r, path=path) for r in reqs)]:
+        assert decide_cached(pol, req) == decide(pol, req)
 
 
 @settings(max_examples=400, deadline=None)
