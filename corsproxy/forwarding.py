@@ -54,6 +54,10 @@ SKIP_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Conte
 
 # Field values: visible ASCII, SP, HTAB and obs-text; no CR, LF, NUL or other controls.
 _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*\Z")
+# The same rules over names or values joined by LF (which neither may contain).
+_TCHARS = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_TOKEN_LINES = re.compile(_TCHARS + rb"(?:\n" + _TCHARS + rb")*\Z")
+_VALUE_LINES = re.compile(rb"[\t\n\x20-\x7e\x80-\xff]*\Z")
 
 
 def connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
@@ -129,6 +133,18 @@ def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> tuple[list[tuple[str
     accepts them, and its server would then refuse to send anything). Content-Length is
     dropped here and set by the caller from the parsed response.
     """
+    raw = list(raw)
+    # One scan of all names and one of all values first: nearly every answer is clean.
+    names = b"\n".join(n for n, _ in raw)
+    values = b"\n".join(v for _, v in raw)
+    lines = len(raw) - 1
+    clean = not raw or bool(
+        # The counts make sure that no LF hides inside a name or a value.
+        names.count(b"\n") == lines
+        and values.count(b"\n") == lines
+        and _TOKEN_LINES.match(names)
+        and _VALUE_LINES.match(values)
+    )
     decoded = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw]
     listed = connection_tokens(decoded)
     out: list[tuple[str, str]] = []
@@ -137,7 +153,7 @@ def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> tuple[list[tuple[str
         lower = name.lower()
         if lower in RESPONSE_DROP or lower in listed:
             continue
-        if not TOKEN.match(name) or not _FIELD_VALUE.match(value):
+        if not clean and (not TOKEN.match(name) or not _FIELD_VALUE.match(value)):
             invalid += 1
             continue
         out.append((name, value))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from corsproxy import forwarding as fw
 
@@ -141,3 +143,21 @@ def test_websocket_upgrade_detection(
     method: str, headers: list[tuple[str, str]], upgrade: bool
 ) -> None:
     assert fw.is_websocket_upgrade(method, headers) is upgrade
+
+
+_HEADER_BYTES = st.binary(max_size=12) | st.sampled_from(
+    [b"X-Ok", b"Vary", b"Set-Cookie", b"Connection", b"", b"a\nb", b"v\r", b"\x7f", b"caf\xe9"]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(raw=st.lists(st.tuples(_HEADER_BYTES, _HEADER_BYTES), max_size=6))
+def test_response_header_checks_agree_with_one_header_at_a_time(
+    raw: list[tuple[bytes, bytes]],
+) -> None:
+    # The fast path scans all names and values at once; each pair alone takes the slow one.
+    kept, invalid = fw.response_headers(raw)
+    singly = [fw.response_headers([pair]) for pair in raw]
+    if not any(n.lower() == b"connection" for n, _ in raw):
+        assert kept == [h for out, _ in singly for h in out]
+        assert invalid == sum(bad for _, bad in singly)
