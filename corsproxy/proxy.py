@@ -175,12 +175,19 @@ async def forward(
     client: UpstreamClient,
     exchange: Exchange,
 ) -> web.StreamResponse:
-    body = (
-        _request_body(request, target.max_body_size, target.read_timeout, exchange)
-        if request.body_exists
-        else None
-    )
+    body: bytes | AsyncIterator[bytes] | None = None
+    length = request.content_length
     try:
+        if request.body_exists and length is not None and length <= SMALL_BODY:
+            # Small bodies are read whole, then leave with the request head in one write.
+            try:
+                async with asyncio.timeout(target.read_timeout):
+                    body = await request.read()
+            except TimeoutError:
+                exchange.body_error = fw.BODY_TIMEOUT
+                raise
+        elif request.body_exists:
+            body = _request_body(request, target.max_body_size, target.read_timeout, exchange)
         upstream = await client.request(
             target.upstream,
             request.method,

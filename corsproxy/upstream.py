@@ -207,6 +207,10 @@ class _Connection(asyncio.Protocol):
             if lower == b"content-length":
                 length = int(value)  # llhttp has checked it is one valid number
             elif lower == b"transfer-encoding":
+                # Any coding but chunked (gzip, or an unknown one) would have to be passed
+                # on as a hop-by-hop header or decoded here: refuse, as nginx does.
+                if value.strip().lower() != b"chunked":
+                    raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "unsupported transfer coding")
                 chunked = True
         reason = self._reason.decode("latin-1")
         self.head = UpstreamResponse(self, status, reason, self._headers, length, chunked)
@@ -293,7 +297,7 @@ class _Connection(asyncio.Protocol):
     async def send(
         self,
         head: bytes,
-        body: AsyncIterable[bytes] | None,
+        body: bytes | AsyncIterable[bytes] | None,
         chunked: bool,
         read_timeout: float,
         head_only: bool,
@@ -303,8 +307,13 @@ class _Connection(asyncio.Protocol):
         self.active = True
         self._timeout = read_timeout
         self._parser = httptools.HttpResponseParser(self)
-        self.transport.write(head)
-        if body is not None:
+        if isinstance(body, bytes):
+            # A whole body (with its Content-Length) leaves with the head, in one write.
+            assert not chunked
+            self.transport.write(head + body)
+        else:
+            self.transport.write(head)
+        if body is not None and not isinstance(body, bytes):
             self._body_sent = False
             self._body_task = asyncio.ensure_future(self._send_body(body, chunked))
         try:
@@ -515,7 +524,7 @@ class UpstreamClient:
         method: str,
         target: str,
         headers: list[tuple[str, str]],
-        body: AsyncIterable[bytes] | None,
+        body: bytes | AsyncIterable[bytes] | None,
         *,
         connect_timeout: float,
         read_timeout: float,
