@@ -281,6 +281,7 @@ def serve(
     from corsproxy import logs
 
     logs.configure(log_format, log_level)
+    _require_c_parser()
     if config_path is None and Path(DEFAULT_CONFIG).is_file():
         config_path = DEFAULT_CONFIG  # a mounted file, as in the container image
     overrides = _overrides(ctx)
@@ -318,6 +319,21 @@ def serve(
     )
     runner = _loop_runner(use_uvloop)
     runner(main)
+
+
+def _require_c_parser() -> None:
+    """Refuse to serve on aiohttp's pure-Python request parser: most of aiohttp's request
+    smuggling advisories were in that parser only (AIOHTTP_NO_EXTENSIONS, or no wheel)."""
+    from aiohttp import http_parser, web_protocol
+
+    if getattr(web_protocol, "HttpRequestParser", None) is http_parser.HttpRequestParserPy:
+        click.echo(
+            "corsproxy: aiohttp's C parser is not in use (AIOHTTP_NO_EXTENSIONS is set, or "
+            "aiohttp has no compiled wheel for this platform); refusing to serve with the "
+            "pure-Python parser (unset AIOHTTP_NO_EXTENSIONS, or install aiohttp from a wheel)",
+            err=True,
+        )
+        sys.exit(2)
 
 
 def _loop_runner(use_uvloop: bool) -> Callable[[Coroutine[Any, Any, None]], None]:

@@ -88,6 +88,7 @@ class Admin:
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_body_size: int | None = None
+    idle_timeout: float = 30.0  # idle keep-alive clients, and unfinished request heads
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +215,20 @@ def check_version(value: Any) -> int:
     return 1
 
 
+_LOOPBACK = re.compile(r"(localhost|[^/]*\.localhost|127(\.\d{1,3}){3}|\[::1\])\Z")
+
+
+def _insecure(entry: OriginEntry) -> bool:
+    """A plain-http origin that is not loopback (browsers treat loopback as secure)."""
+    target = entry.exact or entry.pattern
+    if target is None or target.scheme != "http":
+        return False
+    host = target.host
+    if entry.pattern is not None and entry.pattern.any_subdomain:
+        host = "x." + host
+    return not _LOOPBACK.match(host)
+
+
 # --- the schema ---------------------------------------------------------------------
 
 POLICY_SPEC = Obj(
@@ -246,6 +261,12 @@ POLICY_SPEC = Obj(
         ),
         "allow_credentials": Field(
             boolean(), "Allow cookies and HTTP authentication (never with '*').", default=False
+        ),
+        "allow_insecure_origins": Field(
+            boolean(),
+            "Allow plain-http origins other than loopback together with credentials (anyone "
+            "on the network path can impersonate them).",
+            default=False,
         ),
         "max_age": Field(
             integer(0, 86400),
@@ -322,7 +343,17 @@ CONFIG_SPEC = Obj(
             boolean(), "Forward the client's Host instead of the upstream's.", default=False
         ),
         "limits": Field(
-            Obj({"max_body_size": Field(size(), "Largest request body, bytes or '10MiB'.")}),
+            Obj(
+                {
+                    "max_body_size": Field(size(), "Largest request body, bytes or '10MiB'."),
+                    "idle_timeout": Field(
+                        duration(),
+                        "How long a client connection may sit idle, or take to send a "
+                        "request head (slowloris), before it is closed.",
+                        default=30,
+                    ),
+                }
+            ),
             "Request limits.",
         ),
         "cors": Field(
@@ -418,6 +449,18 @@ def _compile_policy(
                     f"({ctx.place(cred_file, cred_line, item.file)})",
                     "browsers refuse '*' with credentials; list the origins, e.g. "
                     "'https://app.example.com'",
+                    file=item.file,
+                )
+                failed = True
+            elif _insecure(entry) and not get("allow_insecure_origins", False):
+                ctx.error(
+                    item.line,
+                    item.key,
+                    f"{entry.text!r} is plain http and allow_credentials is true "
+                    f"({ctx.place(cred_file, cred_line, item.file)})",
+                    "anyone on the network path can send requests as an http origin and read "
+                    "the answers; use https, or set allow_insecure_origins: true if you accept "
+                    "that (loopback origins such as http://localhost:3000 are always allowed)",
                     file=item.file,
                 )
                 failed = True
@@ -624,7 +667,10 @@ def compile_config(top: Section, ctx: Context) -> Config | None:
         admin=Admin(admin_section.get("listen")) if admin_section else None,
         timeouts=timeouts,
         preserve_host=preserve_host,
-        limits=Limits(limits_section.get("max_body_size") if limits_section else None),
+        limits=Limits(
+            limits_section.get("max_body_size") if limits_section else None,
+            limits_section.get("idle_timeout", 30.0) if limits_section else 30.0,
+        ),
         cors=policy,
         routes=RouteTable(tuple(routes), default_route),
         warnings=tuple(dict.fromkeys(d for d in ctx.diagnostics if d.warning)),

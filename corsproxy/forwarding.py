@@ -30,7 +30,11 @@ HOP_BY_HOP = frozenset(
 )
 # Never forwarded upstream: aiohttp answers 100-continue itself and drops trailers, and the
 # proxy computes Host and X-Forwarded-Proto/-Host itself.
-REQUEST_DROP = HOP_BY_HOP | {"expect", "host", "x-forwarded-proto", "x-forwarded-host"}
+# `Forwarded` and `X-Real-IP` are dropped rather than passed on: the proxy sets the
+# X-Forwarded-* family itself, and an upstream must never see client-made values of them.
+REQUEST_DROP = HOP_BY_HOP | {
+    "expect", "host", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip"
+}  # fmt: skip
 # A client's `Connection` header may not remove these: they are end to end, carry framing,
 # or are the proxy's own.
 PROTECTED = frozenset(
@@ -69,6 +73,12 @@ def connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
     return names
 
 
+# Headers that make many frameworks run another method than the request line's. A browser
+# preflights them, so only a refused origin's request can carry them: it must not turn a
+# simple POST into a DELETE upstream (CORS is not CSRF protection).
+METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
+
+
 @dataclass(frozen=True, slots=True)
 class Forwarding:
     """What the proxy adds: the peer, the scheme it was reached by, the client's Host."""
@@ -78,6 +88,7 @@ class Forwarding:
     host: str | None
     preserve_host: bool
     request_id: str = ""
+    drop_method_overrides: bool = False  # set for requests from a disallowed origin
 
 
 def request_headers(
@@ -94,6 +105,8 @@ def request_headers(
     for name, value in inbound:
         lower = name.lower()
         if lower in REQUEST_DROP or lower in listed or "_" in name:
+            continue
+        if forwarding.drop_method_overrides and lower in METHOD_OVERRIDES:
             continue
         if lower == "x-request-id" and forwarding.request_id:
             continue  # replaced by the id the proxy logs
@@ -113,6 +126,16 @@ def request_headers(
     if forwarding.request_id:
         out.append(("X-Request-Id", forwarding.request_id))
     return out
+
+
+# RFC 9110 7.2: uri-host [":" port]; an IP literal or a reg-name (no userinfo, no path).
+_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::(\d{0,5}))?\Z")
+
+
+def valid_host(value: str) -> bool:
+    """Whether a Host field value is well-formed (RFC 9112 3.2: a server answers 400 if not)."""
+    match = _HOST.match(value)
+    return match is not None and int(match.group(1) or 0) <= 65535
 
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}\Z")

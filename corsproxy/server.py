@@ -11,10 +11,13 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
 
 from corsproxy import forwarding as fw
 from corsproxy.admin import Metrics, admin_app, method_label
@@ -57,13 +60,48 @@ def _new_id() -> str:
     return f"{_ID_PREFIX}{next(_id_counter):016x}"
 
 
-# Idle keep-alive and header reading share this timer in aiohttp (its default is 3630 s).
-KEEPALIVE_TIMEOUT = 30.0
+# Idle keep-alive and header reading share one timer in aiohttp (its default is 3630 s):
+# config.limits.idle_timeout, 30 s unless set.
 
 
 def _text_response(status: int, text: str, decision: Decision | None = None) -> web.StreamResponse:
     failure = fw.Failure(status, "", text)
     return error_response(failure, decision)
+
+
+class _RequestHandler(RequestHandler):
+    """aiohttp's answers to unparseable requests echo the offending bytes as text/plain:
+    tell browsers never to sniff them into something else."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        response = super().handle_error(request, status, exc, message)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        # A malformed request is the client's fault, and scanners send many: one warning
+        # line each, not an error with a traceback.
+        exc = kw.get("exc_info")
+        if isinstance(exc, HttpProcessingError):
+            log.warning("bad request from %s: %s", _peer(self.transport), exc.message)
+            return
+        super().log_exception(*args, **kw)
+
+
+def _peer(transport: asyncio.BaseTransport | None) -> str:
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return str(peer[0]) if peer else "-"
+
+
+class _Server(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _RequestHandler(self, loop=self._loop, **self._kwargs)
 
 
 class ProxyApp:
@@ -158,11 +196,20 @@ class ProxyApp:
     ) -> web.StreamResponse:
         if request.version not in (HttpVersion10, HttpVersion11):
             exchange.reason = fw.BAD_VERSION.reason
-            return error_response(fw.BAD_VERSION, None)
+            # aiohttp echoes the request's version in the status line ("HTTP/2.0 505"):
+            # answer as what we speak, then close.
+            request._cache["version"] = HttpVersion11  # `version` is a cached property
+            response = error_response(fw.BAD_VERSION, None)
+            response.force_close()
+            return response
         if request.version == HttpVersion10 and "Transfer-Encoding" in request.headers:
             # RFC 9112 6.1: framing a 1.0 message with TE is faulty (a smuggling vector).
             exchange.reason = "bad_framing"
             return _text_response(400, "Bad request: Transfer-Encoding in an HTTP/1.0 request")
+        host = request.headers.get("Host")
+        if host is not None and not fw.valid_host(host):
+            exchange.reason = "bad_host"
+            return _text_response(400, "Bad request: invalid Host header")
         path_text, _, query = request.raw_path.partition("?")
         try:
             path = normalize_path(path_text)
@@ -220,6 +267,7 @@ class ProxyApp:
             host=headers.get("Host"),
             preserve_host=route.preserve_host,
             request_id=exchange.request_id,
+            drop_method_overrides=bool(view.origin) and not decision.allowed,
         )
         target = Target(
             upstream=route.upstream,
@@ -281,7 +329,7 @@ async def serve(
     *,
     shutdown_timeout: float = 30.0,
     drain_delay: float = 0.0,
-    keepalive_timeout: float = KEEPALIVE_TIMEOUT,
+    keepalive_timeout: float | None = None,
     reuse_port: bool = False,
     ready: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
@@ -290,11 +338,11 @@ async def serve(
     """Run until SIGTERM/SIGINT (or `stop`), reloading on SIGHUP."""
     app = ProxyApp(config, loader)
     await app.start()
-    server = web.Server(
+    server = _Server(
         app.handle,
         handler_cancellation=True,  # a client that goes away cancels its upstream request
         access_log=None,
-        keepalive_timeout=keepalive_timeout,
+        keepalive_timeout=keepalive_timeout or config.limits.idle_timeout,
         auto_decompress=False,  # forward compressed request bodies untouched
     )
     runner = web.ServerRunner(server, shutdown_timeout=shutdown_timeout)

@@ -57,7 +57,11 @@ FIXTURES: dict[str, dict[str, Any]] = {
     "P7": {"allow_origins": ["http://[::1]:3000", "http://127.0.0.1:3000"]},
     "foobar": {"allow_origins": ["http://foobar.com"]},
     "foobar-put": {"allow_origins": ["http://foobar.com"], "allow_methods": ["PUT", "DELETE"]},
-    "foobar-creds": {"allow_origins": ["http://foobar.com"], "allow_credentials": True},
+    "foobar-creds": {
+        "allow_origins": ["http://foobar.com"],
+        "allow_credentials": True,
+        "allow_insecure_origins": True,  # rs/cors's rows use http origins
+    },
     "wild-bar": {"allow_origins": ["http://*.bar.com"]},
     "wild-example": {"allow_origins": ["https://*.example.com"]},
     "regex-org": {"allow_origins": [r"regex:https://.*\.example\.org"]},

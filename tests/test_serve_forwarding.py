@@ -102,11 +102,12 @@ async def test_host_tricks_and_double_slashes_go_to_the_configured_upstream(upst
                 f"GET //127.0.0.1:{sentinel.port}/x HTTP/1.1\r\nHost: {host}\r\n\r\n".encode(),
                 wait=3,
             )
-            assert response.startswith(b"HTTP/1.1 200")
+            # A Host with userinfo is malformed (RFC 9112 3.2): 400, never forwarded.
+            assert response.startswith(b"HTTP/1.1 400" if "@" in host else b"HTTP/1.1 200")
     assert sentinel.connections == 0
     authority = upstream.url.removeprefix("http://")
-    assert [headers_of(s)["host"] for s in upstream.seen] == [[authority]] * 3
-    assert [s["raw_path"] for s in upstream.seen] == [f"/127.0.0.1:{sentinel.port}/x"] * 3
+    assert [headers_of(s)["host"] for s in upstream.seen] == [[authority]] * 2
+    assert [s["raw_path"] for s in upstream.seen] == [f"/127.0.0.1:{sentinel.port}/x"] * 2
 
 
 async def test_upstream_redirects_are_relayed_not_followed(upstream: Any) -> None:
