@@ -276,7 +276,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--write", type=Path, help="write the tables into this Markdown file")
     parser.add_argument(
-        "--only", action="append", default=[], metavar="TEXT",
+        "--only",
+        action="append",
+        default=[],
+        metavar="TEXT",
         help="run only contenders and workloads whose names contain TEXT (repeatable; a quick"
         " look while working, never for the published table)",
     )
