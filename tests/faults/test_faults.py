@@ -347,7 +347,10 @@ async def test_f16_f18_slowloris_and_idle_floods_are_reaped_while_others_are_ser
             # Every idle and trickling socket was closed at the deadline.
             closed = 0
             for reader, writer in [*idle, *loris]:
-                data = await asyncio.wait_for(reader.read(), 5)
+                try:
+                    data = await asyncio.wait_for(reader.read(), 5)
+                except ConnectionError:  # closed while we still trickled into it
+                    data = b""
                 closed += data == b"" or data.startswith(b"HTTP/1.1 408")
                 writer.close()
             assert closed == 1200
