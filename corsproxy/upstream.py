@@ -465,6 +465,7 @@ class UpstreamClient:
         self.pools: dict[tuple[str, str, int], _Pool] = {}
         self.all: dict[_Connection, None] = {}
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
+        self._connecting = 0
         self._ssl: ssl.SSLContext | None = None
         self._sweeper = self.loop.call_later(1.0, self._sweep)
 
@@ -491,7 +492,7 @@ class UpstreamClient:
             if conn is not None:
                 return conn
         deadline = self.loop.time() + connect_timeout
-        while len(self.all) >= self.limit:
+        while len(self.all) + self._connecting >= self.limit:
             # At the bound: close an idle connection of another upstream, or wait for a slot.
             if not self._evict_idle():
                 waiter: asyncio.Future[None] = self.loop.create_future()
@@ -499,15 +500,26 @@ class UpstreamClient:
                 try:
                     async with asyncio.timeout_at(deadline):
                         await waiter
-                except TimeoutError as exc:
-                    raise UpstreamFailure(
-                        fw.UPSTREAM_CONNECT_TIMEOUT, "no free connection"
-                    ) from exc
+                except BaseException as exc:
+                    if waiter.done() and not waiter.cancelled():
+                        self.slot_freed()  # we were woken but leave: pass the slot on
+                    if isinstance(exc, TimeoutError):
+                        raise UpstreamFailure(
+                            fw.UPSTREAM_CONNECT_TIMEOUT, "no free connection"
+                        ) from exc
+                    raise
                 if not fresh:
                     conn = pool.take_idle()
                     if conn is not None:
                         return conn
-        conn = await pool.connect(max(0.0, deadline - self.loop.time()))
+        self._connecting += 1  # counted against the bound while it connects
+        try:
+            conn = await pool.connect(max(0.0, deadline - self.loop.time()))
+        except BaseException:
+            self._connecting -= 1
+            self.slot_freed()
+            raise
+        self._connecting -= 1
         self.all[conn] = None
         return conn
 

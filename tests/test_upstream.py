@@ -317,3 +317,26 @@ def test_request_heads(
 def test_request_heads_never_split(target: str, headers: list[tuple[str, str]]) -> None:
     with pytest.raises(ValueError, match="CR, LF or NUL"):
         encode_head("GET", target, "up", headers, False)
+
+
+async def test_concurrent_connects_never_exceed_the_bound() -> None:
+    open_now = peak = 0
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal open_now, peak
+        open_now += 1
+        peak = max(peak, open_now)
+        try:
+            while True:
+                await asyncio.sleep(0.05)
+                writer.write(OK)
+                await writer.drain()
+                await reader.readuntil(b"\r\n\r\n")
+        finally:
+            open_now -= 1
+
+    async with raw_upstream(slow) as url, client(limit=2) as c:
+        up = Upstream("http", "127.0.0.1", int(url.rsplit(":", 1)[1]))
+        results = await asyncio.gather(*(get(c, up) for _ in range(8)))
+    assert results == [(200, b"ok")] * 8
+    assert peak == 2
