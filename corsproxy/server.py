@@ -267,7 +267,10 @@ class ProxyApp:
             host=headers.get("Host"),
             preserve_host=route.preserve_host,
             request_id=exchange.request_id,
-            drop_method_overrides=bool(view.origin) and not decision.allowed,
+            # Report-only changes nothing on the wire, so it keeps them.
+            drop_method_overrides=(
+                bool(view.origin) and not decision.allowed and route.cors.mode is Mode.ENFORCE
+            ),
         )
         target = Target(
             upstream=route.upstream,

@@ -476,6 +476,17 @@ async def test_a75_method_overrides_from_disallowed_origins_are_stripped() -> No
     assert allowed >= {o.lower() for o in OVERRIDES}  # an allowed origin was preflighted
 
 
+async def test_a75_report_only_keeps_method_overrides_since_it_changes_nothing_on_the_wire() -> (
+    None
+):
+    headers = tuple((name, "DELETE") for name in OVERRIDES)
+    policy = {"allow_origins": [APP], "mode": "report-only"}
+    async with probe(cors=policy) as p:
+        await p.request("/x", "https://evil.example", "POST", headers, body=b"x")
+        seen = {n.lower() for n, _ in p.upstream.seen[-1]["headers"]}
+    assert seen >= {o.lower() for o in OVERRIDES}
+
+
 async def test_a76_same_origin_post_is_forwarded_without_cors() -> None:
     async with probe() as p:
         reply = await p.request(method="POST", origin="http://proxy.test", body=b"x")
