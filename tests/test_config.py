@@ -354,6 +354,19 @@ ERRORS = [
         "default: ${LEGACY_URL:-value})",
     ),
     (
+        "insecure-origin-with-credentials",
+        """\
+        upstream: http://legacy:9000
+        cors:
+          allow_credentials: true
+          allow_origins: [http://app.example.com, http://localhost:3000, "http://[::1]:*"]
+        """,
+        "cfg.yaml:4: cors.allow_origins[0]: 'http://app.example.com' is plain http and "
+        "allow_credentials is true (line 3) (anyone on the network path can send requests as an "
+        "http origin and read the answers; use https, or set allow_insecure_origins: true if you "
+        "accept that (loopback origins such as http://localhost:3000 are always allowed))",
+    ),
+    (
         "malformed-env",
         """\
         upstream: http://${HOST
@@ -540,3 +553,19 @@ def test_compiled_matchers_and_tables_are_immutable() -> None:
         config.routes.default = None  # type: ignore[misc]
     with pytest.raises(AttributeError):
         config.cors.origins.any = None  # type: ignore[misc]
+
+
+def test_insecure_origins_with_credentials_are_an_explicit_opt_in() -> None:
+    text = textwrap.dedent(
+        """\
+        upstream: http://legacy:9000
+        cors:
+          allow_credentials: true
+          allow_insecure_origins: true
+          allow_origins: [http://app.example.com, "http://*.example.org"]
+        """
+    )
+    config = parse_config(text, "cfg.yaml")
+    assert config.cors.allow_credentials
+    problems_found = problems(text.replace("  allow_insecure_origins: true\n", ""))
+    assert sum("is plain http" in p for p in problems_found) == 2
