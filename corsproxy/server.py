@@ -60,10 +60,6 @@ def _new_id() -> str:
     return f"{_ID_PREFIX}{next(_id_counter):016x}"
 
 
-# Idle keep-alive and header reading share one timer in aiohttp (its default is 3630 s):
-# config.limits.idle_timeout, 30 s unless set.
-
-
 def _text_response(status: int, text: str, decision: Decision | None = None) -> web.StreamResponse:
     failure = fw.Failure(status, "", text)
     return error_response(failure, decision)
@@ -345,6 +341,7 @@ async def serve(
         app.handle,
         handler_cancellation=True,  # a client that goes away cancels its upstream request
         access_log=None,
+        # Idle keep-alive and header reading share this timer in aiohttp (default 3630 s).
         keepalive_timeout=keepalive_timeout or config.limits.idle_timeout,
         auto_decompress=False,  # forward compressed request bodies untouched
     )
