@@ -667,10 +667,8 @@ def compile_config(top: Section, ctx: Context) -> Config | None:
         admin=Admin(admin_section.get("listen")) if admin_section else None,
         timeouts=timeouts,
         preserve_host=preserve_host,
-        limits=Limits(
-            limits_section.get("max_body_size") if limits_section else None,
-            limits_section.get("idle_timeout", 30.0) if limits_section else 30.0,
-        ),
+        # The spec admits exactly Limits' fields; absent keys keep the dataclass defaults.
+        limits=Limits(**limits_section.values) if limits_section else Limits(),
         cors=policy,
         routes=RouteTable(tuple(routes), default_route),
         warnings=tuple(dict.fromkeys(d for d in ctx.diagnostics if d.warning)),
