@@ -319,10 +319,7 @@ class _Connection(asyncio.Protocol):
         try:
             while self.head is None:
                 await self.wait()
-        except asyncio.CancelledError:
-            self.finish()
-            raise
-        except BaseException:
+        except BaseException:  # cancelled, timed out or failed: never back to the pool
             self.finish()
             raise
         return self.head
