@@ -178,16 +178,11 @@ async def forward(
     body: bytes | AsyncIterator[bytes] | None = None
     length = request.content_length
     try:
-        if request.body_exists and length is not None and length <= SMALL_BODY:
-            # Small bodies are read whole, then leave with the request head in one write.
-            try:
-                async with asyncio.timeout(target.read_timeout):
-                    body = await request.read()
-            except TimeoutError:
-                exchange.body_error = fw.BODY_TIMEOUT
-                raise
-        elif request.body_exists:
+        if request.body_exists:
             body = _request_body(request, target.max_body_size, target.read_timeout, exchange)
+            if length is not None and length <= SMALL_BODY:
+                # Small bodies are read whole, then leave with the request head in one write.
+                body = b"".join([chunk async for chunk in body])
         upstream = await client.request(
             target.upstream,
             request.method,
