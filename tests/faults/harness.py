@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from tests.net import ROOT, TIMEOUT, head_and_body, raw_exchange
+from tests.net import ROOT, TIMEOUT, head_and_body, header_values, raw_exchange
 
 APP = "https://app.example.com"
 POLICY = {"allow_origins": [APP], "allow_credentials": True}
@@ -181,6 +181,4 @@ def status(response: bytes) -> int:
 
 
 def header(response: bytes, name: str) -> list[str]:
-    lines, _ = head_and_body(response)
-    prefix = name.lower() + ":"
-    return [line.split(":", 1)[1].strip() for line in lines[1:] if line.lower().startswith(prefix)]
+    return header_values(head_and_body(response)[0], name)
