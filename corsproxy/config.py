@@ -89,6 +89,18 @@ class Admin:
 class Limits:
     max_body_size: int | None = None
     idle_timeout: float = 30.0  # idle keep-alive clients, and unfinished request heads
+    # A request body is received up to this much (or whole) before an upstream connection is
+    # taken, so a client that trickles a small body holds no upstream connection.
+    request_buffer: int = 64 * 1024
+    # Kestrel's minimum request body data rate, enforced after the grace period (408 below it).
+    min_body_rate: int = 240
+    min_body_rate_grace: float = 5.0
+    # Open upstream connections per process (connecting ones count).
+    upstream_connections: int = 512
+    # The largest request line or header field line; a larger request head is a 431.
+    max_header_size: int = 8190
+    # The largest WebSocket message either way; a larger one closes with 1009.
+    max_ws_message_size: int = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +116,8 @@ class Config:
     routes: RouteTable
     warnings: tuple[Diagnostic, ...] = ()
     version: int = 1
+    # Route prefixes match case-insensitively unless the upstream is known to be case-sensitive.
+    routes_case_sensitive: bool = False
 
 
 class ConfigError(Exception):
@@ -342,6 +356,11 @@ CONFIG_SPEC = Obj(
         "preserve_host": Field(
             boolean(), "Forward the client's Host instead of the upstream's.", default=False
         ),
+        "routes_case_sensitive": Field(
+            boolean(),
+            "Match route path prefixes case-sensitively (only for upstreams that are).",
+            default=False,
+        ),
         "limits": Field(
             Obj(
                 {
@@ -351,6 +370,39 @@ CONFIG_SPEC = Obj(
                         "How long a client connection may sit idle, or take to send a "
                         "request head (slowloris), before it is closed.",
                         default=30,
+                    ),
+                    "request_buffer": Field(
+                        size(),
+                        "How much of a request body is received before an upstream connection "
+                        "is taken (a smaller body is received whole first).",
+                        default=64 * 1024,
+                    ),
+                    "min_body_rate": Field(
+                        integer(minimum=0),
+                        "Minimum request body data rate in bytes/s after the grace period "
+                        "(408 below it); 0 turns it off.",
+                        default=240,
+                    ),
+                    "min_body_rate_grace": Field(
+                        duration(),
+                        "How long a request body may be slower than min_body_rate at first.",
+                        default=5,
+                    ),
+                    "upstream_connections": Field(
+                        integer(minimum=1),
+                        "Open upstream connections per process; a request waiting for one "
+                        "longer than timeouts.connect gets a 504.",
+                        default=512,
+                    ),
+                    "max_header_size": Field(
+                        size(),
+                        "Largest request line or header line; a larger request head is a 431.",
+                        default=8190,
+                    ),
+                    "max_ws_message_size": Field(
+                        size(),
+                        "Largest WebSocket message either way; a larger one closes with 1009.",
+                        default=4 * 1024 * 1024,
                     ),
                 }
             ),
@@ -672,6 +724,7 @@ def compile_config(top: Section, ctx: Context) -> Config | None:
         cors=policy,
         routes=RouteTable(tuple(routes), default_route),
         warnings=tuple(dict.fromkeys(d for d in ctx.diagnostics if d.warning)),
+        routes_case_sensitive=top.get("routes_case_sensitive", False),
     )
 
 
