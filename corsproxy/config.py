@@ -31,6 +31,7 @@ from corsproxy.origins import (
     OriginEntryError,
     OriginMatcher,
     compile_origin_entry,
+    probe,
 )
 from corsproxy.paths import PathError, normalize_path
 from corsproxy.routes import Route, RouteTable, Timeouts, Upstream
@@ -230,6 +231,17 @@ def check_version(value: Any) -> int:
 
 
 _LOOPBACK = re.compile(r"(localhost|[^/]*\.localhost|127(\.\d{1,3}){3}|\[::1\])\Z")
+
+
+# Origins no policy should allow: a regex that matches one of them allows (nearly) anyone.
+ATTACKER_PROBES = (
+    "https://attacker.invalid",
+    "https://evil.example.com.attacker.invalid",
+    "https://attacker.invalid:8443",
+    "https://localhost.attacker.invalid",
+)
+# With credentials, a regex must not match plain-http origins of strangers either.
+INSECURE_PROBES = ("http://attacker.invalid", "http://evil.example.com.attacker.invalid")
 
 
 def _insecure(entry: OriginEntry) -> bool:
@@ -516,6 +528,17 @@ def _compile_policy(
                     file=item.file,
                 )
                 failed = True
+            elif (found := probe(entry, ATTACKER_PROBES + INSECURE_PROBES)) is not None:
+                ctx.error(
+                    item.line,
+                    item.key,
+                    f"{entry.text!r} matches {found!r}, so it is like '*', which cannot be used "
+                    f"with allow_credentials: true ({ctx.place(cred_file, cred_line, item.file)})",
+                    "any site could read answers with the user's cookies; anchor the regex to "
+                    "your own sites, e.g. 'regex:https://[a-z0-9-]+\\.example\\.com'",
+                    file=item.file,
+                )
+                failed = True
             elif entry.kind == "null":
                 ctx.error(
                     item.line,
@@ -537,6 +560,30 @@ def _compile_policy(
                 file=file,
             )
             failed = True
+    if enabled and not credentials:
+        for entry in entries:
+            found = probe(entry, ATTACKER_PROBES)
+            if found is not None:
+                item = origin_items[entry.index]
+                ctx.warn(
+                    item.line,
+                    item.key,
+                    f"{entry.text!r} matches {found!r}: it allows nearly any origin",
+                    "write '*' if any origin is meant, or anchor the regex to your own sites",
+                    file=item.file,
+                )
+    if enabled and matcher.any is not None and get("allow_private_network", False):
+        line, key, file = blame("allow_private_network")
+        item = origin_items[matcher.any.index]
+        ctx.warn(
+            line,
+            key,
+            "allow_private_network: true with '*' in allow_origins "
+            f"({ctx.place(item.file, item.line, file)}): every public site can reach "
+            "this private-network API",
+            "list the origins that may reach it",
+            file=file,
+        )
     if matcher.any is not None and len(entries) > 1:
         item = origin_items[matcher.any.index]
         ctx.warn(

@@ -569,3 +569,113 @@ def test_insecure_origins_with_credentials_are_an_explicit_opt_in() -> None:
     assert config.cors.allow_credentials
     problems_found = problems(text.replace("  allow_insecure_origins: true\n", ""))
     assert sum("is plain http" in p for p in problems_found) == 2
+
+
+def test_a_match_everything_regex_is_refused_like_star_with_credentials() -> None:
+    found = problems(
+        """\
+        upstream: http://u:1
+        cors:
+          allow_origins: ['https://app.example.com', 'regex:https?://.*']
+          allow_credentials: true
+        """
+    )
+    assert found == [
+        "cfg.yaml:3: cors.allow_origins[1]: 'regex:https?://.*' matches "
+        "'https://attacker.invalid', so it is like '*', which cannot be used with "
+        "allow_credentials: true (line 4) (any site could read answers with the user's "
+        "cookies; anchor the regex to your own sites, e.g. "
+        "'regex:https://[a-z0-9-]+\\.example\\.com')"
+    ]
+    # Suffix tricks and plain http strangers are probed too.
+    for regex, probe in (
+        (r"https://.*example\.com.*", "https://evil.example.com.attacker.invalid"),
+        (r"http://[a-z.]+", "http://attacker.invalid"),
+        (r"https://[a-z.]+(:[0-9]+)?", "https://attacker.invalid"),
+    ):
+        text = f"upstream: http://u:1\ncors:\n  allow_origins: ['regex:{regex}']\n"
+        found = problems(text + "  allow_credentials: true\n")
+        assert len(found) == 1 and f"matches {probe!r}, so it is like '*'" in found[0], found
+    # An anchored regex passes.
+    text = "upstream: http://u:1\ncors:\n  allow_origins: ['regex:https://[a-z0-9-]+\\.example\\.com']\n"
+    assert warnings(text + "  allow_credentials: true\n") == []
+
+
+def test_a_match_everything_regex_without_credentials_is_a_warning() -> None:
+    assert warnings(
+        """\
+        upstream: http://u:1
+        cors:
+          allow_origins: ['regex:https://.+']
+        """
+    ) == [
+        "cfg.yaml:3: cors.allow_origins[0]: warning: 'regex:https://.+' matches "
+        "'https://attacker.invalid': it allows nearly any origin (write '*' if any origin is "
+        "meant, or anchor the regex to your own sites)"
+    ]
+
+
+def test_private_network_with_any_origin_is_a_warning() -> None:
+    assert warnings(
+        """\
+        upstream: http://u:1
+        cors:
+          allow_origins: ['*']
+          allow_private_network: true
+        """
+    ) == [
+        "cfg.yaml:4: cors.allow_private_network: warning: allow_private_network: true with '*' "
+        "in allow_origins (line 3): every public site can reach this private-network API "
+        "(list the origins that may reach it)"
+    ]
+    assert (
+        warnings(
+            "upstream: http://u:1\ncors:\n  allow_origins: [https://a.example]\n"
+            "  allow_private_network: true\n"
+        )
+        == []
+    )
+
+
+@pytest.mark.parametrize(
+    ("regex", "problem"),
+    [
+        (r"https://(a+)+\.example\.com", "nested quantifiers, as in '(a+)+'"),
+        (r"https://(\w+-?)+\.example\.com", "nested quantifiers, as in '(a+)+'"),
+        (r"https://(a*)*\.example\.com", "a repeated group that can match the empty string"),
+        (r"https://(a|a)*\.example\.com", "overlapping alternatives under a quantifier"),
+        (r"https://(ab|a.)+\.example\.com", "overlapping alternatives under a quantifier"),
+    ],
+)
+def test_superlinear_regexes_are_a_warning(regex: str, problem: str) -> None:
+    found = warnings(f"upstream: http://u:1\ncors:\n  allow_origins: ['regex:{regex}']\n")
+    assert len(found) == 1, found
+    assert found[0].startswith(
+        f"cfg.yaml:3: cors.allow_origins[0]: warning: the regex has {problem}"
+    )
+    assert "(corsproxy matches it with RE2, in linear time; write it without nesting" in found[0]
+
+
+@pytest.mark.parametrize(
+    "regex",
+    [
+        r"https://([a-z0-9]+\.)+example\.com",
+        r"https://(?:[a-z0-9-]+\.)*example\.com",
+        r"https://app[0-9]{1,3}\.example\.com(:[0-9]+)?",
+        r"https://(app|admin)\.example\.com",
+    ],
+)
+def test_linear_regexes_pass_quietly(regex: str) -> None:
+    assert warnings(f"upstream: http://u:1\ncors:\n  allow_origins: ['regex:{regex}']\n") == []
+
+
+def test_an_exponential_regex_re2_cannot_run_is_refused() -> None:
+    # `\Z` is Python-only syntax: this pattern would run on the backtracking engine.
+    found = problems(
+        "upstream: http://u:1\ncors:\n  allow_origins: ['regex:https://(a+)+\\.example\\.com\\Z']\n"
+    )
+    assert found == [
+        "cfg.yaml:3: cors.allow_origins[0]: the regex has nested quantifiers, as in '(a+)+', "
+        "and RE2 cannot read this pattern: one request could take minutes to match (write it "
+        "without nesting, e.g. 'regex:https://[a-z0-9-]+\\.example\\.com')"
+    ]
