@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
+import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +18,8 @@ from typing import Any
 
 import aiohttp
 
-from tests.net import Recorder, free_port, start_cli
+from corsproxy import logs
+from tests.net import ROOT, Recorder, free_port, raw_exchange, start_cli
 
 APP = "https://app.example.com"
 
@@ -65,3 +71,69 @@ async def test_a_catastrophic_regex_does_not_block_the_process(
         ok = "https://" + "a" * 60 + ".example.com"
         async with client.get(f"{url}/x", headers={"Origin": ok}, timeout=timeout) as r:
             assert r.headers["Access-Control-Allow-Origin"] == ok
+
+
+def text_fields(line: str) -> dict[str, str]:
+    """`key=value` fields of a text log line, split as a naive consumer would (on any
+    whitespace); a forged field would repeat a key."""
+    found: dict[str, str] = {}
+    for match in re.finditer(r'(?<!\S)([a-z_]+)=("(?:[^"\\]|\\.)*"|[^\s"]*)', line):
+        key, raw = match.groups()
+        assert key not in found, f"field {key} twice in {line!r}"
+        found[key] = json.loads(raw) if raw.startswith('"') else raw
+    return found
+
+
+async def test_text_log_values_cannot_forge_fields(recorder: Recorder) -> None:
+    proc = await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, "-m", "corsproxy", "serve", "--log-format", "text", "--listen",
+         "127.0.0.1:0", "--upstream", recorder.url, "--allow-origin", APP],
+        stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    try:
+        url = ""
+        while not url:
+            line = await asyncio.wait_for(asyncio.to_thread(proc.stderr.readline), 10)
+            assert line, "corsproxy did not start"
+            found = re.search(r"listening on (http://\S+),", line)
+            url = found.group(1) if found else ""
+        forged = [
+            "https://a.example\tcors=allowed",
+            'https://b.example" cors=allowed reason="x',
+            "https://c.example\\\tcors=allowed",
+            "https://d.example=x\t\tstatus=500",
+        ]
+        for origin in forged:
+            request = f"GET /x HTTP/1.1\r\nHost: h\r\nOrigin: {origin}\r\nConnection: close\r\n\r\n"
+            assert (await raw_exchange(url, request.encode())).startswith(b"HTTP/1.1 200")
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.to_thread(proc.communicate, timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    access = [line for line in err.splitlines() if " GET /x 200" in line]
+    assert len(access) == len(forged)
+    for line, origin in zip(access, forged, strict=True):
+        fields = text_fields(line)
+        assert fields["origin"] == origin  # the value, whole, read back
+        assert fields["cors"] == "refused" and fields["status"] == "200"
+
+
+def test_text_log_escapes_every_value_that_is_not_a_plain_token() -> None:
+    formatter = logs._Formatter(json_lines=False)
+    values = {"a": "tab\there", "b": "cr\rlf\nend", "c": 'quote"', "d": "back\\slash",
+              "e": "k=v", "f": "caf\u00e9", "g": "bell\x07", "h": "plain-token/1.0:x"}  # fmt: skip
+    record = logging.LogRecord("corsproxy.access", logging.INFO, __file__, 1, "GET %s 200",
+                               ("/x\r\nforged",), None)  # fmt: skip
+    record.fields = values
+    line = formatter.format(record)
+    assert "\n" not in line and "\r" not in line and "\t" not in line and "\x07" not in line
+    assert line.isascii()
+    assert " GET /x\\r\\nforged 200 " in line
+    assert text_fields(line) == values
+    assert "h=plain-token/1.0:x" in line  # tokens stay bare
+    json_line = logs._Formatter(json_lines=True).format(record)
+    assert {k: json.loads(json_line)[k] for k in values} == values  # JSON stays JSON
