@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
@@ -810,6 +810,76 @@ def _apply_overrides(root: MappingNode, overrides: Sequence[Override]) -> None:
         mapping.value.append((_node(leaf, override.source), _node(override.value, override.source)))
 
 
+# A config is a few KiB; these bound what a reload can cost (a FIFO, /dev/zero, a YAML bomb).
+MAX_CONFIG_SIZE = 1024 * 1024
+# Nodes that aliases may add beyond the document's own (`<<: *defaults` in every route is a
+# few hundred); a "billion laughs" file multiplies them into millions.
+MAX_ALIAS_NODES = 10_000
+
+
+def _expanded_size(root: Node) -> int | None:
+    """The number of nodes with aliases expanded (each shared node counted each time it is
+    reached), or None for a recursive alias. Linear in the distinct nodes: sizes are kept."""
+    sizes: dict[int, int] = {}
+    pending: set[int] = set()
+
+    def size(node: Node) -> int | None:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        if id(node) in pending:
+            return None
+        pending.add(id(node))
+        total = 1
+        children: list[Node] = []
+        if isinstance(node, SequenceNode):
+            children = node.value
+        elif isinstance(node, MappingNode):
+            children = [part for pair in node.value for part in pair]
+        for child in children:
+            inner = size(child)
+            if inner is None:
+                return None
+            total += inner
+        pending.discard(id(node))
+        sizes[id(node)] = total
+        return total
+
+    return size(root)
+
+
+def _check_aliases(root: Node, file: str) -> None:
+    distinct: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in distinct:
+            continue
+        distinct.add(id(node))
+        if isinstance(node, SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, MappingNode):
+            stack.extend(part for pair in node.value for part in pair)
+    expanded = _expanded_size(root)
+    if expanded is None:
+        raise ConfigError(
+            [Diagnostic(file, 1, "", "a YAML alias refers to itself", "remove the recursion")]
+        )
+    if expanded - len(distinct) > MAX_ALIAS_NODES:
+        raise ConfigError(
+            [
+                Diagnostic(
+                    file,
+                    1,
+                    "",
+                    f"YAML aliases expand the config to {expanded} values "
+                    f"(more than {MAX_ALIAS_NODES} beyond the file's own)",
+                    "write the repeated parts out, or use fewer aliases",
+                )
+            ]
+        )
+
+
 def _empty_root(file: str) -> MappingNode:
     mark = yaml.error.Mark(file, 0, 0, 0, None, 0)
     return MappingNode(MAP_TAG, [], mark, mark)
@@ -842,6 +912,12 @@ def parse_config(
             ) from None
         except yaml.YAMLError as exc:
             raise ConfigError([Diagnostic(file, 1, "", f"YAML error: {exc}")]) from None
+        except RecursionError:
+            raise ConfigError(
+                [Diagnostic(file, 1, "", "YAML error: the document is nested too deeply")]
+            ) from None
+        if root is not None:
+            _check_aliases(root, file)
         if root is None and overrides:
             root = _empty_root(file)
     if root is None:
@@ -876,7 +952,7 @@ def load_config(
         return parse_config(None, "command line", env, overrides)
     name = os.fspath(path)
     try:
-        document = Path(name).read_bytes().decode("utf-8")
+        document = _read_regular_file(name).decode("utf-8")
     except OSError as exc:
         raise ConfigError(
             [Diagnostic(name, 0, "", f"cannot read the config: {exc.strerror or exc}")]
@@ -886,3 +962,42 @@ def load_config(
             [Diagnostic(name, 1, "", f"the config is not UTF-8 text: {exc.reason}")]
         ) from None
     return parse_config(document, name, env, overrides)
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket"
+
+
+def _read_regular_file(name: str) -> bytes:
+    """The bytes of a regular file of at most MAX_CONFIG_SIZE. Opened without blocking, so a
+    FIFO (or a device) is refused at once instead of waiting for a writer or reading forever."""
+    fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            problem = f"cannot read the config: it is {_file_kind(mode)}, not a regular file"
+            raise ConfigError([Diagnostic(name, 0, "", problem)])
+        chunks: list[bytes] = []
+        left = MAX_CONFIG_SIZE + 1
+        while left > 0 and (chunk := os.read(fd, left)):
+            chunks.append(chunk)
+            left -= len(chunk)
+    finally:
+        os.close(fd)
+    if left <= 0:
+        raise ConfigError(
+            [
+                Diagnostic(
+                    name,
+                    0,
+                    "",
+                    f"cannot read the config: it is larger than {MAX_CONFIG_SIZE // 1024} KiB",
+                    "a config is a few KiB; is this the right file?",
+                )
+            ]
+        )
+    return b"".join(chunks)

@@ -117,6 +117,8 @@ class ProxyApp:
         self.upstreams: UpstreamClient | None = None
         self.websockets: set[web.WebSocketResponse] = set()
         self.draining = False
+        self._reloading: asyncio.Task[None] | None = None
+        self._reload_again = False
 
     async def start(self) -> None:
         self.session = make_session()
@@ -135,19 +137,47 @@ class ProxyApp:
         if self.upstreams is not None:
             await self.upstreams.close()
 
+    def request_reload(self) -> None:
+        """SIGHUP: reload off the event loop (reading and compiling a file can take time, or
+        hang on a slow filesystem), one reload at a time; a signal during one runs another."""
+        self._reload_again = True
+        if self._reloading is None or self._reloading.done():
+            self._reloading = asyncio.get_running_loop().create_task(self._reload_in_thread())
+
+    async def _reload_in_thread(self) -> None:
+        while self._reload_again:
+            self._reload_again = False
+            await self.reload_async()
+
+    async def reload_async(self) -> bool:
+        if self.loader is None:
+            return False
+        loader = self.loader
+        try:
+            config = await asyncio.to_thread(loader)
+        except ConfigError as exc:
+            return self._reloaded(exc)
+        return self._reloaded(config)  # the swap happens here, on the loop
+
     def reload(self) -> bool:
         """Re-read and validate the config; keep the old one when the new one is invalid."""
         if self.loader is None:
             return False
         try:
-            config = self.loader()
+            return self._reloaded(self.loader())
         except ConfigError as exc:
+            return self._reloaded(exc)
+
+    def _reloaded(self, result: Config | ConfigError) -> bool:
+        if isinstance(result, ConfigError):
+            exc = result
             for diagnostic in exc.diagnostics:
                 log.error("reload: %s", diagnostic)
             log.error("reload failed: keeping the running config (%s)", self.config.source)
             if self.metrics is not None:
                 self.metrics.reloads.labels("failure").inc()
             return False
+        config = result
         if self.metrics is not None:
             self.metrics.reloads.labels("success").inc()
         for warning in config.warnings:
@@ -374,7 +404,7 @@ async def serve(
     if signals:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, app.reload)
+        loop.add_signal_handler(signal.SIGHUP, app.request_reload)
     sockets = getattr(site._server, "sockets", None) or []
     address = sockets[0].getsockname() if sockets else (config.listen.host, config.listen.port)
     host = f"[{address[0]}]" if ":" in address[0] else address[0]

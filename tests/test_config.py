@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
+import time
 from pathlib import Path
 
 import jsonschema
@@ -679,3 +681,54 @@ def test_an_exponential_regex_re2_cannot_run_is_refused() -> None:
         "and RE2 cannot read this pattern: one request could take minutes to match (write it "
         "without nesting, e.g. 'regex:https://[a-z0-9-]+\\.example\\.com')"
     ]
+
+
+def test_only_regular_files_of_bounded_size_are_read(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)  # no writer: an ordinary open would wait forever
+    cases = {
+        str(fifo): f"{fifo}: cannot read the config: it is a FIFO, not a regular file",
+        "/dev/zero": "/dev/zero: cannot read the config: it is a device, not a regular file",
+        str(tmp_path): f"{tmp_path}: cannot read the config: it is a directory, not a regular file",
+    }
+    big = tmp_path / "big.yaml"
+    big.write_text("upstream: http://u:1\n" + "# padding\n" * 120_000)
+    cases[str(big)] = (
+        f"{big}: cannot read the config: it is larger than 1024 KiB (a config is a few KiB; "
+        "is this the right file?)"
+    )
+    for path, expected in cases.items():
+        started = time.monotonic()
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+        assert [str(d) for d in info.value.diagnostics] == [expected]
+        assert time.monotonic() - started < 5
+
+
+def test_yaml_alias_bombs_are_refused_fast() -> None:
+    levels = ["a0: &a0 [" + ", ".join(["x"] * 10) + "]"]
+    for i in range(1, 9):
+        levels.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    bomb = "\n".join(levels) + "\nupstream: http://u:1\ncors: {allow_origins: *a8}\n"
+    started = time.monotonic()
+    found = problems(bomb)
+    assert time.monotonic() - started < 5
+    assert len(found) == 1
+    assert found[0].startswith("cfg.yaml:1: YAML aliases expand the config to ")
+    assert found[0].endswith(
+        " values (more than 10000 beyond the file's own) (write the repeated parts out, or use "
+        "fewer aliases)"
+    )
+    assert problems("a: &a [x, *a]\nupstream: http://u:1\n") == [
+        "cfg.yaml:1: a YAML alias refers to itself (remove the recursion)"
+    ]
+    # Aliases as configs use them (shared policy keys) still load.
+    shared = """\
+        upstream: http://u:1
+        routes:
+          - path_prefix: /a
+            cors: &shared {allow_origins: [https://a.example], max_age: 60}
+          - path_prefix: /b
+            cors: *shared
+        """
+    assert parse_config(textwrap.dedent(shared), "cfg.yaml", {}).routes.routes[1].cors.max_age == 60

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
 import signal
 import subprocess
@@ -137,3 +138,79 @@ def test_text_log_escapes_every_value_that_is_not_a_plain_token() -> None:
     assert "h=plain-token/1.0:x" in line  # tokens stay bare
     json_line = logs._Formatter(json_lines=True).format(record)
     assert {k: json.loads(json_line)[k] for k in values} == values  # JSON stays JSON
+
+
+async def test_reload_refuses_fifos_devices_and_alias_bombs_while_serving(
+    recorder: Recorder, tmp_path: Path
+) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(f"upstream: {recorder.url}\ncors:\n  allow_origins: [{APP}]\n")
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)  # nobody writes: reading it the ordinary way waits forever
+    levels = ["a0: &a0 [" + ", ".join(["x"] * 10) + "]"]
+    levels += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(
+        "\n".join(levels) + f"\nupstream: {recorder.url}\ncors: {{allow_origins: *a8}}\n"
+    )
+    config = tmp_path / "config.yaml"
+    config.symlink_to(good)
+
+    def point_at(target: Path) -> None:
+        config.unlink()
+        config.symlink_to(target)
+
+    async with serving("--config", str(config)) as (proc, url):
+        async with aiohttp.ClientSession() as client:
+
+            async def still_serving() -> None:
+                timeout = aiohttp.ClientTimeout(total=5)
+                headers = {"Origin": APP}
+                async with client.get(f"{url}/x", headers=headers, timeout=timeout) as r:
+                    assert r.status == 200
+                    assert r.headers["Access-Control-Allow-Origin"] == APP  # the old config
+
+            for target in (fifo, Path("/dev/zero"), bomb):
+                point_at(target)
+                proc.send_signal(signal.SIGHUP)
+                await asyncio.sleep(0.3)
+                await still_serving()
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.to_thread(proc.communicate, timeout=10)
+    messages = [json.loads(line)["message"] for line in err.splitlines() if line.startswith("{")]
+    assert f"reload: {config}: cannot read the config: it is a FIFO, not a regular file" in messages
+    assert (
+        f"reload: {config}: cannot read the config: it is a device, not a regular file" in messages
+    )
+    assert any(
+        m.startswith(f"reload: {config}:1: YAML aliases expand the config to ") for m in messages
+    )
+    assert sum("reload failed: keeping the running config" in m for m in messages) == 3
+
+
+async def test_a_slow_reload_runs_off_the_event_loop(recorder: Recorder, tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"upstream: {recorder.url}\ncors:\n  allow_origins: [{APP}]\n")
+    async with serving("--config", str(config)) as (proc, url):
+        # Just under the size cap: compiling it takes a second or more.
+        origins = "".join(f"    - https://app{i}.example.com\n" for i in range(25000))
+        config.write_text(f"upstream: {recorder.url}\ncors:\n  allow_origins:\n{origins}")
+        async with aiohttp.ClientSession() as client:
+            proc.send_signal(signal.SIGHUP)
+            await asyncio.sleep(0.05)
+            async with client.get(f"{url}/during-reload") as r:
+                assert r.status == 200
+            for _ in range(100):  # the new config arrives
+                async with client.get(
+                    f"{url}/x", headers={"Origin": "https://app7.example.com"}
+                ) as r:
+                    if "Access-Control-Allow-Origin" in r.headers:
+                        break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the reload never completed")
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.to_thread(proc.communicate, timeout=10)
+    messages = [json.loads(line)["message"] for line in err.splitlines() if line.startswith("{")]
+    answered = messages.index("GET /during-reload 200")
+    assert answered < messages.index(f"config reloaded from {config}")  # served meanwhile
