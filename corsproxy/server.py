@@ -65,6 +65,22 @@ def _text_response(status: int, text: str, decision: Decision | None = None) -> 
     return error_response(failure, decision)
 
 
+def _max_forwards(request: web.BaseRequest) -> fw.Failure | None:
+    headers = request.headers
+    preflight = "Origin" in headers and "Access-Control-Request-Method" in headers
+    return fw.max_forwards_answer(request.method, headers.getall("Max-Forwards", ()), preflight)
+
+
+def _early_response(answer: fw.Failure) -> web.StreamResponse:
+    """TRACE's 405 and the OPTIONS that Max-Forwards: 0 makes ours carry `Allow`."""
+    if answer.status == 200:
+        response: web.StreamResponse = web.Response(status=200)
+    else:
+        response = _text_response(answer.status, f"{answer.message}")
+    response.headers["Allow"] = fw.ALLOW
+    return response
+
+
 class _RequestHandler(RequestHandler):
     """aiohttp's answers to unparseable requests echo the offending bytes as text/plain:
     tell browsers never to sniff them into something else."""
@@ -220,6 +236,11 @@ class ProxyApp:
     async def _dispatch(
         self, request: web.BaseRequest, config: Config, exchange: Exchange
     ) -> web.StreamResponse:
+        if request.method == "OPTIONS" or request.method.upper() in fw.REFUSED_METHODS:
+            early = _max_forwards(request)
+            if early is not None:
+                exchange.reason = early.reason
+                return _early_response(early)
         if request.version not in (HttpVersion10, HttpVersion11):
             exchange.reason = fw.BAD_VERSION.reason
             # aiohttp echoes the request's version in the status line ("HTTP/2.0 505"):

@@ -20,7 +20,16 @@ from typing import Any
 import aiohttp
 
 from corsproxy import logs
-from tests.net import ROOT, Recorder, free_port, raw_exchange, start_cli
+from tests.net import (
+    ROOT,
+    Recorder,
+    free_port,
+    head_and_body,
+    header_values,
+    raw_exchange,
+    running_proxy,
+    start_cli,
+)
 
 APP = "https://app.example.com"
 
@@ -214,3 +223,56 @@ async def test_a_slow_reload_runs_off_the_event_loop(recorder: Recorder, tmp_pat
     messages = [json.loads(line)["message"] for line in err.splitlines() if line.startswith("{")]
     answered = messages.index("GET /during-reload 200")
     assert answered < messages.index(f"config reloaded from {config}")  # served meanwhile
+
+
+async def test_trace_is_refused_and_max_forwards_honoured(recorder: Recorder) -> None:
+    doc = {"upstream": recorder.url, "cors": {"allow_origins": [APP], "allow_methods": ["PUT"]}}
+    async with running_proxy(doc) as url:
+
+        async def send(method: str, *headers: str) -> tuple[list[str], bytes]:
+            lines = "".join(f"{h}\r\n" for h in headers)
+            request = f"{method} /x HTTP/1.1\r\nHost: h\r\n{lines}Connection: close\r\n\r\n"
+            return head_and_body(await raw_exchange(url, request.encode()))
+
+        for method in ("TRACE",):  # aiohttp refuses TRACK and `trace` itself (400)
+            head, body = await send(method, "Cookie: session=secret", "Max-Forwards: 5")
+            assert head[0] == "HTTP/1.1 405 Method Not Allowed", head
+            assert header_values(head, "Allow") == ["GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"]
+            assert b"secret" not in body
+        assert recorder.seen == []  # never forwarded
+
+        head, body = await send("OPTIONS", "Max-Forwards: 0")  # this hop is the last one
+        assert head[0] == "HTTP/1.1 200 OK" and body == b""
+        assert header_values(head, "Allow") == ["GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"]
+        for bad in (
+            ("Max-Forwards: -1",),
+            ("Max-Forwards: 1x",),
+            ("Max-Forwards: 1", "Max-Forwards: 2"),
+        ):
+            head, _ = await send("OPTIONS", *bad)
+            assert head[0].endswith(" 400 Bad Request"), (bad, head)  # aiohttp: duplicates
+        assert recorder.seen == []
+
+        head, _ = await send("OPTIONS", "Max-Forwards: 3")
+        assert head[0] == "HTTP/1.1 200 OK"
+        assert recorder.seen[-1]["method"] == "OPTIONS"
+        assert upstream_values(recorder, "Max-Forwards") == ["2"]  # decremented
+        head, _ = await send("OPTIONS", "Max-Forwards: 0", f"Origin: {APP}",
+                             "Access-Control-Request-Method: PUT")  # fmt: skip
+        assert head[0] == "HTTP/1.1 204 No Content"  # a preflight: the CORS answer
+        assert header_values(head, "Access-Control-Allow-Origin") == [APP]
+
+
+async def test_sec_websocket_origin_never_reaches_the_upstream(recorder: Recorder) -> None:
+    async with running_proxy({"upstream": recorder.url}) as url:
+        request = (
+            "GET /x HTTP/1.1\r\nHost: h\r\nSec-WebSocket-Origin: https://trusted.example\r\n"
+            "Connection: close\r\n\r\n"
+        )
+        head, _ = head_and_body(await raw_exchange(url, request.encode()))
+        assert head[0] == "HTTP/1.1 200 OK"
+    assert upstream_values(recorder, "Sec-WebSocket-Origin") == []
+
+
+def upstream_values(recorder: Recorder, name: str) -> list[str]:
+    return [v for n, v in recorder.seen[-1]["headers"] if n.lower() == name.lower()]
