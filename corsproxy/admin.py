@@ -100,10 +100,12 @@ class Metrics:
         children[1].observe(duration)
 
     def count_decision(self, route: str, kind: str, decision: str, reason: str) -> None:
-        key = (route, kind, decision, reason)
+        # Keyed by the bounded label, never the reason itself: its detail (a header name, a
+        # method) is the client's choice, and a cache keyed by it grows without bound.
+        key = (route, kind, decision, reason_label(reason))
         child = self._decision_children.get(key)
         if child is None:
-            child = self.cors_decisions.labels(route, kind, decision, reason_label(reason))
+            child = self.cors_decisions.labels(*key)
             self._decision_children[key] = child
         child.inc()
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +31,7 @@ from corsproxy.origins import (
     OriginEntryError,
     OriginMatcher,
     compile_origin_entry,
+    probe,
 )
 from corsproxy.paths import PathError, normalize_path
 from corsproxy.routes import Route, RouteTable, Timeouts, Upstream
@@ -230,6 +231,17 @@ def check_version(value: Any) -> int:
 
 
 _LOOPBACK = re.compile(r"(localhost|[^/]*\.localhost|127(\.\d{1,3}){3}|\[::1\])\Z")
+
+
+# Origins no policy should allow: a regex that matches one of them allows (nearly) anyone.
+ATTACKER_PROBES = (
+    "https://attacker.invalid",
+    "https://evil.example.com.attacker.invalid",
+    "https://attacker.invalid:8443",
+    "https://localhost.attacker.invalid",
+)
+# With credentials, a regex must not match plain-http origins of strangers either.
+INSECURE_PROBES = ("http://attacker.invalid", "http://evil.example.com.attacker.invalid")
 
 
 def _insecure(entry: OriginEntry) -> bool:
@@ -516,6 +528,17 @@ def _compile_policy(
                     file=item.file,
                 )
                 failed = True
+            elif (found := probe(entry, ATTACKER_PROBES + INSECURE_PROBES)) is not None:
+                ctx.error(
+                    item.line,
+                    item.key,
+                    f"{entry.text!r} matches {found!r}, so it is like '*', which cannot be used "
+                    f"with allow_credentials: true ({ctx.place(cred_file, cred_line, item.file)})",
+                    "any site could read answers with the user's cookies; anchor the regex to "
+                    "your own sites, e.g. 'regex:https://[a-z0-9-]+\\.example\\.com'",
+                    file=item.file,
+                )
+                failed = True
             elif entry.kind == "null":
                 ctx.error(
                     item.line,
@@ -537,6 +560,30 @@ def _compile_policy(
                 file=file,
             )
             failed = True
+    if enabled and not credentials:
+        for entry in entries:
+            found = probe(entry, ATTACKER_PROBES)
+            if found is not None:
+                item = origin_items[entry.index]
+                ctx.warn(
+                    item.line,
+                    item.key,
+                    f"{entry.text!r} matches {found!r}: it allows nearly any origin",
+                    "write '*' if any origin is meant, or anchor the regex to your own sites",
+                    file=item.file,
+                )
+    if enabled and matcher.any is not None and get("allow_private_network", False):
+        line, key, file = blame("allow_private_network")
+        item = origin_items[matcher.any.index]
+        ctx.warn(
+            line,
+            key,
+            "allow_private_network: true with '*' in allow_origins "
+            f"({ctx.place(item.file, item.line, file)}): every public site can reach "
+            "this private-network API",
+            "list the origins that may reach it",
+            file=file,
+        )
     if matcher.any is not None and len(entries) > 1:
         item = origin_items[matcher.any.index]
         ctx.warn(
@@ -763,6 +810,76 @@ def _apply_overrides(root: MappingNode, overrides: Sequence[Override]) -> None:
         mapping.value.append((_node(leaf, override.source), _node(override.value, override.source)))
 
 
+# A config is a few KiB; these bound what a reload can cost (a FIFO, /dev/zero, a YAML bomb).
+MAX_CONFIG_SIZE = 1024 * 1024
+# Nodes that aliases may add beyond the document's own (`<<: *defaults` in every route is a
+# few hundred); a "billion laughs" file multiplies them into millions.
+MAX_ALIAS_NODES = 10_000
+
+
+def _expanded_size(root: Node) -> int | None:
+    """The number of nodes with aliases expanded (each shared node counted each time it is
+    reached), or None for a recursive alias. Linear in the distinct nodes: sizes are kept."""
+    sizes: dict[int, int] = {}
+    pending: set[int] = set()
+
+    def size(node: Node) -> int | None:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        if id(node) in pending:
+            return None
+        pending.add(id(node))
+        total = 1
+        children: list[Node] = []
+        if isinstance(node, SequenceNode):
+            children = node.value
+        elif isinstance(node, MappingNode):
+            children = [part for pair in node.value for part in pair]
+        for child in children:
+            inner = size(child)
+            if inner is None:
+                return None
+            total += inner
+        pending.discard(id(node))
+        sizes[id(node)] = total
+        return total
+
+    return size(root)
+
+
+def _check_aliases(root: Node, file: str) -> None:
+    distinct: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in distinct:
+            continue
+        distinct.add(id(node))
+        if isinstance(node, SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, MappingNode):
+            stack.extend(part for pair in node.value for part in pair)
+    expanded = _expanded_size(root)
+    if expanded is None:
+        raise ConfigError(
+            [Diagnostic(file, 1, "", "a YAML alias refers to itself", "remove the recursion")]
+        )
+    if expanded - len(distinct) > MAX_ALIAS_NODES:
+        raise ConfigError(
+            [
+                Diagnostic(
+                    file,
+                    1,
+                    "",
+                    f"YAML aliases expand the config to {expanded} values "
+                    f"(more than {MAX_ALIAS_NODES} beyond the file's own)",
+                    "write the repeated parts out, or use fewer aliases",
+                )
+            ]
+        )
+
+
 def _empty_root(file: str) -> MappingNode:
     mark = yaml.error.Mark(file, 0, 0, 0, None, 0)
     return MappingNode(MAP_TAG, [], mark, mark)
@@ -795,6 +912,12 @@ def parse_config(
             ) from None
         except yaml.YAMLError as exc:
             raise ConfigError([Diagnostic(file, 1, "", f"YAML error: {exc}")]) from None
+        except RecursionError:
+            raise ConfigError(
+                [Diagnostic(file, 1, "", "YAML error: the document is nested too deeply")]
+            ) from None
+        if root is not None:
+            _check_aliases(root, file)
         if root is None and overrides:
             root = _empty_root(file)
     if root is None:
@@ -829,7 +952,7 @@ def load_config(
         return parse_config(None, "command line", env, overrides)
     name = os.fspath(path)
     try:
-        document = Path(name).read_bytes().decode("utf-8")
+        document = _read_regular_file(name).decode("utf-8")
     except OSError as exc:
         raise ConfigError(
             [Diagnostic(name, 0, "", f"cannot read the config: {exc.strerror or exc}")]
@@ -839,3 +962,42 @@ def load_config(
             [Diagnostic(name, 1, "", f"the config is not UTF-8 text: {exc.reason}")]
         ) from None
     return parse_config(document, name, env, overrides)
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket"
+
+
+def _read_regular_file(name: str) -> bytes:
+    """The bytes of a regular file of at most MAX_CONFIG_SIZE. Opened without blocking, so a
+    FIFO (or a device) is refused at once instead of waiting for a writer or reading forever."""
+    fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            problem = f"cannot read the config: it is {_file_kind(mode)}, not a regular file"
+            raise ConfigError([Diagnostic(name, 0, "", problem)])
+        chunks: list[bytes] = []
+        left = MAX_CONFIG_SIZE + 1
+        while left > 0 and (chunk := os.read(fd, left)):
+            chunks.append(chunk)
+            left -= len(chunk)
+    finally:
+        os.close(fd)
+    if left <= 0:
+        raise ConfigError(
+            [
+                Diagnostic(
+                    name,
+                    0,
+                    "",
+                    f"cannot read the config: it is larger than {MAX_CONFIG_SIZE // 1024} KiB",
+                    "a config is a few KiB; is this the right file?",
+                )
+            ]
+        )
+    return b"".join(chunks)

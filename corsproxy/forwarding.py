@@ -33,7 +33,8 @@ HOP_BY_HOP = frozenset(
 # `Forwarded` and `X-Real-IP` are dropped rather than passed on: the proxy sets the
 # X-Forwarded-* family itself, and an upstream must never see client-made values of them.
 REQUEST_DROP = HOP_BY_HOP | {
-    "expect", "host", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip"
+    "expect", "host", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip",
+    "sec-websocket-origin",  # the hybi drafts' Origin: upstreams of that era check it
 }  # fmt: skip
 # A client's `Connection` header may not remove these: they are end to end, carry framing,
 # or are the proxy's own.
@@ -113,6 +114,8 @@ def request_headers(
         if lower == "x-forwarded-for":
             forwarded_for.append(value)
             continue
+        if lower == "max-forwards":
+            value = _decrement(value)
         out.append((name, value))
     if forwarding.preserve_host and forwarding.host:
         out.append(("Host", forwarding.host))
@@ -218,3 +221,37 @@ BODY_TOO_LARGE = Failure(413, "body_too_large", "the request body is too large")
 BODY_TIMEOUT = Failure(408, "body_timeout", "the request body stalled")
 NO_ROUTE = Failure(404, "no_route", "no route for this path")
 BAD_VERSION = Failure(505, "http_version_not_supported", "only HTTP/1.0 and HTTP/1.1 are served")
+
+
+# --- TRACE and Max-Forwards (RFC 9110 7.6.2, 9.3.8) ----------------------------------
+
+# TRACE (and IIS's TRACK) echo the request, cookies and credentials included, to whoever can
+# read the answer (cross-site tracing): never forwarded. Browsers never send them.
+REFUSED_METHODS = frozenset({"TRACE", "TRACK"})
+ALLOW = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+TRACE_REFUSED = Failure(405, "trace_refused", "TRACE is not served here")
+BAD_MAX_FORWARDS = Failure(400, "bad_max_forwards", "Max-Forwards must be one decimal number")
+
+
+def _decrement(value: str) -> str:
+    """Max-Forwards minus one for the next hop (an unusable value passes unchanged)."""
+    if value.isascii() and value.isdigit() and len(value) <= 18 and int(value) > 0:
+        return str(int(value) - 1)
+    return value
+
+
+def max_forwards_answer(method: str, values: Sequence[str], preflight: bool) -> Failure | None:
+    """What the proxy answers itself before routing: a refused TRACE, or for an OPTIONS
+    with `Max-Forwards: 0` (this hop is its final recipient) a 200 carrying `Allow`, here
+    a Failure with status 200. A CORS preflight is left to the CORS decision."""
+    if method.upper() in REFUSED_METHODS:
+        return TRACE_REFUSED
+    if method != "OPTIONS" or not values or preflight:
+        return None
+    value = values[0]
+    if len(values) > 1 or not (value.isascii() and value.isdigit()):
+        return BAD_MAX_FORWARDS
+    return MAX_FORWARDS_REACHED if not value.lstrip("0") else None
+
+
+MAX_FORWARDS_REACHED = Failure(200, "max_forwards_reached", "")

@@ -5,11 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
 
 ACCESS = logging.getLogger("corsproxy.access")
+
+# A value written bare in a text line: visible ASCII but the characters that delimit or quote
+# (space, `"`, `\`, `=`). Anything else is written as a JSON string, so no value (a header a
+# client chose) can end a field, start another (`\tcors=allowed`) or another line.
+_BARE = re.compile(r"[!#-<>-\[\]-~]+\Z")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class _Formatter(logging.Formatter):
@@ -20,8 +27,6 @@ class _Formatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields: dict[str, Any] = getattr(record, "fields", {})
         message = record.getMessage()
-        if record.exc_info and not self.json_lines:
-            message += "\n" + self.formatException(record.exc_info)
         if self.json_lines:
             line: dict[str, Any] = {
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
@@ -34,6 +39,10 @@ class _Formatter(logging.Formatter):
             if record.exc_info:
                 line["exception"] = self.formatException(record.exc_info)
             return json.dumps(line, separators=(",", ":"), default=str)
+        # Messages quote request data too (method, path, a bad request's reason): one line.
+        message = _CONTROL.sub(_escape, message)
+        if record.exc_info:
+            message += "\n" + self.formatException(record.exc_info)
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
         extra = " ".join(f"{k}={_text(v)}" for k, v in fields.items() if v not in ("", None))
         return f"{stamp} {record.levelname:<7} {message}" + (f" {extra}" if extra else "")
@@ -41,7 +50,11 @@ class _Formatter(logging.Formatter):
 
 def _text(value: Any) -> str:
     text = str(value)
-    return json.dumps(text) if (" " in text or '"' in text or not text) else text
+    return text if _BARE.match(text) else json.dumps(text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    return json.dumps(match.group())[1:-1]
 
 
 class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -8,9 +8,11 @@ malformed values can never be reflected into `Access-Control-Allow-Origin`.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+
+from corsproxy.regexes import MAX_REGEX_INPUT, compile_fullmatch, re2_available, superlinear
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
@@ -163,6 +165,9 @@ class OriginEntry:
     exact: Origin | None = None
     pattern: OriginPattern | None = None
     regex: re.Pattern[str] | None = None
+    # The regex's full match on its engine (RE2 when it reads the pattern, else `re`).
+    fullmatch: Callable[[str], bool] | None = field(default=None, compare=False, repr=False)
+    engine: str = ""
 
 
 def _entry_hint(text: str) -> str:
@@ -197,7 +202,14 @@ def compile_origin_entry(index: int, text: str) -> tuple[OriginEntry, list[str]]
                 "an unescaped '.' in an origin regex matches any character "
                 "(write '\\.' for a literal dot)"
             )
-        return OriginEntry(index, text, "regex", regex=compiled), warnings
+        fullmatch, engine = compile_fullmatch(source)
+        problem = superlinear(source)
+        if problem is not None:
+            _superlinear(problem, engine, warnings)
+        entry = OriginEntry(
+            index, text, "regex", regex=compiled, fullmatch=fullmatch, engine=engine
+        )
+        return entry, warnings
     if text != text.strip() or not text:
         raise OriginEntryError("origin has surrounding whitespace or is empty", "remove spaces")
     if any(ord(ch) > 127 for ch in text):
@@ -224,6 +236,28 @@ def compile_origin_entry(index: int, text: str) -> tuple[OriginEntry, list[str]]
             )
         return OriginEntry(index, text, "exact", exact=origin), warnings
     return OriginEntry(index, text, "pattern", pattern=_compile_pattern(text)), warnings
+
+
+def _superlinear(problem: str, engine: str, warnings: list[str]) -> None:
+    """Warn about a super-linear regex; refuse it when a backtracking engine would run it
+    and it can take exponential time (one request could then stall the whole process)."""
+    simpler = "write it without nesting, e.g. 'regex:https://[a-z0-9-]+\\.example\\.com'"
+    if engine == "re2":
+        warnings.append(
+            f"the regex has {problem}, which takes a backtracking engine exponential time "
+            f"(corsproxy matches it with RE2, in linear time; {simpler})"
+        )
+    elif problem == "a backreference":
+        warnings.append(
+            "the regex has a backreference: it runs on Python's backtracking engine, in more "
+            f"than linear time (up to {MAX_REGEX_INPUT} characters of input); write it without"
+        )
+    else:
+        why = "RE2 cannot read this pattern" if re2_available() else "RE2 is not installed"
+        raise OriginEntryError(
+            f"the regex has {problem}, and {why}: one request could take minutes to match",
+            f"{simpler}; or install google-re2" if not re2_available() else simpler,
+        )
 
 
 def _compile_pattern(text: str) -> OriginPattern:
@@ -293,14 +327,22 @@ class OriginMatch:
 _UNCOMBINABLE = re.compile(r"\\[1-9]|\(\?P=|\(\?[aiLmsux]+\)")
 
 
-def _combine(regexes: tuple[OriginEntry, ...]) -> re.Pattern[str] | None:
+def _combine(regexes: tuple[OriginEntry, ...]) -> Callable[[str], bool] | None:
     sources = [e.regex.pattern for e in regexes if e.regex is not None]
     if not sources or any(_UNCOMBINABLE.search(s) for s in sources):
         return None
     try:
-        return re.compile("|".join(f"(?:{s})" for s in sources))
+        return compile_fullmatch("|".join(f"(?:{s})" for s in sources))[0]
     except re.error:
         return None
+
+
+def probe(entry: OriginEntry, values: tuple[str, ...]) -> str | None:
+    """The first of `values` a regex entry matches: origins no policy should allow, so a
+    match means the regex allows (nearly) anyone."""
+    if entry.fullmatch is None:
+        return None
+    return next((v for v in values if entry.fullmatch(v)), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,7 +362,9 @@ class OriginMatcher:
     _exact: Mapping[tuple[str, str, int | None], OriginEntry] = field(init=False, repr=False)
     _hosts: Mapping[tuple[str, str], tuple[OriginEntry, ...]] = field(init=False, repr=False)
     _suffixes: Mapping[tuple[str, str], tuple[OriginEntry, ...]] = field(init=False, repr=False)
-    _combined: re.Pattern[str] | None = field(init=False, repr=False)
+    # RE2 entries in one alternation: a quick "none of them"; the others are tried one by one.
+    _combined: Callable[[str], bool] | None = field(init=False, repr=False)
+    _separate: tuple[OriginEntry, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         entries = self.entries
@@ -335,6 +379,7 @@ class OriginMatcher:
                 table = suffixes if entry.pattern.any_subdomain else hosts
                 table.setdefault(key, []).append(entry)
         regexes = tuple(e for e in entries if e.regex is not None)
+        linear = regexes if not re2_available() else tuple(e for e in regexes if e.engine == "re2")
         derived = {
             "any": next((e for e in entries if e.kind == "any"), None),
             "null": next((e for e in entries if e.kind == "null"), None),
@@ -343,7 +388,8 @@ class OriginMatcher:
             "_exact": MappingProxyType(exact),
             "_hosts": MappingProxyType({k: tuple(v) for k, v in hosts.items()}),
             "_suffixes": MappingProxyType({k: tuple(v) for k, v in suffixes.items()}),
-            "_combined": _combine(regexes),
+            "_combined": _combine(linear),
+            "_separate": tuple(e for e in regexes if e not in linear),
         }
         for name, value in derived.items():
             object.__setattr__(self, name, value)
@@ -382,9 +428,12 @@ class OriginMatcher:
         return min(matches, key=lambda e: e.index) if matches else None
 
     def _regex_entry(self, value: str) -> OriginEntry | None:
-        if self._combined is not None and not self._combined.fullmatch(value):
-            return None
-        for entry in self.regexes:  # which one, for explanations (or no combined pattern)
-            if entry.regex is not None and entry.regex.fullmatch(value):
+        if len(value) > MAX_REGEX_INPUT or not value.isascii():
+            return None  # never an origin browsers send, and it bounds the matching work
+        candidates = self.regexes
+        if self._combined is not None and not self._combined(value):
+            candidates = self._separate
+        for entry in candidates:  # which one, for explanations (or no combined pattern)
+            if entry.fullmatch is not None and entry.fullmatch(value):
                 return entry
         return None

@@ -65,6 +65,22 @@ def _text_response(status: int, text: str, decision: Decision | None = None) -> 
     return error_response(failure, decision)
 
 
+def _max_forwards(request: web.BaseRequest) -> fw.Failure | None:
+    headers = request.headers
+    preflight = "Origin" in headers and "Access-Control-Request-Method" in headers
+    return fw.max_forwards_answer(request.method, headers.getall("Max-Forwards", ()), preflight)
+
+
+def _early_response(answer: fw.Failure) -> web.StreamResponse:
+    """TRACE's 405 and the OPTIONS that Max-Forwards: 0 makes ours carry `Allow`."""
+    if answer.status == 200:
+        response: web.StreamResponse = web.Response(status=200)
+    else:
+        response = _text_response(answer.status, f"{answer.message}")
+    response.headers["Allow"] = fw.ALLOW
+    return response
+
+
 class _RequestHandler(RequestHandler):
     """aiohttp's answers to unparseable requests echo the offending bytes as text/plain:
     tell browsers never to sniff them into something else."""
@@ -117,6 +133,8 @@ class ProxyApp:
         self.upstreams: UpstreamClient | None = None
         self.websockets: set[web.WebSocketResponse] = set()
         self.draining = False
+        self._reloading: asyncio.Task[None] | None = None
+        self._reload_again = False
 
     async def start(self) -> None:
         self.session = make_session()
@@ -135,19 +153,47 @@ class ProxyApp:
         if self.upstreams is not None:
             await self.upstreams.close()
 
+    def request_reload(self) -> None:
+        """SIGHUP: reload off the event loop (reading and compiling a file can take time, or
+        hang on a slow filesystem), one reload at a time; a signal during one runs another."""
+        self._reload_again = True
+        if self._reloading is None or self._reloading.done():
+            self._reloading = asyncio.get_running_loop().create_task(self._reload_in_thread())
+
+    async def _reload_in_thread(self) -> None:
+        while self._reload_again:
+            self._reload_again = False
+            await self.reload_async()
+
+    async def reload_async(self) -> bool:
+        if self.loader is None:
+            return False
+        loader = self.loader
+        try:
+            config = await asyncio.to_thread(loader)
+        except ConfigError as exc:
+            return self._reloaded(exc)
+        return self._reloaded(config)  # the swap happens here, on the loop
+
     def reload(self) -> bool:
         """Re-read and validate the config; keep the old one when the new one is invalid."""
         if self.loader is None:
             return False
         try:
-            config = self.loader()
+            return self._reloaded(self.loader())
         except ConfigError as exc:
+            return self._reloaded(exc)
+
+    def _reloaded(self, result: Config | ConfigError) -> bool:
+        if isinstance(result, ConfigError):
+            exc = result
             for diagnostic in exc.diagnostics:
                 log.error("reload: %s", diagnostic)
             log.error("reload failed: keeping the running config (%s)", self.config.source)
             if self.metrics is not None:
                 self.metrics.reloads.labels("failure").inc()
             return False
+        config = result
         if self.metrics is not None:
             self.metrics.reloads.labels("success").inc()
         for warning in config.warnings:
@@ -190,6 +236,11 @@ class ProxyApp:
     async def _dispatch(
         self, request: web.BaseRequest, config: Config, exchange: Exchange
     ) -> web.StreamResponse:
+        if request.method == "OPTIONS" or request.method.upper() in fw.REFUSED_METHODS:
+            early = _max_forwards(request)
+            if early is not None:
+                exchange.reason = early.reason
+                return _early_response(early)
         if request.version not in (HttpVersion10, HttpVersion11):
             exchange.reason = fw.BAD_VERSION.reason
             # aiohttp echoes the request's version in the status line ("HTTP/2.0 505"):
@@ -374,7 +425,7 @@ async def serve(
     if signals:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, app.reload)
+        loop.add_signal_handler(signal.SIGHUP, app.request_reload)
     sockets = getattr(site._server, "sockets", None) or []
     address = sockets[0].getsockname() if sockets else (config.listen.host, config.listen.port)
     host = f"[{address[0]}]" if ":" in address[0] else address[0]

@@ -169,3 +169,24 @@ def test_subprocess_console_script_and_module(tmp_path: Path) -> None:
     assert failed.returncode == 2
     assert "Traceback" not in failed.stderr
     assert failed.stderr.startswith(f"{bad}:2: YAML syntax error:")
+
+
+@pytest.mark.parametrize(
+    "cors",
+    [
+        "  allow_origins: ['regex:https://(a+)+\\.example\\.com']\n",
+        "  allow_origins: ['regex:https://.+']\n",
+        "  allow_origins: ['*']\n  allow_private_network: true\n",
+    ],
+    ids=["superlinear-regex", "match-everything-regex", "private-network-any-origin"],
+)
+def test_check_warns_about_risky_origins_and_strict_refuses(
+    runner: CliRunner, tmp_path: Path, cors: str
+) -> None:
+    path = write(tmp_path, "upstream: http://u:1\ncors:\n" + cors)
+    result = runner.invoke(cli, ["check", "-c", path])
+    assert result.exit_code == 0, result.output
+    assert ": warning: " in result.stderr and "1 warning(s)" in result.stdout
+    strict = runner.invoke(cli, ["check", "-c", path, "--strict"])
+    assert strict.exit_code == 2
+    assert "warnings are errors with --strict" in strict.stderr

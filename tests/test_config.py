@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
+import time
 from pathlib import Path
 
 import jsonschema
@@ -569,3 +571,164 @@ def test_insecure_origins_with_credentials_are_an_explicit_opt_in() -> None:
     assert config.cors.allow_credentials
     problems_found = problems(text.replace("  allow_insecure_origins: true\n", ""))
     assert sum("is plain http" in p for p in problems_found) == 2
+
+
+def test_a_match_everything_regex_is_refused_like_star_with_credentials() -> None:
+    found = problems(
+        """\
+        upstream: http://u:1
+        cors:
+          allow_origins: ['https://app.example.com', 'regex:https?://.*']
+          allow_credentials: true
+        """
+    )
+    assert found == [
+        "cfg.yaml:3: cors.allow_origins[1]: 'regex:https?://.*' matches "
+        "'https://attacker.invalid', so it is like '*', which cannot be used with "
+        "allow_credentials: true (line 4) (any site could read answers with the user's "
+        "cookies; anchor the regex to your own sites, e.g. "
+        "'regex:https://[a-z0-9-]+\\.example\\.com')"
+    ]
+    # Suffix tricks and plain http strangers are probed too.
+    for regex, probe in (
+        (r"https://.*example\.com.*", "https://evil.example.com.attacker.invalid"),
+        (r"http://[a-z.]+", "http://attacker.invalid"),
+        (r"https://[a-z.]+(:[0-9]+)?", "https://attacker.invalid"),
+    ):
+        text = f"upstream: http://u:1\ncors:\n  allow_origins: ['regex:{regex}']\n"
+        found = problems(text + "  allow_credentials: true\n")
+        assert len(found) == 1 and f"matches {probe!r}, so it is like '*'" in found[0], found
+    # An anchored regex passes.
+    text = "upstream: http://u:1\ncors:\n  allow_origins: ['regex:https://[a-z0-9-]+\\.example\\.com']\n"
+    assert warnings(text + "  allow_credentials: true\n") == []
+
+
+def test_a_match_everything_regex_without_credentials_is_a_warning() -> None:
+    assert warnings(
+        """\
+        upstream: http://u:1
+        cors:
+          allow_origins: ['regex:https://.+']
+        """
+    ) == [
+        "cfg.yaml:3: cors.allow_origins[0]: warning: 'regex:https://.+' matches "
+        "'https://attacker.invalid': it allows nearly any origin (write '*' if any origin is "
+        "meant, or anchor the regex to your own sites)"
+    ]
+
+
+def test_private_network_with_any_origin_is_a_warning() -> None:
+    assert warnings(
+        """\
+        upstream: http://u:1
+        cors:
+          allow_origins: ['*']
+          allow_private_network: true
+        """
+    ) == [
+        "cfg.yaml:4: cors.allow_private_network: warning: allow_private_network: true with '*' "
+        "in allow_origins (line 3): every public site can reach this private-network API "
+        "(list the origins that may reach it)"
+    ]
+    assert (
+        warnings(
+            "upstream: http://u:1\ncors:\n  allow_origins: [https://a.example]\n"
+            "  allow_private_network: true\n"
+        )
+        == []
+    )
+
+
+@pytest.mark.parametrize(
+    ("regex", "problem"),
+    [
+        (r"https://(a+)+\.example\.com", "nested quantifiers, as in '(a+)+'"),
+        (r"https://(\w+-?)+\.example\.com", "nested quantifiers, as in '(a+)+'"),
+        (r"https://(a*)*\.example\.com", "a repeated group that can match the empty string"),
+        (r"https://(a|a)*\.example\.com", "overlapping alternatives under a quantifier"),
+        (r"https://(ab|a.)+\.example\.com", "overlapping alternatives under a quantifier"),
+    ],
+)
+def test_superlinear_regexes_are_a_warning(regex: str, problem: str) -> None:
+    found = warnings(f"upstream: http://u:1\ncors:\n  allow_origins: ['regex:{regex}']\n")
+    assert len(found) == 1, found
+    assert found[0].startswith(
+        f"cfg.yaml:3: cors.allow_origins[0]: warning: the regex has {problem}"
+    )
+    assert "(corsproxy matches it with RE2, in linear time; write it without nesting" in found[0]
+
+
+@pytest.mark.parametrize(
+    "regex",
+    [
+        r"https://([a-z0-9]+\.)+example\.com",
+        r"https://(?:[a-z0-9-]+\.)*example\.com",
+        r"https://app[0-9]{1,3}\.example\.com(:[0-9]+)?",
+        r"https://(app|admin)\.example\.com",
+    ],
+)
+def test_linear_regexes_pass_quietly(regex: str) -> None:
+    assert warnings(f"upstream: http://u:1\ncors:\n  allow_origins: ['regex:{regex}']\n") == []
+
+
+def test_an_exponential_regex_re2_cannot_run_is_refused() -> None:
+    # `\Z` is Python-only syntax: this pattern would run on the backtracking engine.
+    found = problems(
+        "upstream: http://u:1\ncors:\n  allow_origins: ['regex:https://(a+)+\\.example\\.com\\Z']\n"
+    )
+    assert found == [
+        "cfg.yaml:3: cors.allow_origins[0]: the regex has nested quantifiers, as in '(a+)+', "
+        "and RE2 cannot read this pattern: one request could take minutes to match (write it "
+        "without nesting, e.g. 'regex:https://[a-z0-9-]+\\.example\\.com')"
+    ]
+
+
+def test_only_regular_files_of_bounded_size_are_read(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)  # no writer: an ordinary open would wait forever
+    cases = {
+        str(fifo): f"{fifo}: cannot read the config: it is a FIFO, not a regular file",
+        "/dev/zero": "/dev/zero: cannot read the config: it is a device, not a regular file",
+        str(tmp_path): f"{tmp_path}: cannot read the config: it is a directory, not a regular file",
+    }
+    big = tmp_path / "big.yaml"
+    big.write_text("upstream: http://u:1\n" + "# padding\n" * 120_000)
+    cases[str(big)] = (
+        f"{big}: cannot read the config: it is larger than 1024 KiB (a config is a few KiB; "
+        "is this the right file?)"
+    )
+    for path, expected in cases.items():
+        started = time.monotonic()
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+        assert [str(d) for d in info.value.diagnostics] == [expected]
+        assert time.monotonic() - started < 5
+
+
+def test_yaml_alias_bombs_are_refused_fast() -> None:
+    levels = ["a0: &a0 [" + ", ".join(["x"] * 10) + "]"]
+    for i in range(1, 9):
+        levels.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    bomb = "\n".join(levels) + "\nupstream: http://u:1\ncors: {allow_origins: *a8}\n"
+    started = time.monotonic()
+    found = problems(bomb)
+    assert time.monotonic() - started < 5
+    assert len(found) == 1
+    assert found[0].startswith("cfg.yaml:1: YAML aliases expand the config to ")
+    assert found[0].endswith(
+        " values (more than 10000 beyond the file's own) (write the repeated parts out, or use "
+        "fewer aliases)"
+    )
+    assert problems("a: &a [x, *a]\nupstream: http://u:1\n") == [
+        "cfg.yaml:1: a YAML alias refers to itself (remove the recursion)"
+    ]
+    # Aliases as configs use them (shared policy keys) still load.
+    shared = """\
+        upstream: http://u:1
+        routes:
+          - path_prefix: /a
+            cors: &shared {allow_origins: [https://a.example], max_age: 60}
+          - path_prefix: /b
+            cors: *shared
+        """
+    assert parse_config(textwrap.dedent(shared), "cfg.yaml", {}).routes.routes[1].cors.max_age == 60

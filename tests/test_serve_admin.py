@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import sys
 import aiohttp
 from yarl import URL
 
-from tests.net import ROOT, Recorder, free_port, running_proxy, start_cli
+from tests.net import ROOT, Recorder, free_port, rss_kib, running_proxy, start_cli
 
 APP = "https://app.example.com"
 
@@ -180,3 +181,52 @@ async def test_workers_share_the_port_signals_and_metrics(recorder: Recorder) ->
     access = [json.loads(line) for line in err.splitlines() if '"corsproxy.access"' in line]
     assert len(access) == 40
     assert len({line["pid"] for line in access}) == 2
+
+
+async def test_metrics_memory_stays_flat_under_random_refusal_details(recorder: Recorder) -> None:
+    """Refusal reasons carry the client's header name or method (`header_not_allowed:x-...`);
+    the metrics keep only the bounded label, so random details add neither memory nor series."""
+    admin = free_port()
+    args = ("--listen", "127.0.0.1:0", "--upstream", recorder.url, "--allow-origin", APP,
+            "--admin-listen", f"127.0.0.1:{admin}")  # fmt: skip
+    proc, url = await asyncio.to_thread(start_cli, *args)
+    assert proc.stderr is not None
+    # Every refusal logs a line: drain them, or the pipe fills and the proxy blocks.
+    drain = asyncio.create_task(asyncio.to_thread(proc.stderr.read))
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+    async def send(client: aiohttp.ClientSession, count: int, seed: int) -> None:
+        rng = random.Random(seed)
+        for i in range(count):
+            name = "x-" + "".join(rng.choices(alphabet, k=60))
+            method = "M" + "".join(rng.choices(alphabet, k=30)).upper()
+            headers = {"Origin": APP, "Access-Control-Request-Method": method if i % 2 else "GET",
+                       "Access-Control-Request-Headers": name}  # fmt: skip
+            async with client.options(f"{url}/x", headers=headers) as r:
+                assert r.status == 403
+                await r.read()
+
+    async def burst(total: int, seed: int) -> None:
+        async with aiohttp.ClientSession() as client:
+            await asyncio.gather(*(send(client, total // 8, seed * 100 + n) for n in range(8)))
+
+    try:
+        await burst(4000, 1)  # warm-up: allocator arenas, caches, the decision memo
+        before = rss_kib(proc.pid)
+        await burst(40000, 2)
+        growth = rss_kib(proc.pid) - before
+        async with aiohttp.ClientSession() as client:
+            async with client.get(f"http://127.0.0.1:{admin}/metrics") as r:
+                text = await r.text()
+        decisions = samples(text, "corsproxy_cors_decisions_total")
+        assert len(decisions) <= 4, decisions  # label cardinality: bounded labels only
+        assert sum(decisions.values()) == 44000
+        print(f"RSS growth over 40,000 refusals: {growth} KiB")
+        assert growth < 5 * 1024, f"RSS grew by {growth} KiB over 40,000 refusals"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.wait, 20)
+        await drain
+        proc.stderr.close()
+        assert proc.stdout is not None
+        proc.stdout.close()

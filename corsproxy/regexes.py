@@ -1,0 +1,256 @@
+"""Operator regexes for origins: a static check for super-linear patterns, and the engine.
+
+Pure code, no I/O. Python's `re` backtracks: `(a+)+` takes seconds on 28 characters. So a
+pattern runs on RE2 (the `google-re2` package: linear time, no backtracking) whenever RE2
+reads it the way Python does, and on `re` otherwise (RE2 is not installed, or the pattern
+needs `re` features such as backreferences or lookaround). Whatever the engine, the input
+is capped at `MAX_REGEX_INPUT` characters, and `superlinear()` names the constructs that can
+make a backtracking engine slow, for `check` to warn about.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable
+from typing import Any
+
+# The longest serialized origin: a scheme (the longest in use, `safari-web-extension`, has
+# 20 characters; 32 leaves room), "://", a host of at most 253 characters (RFC 1035; an
+# IPv6 literal is at most 47 with brackets), ":" and a 5-digit port. Longer values are never
+# origins and are never fed to a regex.
+MAX_REGEX_INPUT = 32 + 3 + 253 + 1 + 5
+
+_re2: Any
+try:
+    _re2 = importlib.import_module("re2")
+except ImportError:  # pragma: no cover - google-re2 has wheels for the usual platforms
+    _re2 = None
+
+# Syntax both engines accept but read differently: POSIX classes (`[[:alpha:]]` is a set of
+# characters to `re`) and `{,n}` (a repeat to `re`, literal text to RE2).
+_DIVERGENT = re.compile(r"\[:|\{,")
+
+
+def compile_fullmatch(source: str, flags: int = 0) -> tuple[Callable[[str], bool], str]:
+    """A full-match predicate for `source` and the engine's name ('re2' or 're').
+
+    `source` must already compile with `re` (that is the syntax operators write)."""
+    fallback = re.compile(source, flags)
+    if _re2 is not None and not flags and not _DIVERGENT.search(source):
+        options = _re2.Options()
+        options.log_errors = False  # RE2 would log every pattern it cannot read to stderr
+        options.never_capture = True
+        try:
+            compiled = _re2.compile(source, options=options)
+        except _re2.error:
+            pass
+        else:
+            return (lambda value: compiled.fullmatch(value) is not None), "re2"
+    return (lambda value: fallback.fullmatch(value) is not None), "re"
+
+
+def re2_available() -> bool:
+    return _re2 is not None
+
+
+# --- the static check ---------------------------------------------------------------
+
+_parser: Any = importlib.import_module("re._parser")
+_c: Any = importlib.import_module("re._constants")
+
+_ALL = (1 << 129) - 1  # character sets: a bit per ASCII code, bit 128 for all others
+_OTHER = 1 << 128
+
+
+def _range(low: int, high: int) -> int:
+    bits = 0
+    for code in range(low, min(high, 127) + 1):
+        bits |= 1 << code
+    return bits | (_OTHER if high > 127 else 0)
+
+
+_CATEGORIES = {
+    "CATEGORY_DIGIT": _range(48, 57) | _OTHER,
+    "CATEGORY_WORD": _range(48, 57) | _range(65, 90) | _range(97, 122) | (1 << 95) | _OTHER,
+    "CATEGORY_SPACE": _range(9, 13) | _range(28, 32) | _OTHER,
+}
+
+
+def _fold(bits: int) -> int:
+    """Both cases of every ASCII letter in the set (for IGNORECASE)."""
+    for low in range(97, 123):
+        if bits & (1 << low) or bits & (1 << (low - 32)):
+            bits |= (1 << low) | (1 << (low - 32))
+    return bits
+
+
+def _chars(op: Any, arg: Any) -> int | None:
+    """The characters one single-character item can match, or None if it is not one."""
+    name = str(op)
+    if name == "LITERAL":
+        return _range(arg, arg)
+    if name == "NOT_LITERAL":
+        return _ALL & ~_range(arg, arg) | _OTHER
+    if name == "ANY":
+        return _ALL
+    if name != "IN":
+        return None
+    bits, negate = 0, False
+    for item_op, item_arg in arg:
+        kind = str(item_op)
+        if kind == "NEGATE":
+            negate = True
+        elif kind == "LITERAL":
+            bits |= _range(item_arg, item_arg)
+        elif kind == "RANGE":
+            bits |= _range(*item_arg)
+        elif kind == "CATEGORY":
+            category = str(item_arg)
+            positive = category.replace("CATEGORY_NOT_", "CATEGORY_")
+            found = _CATEGORIES.get(positive, _ALL)
+            bits |= (_ALL & ~found | _OTHER) if positive != category else found
+        else:
+            bits = _ALL
+    return (_ALL & ~bits | _OTHER) if negate else bits
+
+
+def _unwrap(items: Any) -> Any:
+    """The items of a group that is a whole sequence: `(x)` is `x` here."""
+    while len(items) == 1 and str(items[0][0]) == "SUBPATTERN":
+        items = items[0][1][-1]
+    return items
+
+
+class _Analysis:
+    def __init__(self, ignorecase: bool) -> None:
+        self.ignorecase = ignorecase
+        self.problem: str | None = None
+
+    def chars(self, items: Any) -> int:
+        """Every character a sequence could consume anywhere (conservative)."""
+        bits = 0
+        for op, arg in items:
+            single = _chars(op, arg)
+            if single is not None:
+                bits |= single
+            elif str(op) in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+                bits |= self.chars(arg[2])
+            elif str(op) in ("SUBPATTERN", "ATOMIC_GROUP"):
+                bits |= self.chars(arg[-1])
+            elif str(op) == "BRANCH":
+                for alternative in arg[1]:
+                    bits |= self.chars(alternative)
+            elif str(op) not in ("AT",):
+                bits = _ALL
+        return _fold(bits) if self.ignorecase else bits
+
+    def first(self, items: Any) -> tuple[int, bool]:
+        """The characters a sequence can start with, and whether it can match empty."""
+        bits = 0
+        for op, arg in items:
+            name = str(op)
+            single = _chars(op, arg)
+            if single is not None:
+                return bits | (_fold(single) if self.ignorecase else single), False
+            if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+                inner, empty = self.first(arg[2])
+                bits |= inner
+                if arg[0] > 0 and not empty:
+                    return bits, False
+            elif name in ("SUBPATTERN", "ATOMIC_GROUP"):
+                inner, empty = self.first(arg[-1])
+                bits |= inner
+                if not empty:
+                    return bits, False
+            elif name == "BRANCH":
+                any_empty = False
+                for alternative in arg[1]:
+                    inner, empty = self.first(alternative)
+                    bits |= inner
+                    any_empty = any_empty or empty
+                if not any_empty:
+                    return bits, False
+            elif name == "AT":
+                continue
+            else:  # backreferences, lookaround: anything
+                return _ALL, True
+        return bits, True
+
+    def variable(self, items: Any) -> bool:
+        """Whether a sequence contains a repeat of varying count or an alternation."""
+        for op, arg in items:
+            name = str(op)
+            if name in ("MAX_REPEAT", "MIN_REPEAT") and (arg[0] != arg[1] or self.variable(arg[2])):
+                return True
+            if name == "BRANCH":
+                return True
+            if name in ("SUBPATTERN", "ATOMIC_GROUP") and self.variable(arg[-1]):
+                return True
+        return False
+
+    def separated(self, body: Any) -> bool:
+        """`([a-z0-9]+\\.)+`: every pass ends (or starts) with a character none of the
+        varying parts can match, so the passes can be split only one way."""
+        items = list(body)
+        varying = [i for i, (op, arg) in enumerate(items) if self.variable([(op, arg)])]
+        if not varying:
+            return True
+        inner = 0
+        for i in varying:
+            inner |= self.chars([items[i]])
+        edges = items[varying[-1] + 1 :] + items[: varying[0]]
+        for op, arg in edges:
+            single = _chars(op, arg)
+            if single is not None and not ((_fold(single) if self.ignorecase else single) & inner):
+                return True
+        return False
+
+    def walk(self, items: Any, repeated: bool) -> None:
+        for op, arg in items:
+            if self.problem is not None:
+                return
+            name = str(op)
+            if name in ("GROUPREF", "GROUPREF_EXISTS"):
+                self.problem = "a backreference"
+            elif name in ("MAX_REPEAT", "MIN_REPEAT"):
+                body = _unwrap(arg[2])
+                self.walk(body, repeated or arg[1] > 1)
+                if arg[1] > 1 and self.problem is None:
+                    self.check_repeat(body)
+            elif name == "BRANCH":
+                if repeated:
+                    self.check_branch(arg[1])
+                for alternative in arg[1]:
+                    self.walk(alternative, repeated)
+            elif name in ("SUBPATTERN", "ATOMIC_GROUP", "POSSESSIVE_REPEAT"):
+                self.walk(arg[-1], repeated if name != "POSSESSIVE_REPEAT" else False)
+            elif name in ("ASSERT", "ASSERT_NOT"):
+                self.walk(arg[1], repeated)
+
+    def check_repeat(self, body: Any) -> None:
+        if self.first(body)[1]:
+            self.problem = "a repeated group that can match the empty string, as in '(a*)*'"
+        elif self.variable(body) and not self.separated(body):
+            self.problem = "nested quantifiers, as in '(a+)+'"
+
+    def check_branch(self, alternatives: Any) -> None:
+        seen, empties = 0, 0
+        for alternative in alternatives:
+            bits, empty = self.first(alternative)
+            empties += empty
+            if bits & seen or empties > 1:
+                self.problem = "overlapping alternatives under a quantifier, as in '(a|a)*'"
+                return
+            seen |= bits
+
+
+def superlinear(source: str, flags: int = 0) -> str | None:
+    """What in a pattern can take a backtracking engine more than linear time, or None."""
+    try:
+        tree = _parser.parse(source, flags)
+    except Exception:  # the caller compiled it already; nothing more to say
+        return None
+    analysis = _Analysis(bool((tree.state.flags | flags) & re.IGNORECASE))
+    analysis.walk(tree, False)
+    return analysis.problem
