@@ -99,7 +99,7 @@ def route_of(raw: str) -> str:
         ("/api/admin/users", "/api/admin"),
         ("/api/administrator", "/api"),
         ("/Admin/x", "/Admin"),
-        ("/admin/x", "/"),  # R3: case-sensitive
+        ("/admin/x", "/Admin"),  # case-insensitive by default (issue 11; R3 is opt-in)
         ("/api/public/../admin/x", "/api/admin"),  # A64: decided on the normalized path
         ("/public/%2e%2e/api/admin", "/api/admin"),
         ("/a+b", "/a+b"),
