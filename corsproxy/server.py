@@ -212,7 +212,7 @@ class ProxyApp:
             route = config.routes.match(path)
         except PathError as exc:
             exchange.reason = exc.reason
-            return _text_response(400, f"Bad request: {exc}")
+            return _text_response(400, f"Bad request: {exc} ({exc.reason})")
         if route is None or route.upstream is None:
             exchange.reason = fw.NO_ROUTE.reason
             return error_response(fw.NO_ROUTE, None)
