@@ -114,8 +114,10 @@ class RouteTable:
     _readings: Mapping[tuple[Reading, bool], Mapping[Key, Route]] = field(init=False, repr=False)
     _always_read: bool = field(init=False, repr=False)  # a prefix has other readings itself
     _wide: bool = field(init=False, repr=False)  # a prefix reads as non-ASCII
+    _depth: int = field(init=False, repr=False)  # segments beyond it never decide
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_depth", 1 << 30)  # no cut while the tables are built
         entries: list[tuple[Key, Route]] = [((), self.default)] if self.default else []
         entries += [(route.segments, route) for route in self.routes]
         primary = {self._key(segments): route for segments, route in entries}
@@ -140,12 +142,16 @@ class RouteTable:
             self, "_always_read", any(has_other_readings(segments) for segments, _ in entries)
         )
         object.__setattr__(self, "_wide", wide_prefix and not self.case_sensitive)
+        depth = max((len(key) for table in readings.values() for key in table), default=0)
+        object.__setattr__(self, "_depth", max(depth, *(len(key) for key in primary), 0))
 
     def _key(self, segments: Key) -> Key:
         # Normalized segments are ASCII (escapes stay encoded), so lower() is ASCII folding.
+        segments = segments[: self._depth]
         return segments if self.case_sensitive else tuple(s.lower() for s in segments)
 
     def _fold(self, segments: Key, wide: bool) -> Key:
+        segments = segments[: self._depth]
         if self.case_sensitive:
             return segments
         fold = fold_unicode if wide else fold_ascii
@@ -153,6 +159,7 @@ class RouteTable:
 
     @staticmethod
     def _lookup(table: Mapping[Key, Route], segments: Key) -> Route | None:
+        """`segments` are already cut to the table's depth."""
         for length in range(len(segments), -1, -1):
             route = table.get(segments[:length])
             if route is not None:
@@ -172,7 +179,8 @@ class RouteTable:
         return route
 
     def _check_readings(self, path: NormalizedPath, route: Route | None) -> None:
-        for reading, segments in readings_of(path.raw_segments):
+        for reading, read in readings_of(path.raw_segments):
+            segments = read[: self._depth]
             wide_too = not self.case_sensitive and (
                 self._wide or not all(s.isascii() for s in segments)
             )
