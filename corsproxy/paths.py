@@ -149,13 +149,16 @@ def split_target(target: str) -> tuple[str, str | None]:
 # other Windows servers drop trailing dots and spaces of a segment (`/internal./x` is
 # `/internal/x`) and NTFS stream suffixes (`::$DATA`, `:$I30:$INDEX_ALLOCATION`; nginx
 # on Win32 refuses every ':$' for that reason); Express and ASP.NET Core match routes
-# case-insensitively, .NET also for non-ASCII letters.
+# case-insensitively, .NET also for non-ASCII letters. Windows also opens a file by its 8.3
+# short name (`INTERN~1` for `internal-api`), which nginx on Win32 refuses for that reason.
 # Paths without these characters have no other reading: the common case stays a scan.
-_MAYBE_OTHER = re.compile(r"[%;:]|\.(?:/|\Z)")
+_MAYBE_OTHER = re.compile(r"[%;:]|\.(?:/|\Z)|~[0-9]")
 # Where Windows drops a stream suffix: at the first ':' when a '$type' follows, or a
 # trailing ':'.
 _STREAM = re.compile(r":(?:.*\$.*)?\Z", re.DOTALL)
-_WINDOWS_SEGMENT = re.compile(r"[. ](?:[/\\;]|\Z)|:")
+_WINDOWS_SEGMENT = re.compile(r"[. ](?:[/\\;]|\Z)|:|~[0-9]")
+# An NTFS 8.3 short name (`INTERN~1`, `IN1A2B~1.TXT`): Windows serves the long name for it.
+_SHORT_NAME = re.compile(r"([^~]{1,8})~[0-9]+(?:\.[^.]*)?\Z")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
@@ -178,7 +181,8 @@ class Reading:
             parts.append("';params' dropped (Tomcat, Jetty)")
         if self.windows:
             parts.append(
-                "trailing dots, spaces and '::$DATA'-style stream suffixes dropped (IIS, Windows)"
+                "trailing dots, spaces and '::$DATA'-style stream suffixes dropped, 8.3 short "
+                "names (IIS, Windows)"
             )
         if self.windows == 2:
             parts.append("dots-and-spaces segments read as '..'")
@@ -239,6 +243,19 @@ def readings_of(raw_segments: tuple[str, ...]) -> list[tuple[Reading, tuple[str,
         for w in ((0, 1, 2) if _WINDOWS_SEGMENT.search(twice) else (0,))
     ]
     return [(reading, reading.segments(joined)) for reading in options]
+
+
+def may_be_short_name(segment: str, name: str) -> bool:
+    """Whether `segment` could be the 8.3 short name Windows made for the long `name`.
+
+    Wider than NTFS on purpose (only the first two characters must agree, as in the hashed
+    forms like `IN1A2B~1`): it only ever adds refusals.
+    """
+    found = _SHORT_NAME.match(segment)
+    if found is None or segment.lower() == name.lower():
+        return False
+    basis = name.lower().replace(" ", "").replace(".", "")
+    return basis.startswith(found.group(1).lower()[:2])
 
 
 def fold_ascii(segment: str) -> str:

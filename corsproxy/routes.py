@@ -15,6 +15,7 @@ from corsproxy.paths import (
     fold_ascii,
     fold_unicode,
     has_other_readings,
+    may_be_short_name,
     readings_of,
 )
 
@@ -185,9 +186,23 @@ class RouteTable:
                 self._wide or not all(s.isascii() for s in segments)
             )
             for wide in (False, True) if wide_too else (False,):
-                other = self._lookup(self._readings[reading, wide], self._fold(segments, wide))
+                table = self._readings[reading, wide]
+                folded = self._fold(segments, wide)
+                other = self._lookup(table, folded)
+                if other is route and reading.windows and any("~" in s for s in folded):
+                    others = (
+                        r for k, r in table.items() if r is not route and _short_names(k, folded)
+                    )
+                    other = next(others, route)
                 if other is not route:
                     how = reading.describe()
                     if wide:
                         how += ", letters compared case-insensitively beyond ASCII"
                     raise AmbiguousPath(route, other, how)
+
+
+def _short_names(prefix: Key, segments: Key) -> bool:
+    """Whether `segments` start with `prefix` once some of them are read as 8.3 short names."""
+    if len(prefix) > len(segments) or prefix == segments[: len(prefix)]:
+        return False
+    return all(p == s or may_be_short_name(s, p) for p, s in zip(prefix, segments, strict=False))

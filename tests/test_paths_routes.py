@@ -223,6 +223,13 @@ READINGS = [
     ("/internal:/x", AMBIGUOUS, AMBIGUOUS),
     ("/internal. ::$DATA/x".replace(" ", "%20"), AMBIGUOUS, AMBIGUOUS),
     ("/internal:named/x", "/", "/"),  # a named stream is another file
+    # 8.3 short names (Windows serves the long name for them)
+    ("/INTERN~1/x", AMBIGUOUS, AMBIGUOUS),
+    ("/intern~12", AMBIGUOUS, AMBIGUOUS),
+    ("/IN1A2B~1/x", AMBIGUOUS, AMBIGUOUS),  # the hashed form keeps two characters
+    ("/internal/X~1", "/internal", "/internal"),  # inside the route: same route
+    ("/other~1/x", "/", "/"),
+    ("/a/BC3F~1/x", AMBIGUOUS, AMBIGUOUS),  # /a/b.c
     ("/v1/items:batchGet", "/", "/"),
     # a second decoding
     ("/public%252finternal", AMBIGUOUS, AMBIGUOUS),  # one segment here, /public/internal there

@@ -47,6 +47,9 @@ READINGS = [
     ("/internal:$I30:$INDEX_ALLOCATION/x", AMBIGUOUS),
     ("/Internal::%24data/x", AMBIGUOUS),
     ("/internal.::$DATA/x", AMBIGUOUS),
+    # 8.3 short names.
+    ("/INTERN~1/x", AMBIGUOUS),
+    ("/intern~1/x", AMBIGUOUS),
     # Upstreams that decode twice.
     ("/public%252f..%252finternal/x", AMBIGUOUS),
     ("/public/%252e%252e/internal/x", AMBIGUOUS),
