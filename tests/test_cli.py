@@ -169,3 +169,16 @@ def test_subprocess_console_script_and_module(tmp_path: Path) -> None:
     assert failed.returncode == 2
     assert "Traceback" not in failed.stderr
     assert failed.stderr.startswith(f"{bad}:2: YAML syntax error:")
+
+
+def test_explain_names_the_reading_of_an_ambiguous_path(runner: CliRunner) -> None:
+    base = ["explain", "-c", EXAMPLE, "--origin", "https://app.example.com", "--path"]
+    result = runner.invoke(cli, [*base, "/internal::$DATA/x", "--format", "json"])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["reason"] == "path_ambiguous"
+    lines = data["steps"][0]["lines"]
+    assert any("stream suffixes dropped" in line and "'/internal'" in line for line in lines)
+    routed = runner.invoke(cli, [*base, "/INTERNAL/x"])
+    assert "route '/internal' (path_prefix /internal" in routed.stdout
+    assert "VERDICT: BLOCKED (cors_disabled)" in routed.stdout
