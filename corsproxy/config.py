@@ -693,7 +693,7 @@ def compile_config(top: Section, ctx: Context) -> Config | None:
     default_layer = _layer(top.get("cors"))
     default_policy = _compile_policy([default_layer], ctx, "cors")
     routes: list[Route] = []
-    seen: dict[str, int] = {}
+    seen: dict[str, tuple[int, str]] = {}
     sections: list[Section] = top.get("routes", [])
     upstream_written = "upstream" in top.lines  # when invalid, that error is enough
     if not upstream_written and not sections:
@@ -703,20 +703,26 @@ def compile_config(top: Section, ctx: Context) -> Config | None:
             "no upstream is configured",
             "set upstream: http://HOST:PORT, or --upstream / CORSPROXY_UPSTREAM",
         )
+    case_sensitive: bool = top.get("routes_case_sensitive", False)
     for i, section in enumerate(sections):
         key = f"routes[{i}]"
         prefix: str | None = section.get("path_prefix")
         if prefix is None:
             continue
-        if prefix in seen:
+        # Prefixes differing only in case are one route unless routes are case-sensitive.
+        same = prefix if case_sensitive else prefix.lower()
+        if same in seen:
+            line, spelled = seen[same]
+            folded = spelled != prefix
             ctx.error(
                 section.lines["path_prefix"],
                 f"{key}.path_prefix",
-                f"'{prefix}' is already the prefix of the route on line {seen[prefix]}",
-                "merge the two routes",
+                f"'{prefix}' is already the prefix of the route on line {line}"
+                + (f" ('{spelled}': routes match case-insensitively)" if folded else ""),
+                "merge the two routes" + (", or set routes_case_sensitive: true" if folded else ""),
             )
             continue
-        seen[prefix] = section.lines["path_prefix"]
+        seen[same] = (section.lines["path_prefix"], prefix)
         route_upstream: Upstream | None = section.get("upstream", upstream)
         if route_upstream is None and not upstream_written and "upstream" not in section.lines:
             ctx.error(
@@ -769,9 +775,9 @@ def compile_config(top: Section, ctx: Context) -> Config | None:
         # The spec admits exactly Limits' fields; absent keys keep the dataclass defaults.
         limits=Limits(**limits_section.values) if limits_section else Limits(),
         cors=policy,
-        routes=RouteTable(tuple(routes), default_route),
+        routes=RouteTable(tuple(routes), default_route, case_sensitive),
         warnings=tuple(dict.fromkeys(d for d in ctx.diagnostics if d.warning)),
-        routes_case_sensitive=top.get("routes_case_sensitive", False),
+        routes_case_sensitive=case_sensitive,
     )
 
 

@@ -27,8 +27,8 @@ from corsproxy.cors import (
     response_headers,
 )
 from corsproxy.origins import parse_origin
-from corsproxy.paths import PathError, normalize_path
-from corsproxy.routes import Route
+from corsproxy.paths import PathError, normalize_path, split_target
+from corsproxy.routes import AmbiguousPath, Route
 
 
 @dataclass
@@ -91,6 +91,13 @@ class Explanation:
                 for s in self.steps
             ],
         }
+
+
+def _route_text(config: Config, route: Route | None) -> str:
+    if route is None:
+        return "no route (404)"
+    where = f"{config.source}:{route.line}" if route.line else "the default policy"
+    return f"route '{route.name}' (path_prefix {route.path_prefix}, {where})"
 
 
 def _route_key(config: Config, route: Route) -> str:
@@ -167,12 +174,18 @@ def explain(
     credentials_text = "with credentials" if credentials else "without credentials"
 
     # 1. Which route and policy.
-    raw_path, _, query = path.partition("?")
     try:
+        raw_path, query = split_target(path)
         normalized = normalize_path(raw_path)
         route = config.routes.match(normalized)
     except PathError as exc:
-        steps.append(Step("Route", "blocked", [f"corsproxy answers 400: {exc} ({exc.reason})"]))
+        lines = [f"corsproxy answers 400: {exc} ({exc.reason})"]
+        if isinstance(exc, AmbiguousPath):
+            lines += [
+                f"corsproxy's reading: {_route_text(config, exc.route)}",
+                f"read {exc.reading}: {_route_text(config, exc.other)}",
+            ]
+        steps.append(Step("Route", "blocked", lines))
         return _blocked(result, exc.reason, browser.cors_check([], origin, credentials), "")
     if route is None:
         steps.append(
@@ -199,6 +212,8 @@ def explain(
         f"route '{route.name}' (path_prefix {route.path_prefix}, {where})",
         f"forwarded to {target}",
     ]
+    if not normalized.route_path.startswith(route.path_prefix):
+        route_lines.append("matched case-insensitively (routes_case_sensitive is false)")
     if not policy.enabled:
         route_lines.append("cors: false on this route: no cross-origin access")
     if policy.mode is Mode.REPORT_ONLY:

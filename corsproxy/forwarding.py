@@ -32,7 +32,35 @@ HOP_BY_HOP = frozenset(
 # proxy computes Host and X-Forwarded-Proto/-Host itself.
 # `Forwarded` and `X-Real-IP` are dropped rather than passed on: the proxy sets the
 # X-Forwarded-* family itself, and an upstream must never see client-made values of them.
-REQUEST_DROP = HOP_BY_HOP | {
+# Headers some upstreams read as the real path instead of the request line's: a client
+# sending them could have the route decided on one path and the upstream serve another
+# (a page allowed `*` headers on a lenient route could read a `cors: false` one).
+# - X-Original-URL, X-Rewrite-URL: set by IIS URL Rewrite and ISAPI_Rewrite; read by
+#   Symfony before 2.7.49/3.4.14/4.1.3 (CVE-2018-14773, so Drupal and Laravel of that
+#   time), Zend Framework 1 (still in Magento 1 and Matomo) and zend-http before ZF2018-01.
+# - X-Original-URI, X-Forwarded-URI: the path nginx `auth_request` setups and Traefik
+#   ForwardAuth hand to auth services (oauth2-proxy, Authelia), which decide on it.
+# - X-Forwarded-Prefix, X-Forwarded-Path: a path base Spring's ForwardedHeaderFilter,
+#   ASP.NET Core and Symfony (as a trusted header) put in front of the request path.
+# - X-Envoy-Original-Path: Envoy's record of a rewritten path.
+# - X-Override-URL, X-HTTP-DestinationURL, X-Proxy-URL, X-Request-URI: read by some
+#   legacy connectors and filters; in every "403 bypass" header list.
+PATH_OVERRIDES = frozenset(
+    {
+        "x-original-url",
+        "x-rewrite-url",
+        "x-original-uri",
+        "x-forwarded-uri",
+        "x-forwarded-prefix",
+        "x-forwarded-path",
+        "x-envoy-original-path",
+        "x-override-url",
+        "x-http-destinationurl",
+        "x-proxy-url",
+        "x-request-uri",
+    }
+)
+REQUEST_DROP = HOP_BY_HOP | PATH_OVERRIDES | {
     "expect", "host", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip",
     "sec-websocket-origin",  # the hybi drafts' Origin: upstreams of that era check it
 }  # fmt: skip

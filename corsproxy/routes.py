@@ -7,7 +7,17 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from corsproxy.cors import CorsPolicy
-from corsproxy.paths import NormalizedPath, PathError, alternative_readings, fully_decoded
+from corsproxy.paths import (
+    ALL_READINGS,
+    NormalizedPath,
+    PathError,
+    Reading,
+    fold_ascii,
+    fold_unicode,
+    has_other_readings,
+    may_be_short_name,
+    readings_of,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,12 +38,13 @@ class Upstream:
     def origin(self) -> str:
         return f"{self.scheme}://{self.authority}"
 
-    def target(self, forward_path: str, raw_query: str = "") -> str:
-        """The request target (origin-form) for a normalized path and the raw query, as sent."""
-        query = f"?{raw_query}" if raw_query else ""
+    def target(self, forward_path: str, raw_query: str | None = None) -> str:
+        """The request target (origin-form) for a normalized path and the raw query, as sent:
+        None is no `?`, "" an empty query (`/x?`, kept: an upstream may tell them apart)."""
+        query = "" if raw_query is None else f"?{raw_query}"
         return f"{self.base_path}{forward_path}{query}"
 
-    def url(self, forward_path: str, raw_query: str = "") -> str:
+    def url(self, forward_path: str, raw_query: str | None = None) -> str:
         """The upstream URL for an already-normalized path and the raw query, as sent."""
         return f"{self.origin}{self.target(forward_path, raw_query)}"
 
@@ -70,28 +81,86 @@ class Route:
         return path.forward_path(len(self.segments) if self.strip_prefix else 0)
 
 
+class AmbiguousPath(PathError):
+    """A path that another reading puts on another route: `route` is corsproxy's own
+    choice, `other` the route of the reading described by `reading`."""
+
+    def __init__(self, route: Route | None, other: Route | None, reading: str) -> None:
+        super().__init__(
+            "path_ambiguous",
+            f"the path reads as another route on servers that read it {reading}",
+        )
+        self.route = route
+        self.other = other
+        self.reading = reading
+
+
+Key = tuple[str, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class RouteTable:
-    """Routes by segment prefix; lookup walks the path's prefixes from longest to shortest."""
+    """Routes by segment prefix; lookup walks the path's prefixes from longest to shortest.
+
+    Prefixes match case-insensitively (ASCII) unless `case_sensitive`; the forwarded path
+    keeps the client's bytes either way.
+    """
 
     routes: tuple[Route, ...]
     default: Route | None
-    _by_segments: Mapping[tuple[str, ...], Route] = field(init=False, repr=False)
-    _by_decoded: Mapping[tuple[str, ...], Route] = field(init=False, repr=False)
+    case_sensitive: bool = False
+    _primary: Mapping[Key, Route] = field(init=False, repr=False)
+    # For each reading (and, when case-insensitive, each folding: False ASCII, True wide):
+    # the prefixes as that reading sees them.
+    _readings: Mapping[tuple[Reading, bool], Mapping[Key, Route]] = field(init=False, repr=False)
+    _always_read: bool = field(init=False, repr=False)  # a prefix has other readings itself
+    _wide: bool = field(init=False, repr=False)  # a prefix reads as non-ASCII
+    _depth: int = field(init=False, repr=False)  # segments beyond it never decide
 
     def __post_init__(self) -> None:
-        by_segments: dict[tuple[str, ...], Route] = {}
-        if self.default is not None:
-            by_segments[()] = self.default
-        for route in self.routes:
-            by_segments[route.segments] = route
-        # The same prefixes as a server that decodes every escape sees them.
-        by_decoded = {fully_decoded(k): r for k, r in by_segments.items()}
-        object.__setattr__(self, "_by_segments", MappingProxyType(by_segments))
-        object.__setattr__(self, "_by_decoded", MappingProxyType(by_decoded))
+        object.__setattr__(self, "_depth", 1 << 30)  # no cut while the tables are built
+        entries: list[tuple[Key, Route]] = [((), self.default)] if self.default else []
+        entries += [(route.segments, route) for route in self.routes]
+        primary = {self._key(segments): route for segments, route in entries}
+        folds: tuple[bool, ...] = (False,) if self.case_sensitive else (False, True)
+        readings: dict[tuple[Reading, bool], Mapping[Key, Route]] = {}
+        for reading in ALL_READINGS:
+            for wide in folds:
+                readings[reading, wide] = MappingProxyType(
+                    {
+                        self._fold(reading.segments("/".join(segments)), wide): route
+                        for segments, route in entries
+                    }
+                )
+        wide_prefix = any(
+            not seg.isascii()
+            for segments, _ in entries
+            for seg in Reading().segments("/".join(segments))
+        )
+        object.__setattr__(self, "_primary", MappingProxyType(primary))
+        object.__setattr__(self, "_readings", MappingProxyType(readings))
+        object.__setattr__(
+            self, "_always_read", any(has_other_readings(segments) for segments, _ in entries)
+        )
+        object.__setattr__(self, "_wide", wide_prefix and not self.case_sensitive)
+        depth = max((len(key) for table in readings.values() for key in table), default=0)
+        object.__setattr__(self, "_depth", max(depth, *(len(key) for key in primary), 0))
+
+    def _key(self, segments: Key) -> Key:
+        # Normalized segments are ASCII (escapes stay encoded), so lower() is ASCII folding.
+        segments = segments[: self._depth]
+        return segments if self.case_sensitive else tuple(s.lower() for s in segments)
+
+    def _fold(self, segments: Key, wide: bool) -> Key:
+        segments = segments[: self._depth]
+        if self.case_sensitive:
+            return segments
+        fold = fold_unicode if wide else fold_ascii
+        return tuple(fold(s) for s in segments)
 
     @staticmethod
-    def _lookup(table: Mapping[tuple[str, ...], Route], segments: tuple[str, ...]) -> Route | None:
+    def _lookup(table: Mapping[Key, Route], segments: Key) -> Route | None:
+        """`segments` are already cut to the table's depth."""
         for length in range(len(segments), -1, -1):
             route = table.get(segments[:length])
             if route is not None:
@@ -101,15 +170,39 @@ class RouteTable:
     def match(self, path: NormalizedPath) -> Route | None:
         """The route for a normalized path; None when no route (and no default) applies.
 
-        Raises PathError when another reading of the same path that some upstreams use
-        (decoded `%2F`, `\\` as `/`, `;params` dropped) would land on a different route:
-        the decision must be made on the path the upstream will act on.
+        Raises AmbiguousPath (`path_ambiguous`) when another reading of the same path that
+        some upstreams use (see paths.Reading, and case folding) lands on a different
+        route: the decision must hold for the path the upstream will act on.
         """
-        route = self._lookup(self._by_segments, path.segments)
-        for reading in alternative_readings(path):
-            if self._lookup(self._by_decoded, reading) is not route:
-                raise PathError(
-                    "path_ambiguous",
-                    "the path reads as another route once '%2F', '\\' or ';' are interpreted",
-                )
+        route = self._lookup(self._primary, self._key(path.segments))
+        if self._always_read or has_other_readings(path.raw_segments):
+            self._check_readings(path, route)
         return route
+
+    def _check_readings(self, path: NormalizedPath, route: Route | None) -> None:
+        for reading, read in readings_of(path.raw_segments):
+            segments = read[: self._depth]
+            wide_too = not self.case_sensitive and (
+                self._wide or not all(s.isascii() for s in segments)
+            )
+            for wide in (False, True) if wide_too else (False,):
+                table = self._readings[reading, wide]
+                folded = self._fold(segments, wide)
+                other = self._lookup(table, folded)
+                if other is route and reading.windows and any("~" in s for s in folded):
+                    others = (
+                        r for k, r in table.items() if r is not route and _short_names(k, folded)
+                    )
+                    other = next(others, route)
+                if other is not route:
+                    how = reading.describe()
+                    if wide:
+                        how += ", letters compared case-insensitively beyond ASCII"
+                    raise AmbiguousPath(route, other, how)
+
+
+def _short_names(prefix: Key, segments: Key) -> bool:
+    """Whether `segments` start with `prefix` once some of them are read as 8.3 short names."""
+    if len(prefix) > len(segments) or prefix == segments[: len(prefix)]:
+        return False
+    return all(p == s or may_be_short_name(s, p) for p, s in zip(prefix, segments, strict=False))

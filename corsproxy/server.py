@@ -31,7 +31,7 @@ from corsproxy.cors import (
     response_headers,
 )
 from corsproxy.logs import ACCESS
-from corsproxy.paths import PathError, normalize_path
+from corsproxy.paths import PathError, normalize_path, split_target
 from corsproxy.proxy import Exchange, Target, error_response, forward, make_session, tunnel
 from corsproxy.upstream import UpstreamClient
 
@@ -257,13 +257,13 @@ class ProxyApp:
         if host is not None and not fw.valid_host(host):
             exchange.reason = "bad_host"
             return _text_response(400, "Bad request: invalid Host header")
-        path_text, _, query = request.raw_path.partition("?")
         try:
+            path_text, query = split_target(request.raw_path)
             path = normalize_path(path_text)
             route = config.routes.match(path)
         except PathError as exc:
             exchange.reason = exc.reason
-            return _text_response(400, f"Bad request: {exc}")
+            return _text_response(400, f"Bad request: {exc} ({exc.reason})")
         if route is None or route.upstream is None:
             exchange.reason = fw.NO_ROUTE.reason
             return error_response(fw.NO_ROUTE, None)

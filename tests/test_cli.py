@@ -190,3 +190,16 @@ def test_check_warns_about_risky_origins_and_strict_refuses(
     strict = runner.invoke(cli, ["check", "-c", path, "--strict"])
     assert strict.exit_code == 2
     assert "warnings are errors with --strict" in strict.stderr
+
+
+def test_explain_names_the_reading_of_an_ambiguous_path(runner: CliRunner) -> None:
+    base = ["explain", "-c", EXAMPLE, "--origin", "https://app.example.com", "--path"]
+    result = runner.invoke(cli, [*base, "/internal::$DATA/x", "--format", "json"])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["reason"] == "path_ambiguous"
+    lines = data["steps"][0]["lines"]
+    assert any("stream suffixes dropped" in line and "'/internal'" in line for line in lines)
+    routed = runner.invoke(cli, [*base, "/INTERNAL/x"])
+    assert "route '/internal' (path_prefix /internal" in routed.stdout
+    assert "VERDICT: BLOCKED (cors_disabled)" in routed.stdout

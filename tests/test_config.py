@@ -277,6 +277,18 @@ ERRORS = [
         "line 3 (merge the two routes)",
     ),
     (
+        "route-prefix-duplicate-case",
+        """\
+        upstream: http://u:1
+        routes:
+          - path_prefix: /Api
+          - path_prefix: /api
+        """,
+        "cfg.yaml:4: routes[1].path_prefix: '/api' is already the prefix of the route on "
+        "line 3 ('/Api': routes match case-insensitively) (merge the two routes, or set "
+        "routes_case_sensitive: true)",
+    ),
+    (
         "route-missing-prefix",
         """\
         upstream: http://u:1

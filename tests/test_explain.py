@@ -216,6 +216,32 @@ def test_explain_shows_the_forwarded_url() -> None:
     assert "forwarded to http://reports:8000/2026/q3?x=1" in render_text(result)
 
 
+@pytest.mark.parametrize(
+    ("path", "reading"),
+    [
+        ("/internal./x", "trailing dots, spaces and '::$DATA'-style stream suffixes dropped"),
+        ("/public/%252e%252e/internal/x", "decoded twice"),
+        ("/internal::$DATA/x", "stream suffixes dropped"),
+    ],
+)
+def test_explain_shows_which_reading_puts_a_path_on_another_route(path: str, reading: str) -> None:
+    result = explain(CONFIG, APP, path=path)
+    assert not result.allowed and result.reason == "path_ambiguous"
+    text = render_text(result)
+    assert "corsproxy answers 400" in text and "(path_ambiguous)" in text
+    assert reading in text
+    assert "route '/internal' (path_prefix /internal, test.yaml:" in text
+    assert "VERDICT: BLOCKED (path_ambiguous)" in text
+
+
+def test_explain_shows_a_case_insensitive_match_and_the_query_as_sent() -> None:
+    text = render_text(explain(CONFIG, APP, path="/INTERNAL/x?"))
+    assert "route '/internal' (path_prefix /internal" in text
+    assert "matched case-insensitively" in text
+    assert "forwarded to http://legacy:9000/INTERNAL/x?\n" in text
+    assert explain(CONFIG, APP, path="/x#frag").reason == "path_fragment"
+
+
 def test_explain_report_only_says_the_wire_is_unchanged() -> None:
     assert "changes nothing on the wire" in render_text(explain(CONFIG, APP, path="/shadow"))
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from corsproxy.paths import PathError, normalize_path
-from corsproxy.routes import Upstream
+from corsproxy.config import Config
+from corsproxy.paths import PathError, has_other_readings, normalize_path, readings_of, split_target
+from corsproxy.routes import AmbiguousPath, Upstream
 from tests.helpers import config
 
 # raw path -> (route path, forwarded path)
@@ -99,7 +100,7 @@ def route_of(raw: str) -> str:
         ("/api/admin/users", "/api/admin"),
         ("/api/administrator", "/api"),
         ("/Admin/x", "/Admin"),
-        ("/admin/x", "/"),  # R3: case-sensitive
+        ("/admin/x", "/Admin"),  # case-insensitive by default (issue 11; R3 is opt-in)
         ("/api/public/../admin/x", "/api/admin"),  # A64: decided on the normalized path
         ("/public/%2e%2e/api/admin", "/api/admin"),
         ("/a+b", "/a+b"),
@@ -153,3 +154,181 @@ def test_no_default_route_without_top_level_upstream() -> None:
     cfg = config({"routes": [{"path_prefix": "/api", "upstream": "http://127.0.0.1:1"}]})
     assert cfg.routes.match(normalize_path("/other")) is None
     assert cfg.routes.match(normalize_path("/api/x")) is not None
+
+
+def test_prefixes_differing_in_case_are_two_routes_only_when_case_sensitive() -> None:
+    routes = [{"path_prefix": "/Api", "cors": False}, {"path_prefix": "/api"}]
+    cfg = config(
+        {"upstream": "http://127.0.0.1:9", "routes_case_sensitive": True, "routes": routes}
+    )
+    assert route_prefix(cfg, "/Api/x") == "/Api"
+    assert route_prefix(cfg, "/api/x") == "/api"
+    assert route_prefix(cfg, "/API/x") == "/"
+
+
+# Issue 11: a credentialed default, a lenient /public and a cors:false /internal.
+READ = {
+    "upstream": "http://127.0.0.1:9",
+    "cors": {"allow_origins": ["https://a.example"], "allow_credentials": True},
+    "routes": [
+        {"path_prefix": "/internal", "cors": False},
+        {"path_prefix": "/public", "cors": {"allow_origins": ["*"], "allow_credentials": False}},
+        {"path_prefix": "/caf%C3%A9", "cors": False},
+        {"path_prefix": "/a/b.c"},
+    ],
+}
+CASE_INSENSITIVE = config(READ)
+CASE_SENSITIVE = config({**READ, "routes_case_sensitive": True})
+AMBIGUOUS = "400"
+
+
+def route_prefix(cfg: Config, raw: str) -> str:
+    try:
+        route = cfg.routes.match(normalize_path(raw))
+    except PathError as exc:
+        assert exc.reason == "path_ambiguous"
+        return AMBIGUOUS
+    assert route is not None
+    return route.path_prefix
+
+
+# raw path -> route prefix (or 400) when case-insensitive (the default), when case-sensitive
+READINGS = [
+    ("/internal/x", "/internal", "/internal"),
+    ("/INTERNAL/secret", "/internal", "/"),
+    ("/Internal", "/internal", "/"),
+    ("/%69nternal/x", "/internal", "/internal"),
+    ("/%49nternal/x", "/internal", "/"),
+    ("/internals/x", "/", "/"),
+    # trailing dots and spaces (IIS, Windows), alone and combined
+    ("/internal./x", AMBIGUOUS, AMBIGUOUS),
+    ("/INTERNAL./x", AMBIGUOUS, "/"),  # a case-sensitive upstream reads /INTERNAL
+    ("/internal%20/x", AMBIGUOUS, AMBIGUOUS),
+    ("/internal. ./x".replace(" ", "%20"), AMBIGUOUS, AMBIGUOUS),
+    ("/internal...", AMBIGUOUS, AMBIGUOUS),
+    ("/internal%2E", AMBIGUOUS, AMBIGUOUS),
+    ("/public/..%20/internal", AMBIGUOUS, AMBIGUOUS),  # '.. ' climbs on Windows
+    ("/public/.%20./internal", AMBIGUOUS, AMBIGUOUS),
+    ("/public/x./y", "/public", "/public"),  # same route either way: fine
+    ("/public./x", AMBIGUOUS, AMBIGUOUS),  # the default route here, /public on IIS
+    ("/a/b.c./x", AMBIGUOUS, AMBIGUOUS),
+    ("/a/b.c/x.", "/a/b.c", "/a/b.c"),
+    # NTFS stream suffixes
+    ("/internal::$DATA", AMBIGUOUS, AMBIGUOUS),
+    ("/internal:$DATA/x", AMBIGUOUS, AMBIGUOUS),
+    ("/internal::$INDEX_ALLOCATION/x", AMBIGUOUS, AMBIGUOUS),
+    ("/internal:$I30:$INDEX_ALLOCATION/x", AMBIGUOUS, AMBIGUOUS),
+    ("/internal:stream:$DATA/x", AMBIGUOUS, AMBIGUOUS),
+    ("/internal%3A%3A%24DATA/x", AMBIGUOUS, AMBIGUOUS),
+    ("/internal:/x", AMBIGUOUS, AMBIGUOUS),
+    ("/internal. ::$DATA/x".replace(" ", "%20"), AMBIGUOUS, AMBIGUOUS),
+    ("/internal:named/x", "/", "/"),  # a named stream is another file
+    # 8.3 short names (Windows serves the long name for them)
+    ("/INTERN~1/x", AMBIGUOUS, AMBIGUOUS),
+    ("/intern~12", AMBIGUOUS, AMBIGUOUS),
+    ("/IN1A2B~1/x", AMBIGUOUS, AMBIGUOUS),  # the hashed form keeps two characters
+    ("/internal/X~1", "/internal", "/internal"),  # inside the route: same route
+    ("/other~1/x", "/", "/"),
+    ("/a/BC3F~1/x", AMBIGUOUS, AMBIGUOUS),  # /a/b.c
+    ("/v1/items:batchGet", "/", "/"),
+    # a second decoding
+    ("/public%252finternal", AMBIGUOUS, AMBIGUOUS),  # one segment here, /public/internal there
+    ("/public%252f..%252finternal/x", AMBIGUOUS, AMBIGUOUS),
+    ("/public/%252e%252e/internal/x", AMBIGUOUS, AMBIGUOUS),
+    ("/public/%252E%252e/internal/x", AMBIGUOUS, AMBIGUOUS),
+    ("/x%252f..%252f..%252finternal", AMBIGUOUS, AMBIGUOUS),
+    ("/internal%252e/x", AMBIGUOUS, AMBIGUOUS),  # decoded twice, then the dot dropped
+    ("/%2569nternal/x", AMBIGUOUS, AMBIGUOUS),
+    ("/public/%25252e%25252e/internal", "/public", "/public"),  # no third decoding
+    # the earlier readings, and combined with the new ones
+    ("/public/..%5Cinternal", AMBIGUOUS, AMBIGUOUS),
+    ("/public/..%255Cinternal", AMBIGUOUS, AMBIGUOUS),
+    ("/public/..;x/internal", AMBIGUOUS, AMBIGUOUS),
+    ("/internal.;x/y", AMBIGUOUS, AMBIGUOUS),
+    ("/internal%3B.x/y", AMBIGUOUS, AMBIGUOUS),
+    # case folding beyond ASCII (case-insensitive only)
+    ("/caf%C3%A9/x", "/caf%C3%A9", "/caf%C3%A9"),
+    ("/CAF%C3%A9/x", "/caf%C3%A9", "/"),
+    ("/caf%c3%a9/x", "/caf%C3%A9", "/caf%C3%A9"),  # the escape's hex case is no difference
+    ("/CAF%C3%89/x", AMBIGUOUS, "/"),  # 'É': .NET folds it, ASCII folding does not
+    ("/%C4%B0nternal", AMBIGUOUS, "/"),  # 'İ'
+    ("/%C4%B1nternal", AMBIGUOUS, "/"),  # dotless i
+    ("/%EF%BD%89nternal", AMBIGUOUS, "/"),  # fullwidth i (Windows best fit)
+    ("/%E2%84%AA", "/", "/"),  # the Kelvin sign near no route
+]
+
+
+@pytest.mark.parametrize(("raw", "insensitive", "sensitive"), READINGS)
+def test_every_reading_selects_the_same_route_or_the_path_is_refused(
+    raw: str, insensitive: str, sensitive: str
+) -> None:
+    assert route_prefix(CASE_INSENSITIVE, raw) == insensitive
+    assert route_prefix(CASE_SENSITIVE, raw) == sensitive
+
+
+def test_the_forwarded_path_keeps_the_client_bytes_whatever_the_case() -> None:
+    path = normalize_path("/INTERNAL/%7eSecret")
+    route = CASE_INSENSITIVE.routes.match(path)
+    assert route is not None and route.path_prefix == "/internal"
+    assert route.forward_path(path) == "/INTERNAL/%7eSecret"
+
+
+def test_a_route_prefix_with_other_readings_is_checked_on_every_path() -> None:
+    cfg = config({"upstream": "http://127.0.0.1:9", "routes": [{"path_prefix": "/%C5%BFecret"}]})
+    # the long s (U+017F) folds to 's' on .NET: an upstream reads /secret as that route.
+    assert route_prefix(cfg, "/secret") == AMBIGUOUS
+    assert route_prefix(cfg, "/%C5%BFecret/x") == "/%C5%BFecret"
+    assert route_prefix(cfg, "/other") == "/"
+
+
+def test_an_ambiguous_path_names_both_routes_and_the_reading() -> None:
+    with pytest.raises(AmbiguousPath) as info:
+        CASE_INSENSITIVE.routes.match(normalize_path("/public/%252e%252e/internal"))
+    exc = info.value
+    assert exc.route is not None and exc.route.path_prefix == "/public"
+    assert exc.other is not None and exc.other.path_prefix == "/internal"
+    assert "decoded twice" in exc.reading and "decoded twice" in str(exc)
+
+
+@pytest.mark.parametrize(
+    ("raw", "segments"),
+    [
+        (("a", "b"), ()),  # no other reading: the fast check says so
+        (("a", "B", "c-d_e~"), ()),
+        (("a%2Fb",), ("a", "b")),
+        (("x.",), ("x",)),
+        (("x%20. %20",), ("x",)),
+        (("x::$DATA",), ("x",)),
+        (("a", "..%20", "b"), ("b",)),
+        (("%252e%252e", "b"), ("b",)),
+        (("a..;p", "b"), ("a", "b")),
+    ],
+)
+def test_readings_of_a_path(raw: tuple[str, ...], segments: tuple[str, ...]) -> None:
+    readings = readings_of(raw) if has_other_readings(raw) else []
+    if not segments:
+        assert readings == []
+        return
+    seen = {found for _, found in readings}
+    assert segments in seen, seen
+
+
+@pytest.mark.parametrize(
+    ("target", "path", "query"),
+    [
+        ("/x", "/x", None),
+        ("/x?", "/x", ""),
+        ("/x??", "/x", "?"),
+        ("/x?a=1&b", "/x", "a=1&b"),
+    ],
+)
+def test_split_target_keeps_an_empty_query(target: str, path: str, query: str | None) -> None:
+    assert split_target(target) == (path, query)
+    assert Upstream("http", "u", 80).target(path, query) == target
+
+
+@pytest.mark.parametrize("target", ["/x#f", "/x?a#f", "/x?#", "/#"])
+def test_split_target_refuses_fragments(target: str) -> None:
+    with pytest.raises(PathError) as info:
+        split_target(target)
+    assert info.value.reason == "path_fragment"

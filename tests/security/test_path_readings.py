@@ -1,0 +1,210 @@
+"""Issue 11, "another reading of the path": a route is never decided on one reading of a
+path while the upstream acts on another. Black-box: a real `corsproxy serve` process in
+front of a recording upstream, fed raw bytes.
+
+The config has a credentialed default policy, a lenient `/public` route (any origin, any
+header) and `/internal` with `cors: false`. Every other spelling of `/internal` must either
+be routed to `/internal` (no CORS headers at all) or refused with 400 `path_ambiguous`,
+and never reach the upstream under the default policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from tests.net import Recorder, head_and_body, header_values, raw_exchange, running_app, start_cli
+
+APP = "https://app.example.com"
+
+INTERNAL = "internal"  # routed to /internal: forwarded as sent, no CORS headers
+AMBIGUOUS = "ambiguous"  # 400 path_ambiguous, nothing forwarded
+
+# Spellings of /internal that some upstream reads as /internal.
+READINGS = [
+    # Express, ASP.NET Core: routes are case-insensitive.
+    ("/INTERNAL/secret", INTERNAL),
+    ("/Internal/x", INTERNAL),
+    ("/iNtErNaL", INTERNAL),
+    ("/%69nternal/x", INTERNAL),  # an unreserved escape is decided decoded
+    ("/%49NTERNAL/x", INTERNAL),
+    # IIS, Windows: trailing dots and spaces of a segment are dropped.
+    ("/internal./x", AMBIGUOUS),
+    ("/INTERNAL./x", AMBIGUOUS),
+    ("/internal%20/x", AMBIGUOUS),
+    ("/internal.%20./x", AMBIGUOUS),
+    ("/internal%2e/x", AMBIGUOUS),
+    ("/internal..", AMBIGUOUS),
+    # NTFS stream suffixes.
+    ("/internal::$DATA/x", AMBIGUOUS),
+    ("/internal:$DATA/x", AMBIGUOUS),
+    ("/internal::$INDEX_ALLOCATION/x", AMBIGUOUS),
+    ("/internal:$I30:$INDEX_ALLOCATION/x", AMBIGUOUS),
+    ("/Internal::%24data/x", AMBIGUOUS),
+    ("/internal.::$DATA/x", AMBIGUOUS),
+    # 8.3 short names.
+    ("/INTERN~1/x", AMBIGUOUS),
+    ("/intern~1/x", AMBIGUOUS),
+    # Upstreams that decode twice.
+    ("/public%252f..%252finternal/x", AMBIGUOUS),
+    ("/public/%252e%252e/internal/x", AMBIGUOUS),
+    ("/public/%252E%252E/INTERNAL/x", AMBIGUOUS),
+    ("/internal%252e/x", AMBIGUOUS),
+    ("/public/%25252e%25252e/internal/x", "public"),  # a third decoding is not a reading
+    # Dots-and-spaces segments that climb on Windows, and the older readings.
+    ("/public/..%20/internal/x", AMBIGUOUS),
+    ("/public/.%20./internal/x", AMBIGUOUS),
+    ("/public/..%5C..%5Cinternal/x", AMBIGUOUS),
+    ("/public%2F..%2Finternal/x", AMBIGUOUS),
+    ("/public/..;/internal/x", AMBIGUOUS),
+    ("/internal;x/y", AMBIGUOUS),
+    # Non-ASCII readings of the letters (.NET folding, Windows best-fit).
+    ("/%C4%B0nternal/x", AMBIGUOUS),  # U+0130, an i with a dot above
+    ("/%EF%BD%89nternal/x", AMBIGUOUS),  # fullwidth i
+    ("/%C4%B1nternal/x", AMBIGUOUS),  # dotless i, upper-cases to I
+    # Not other readings of /internal: these stay where they are.
+    ("/public/x", "public"),
+    ("/v1/items:batchGet", "default"),
+    ("/internal:foo/x", "default"),  # a named stream, not the file itself
+]
+
+
+def config_text(upstream: str, **extra: Any) -> str:
+    doc = {
+        "listen": "127.0.0.1:0",
+        "upstream": upstream,
+        "cors": {"allow_origins": [APP], "allow_credentials": True, "allow_headers": "*"},
+        "routes": [
+            {"path_prefix": "/internal", "cors": False},
+            {
+                "path_prefix": "/public",
+                "cors": {"allow_origins": ["*"], "allow_credentials": False, "allow_headers": "*"},
+            },
+        ],
+        **extra,
+    }
+    return json.dumps(doc)  # JSON is YAML
+
+
+@contextlib.asynccontextmanager
+async def proxy(tmp_path: Path, **extra: Any) -> AsyncIterator[tuple[str, Recorder]]:
+    upstream = Recorder()
+    async with running_app(upstream.app()) as upstream_url:
+        path = tmp_path / "corsproxy.yaml"
+        path.write_text(config_text(upstream_url, **extra))
+        proc, url = await asyncio.to_thread(start_cli, "--config", str(path))
+        try:
+            yield url, upstream
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(proc.wait, 10)
+            assert proc.stdout is not None and proc.stderr is not None
+            proc.stdout.close()
+            proc.stderr.close()
+
+
+async def get(url: str, target: str, *fields: str) -> tuple[int, list[str], bytes]:
+    head = f"GET {target} HTTP/1.1\r\nHost: p\r\nOrigin: {APP}\r\nConnection: close\r\n"
+    data = (head + "".join(f"{f}\r\n" for f in fields) + "\r\n").encode("latin-1")
+    lines, body = head_and_body(await raw_exchange(url, data, wait=5))
+    status = int(lines[0].split()[1]) if lines[0].startswith("HTTP/1.") else 0
+    return status, lines, body
+
+
+def outcome(status: int, lines: list[str], body: bytes, seen: list[dict[str, Any]]) -> str:
+    """What happened, in the table's words; anything else is spelled out."""
+    acao = header_values(lines, "Access-Control-Allow-Origin")
+    acac = header_values(lines, "Access-Control-Allow-Credentials")
+    if status == 400 and not seen and b"(path_ambiguous)" in body and not acao:
+        return AMBIGUOUS
+    if status == 200 and len(seen) == 1:
+        if not acao and not acac:
+            return INTERNAL
+        if acao == ["*"] and not acac:
+            return "public"
+        if acao == [APP] and acac == ["true"]:
+            return "default"
+    return f"{status} {acao} {acac} forwarded={[s['raw_path'] for s in seen]} {body[:120]!r}"
+
+
+async def test_every_reading_of_a_cors_false_route_is_that_route_or_refused(
+    tmp_path: Path,
+) -> None:
+    wrong: list[str] = []
+    async with proxy(tmp_path) as (url, upstream):
+        for target, expected in READINGS:
+            before = len(upstream.seen)
+            status, lines, body = await get(url, target)
+            seen = upstream.seen[before:]
+            got = outcome(status, lines, body, seen)
+            if got != expected:
+                wrong.append(f"{target}: expected {expected}, got {got}")
+            elif seen and seen[0]["raw_path"] != target:
+                wrong.append(f"{target}: forwarded as {seen[0]['raw_path']}")
+    assert not wrong, "\n".join(wrong)
+
+
+async def test_routes_case_sensitive_opts_out_of_case_folding_only(tmp_path: Path) -> None:
+    async with proxy(tmp_path, routes_case_sensitive=True) as (url, upstream):
+        results = {}
+        for target in ("/INTERNAL/secret", "/internal/x", "/internal./x", "/INTERNAL./x"):
+            before = len(upstream.seen)
+            status, lines, body = await get(url, target)
+            results[target] = outcome(status, lines, body, upstream.seen[before:])
+    assert results == {
+        # The upstream is case-sensitive: /INTERNAL is another resource, the default's.
+        "/INTERNAL/secret": "default",
+        "/internal/x": INTERNAL,
+        "/internal./x": AMBIGUOUS,
+        "/INTERNAL./x": "default",  # even IIS' reading is /INTERNAL, not /internal
+    }
+
+
+# Headers some upstreams read as the real path (see forwarding.PATH_OVERRIDES).
+PATH_HEADERS = [
+    "X-Original-URL",
+    "X-Rewrite-URL",
+    "X-Original-URI",
+    "X-Forwarded-URI",
+    "X-Forwarded-Prefix",
+    "X-Forwarded-Path",
+    "X-Envoy-Original-Path",
+    "X-Override-URL",
+    "X-HTTP-DestinationURL",
+    "X-Proxy-URL",
+    "X-Request-URI",
+]
+
+
+async def test_headers_read_as_the_path_never_reach_the_upstream(tmp_path: Path) -> None:
+    fields = [f"{name}: /internal/secret" for name in PATH_HEADERS]
+    fields += ["x-original-url: /internal/lower", "X-Custom: kept"]
+    async with proxy(tmp_path) as (url, upstream):
+        status, lines, _ = await get(url, "/public/x", *fields)
+        assert status == 200
+        assert header_values(lines, "Access-Control-Allow-Origin") == ["*"]
+        names = [name.lower() for name, _ in upstream.seen[-1]["headers"]]
+    assert "x-custom" in names
+    assert [n for n in names if n in {h.lower() for h in PATH_HEADERS}] == []
+
+
+async def test_fragments_are_refused_and_an_empty_query_is_forwarded_as_sent(
+    tmp_path: Path,
+) -> None:
+    async with proxy(tmp_path) as (url, upstream):
+        for target in ("/public/x#frag", "/public/x?a=1#frag", "/public/x?#", "/#"):
+            before = len(upstream.seen)
+            status, _, body = await get(url, target)
+            assert (status, len(upstream.seen)) == (400, before), (target, body)
+            assert b"(path_fragment)" in body
+        forwarded = []
+        for target in ("/public/x?", "/public/x", "/public/x??", "/public/x?a=1&"):
+            status, _, _ = await get(url, target)
+            assert status == 200, target
+            forwarded.append(upstream.seen[-1]["raw_path"])
+    assert forwarded == ["/public/x?", "/public/x", "/public/x??", "/public/x?a=1&"]
