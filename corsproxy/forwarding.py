@@ -283,3 +283,36 @@ def max_forwards_answer(method: str, values: Sequence[str], preflight: bool) -> 
 
 
 MAX_FORWARDS_REACHED = Failure(200, "max_forwards_reached", "")
+
+
+HEAD_TOO_LARGE = Failure(431, "header_too_large", "the request line or header fields are too large")
+HTTP10_TRANSFER_ENCODING = Failure(400, "bad_framing", "Transfer-Encoding in an HTTP/1.0 request")
+TRANSFER_CODING_NOT_IMPLEMENTED = Failure(
+    501, "transfer_coding_not_implemented", "only the transfer coding 'chunked' is accepted"
+)
+
+
+def framing_failure(http10: bool, transfer_encoding: Sequence[str]) -> Failure | None:
+    """A request body framed in a way some hop may read differently: refused, then the
+    connection is closed (the body's end is in doubt).
+
+    aiohttp's parser already refuses a Transfer-Encoding whose last coding is not `chunked`
+    (400, RFC 9112 6.3). What it lets through with codings before `chunked` (`gzip, chunked`,
+    `identity, chunked`, `,chunked`) is a coding corsproxy does not implement (501, RFC 9112
+    6.1), and other servers disagree on how such lists frame a body.
+    """
+    if not transfer_encoding:
+        return None
+    if http10:  # RFC 9112 6.1: a 1.0 recipient reads no TE, so the framing is faulty
+        return HTTP10_TRANSFER_ENCODING
+    if len(transfer_encoding) != 1 or transfer_encoding[0].strip(" \t").lower() != "chunked":
+        return TRANSFER_CODING_NOT_IMPLEMENTED
+    return None
+
+
+def head_too_large(target: str, raw_headers: Iterable[tuple[bytes, bytes]], limit: int) -> bool:
+    """A request target or a header field (name and value) over `limit` bytes: the sizes
+    aiohttp's parser measures, so the default limit refuses what it refused before."""
+    if len(target) > limit:
+        return True
+    return any(len(name) + len(value) > limit for name, value in raw_headers)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import WSMsgType, web
+from aiohttp.http import HttpVersion10
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -105,6 +106,15 @@ def make_session(
     )
 
 
+class OwnResponse(web.Response):
+    """An answer corsproxy writes itself: aiohttp's default `Server` header would name
+    versions (Python, aiohttp) to every client, so it goes."""
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        self.headers.popall("server", None)
+
+
 def error_response(failure: fw.Failure, decision: Decision | None) -> web.Response:
     """A proxy-generated error that carries CORS headers for an allowed origin."""
     base = [
@@ -112,9 +122,13 @@ def error_response(failure: fw.Failure, decision: Decision | None) -> web.Respon
         ("X-Content-Type-Options", "nosniff"),
     ]
     headers = response_headers(decision, base) if decision is not None else base
-    response = web.Response(status=failure.status, body=f"{failure.message}\n".encode())
+    response = OwnResponse(status=failure.status, body=f"{failure.message}\n".encode())
     for name, value in headers:
         response.headers.add(name, value)
+    if failure.status == 408:
+        # RFC 9110 15.5.9: the server gave up waiting for the request; the rest of it (if it
+        # ever comes) is not read.
+        response.force_close()
     return response
 
 
@@ -244,6 +258,10 @@ async def _relay(
     _add_headers(response, headers, exchange)
     if length is not None and not chunked:
         response.content_length = length
+    elif request.version == HttpVersion10 and not empty:
+        # Only the close tells an HTTP/1.0 client where a body without a length ends;
+        # aiohttp would keep a keep-alive connection open and leave the client waiting.
+        response.force_close()
     exchange.status = upstream.status
     await response.prepare(request)
     if empty:  # HEAD, 204, 304: nothing more on the wire

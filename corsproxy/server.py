@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from corsproxy import forwarding as fw
@@ -32,7 +32,15 @@ from corsproxy.cors import (
 )
 from corsproxy.logs import ACCESS
 from corsproxy.paths import PathError, normalize_path, split_target
-from corsproxy.proxy import Exchange, Target, error_response, forward, make_session, tunnel
+from corsproxy.proxy import (
+    Exchange,
+    OwnResponse,
+    Target,
+    error_response,
+    forward,
+    make_session,
+    tunnel,
+)
 from corsproxy.upstream import UpstreamClient
 
 log = logging.getLogger("corsproxy")
@@ -81,9 +89,31 @@ def _early_response(answer: fw.Failure) -> web.StreamResponse:
     return response
 
 
+def header_cap(max_header_size: int) -> int:
+    """aiohttp's own per-line limit: above `limits.max_header_size`, which corsproxy enforces
+    on the parsed head (so its 431 can carry CORS headers); a line over this cap is refused
+    by the parser itself, before any header is known."""
+    return max(2 * max_header_size, 16 * 1024)
+
+
+def _fallback_decision(request: web.BaseRequest, config: Config) -> Decision:
+    """CORS for an answer made before the route's own decision: the route's policy when the
+    path selects one, else the default policy (what applies to `/`). Decided as a plain
+    request: an error is never a successful preflight."""
+    policy = config.cors
+    with contextlib.suppress(PathError):
+        route = config.routes.match(normalize_path(split_target(request.raw_path)[0]))
+        if route is not None:
+            policy = route.cors
+    origin = tuple(request.headers.getall("Origin", ()))
+    return decide_cached(policy, RequestView("GET", "/", origin))
+
+
 class _RequestHandler(RequestHandler):
-    """aiohttp's answers to unparseable requests echo the offending bytes as text/plain:
-    tell browsers never to sniff them into something else."""
+    """Answers to requests aiohttp's parser refuses (and to crashes). aiohttp's own would
+    echo the offending bytes, name its version in `Server` and answer `HTTP/1.0` (its
+    placeholder request's version): corsproxy writes its own, closes the connection, and
+    says 431 for a head over the parser's size limits."""
 
     def handle_error(
         self,
@@ -92,8 +122,18 @@ class _RequestHandler(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        response = super().handle_error(request, status, exc, message)
-        response.headers["X-Content-Type-Options"] = "nosniff"
+        super().handle_error(request, status, exc, message)  # logs; raises if too late
+        if isinstance(exc, LineTooLong) or (
+            isinstance(exc, BadHttpMessage) and "Too many headers" in exc.message
+        ):
+            failure = fw.HEAD_TOO_LARGE
+        elif status == 500:
+            failure = fw.Failure(500, "", "internal error")
+        else:
+            failure = fw.Failure(status, "", "Bad request: the request could not be parsed")
+        request._cache["version"] = HttpVersion11  # `version` is a cached property
+        response = error_response(failure, None)
+        response.force_close()
         return response
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
@@ -135,6 +175,8 @@ class ProxyApp:
         self.draining = False
         self._reloading: asyncio.Task[None] | None = None
         self._reload_again = False
+        # The parser's own line limit is fixed at start (see header_cap).
+        self.header_cap = header_cap(config.limits.max_header_size)
 
     async def start(self) -> None:
         self.session = make_session()
@@ -200,6 +242,11 @@ class ProxyApp:
             log.warning("reload: %s", warning)
         if config.listen != self.config.listen or config.admin != self.config.admin:
             log.warning("reload: new listen or admin addresses take effect only after a restart")
+        if config.limits.max_header_size > self.header_cap:
+            log.warning(
+                "reload: limits.max_header_size above %d takes effect only after a restart",
+                self.header_cap,
+            )
         self.config = config  # one reference swap: requests in flight keep theirs
         log.info("config reloaded from %s", config.source)
         return True
@@ -249,24 +296,35 @@ class ProxyApp:
             response = error_response(fw.BAD_VERSION, None)
             response.force_close()
             return response
-        if request.version == HttpVersion10 and "Transfer-Encoding" in request.headers:
-            # RFC 9112 6.1: framing a 1.0 message with TE is faulty (a smuggling vector).
-            exchange.reason = "bad_framing"
-            return _text_response(400, "Bad request: Transfer-Encoding in an HTTP/1.0 request")
+        failure = fw.framing_failure(
+            request.version == HttpVersion10, request.headers.getall("Transfer-Encoding", ())
+        )
+        if failure is None and fw.head_too_large(
+            request.raw_path, request.raw_headers, config.limits.max_header_size
+        ):
+            failure = fw.HEAD_TOO_LARGE
+        if failure is not None:
+            # Where the body ends is in doubt (or it was never read): answer, then close.
+            exchange.reason = failure.reason
+            response = error_response(failure, _fallback_decision(request, config))
+            response.force_close()
+            return response
         host = request.headers.get("Host")
         if host is not None and not fw.valid_host(host):
             exchange.reason = "bad_host"
-            return _text_response(400, "Bad request: invalid Host header")
+            decision = _fallback_decision(request, config)
+            return _text_response(400, "Bad request: invalid Host header", decision)
         try:
             path_text, query = split_target(request.raw_path)
             path = normalize_path(path_text)
             route = config.routes.match(path)
         except PathError as exc:
             exchange.reason = exc.reason
-            return _text_response(400, f"Bad request: {exc} ({exc.reason})")
+            decision = _fallback_decision(request, config)  # the default policy
+            return _text_response(400, f"Bad request: {exc} ({exc.reason})", decision)
         if route is None or route.upstream is None:
             exchange.reason = fw.NO_ROUTE.reason
-            return error_response(fw.NO_ROUTE, None)
+            return error_response(fw.NO_ROUTE, _fallback_decision(request, config))
         exchange.route = route.name
         headers = request.headers
         view = RequestView(
@@ -285,7 +343,7 @@ class ProxyApp:
         if decision.action is Action.BAD_REQUEST:
             return _text_response(400, decision.body().decode().strip(), decision)
         if decision.action is Action.PREFLIGHT:
-            response = web.Response(status=204)  # a whole response: one write
+            response = OwnResponse(status=204)  # a whole response: one write
             for name, value in response_headers(decision, []):
                 response.headers.add(name, value)
             return response
@@ -390,6 +448,8 @@ async def serve(
     await app.start()
     server = _Server(
         app.handle,
+        max_line_size=app.header_cap,  # the request target
+        max_field_size=app.header_cap,  # a header field's name and value
         handler_cancellation=True,  # a client that goes away cancels its upstream request
         access_log=None,
         # Idle keep-alive and header reading share this timer in aiohttp (default 3630 s).

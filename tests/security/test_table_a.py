@@ -318,7 +318,7 @@ async def test_a50_to_a61_refused_preflights_never_reach_the_upstream(
         extra = (("Access-Control-Request-Private-Network", "true"),) if row == "A67" else ()
         reply = await p.preflight(path, origin, method, headers, extra)
         assert time.monotonic() - started < 2
-    if row == "A58" and reply.status == 400:
+    if row == "A58" and reply.status in (400, 431):  # a field over the parser's cap: 431
         assert reply.forwarded == 0 and reply.cors == []
     else:
         assert_refused_preflight(reply)
