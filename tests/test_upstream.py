@@ -142,16 +142,28 @@ async def test_a_body_without_length_ends_at_eof_and_is_not_reused() -> None:
         assert await get(c, up) == (200, b"until the end")
 
 
-async def test_head_answers_have_no_body_and_keep_the_connection() -> None:
+@pytest.mark.parametrize(
+    ("head_reply", "connections"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1),
+        # A HEAD answer that announced a body may be followed by it (`do_HEAD = do_GET`):
+        # the connection is closed, never handed to the next request.
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", 2),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 2),
+        (b"HTTP/1.1 200 OK\r\n\r\n", 2),  # no framing at all: llhttp says it needs EOF
+    ],
+    ids=["cl-0", "cl-1000", "chunked", "unframed"],
+)
+async def test_head_answers_have_no_body_and_keep_the_connection_only_if_they_announced_none(
+    head_reply: bytes, connections: int
+) -> None:
     def respond(conn: int, index: int, head: bytes) -> bytes:
-        if head.startswith(b"HEAD"):
-            return b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
-        return OK
+        return head_reply if head.startswith(b"HEAD") else OK
 
     async with scripted(respond) as up, client() as c:
         assert await get(c, up.upstream, "HEAD") == (200, b"")
         assert await get(c, up.upstream) == (200, b"ok")
-    assert up.connections == 1
+    assert up.connections == connections
 
 
 async def test_informational_answers_are_skipped() -> None:
