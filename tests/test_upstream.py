@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -352,3 +353,52 @@ async def test_concurrent_connects_never_exceed_the_bound() -> None:
         results = await asyncio.gather(*(get(c, up) for _ in range(8)))
     assert results == [(200, b"ok")] * 8
     assert peak == 2
+
+
+# --- bytes that reached the kernel but not yet the protocol -----------------------------
+
+
+async def unread_bytes_scenario() -> tuple[tuple[int, bytes], int]:
+    """A pooled connection gets response-shaped bytes while the loop is blocked (they are in
+    the kernel, data_received has not run), then a request takes a connection at once."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                token = head.split(b" ")[1]
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(token), token)
+                )
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    up = Upstream("http", "127.0.0.1", server.sockets[0].getsockname()[1])
+    c = UpstreamClient()
+    try:
+        response = await c.request(up, "GET", "/1", [], None, connect_timeout=2, read_timeout=5)
+        assert await response.read() == b"/1"
+        response.release()
+        await asyncio.sleep(0.05)  # the upstream side is idle again
+        writers[0].write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nFORGED")
+        time.sleep(0.1)  # noqa: ASYNC251 - blocks the loop on purpose: nothing is delivered
+        response = await c.request(up, "GET", "/2", [], None, connect_timeout=2, read_timeout=5)
+        try:
+            return (response.status, await response.read()), len(writers)
+        finally:
+            response.release()
+    finally:
+        await c.close()
+        server.close()
+
+
+async def test_an_idle_connection_with_unread_bytes_in_the_kernel_is_not_handed_out() -> None:
+    assert await unread_bytes_scenario() == ((200, b"/2"), 2)
+
+
+def test_the_unread_bytes_check_works_under_uvloop() -> None:
+    uvloop = pytest.importorskip("uvloop")
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(unread_bytes_scenario()) == ((200, b"/2"), 2)
