@@ -276,3 +276,45 @@ async def test_b_late_bytes_after_a_complete_answer_never_reach_another_client(
         check(results, 300)
         assert written >= 10  # the attack ran (each surplus ends its connection)
         await px.healthy()
+
+
+async def test_a_request_waiting_for_a_free_connection_is_a_504_that_says_why(
+    tmp_path: Path,
+) -> None:
+    """`limits.upstream_connections` bounds open upstream connections per process; a request
+    that waits for one longer than `timeouts.connect` gets a 504, and its log line says so."""
+    release = asyncio.Event()
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        await asyncio.wait_for(release.wait(), TIMEOUT)
+        writer.write(answer(b"held"))
+        await writer.drain()
+
+    doc = {
+        "upstream": "",
+        "cors": POLICY,
+        "limits": {"upstream_connections": 1},
+        "timeouts": {"connect": "300ms", "read": "5s"},
+    }
+    async with raw_server(hold) as up:
+        doc["upstream"] = up
+        async with proxy(tmp_path, doc) as px:
+            timeout = aiohttp.ClientTimeout(total=TIMEOUT)
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                first = asyncio.create_task(session.get(f"{px.url}/first"))
+                await asyncio.sleep(0.3)  # it holds the one connection
+                async with session.get(f"{px.url}/second", headers={"Origin": APP}) as response:
+                    assert response.status == 504
+                    assert response.headers["Access-Control-Allow-Origin"] == APP
+                release.set()
+                async with await first as response:
+                    assert (response.status, await response.read()) == (200, b"held")
+            for _ in range(50):
+                lines = [line for line in px.log if "GET /second 504" in line]
+                if lines:
+                    break
+                await asyncio.sleep(0.1)
+            assert lines and "upstream_connect_timeout" in lines[0], px.log[-5:]
+            assert "no free connection" in lines[0]
+            await px.healthy()
