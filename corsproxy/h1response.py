@@ -54,32 +54,34 @@ class LocalProtocolError(RuntimeError):
     """An event the table has no transition for: a bug in the code that drives the reader."""
 
 
-class State(enum.Enum):
-    IDLE = "idle"  # no exchange; nothing may arrive
-    SENDING = "sending"  # request head out, body still being sent, no answer yet
-    AWAITING_HEAD = "awaiting head"  # request sent, final answer's head not complete yet
-    READING_BODY = "reading body"  # a framed body (Content-Length or chunked)
-    READING_TO_EOF = "reading to EOF"  # a body without length: it ends with the connection
-    DONE = "done"  # the answer ended at a message boundary: the only reusable state
-    MUST_CLOSE = "must close"  # the answer is whole, the connection carries nothing more
-    FAILED = "failed"  # the exchange failed; `error` says how
-    CLOSED = "closed"
+# IntEnums: their hash is int's, not a Python-level method (3.11), and they index lists.
+# Values start at 1, so no state or event is falsy.
+class State(enum.IntEnum):
+    IDLE = 1  # no exchange; nothing may arrive
+    SENDING = 2  # request head out, body still being sent, no answer yet
+    AWAITING_HEAD = 3  # request sent, final answer's head not complete yet
+    READING_BODY = 4  # a framed body (Content-Length or chunked)
+    READING_TO_EOF = 5  # a body without length: it ends with the connection
+    DONE = 6  # the answer ended at a message boundary: the only reusable state
+    MUST_CLOSE = 7  # the answer is whole, the connection carries nothing more
+    FAILED = 8  # the exchange failed; `error` says how
+    CLOSED = 9
 
 
-class Event(enum.Enum):
-    SEND = "send"  # the request head was written
-    SENT = "sent"  # the request (head and body) is fully written
-    HEAD = "head"  # final answer head; a framed body follows
-    HEAD_TO_EOF = "head to EOF"  # final answer head; the body ends at EOF
-    HEAD_BODILESS = "head bodiless"  # HEAD/204/304 answer that announced no body
-    HEAD_CLOSES = "head closes"  # HEAD/204/304 that announced a body, or a 101
-    END = "end"  # llhttp's message end of a framed body
-    NO_REUSE = "no reuse"  # the answer ended, but keep-alive is off or the request was not sent
-    SURPLUS = "surplus"  # bytes that belong to no exchange
-    EOF = "eof"  # the peer closed
-    ERROR = "error"  # bad bytes, a timeout, the request body failed
-    RELEASE = "release"  # the caller is done; only from DONE
-    CLOSE = "close"  # we close the connection
+class Event(enum.IntEnum):
+    SEND = 1  # the request head was written
+    SENT = 2  # the request (head and body) is fully written
+    HEAD = 3  # final answer head; a framed body follows
+    HEAD_TO_EOF = 4  # final answer head; the body ends at EOF
+    HEAD_BODILESS = 5  # HEAD/204/304 answer that announced no body
+    HEAD_CLOSES = 6  # HEAD/204/304 that announced a body, or a 101
+    END = 7  # llhttp's message end of a framed body
+    NO_REUSE = 8  # the answer ended, but keep-alive is off or the request was not sent
+    SURPLUS = 9  # bytes that belong to no exchange
+    EOF = 10  # the peer closed
+    ERROR = 11  # bad bytes, a timeout, the request body failed
+    RELEASE = 12  # the caller is done; only from DONE
+    CLOSE = 13  # we close the connection
 
 
 S, E = State, Event
@@ -111,8 +113,8 @@ TRANSITIONS: Final[dict[tuple[State, Event], State]] = {
     **{(S.CLOSED, e): S.CLOSED for e in (E.SURPLUS, E.EOF, E.ERROR)},
     **{(s, E.CLOSE): S.CLOSED for s in State},
 }
-# The same table as nested dicts: a lookup per event without building a key tuple.
-_NEXT: Final[dict[State, dict[Event, State]]] = {s: {} for s in State}
+# The same table as a list of lists: a lookup per event without building a key tuple.
+_NEXT: Final[list[list[State | None]]] = [[None] * (len(Event) + 1) for _ in range(len(State) + 1)]
 for (_state, _event), _target in TRANSITIONS.items():
     _NEXT[_state][_event] = _target
 
@@ -171,7 +173,7 @@ class ResponseReader:
         self.buffered = 0
 
     def _to(self, event: Event) -> None:
-        target = _NEXT[self.state].get(event)
+        target = _NEXT[self.state][event]
         if target is None:
             raise LocalProtocolError(f"no transition for {event.name} in {self.state.name}")
         self.state = target
@@ -204,7 +206,8 @@ class ResponseReader:
         self.error = None
         self._parser = httptools.HttpResponseParser(self)
         if not body_follows:
-            self.sent()
+            self.request_sent = True
+            self._to(Event.SENT)
 
     def sent(self) -> None:
         self.request_sent = True

@@ -26,10 +26,10 @@ Rules it keeps (each has a test):
 
 from __future__ import annotations
 
+import array
 import asyncio
 import fcntl
 import ssl
-import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator
@@ -45,7 +45,7 @@ from corsproxy.routes import Upstream
 
 # Pause reading the upstream once this much of its body waits for the client.
 HIGH_WATER = 256 * 1024
-_INT0 = bytes(4)  # FIONREAD's answer buffer (a C int)
+_COUNT = array.array("i", [0])  # FIONREAD's answer (a C int); one loop thread uses it
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 # Methods without a defined meaning for a body get no `Content-Length: 0` (RFC 9110 8.6).
 NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT", "DELETE"})
@@ -182,7 +182,8 @@ class _Connection(asyncio.Protocol):
         if self._fd < 0:
             return 0
         try:
-            return int.from_bytes(fcntl.ioctl(self._fd, FIONREAD, _INT0), sys.byteorder)
+            fcntl.ioctl(self._fd, FIONREAD, _COUNT, True)
+            return _COUNT[0]
         except OSError:
             return 1  # a socket we cannot ask about is not handed out
 
@@ -340,10 +341,13 @@ class _Pool:
         expiry = time.monotonic() - self.clients.keepalive
         while self.idle:
             conn = self.idle.pop()
+            if conn.closed or conn.idle_since < expiry:
+                conn.close()
+                continue
             # Bytes the kernel holds but asyncio has not delivered yet belong to no
             # exchange: they would be read as the next request's answer.
             conn.reader.unread(conn.unread())
-            if conn.closed or conn.idle_since < expiry or not conn.reader.reusable:
+            if not conn.reader.reusable:
                 conn.close()
                 continue
             conn.reused = True

@@ -29,7 +29,11 @@ def reader_in(state: State) -> ResponseReader:
 # --- the table -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("row", "target"), list(TRANSITIONS.items()), ids=str)
+@pytest.mark.parametrize(
+    ("row", "target"),
+    list(TRANSITIONS.items()),
+    ids=lambda v: getattr(v, "name", None) or "-".join(x.name for x in v),
+)
 def test_every_row_of_the_table_is_followed(row: tuple[State, Event], target: State) -> None:
     reader = reader_in(row[0])
     reader._to(row[1])
@@ -39,7 +43,7 @@ def test_every_row_of_the_table_is_followed(row: tuple[State, Event], target: St
 MISSING = [(s, e) for s in State for e in Event if (s, e) not in TRANSITIONS]
 
 
-@pytest.mark.parametrize("pair", MISSING, ids=str)
+@pytest.mark.parametrize("pair", MISSING, ids=lambda p: f"{p[0].name}-{p[1].name}")
 def test_every_pair_outside_the_table_raises(pair: tuple[State, Event]) -> None:
     reader = reader_in(pair[0])
     with pytest.raises(LocalProtocolError):
