@@ -180,7 +180,7 @@ class ProxyApp:
 
     async def start(self) -> None:
         self.session = make_session()
-        self.upstreams = UpstreamClient()
+        self.upstreams = UpstreamClient(limit=self.config.limits.upstream_connections)
 
     async def close_websockets(self) -> None:
         """Close open WebSockets with 1001, so they do not hold shutdown until its timeout."""

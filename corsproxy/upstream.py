@@ -10,9 +10,15 @@ the exchange ended cleanly.
 Rules it keeps (each has a test):
 - framing comes from llhttp in strict mode: conflicting or negative Content-Length, CL with
   TE, bad header bytes and oversized heads are errors, never guesses;
-- a connection is reused only after a complete answer that allows keep-alive, with the whole
-  request body sent; anything else (cancellation, timeouts, early answers, stray bytes) closes
-  it;
+- the protocol state of a connection lives in `h1response.ResponseReader`, a sans-I/O state
+  machine with an explicit transition table; this module only does the I/O around it, and a
+  connection goes back to the pool, or out of it, only when `ResponseReader.reusable` says so:
+  after an answer that ended exactly at a message boundary with keep-alive both ways, the whole
+  request body sent, and no byte after it (a HEAD, 204 or 304 answer that announced a body is
+  never reused: the body may still come). Cancellation, timeouts, early answers and stray
+  bytes close it. Bytes on an idle connection close it, and an idle one is handed out only
+  when the kernel holds no unread byte for it (FIONREAD). h1response.py states the rule and
+  its one residual window (bytes that arrive after the next request was written);
 - an idempotent request without a body is retried once on a fresh connection when a pooled
   one turns out closed before any byte of the answer (RFC 9112 9.3.1); never one with a body;
 - 1xx answers are skipped; a body without length or chunking ends at EOF and is never reused.
@@ -20,33 +26,29 @@ Rules it keeps (each has a test):
 
 from __future__ import annotations
 
+import array
 import asyncio
+import fcntl
 import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator
+from termios import FIONREAD
 from typing import cast
 
-import httptools
-
 from corsproxy import forwarding as fw
+from corsproxy.h1response import MAX_HEAD as MAX_HEAD
+from corsproxy.h1response import MAX_LINE as MAX_LINE
+from corsproxy.h1response import ResponseReader, State
+from corsproxy.h1response import UpstreamFailure as UpstreamFailure
 from corsproxy.routes import Upstream
 
 # Pause reading the upstream once this much of its body waits for the client.
 HIGH_WATER = 256 * 1024
-MAX_LINE = 8190  # status line, and each header line (aiohttp's and nginx's limit)
-MAX_HEAD = 64 * 1024  # a whole response head
+_COUNT = array.array("i", [0])  # FIONREAD's answer (a C int); one loop thread uses it
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 # Methods without a defined meaning for a body get no `Content-Length: 0` (RFC 9110 8.6).
 NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT", "DELETE"})
-
-
-class UpstreamFailure(Exception):
-    """The exchange with the upstream failed; `failure` says how, for the client's answer."""
-
-    def __init__(self, failure: fw.Failure, detail: str = "") -> None:
-        super().__init__(f"{failure.reason}: {detail}" if detail else failure.reason)
-        self.failure = failure
 
 
 class UpstreamResponse:
@@ -78,12 +80,13 @@ class UpstreamResponse:
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives; raises UpstreamFailure when it is cut short."""
         conn = self._conn
+        reader = conn.reader
         while True:
             chunk = conn.take_body()
             if chunk:
                 yield chunk
                 continue
-            if conn.complete:
+            if reader.complete:
                 return
             await conn.wait()
 
@@ -93,61 +96,44 @@ class UpstreamResponse:
 
 
 class _Connection(asyncio.Protocol):
-    """One upstream connection; carries one exchange at a time."""
+    """One upstream connection: the I/O around its ResponseReader, one exchange at a time.
+    Whether it may be reused is the reader's answer alone (`ResponseReader.reusable`)."""
 
     def __init__(self, pool: _Pool) -> None:
         self.pool = pool
         self.loop = pool.loop
         self.transport: asyncio.Transport | None = None
+        self.reader = ResponseReader()
         self.closed = False
         self.idle_since = 0.0
         self.reused = False
         self.active = False
-        self._parser: httptools.HttpResponseParser | None = None
+        self._fd = -1
         self._waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
         self._read_paused = False
         self._timeout = 60.0
-        self._reset(head_only=False)
-
-    def _reset(self, head_only: bool) -> None:
-        self.head_only = head_only
-        self.received_any = False
-        self.head: UpstreamResponse | None = None
-        self.complete = False
-        self.keep_alive = False
-        self.error: BaseException | None = None
-        self._informational = False
-        self._until_close = False
-        self._reason = b""
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._head_size = 0
-        self._body: list[bytes] = []
-        self._buffered = 0
         self._body_task: asyncio.Task[None] | None = None
-        self._body_sent = True
 
     # --- asyncio.Protocol ----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's do not subclass it
+        # The fd, for FIONREAD: uvloop's socket object is a pseudo-socket, but has fileno().
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self._fd = sock.fileno()
 
     def data_received(self, data: bytes) -> None:
-        if not self.active or self.complete or self._parser is None:
-            self._fail(UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "bytes after the answer"))
-            return
-        self.received_any = True
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # Only an answer to an Upgrade request may switch protocols; the caller refuses
-            # the 101 it got, and the connection is not reusable.
-            self.complete, self.keep_alive = True, False
-        except UpstreamFailure as exc:
-            self._fail(exc)
-        except httptools.HttpParserError as exc:
-            self._fail(UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, str(exc)))
+        reader = self.reader
+        reader.feed(data)
+        state = reader.state
+        if state is State.MUST_CLOSE or state is State.FAILED:
+            self.close()  # the answer, when whole, stays readable in the reader
+        elif reader.buffered >= HIGH_WATER and not self._read_paused and self.transport:
+            self._read_paused = True
+            self.transport.pause_reading()
         self._wake()
 
     def eof_received(self) -> bool | None:
@@ -156,12 +142,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.forget(self)
-        if self.active and not self.complete and self.error is None:
-            if self.head is not None and self._until_close:
-                self.complete, self.keep_alive = True, False  # EOF ends this body
-            else:
-                detail = f"connection closed: {exc!r}" if exc else "connection closed"
-                self.error = UpstreamFailure(fw.UPSTREAM_DISCONNECTED, detail)
+        self.reader.eof(exc)
         self._wake()
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.set_result(None)
@@ -174,74 +155,6 @@ class _Connection(asyncio.Protocol):
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.set_result(None)
 
-    # --- llhttp callbacks --------------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        if self.head is not None:  # a second answer to one request
-            raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "more than one answer")
-
-    def on_status(self, reason: bytes) -> None:
-        self._count(len(reason))
-        self._reason += reason
-        if len(self._reason) > MAX_LINE:
-            raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "status line too long")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if len(name) + len(value) > MAX_LINE:
-            raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "header line too long")
-        self._count(len(name) + len(value) + 4)
-        self._headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        assert self._parser is not None
-        status = self._parser.get_status_code()
-        if 100 <= status < 200 and status != 101:
-            # 100 Continue, 103 Early Hints: not relayed; the final answer follows.
-            self._informational = True
-            self._reason, self._headers = b"", []
-            return
-        length: int | None = None
-        chunked = False
-        for name, value in self._headers:
-            lower = name.lower()
-            if lower == b"content-length":
-                length = int(value)  # llhttp has checked it is one valid number
-            elif lower == b"transfer-encoding":
-                # Any coding but chunked (gzip, or an unknown one) would have to be passed
-                # on as a hop-by-hop header or decoded here: refuse, as nginx does.
-                if value.strip().lower() != b"chunked":
-                    raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "unsupported transfer coding")
-                chunked = True
-        reason = self._reason.decode("latin-1")
-        self.head = UpstreamResponse(self, status, reason, self._headers, length, chunked)
-        self.keep_alive = self._parser.should_keep_alive()
-        if self.head_only or status in (204, 304):
-            self.complete = True
-        elif length is None and not chunked:
-            self._until_close = True
-
-    def on_body(self, body: bytes) -> None:
-        if self.complete:  # a body after an answer that has none
-            raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "body after a bodiless answer")
-        self._body.append(body)
-        self._buffered += len(body)
-        if self._buffered >= HIGH_WATER and not self._read_paused and self.transport:
-            self._read_paused = True
-            self.transport.pause_reading()
-
-    def on_message_complete(self) -> None:
-        if self._informational:
-            self._informational = False
-            return
-        self.complete = True
-        assert self._parser is not None
-        self.keep_alive = self.keep_alive and self._parser.should_keep_alive()
-
-    def _count(self, size: int) -> None:
-        self._head_size += size
-        if self._head_size > MAX_HEAD:
-            raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "response head too large")
-
     # --- the exchange ------------------------------------------------------------------
 
     def _wake(self) -> None:
@@ -251,44 +164,52 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, exc: BaseException) -> None:
         """The connection is broken; the exchange too, unless its answer was complete."""
-        if self.error is None and not self.complete:
-            self.error = exc
-        self.keep_alive = False
+        self.reader.fail(exc)
         self.close()
         self._wake()
 
     def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            # Whatever is unfinished fails; a whole answer stays readable.
+            self.reader.fail(UpstreamFailure(fw.UPSTREAM_DISCONNECTED, "closed by the proxy"))
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
-        self.closed = True
         self.pool.forget(self)  # at once: the slot is free before connection_lost runs
+
+    def unread(self) -> int:
+        """Bytes the kernel holds for this socket that asyncio has not delivered yet."""
+        if self._fd < 0:
+            return 0
+        try:
+            fcntl.ioctl(self._fd, FIONREAD, _COUNT, True)
+            return _COUNT[0]
+        except OSError:
+            return 1  # a socket we cannot ask about is not handed out
 
     async def wait(self) -> None:
         """Until the parser makes progress, with the read timeout between arrivals."""
-        if self.error is not None:
-            raise self.error
+        reader = self.reader
+        if reader.error is not None:
+            raise reader.error
         waiter: asyncio.Future[None] = self.loop.create_future()
         self._waiter = waiter
         # The upstream may rightly wait for the rest of the body: its read timeout starts
         # once the body is sent (sending has its own timeouts, on both sides).
-        timer = self.loop.call_later(self._timeout, _expire, waiter) if self._body_sent else None
+        timer = (
+            self.loop.call_later(self._timeout, _expire, waiter) if reader.request_sent else None
+        )
         try:
             await waiter
         finally:
             if timer is not None:
                 timer.cancel()
             self._waiter = None
-        if self.error is not None:
-            raise self.error
+        if reader.error is not None:
+            raise reader.error
 
     def take_body(self) -> bytes:
-        if not self._body:
-            if self.error is not None and not self.complete:
-                raise self.error
-            return b""
-        chunk = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        self._body.clear()
-        self._buffered = 0
+        chunk = self.reader.take_body()
         if self._read_paused and self.transport is not None:
             self._read_paused = False
             self.transport.resume_reading()
@@ -302,27 +223,39 @@ class _Connection(asyncio.Protocol):
         read_timeout: float,
         head_only: bool,
     ) -> UpstreamResponse:
-        assert self.transport is not None
-        self._reset(head_only)
+        transport = self.transport
+        assert transport is not None
+        reader = self.reader
+        streamed = body is not None and not isinstance(body, bytes)
+        reader.start(head_only, body_follows=streamed)
         self.active = True
         self._timeout = read_timeout
-        self._parser = httptools.HttpResponseParser(self)
         if isinstance(body, bytes):
             # A whole body (with its Content-Length) leaves with the head, in one write.
             assert not chunked
-            self.transport.write(head + body)
+            transport.write(head + body)
         else:
-            self.transport.write(head)
-        if body is not None and not isinstance(body, bytes):
-            self._body_sent = False
-            self._body_task = asyncio.ensure_future(self._send_body(body, chunked))
+            transport.write(head)
+        if streamed:
+            self._body_task = asyncio.ensure_future(
+                self._send_body(cast(AsyncIterable[bytes], body), chunked)
+            )
         try:
-            while self.head is None:
+            while not reader.head_ready:
                 await self.wait()
+            if reader.state is State.FAILED:
+                raise reader.error or UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE)
         except BaseException:  # cancelled, timed out or failed: never back to the pool
             self.finish()
             raise
-        return self.head
+        return UpstreamResponse(
+            self,
+            reader.status,
+            reader.reason.decode("latin-1"),
+            reader.headers,
+            reader.content_length,
+            reader.chunked,
+        )
 
     async def _send_body(self, body: AsyncIterable[bytes], chunked: bool) -> None:
         transport = self.transport
@@ -341,7 +274,7 @@ class _Connection(asyncio.Protocol):
                     await self._drain()
             if chunked:
                 transport.write(b"0\r\n\r\n")
-            self._body_sent = True
+            self.reader.sent()
             self._wake()  # the head waiter may now start its read timeout
         except BaseException as exc:
             # The client's body failed (timeout, limit, gone) or the upstream went away:
@@ -364,25 +297,14 @@ class _Connection(asyncio.Protocol):
                 self._drain_waiter = None
 
     def finish(self) -> None:
-        """End the exchange: back to the pool when clean, else closed."""
+        """End the exchange: back to the pool when the reader says it ended cleanly."""
         if not self.active:
             return
         self.active = False
         task, self._body_task = self._body_task, None
         if task is not None and not task.done():
             task.cancel()
-        reusable = (
-            self.complete
-            and self.keep_alive
-            and self.error is None
-            and self._body_sent
-            and not self._body
-            and not self.closed
-        )
-        self._parser = None
-        self._body = []
-        self.head = None
-        if reusable:
+        if self.reader.release():
             self.pool.release(self)
         else:
             self.close()
@@ -420,6 +342,12 @@ class _Pool:
         while self.idle:
             conn = self.idle.pop()
             if conn.closed or conn.idle_since < expiry:
+                conn.close()
+                continue
+            # Bytes the kernel holds but asyncio has not delivered yet belong to no
+            # exchange: they would be read as the next request's answer.
+            conn.reader.unread(conn.unread())
+            if not conn.reader.reusable:
                 conn.close()
                 continue
             conn.reused = True
@@ -550,7 +478,7 @@ class UpstreamClient:
         except UpstreamFailure as exc:
             stale = (
                 conn.reused
-                and not conn.received_any
+                and not conn.reader.received_any
                 and exc.failure is fw.UPSTREAM_DISCONNECTED
                 and body is None
                 and method in IDEMPOTENT

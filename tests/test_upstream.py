@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import pytest
+import trustme
 
 from corsproxy import forwarding as fw
 from corsproxy.routes import Upstream
@@ -142,16 +145,28 @@ async def test_a_body_without_length_ends_at_eof_and_is_not_reused() -> None:
         assert await get(c, up) == (200, b"until the end")
 
 
-async def test_head_answers_have_no_body_and_keep_the_connection() -> None:
+@pytest.mark.parametrize(
+    ("head_reply", "connections"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1),
+        # A HEAD answer that announced a body may be followed by it (`do_HEAD = do_GET`):
+        # the connection is closed, never handed to the next request.
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", 2),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 2),
+        (b"HTTP/1.1 200 OK\r\n\r\n", 2),  # no framing at all: llhttp says it needs EOF
+    ],
+    ids=["cl-0", "cl-1000", "chunked", "unframed"],
+)
+async def test_head_answers_have_no_body_and_keep_the_connection_only_if_they_announced_none(
+    head_reply: bytes, connections: int
+) -> None:
     def respond(conn: int, index: int, head: bytes) -> bytes:
-        if head.startswith(b"HEAD"):
-            return b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
-        return OK
+        return head_reply if head.startswith(b"HEAD") else OK
 
     async with scripted(respond) as up, client() as c:
         assert await get(c, up.upstream, "HEAD") == (200, b"")
         assert await get(c, up.upstream) == (200, b"ok")
-    assert up.connections == 1
+    assert up.connections == connections
 
 
 async def test_informational_answers_are_skipped() -> None:
@@ -340,3 +355,75 @@ async def test_concurrent_connects_never_exceed_the_bound() -> None:
         results = await asyncio.gather(*(get(c, up) for _ in range(8)))
     assert results == [(200, b"ok")] * 8
     assert peak == 2
+
+
+# --- bytes that reached the kernel but not yet the protocol -----------------------------
+
+
+async def unread_bytes_scenario(tls: bool) -> tuple[list[bytes], int]:
+    """Three requests on one pooled connection, then response-shaped bytes reach it while the
+    loop is blocked (they are in the kernel, data_received has not run), then a request takes
+    a connection at once: it must not be that one."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                token = head.split(b" ")[1]
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(token), token)
+                )
+        writer.close()
+
+    server_ctx = client_ctx = None
+    if tls:
+        ca = trustme.CA()
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+        client_ctx = ssl.create_default_context()
+        ca.configure_trust(client_ctx)
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_ctx)
+    port = server.sockets[0].getsockname()[1]
+    up = Upstream("https" if tls else "http", "127.0.0.1", port)
+    c = UpstreamClient()
+    c._ssl = client_ctx
+    answers: list[bytes] = []
+
+    async def fetch(target: str) -> None:
+        response = await c.request(up, "GET", target, [], None, connect_timeout=2, read_timeout=5)
+        try:
+            answers.append(await response.read())
+        finally:
+            response.release()
+
+    try:
+        for target in ("/1", "/2", "/3"):
+            await fetch(target)
+            await asyncio.sleep(0.02)  # the upstream side is idle again
+        writers[0].write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nFORGED")
+        time.sleep(0.1)  # noqa: ASYNC251 - blocks the loop on purpose: nothing is delivered
+        await fetch("/4")
+        return answers, len(writers)
+    finally:
+        await c.close()
+        server.close()
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError, ssl.SSLError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), 2)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+async def test_an_idle_connection_with_unread_bytes_in_the_kernel_is_not_handed_out(
+    tls: bool,
+) -> None:
+    assert await unread_bytes_scenario(tls) == ([b"/1", b"/2", b"/3", b"/4"], 2)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_the_unread_bytes_check_works_under_uvloop(tls: bool) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(unread_bytes_scenario(tls)) == ([b"/1", b"/2", b"/3", b"/4"], 2)
