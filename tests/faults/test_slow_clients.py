@@ -360,3 +360,32 @@ async def test_a_body_over_the_buffer_streams_before_the_client_finished(tmp_pat
             expected = "chunked" if framing == "chunked" else None
             assert up.seen[-1].headers.get("transfer-encoding") == expected
         await px.healthy()
+
+
+async def test_limits_and_the_read_timeout_apply_while_a_body_is_buffered(tmp_path: Path) -> None:
+    doc = {
+        "cors": POLICY,
+        "timeouts": {"read": "1s"},
+        "limits": {"max_body_size": 1000, "min_body_rate": 0},
+    }
+    async with recording() as up, proxy(tmp_path, {"upstream": up.url, **doc}) as px:
+        chunked = (
+            f"POST /{{}} HTTP/1.1\r\nHost: p\r\nOrigin: {APP}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        reader, writer = await connect(px)
+        writer.write(chunked.format("big").encode() + b"7d0\r\n" + b"b" * 2000 + b"\r\n")
+        response = await answer(reader)
+        assert status(response) == 413
+        assert header(response, "Access-Control-Allow-Origin") == [APP]
+        writer.close()
+        reader, writer = await connect(px)
+        writer.write(chunked.format("stalled").encode() + b"2\r\nab\r\n")  # then nothing
+        response = await answer(reader)
+        assert status(response) == 408
+        assert header(response, "Access-Control-Allow-Origin") == [APP]
+        assert await closed(reader)
+        writer.close()
+        assert up.connections == 0  # neither took an upstream connection
+        await eventually(lambda: access_lines(px, "/stalled", 408))
+        assert "body_timeout" in access_lines(px, "/stalled", 408)[0]
+        await px.healthy()
