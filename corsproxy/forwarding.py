@@ -247,6 +247,7 @@ UPSTREAM_DISCONNECTED = Failure(
 UPSTREAM_BAD_RESPONSE = Failure(502, "upstream_bad_response", "the upstream sent an invalid answer")
 BODY_TOO_LARGE = Failure(413, "body_too_large", "the request body is too large")
 BODY_TIMEOUT = Failure(408, "body_timeout", "the request body stalled")
+BODY_TOO_SLOW = Failure(408, "body_too_slow", "the request body arrived too slowly")
 NO_ROUTE = Failure(404, "no_route", "no route for this path")
 BAD_VERSION = Failure(505, "http_version_not_supported", "only HTTP/1.0 and HTTP/1.1 are served")
 

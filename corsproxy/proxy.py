@@ -132,24 +132,78 @@ def error_response(failure: fw.Failure, decision: Decision | None) -> web.Respon
     return response
 
 
-async def _request_body(
-    request: web.BaseRequest, limit: int | None, read_timeout: float, exchange: Exchange
-) -> AsyncIterator[bytes]:
-    total = 0
-    while True:
+class _Body:
+    """The client's request body as the proxy reads it: the size limit, the read timeout
+    between arrivals, and Kestrel's minimum data rate (MinRequestBodyDataRate): once
+    `grace` seconds were spent waiting for the client, the average rate over that time must
+    stay at `rate` bytes/s or more. Only time spent waiting for the client counts, never
+    time the proxy itself did not read (a slow upstream must not make a fast client look
+    slow). One timer per arrival, as the read timeout alone needs: no extra timer."""
+
+    __slots__ = ("content", "exchange", "target", "total", "waited")
+
+    def __init__(self, request: web.BaseRequest, target: Target, exchange: Exchange) -> None:
+        self.content = request.content
+        self.target = target
+        self.exchange = exchange
+        self.total = 0
+        self.waited = 0.0  # seconds spent waiting for the client's bytes
+
+    async def read(self) -> bytes:
+        """The next chunk, b"" at the end."""
+        target = self.target
+        timeout = target.read_timeout
+        rate = target.min_body_rate
+        slow = False
+        if rate:
+            # The average falls below `rate` once the time waited passes both the grace
+            # period and the time the bytes so far would take at `rate`.
+            left = max(target.min_body_rate_grace, self.total / rate) - self.waited
+            if left <= timeout:  # at or below 0: only bytes already here are in time
+                timeout, slow = left, True
+        started = time.monotonic()
         try:
-            async with asyncio.timeout(read_timeout):
-                chunk = await request.content.readany()
+            async with asyncio.timeout(timeout):
+                chunk = await self.content.readany()
         except TimeoutError:
-            exchange.body_error = fw.BODY_TIMEOUT
+            if slow:
+                self.waited += timeout
+                self._too_slow()
+            self.exchange.body_error = fw.BODY_TIMEOUT
             raise
-        if not chunk:
-            return
-        total += len(chunk)
-        if limit is not None and total > limit:
-            exchange.body_error = fw.BODY_TOO_LARGE
+        self.waited += time.monotonic() - started
+        self.total += len(chunk)
+        limit = target.max_body_size
+        if limit is not None and self.total > limit:
+            self.exchange.body_error = fw.BODY_TOO_LARGE
             raise ValueError("request body over the limit")
-        yield chunk
+        return chunk
+
+    def _too_slow(self) -> None:
+        self.exchange.body_error = fw.BODY_TOO_SLOW
+        raise TimeoutError(
+            f"request body below min_body_rate: {self.total} bytes in {self.waited:.1f} s"
+        )
+
+    async def gather(self, size: int) -> tuple[list[bytes], bool]:
+        """At least `size` bytes of the body, or all of it; and whether that is all."""
+        parts: list[bytes] = []
+        received = 0
+        while received < size:
+            chunk = await self.read()
+            if not chunk:
+                return parts, True
+            parts.append(chunk)
+            received += len(chunk)
+        return parts, self.content.at_eof()
+
+    async def stream(self, first: list[bytes]) -> AsyncIterator[bytes]:
+        """What was gathered, then the rest as it arrives."""
+        for chunk in first:
+            yield chunk
+        del first[:]
+        while chunk := await self.read():
+            yield chunk
 
 
 def _classify(exc: BaseException) -> fw.Failure:
@@ -176,6 +230,9 @@ class Target:
     connect_timeout: float
     read_timeout: float
     max_body_size: int | None
+    request_buffer: int = 64 * 1024
+    min_body_rate: int = 0  # bytes/s; 0: not enforced
+    min_body_rate_grace: float = 5.0
 
     @property
     def url(self) -> str:
@@ -190,18 +247,25 @@ async def forward(
     exchange: Exchange,
 ) -> web.StreamResponse:
     body: bytes | AsyncIterator[bytes] | None = None
-    length = request.content_length
+    headers = target.headers
     try:
         if request.body_exists:
-            body = _request_body(request, target.max_body_size, target.read_timeout, exchange)
-            if length is not None and length <= SMALL_BODY:
-                # Small bodies are read whole, then leave with the request head in one write.
-                body = b"".join([chunk async for chunk in body])
+            # No upstream connection until the request is ready to go: the body is received
+            # whole, or up to request_buffer (then the rest streams), so a client that
+            # trickles a small body holds no upstream connection at all (nginx, Kestrel).
+            reader = _Body(request, target, exchange)
+            parts, whole = await reader.gather(target.request_buffer)
+            if whole:  # it leaves with the request head in one write, with its length
+                body = b"".join(parts)
+                if request.content_length is None:  # it came chunked
+                    headers = [*headers, ("Content-Length", str(len(body)))]
+            else:
+                body = reader.stream(parts)
         upstream = await client.request(
             target.upstream,
             request.method,
             target.target,
-            target.headers,
+            headers,
             body,
             connect_timeout=target.connect_timeout,
             read_timeout=target.read_timeout,
@@ -219,7 +283,24 @@ async def forward(
         if exchange.body_error is None:
             exchange.upstream_error = failure.reason
         exchange.error = f"{failure.reason}: {exc!r}"[:300]
-        return error_response(failure, decision)
+        response = error_response(failure, decision)
+        if failure.status == 408:
+            await _answer_and_close(request, response, exchange)
+        return response
+
+
+async def _answer_and_close(
+    request: web.BaseRequest, response: web.StreamResponse, exchange: Exchange
+) -> None:
+    """Send the answer, then close: the rest of the body will not be read (aiohttp would
+    otherwise keep reading it for up to 10 s, for a client already found too slow)."""
+    if exchange.request_id:
+        response.headers["X-Request-Id"] = exchange.request_id
+    response.force_close()
+    with contextlib.suppress(ConnectionError):
+        await response.prepare(request)
+        await response.write_eof()
+    request.protocol.force_close()  # after the answer left: the transport flushes it first
 
 
 async def _relay(

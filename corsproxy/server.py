@@ -180,6 +180,7 @@ class ProxyApp:
 
     async def start(self) -> None:
         self.session = make_session()
+        # Read at start only: a reload does not resize the pool.
         self.upstreams = UpstreamClient(limit=self.config.limits.upstream_connections)
 
     async def close_websockets(self) -> None:
@@ -384,6 +385,9 @@ class ProxyApp:
             connect_timeout=route.timeouts.connect,
             read_timeout=route.timeouts.read,
             max_body_size=limit,
+            request_buffer=config.limits.request_buffer,
+            min_body_rate=config.limits.min_body_rate,
+            min_body_rate_grace=config.limits.min_body_rate_grace,
         )
         assert self.session is not None
         if websocket:

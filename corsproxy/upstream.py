@@ -430,7 +430,9 @@ class UpstreamClient:
                         self.slot_freed()  # we were woken but leave: pass the slot on
                     if isinstance(exc, TimeoutError):
                         raise UpstreamFailure(
-                            fw.UPSTREAM_CONNECT_TIMEOUT, "no free connection"
+                            fw.UPSTREAM_CONNECT_TIMEOUT,
+                            "no free upstream connection within timeouts.connect"
+                            " (limits.upstream_connections)",
                         ) from exc
                     raise
                 if not fresh:

@@ -316,5 +316,5 @@ async def test_a_request_waiting_for_a_free_connection_is_a_504_that_says_why(
                     break
                 await asyncio.sleep(0.1)
             assert lines and "upstream_connect_timeout" in lines[0], px.log[-5:]
-            assert "no free connection" in lines[0]
+            assert "no free upstream connection" in lines[0]
             await px.healthy()
