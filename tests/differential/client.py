@@ -205,7 +205,7 @@ class Driver:
                 return
             rng = random.Random(f"{self.seed}/c{index}/{number}")
             self.sessions += 1
-            await self._session(rng, f"c{index}.{number}")
+            await self._session(rng, f"c{index}-{number}")
 
     async def _session(self, rng: random.Random, conn: str) -> None:
         try:
@@ -233,10 +233,13 @@ class Driver:
             size = rng.randint(2, 3) if rng.random() < 0.3 else 1
             batch: list[tuple[ClientRequest, bytes]] = []
             for _ in range(min(size, total - number)):
-                batch.append(build_request(rng, f"{conn}.{number}", conn, self.well_behaved))
+                batch.append(build_request(rng, f"{conn}-{number}", conn, self.well_behaved))
                 number += 1
             self.requests += [req for req, _ in batch]
             last = batch[-1][0]
+            # Pauses vary the number of requests in flight, so older pooled connections
+            # (deeper in the proxy's newest-first idle list) are reused too.
+            await asyncio.sleep(rng.choice((0, 0, 0, 0, 0.03, 0.1)))
             roll = rng.random()
             if roll < 0.04 and last.body:
                 last.action = "abort_body"  # part of the body, then an RST

@@ -60,7 +60,7 @@ class Round:
             f"seed {self.seed} ({self.seconds:g} s{mode}, took {self.elapsed:.1f} s):",
             f"{s['client requests']} requests ({s['sent']} sent whole),",
             f"{s['upstream requests']} reached the upstream,",
-            f"{s['own answers']} own answers, {s['proxy errors (502/504)']} proxy errors,",
+            f"{s['own answers']} own answers, {s['proxy errors']} proxy errors,",
             f"{s['no answer (closed, reset, aborted)']} without an answer,",
             f"{s['forged answers sent']} forged answers sent,",
             f"{s['retries (idempotent, no clean answer before)']} allowed retries,",
@@ -93,13 +93,13 @@ async def run_round(
     return Round(seed, seconds, well_behaved, outcome, time.monotonic() - started, log_problems)
 
 
-def report(result: Round, out: Any = sys.stdout) -> None:
+def report(result: Round, out: Any = sys.stdout, show: int = SHOW) -> None:
     print(result.summary(), file=out)
     violations = result.outcome.violations
-    for violation in violations[:SHOW]:
+    for violation in violations[:show]:
         print(violation.render(result.seed), file=out)
-    if len(violations) > SHOW:
-        print(f"... and {len(violations) - SHOW} more", file=out)
+    if len(violations) > show:
+        print(f"... and {len(violations) - show} more", file=out)
     for line in result.log_problems[:5]:
         print(f"[seed {result.seed}] proxy log: {line.rstrip()}", file=out)
     if violations:
@@ -126,7 +126,7 @@ async def main_async(args: argparse.Namespace) -> int:
             result = await run_round(
                 seed, seconds, clients=args.clients, well_behaved=args.well_behaved, tmp=Path(tmp)
             )
-            report(result)
+            report(result, show=args.show)
             failed = failed or bool(result.outcome.violations)
     return 1 if failed else 0
 
@@ -137,6 +137,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, help="replay one round with this seed")
     parser.add_argument("--round", type=float, default=10.0, help="seconds per seed")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
+    parser.add_argument("--show", type=int, default=SHOW, help="violations printed per round")
     parser.add_argument("--well-behaved", action="store_true", help="only correct upstream answers")
     sys.exit(asyncio.run(main_async(parser.parse_args())))
 

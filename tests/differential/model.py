@@ -77,6 +77,7 @@ class UpstreamRequest:
     forged_at: float = 0.0
     next_seen_at: float = 0.0
     forged_skipped: bool = False  # the next request was already waiting: nothing sent
+    forged_raced: bool = False  # the next request had arrived just as the forged bytes left
 
 
 @dataclass

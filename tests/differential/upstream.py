@@ -164,15 +164,19 @@ class ScriptedUpstream:
                         pass  # requests after our FIN are never answered, so not recorded
                 return False
             if script == "late":
-                await asyncio.sleep(rng.uniform(0, 0.3))
+                await asyncio.sleep(rng.choice((0.001, 0.01, 0.05, 0.3)) * rng.random())
                 if _pending(reader, writer):
                     req.forged_skipped = True  # the proxy already reused it: undecidable
                     return True
                 req.clean = False
                 tag, forged = self._forged()
                 req.forged.append(tag)
-                await send(forged)
+                writer.write(forged)  # no await between the two looks and the write
                 req.forged_at = time.monotonic()
+                # A request that arrived by now may have left the proxy before our bytes
+                # reached it: no client can tell those apart from its answer.
+                req.forged_raced = _pending(reader, writer)
+                await asyncio.wait_for(writer.drain(), IO_TIMEOUT)
             return True
         if script == "chunked" or script == "info":
             if script == "info":
