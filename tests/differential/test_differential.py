@@ -17,7 +17,10 @@ FIXED_SEEDS = (1, 2)
 SECONDS = 3.5  # per seed: about 10 s of requests in all
 
 
-@pytest.mark.parametrize("seed", [*FIXED_SEEDS, random.SystemRandom().randrange(1000, 2**31)])
+RANDOM_SEED = random.SystemRandom().randrange(1000, 2**31)  # printed with the round's summary
+
+
+@pytest.mark.parametrize("seed", [*FIXED_SEEDS, pytest.param(RANDOM_SEED, id="random")])
 async def test_no_exchange_leaks_into_another(seed: int, tmp_path: Path) -> None:
     result = await run_round(seed, SECONDS, tmp=tmp_path)
     text = io.StringIO()
