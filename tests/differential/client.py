@@ -21,7 +21,9 @@ from tests.differential.model import (
 )
 
 IO_TIMEOUT = 20.0  # one answer (the proxy's own read timeout is 5 s)
-STATUS_LINE = re.compile(rb"HTTP/1\.1 (\d{3})(?: [^\r\n]*)?\r\n")
+STATUS_LINE = re.compile(rb"HTTP/1\.1 ([1-5][0-9][0-9])(?: [^\r\n]*)?\r\n")
+HEX = re.compile(rb"[0-9A-Fa-f]{1,8}")
+DIGITS = re.compile(r"[0-9]{1,12}")
 METHODS = ("GET", "GET", "GET", "HEAD", "HEAD", "POST", "POST", "PUT", "DELETE", "OPTIONS")
 BODY_SIZES = (0, 10, 2000, 70_000)
 
@@ -144,10 +146,10 @@ async def _read_body(
         body = bytearray()
         while True:
             line = await _line(reader, raw)
-            try:
-                size = int(line[:-2].split(b";", 1)[0], 16)
-            except ValueError:
-                raise Framing("bad chunk size", b"") from None
+            size_text = line[:-2].split(b";", 1)[0]
+            if not HEX.fullmatch(size_text):
+                raise Framing("bad chunk size", b"")
+            size = int(size_text, 16)
             if size == 0:
                 while await _line(reader, raw) != b"\r\n":
                     pass
@@ -159,14 +161,14 @@ async def _read_body(
                 raise Framing("chunk without CRLF", b"")
             raw += b"\r\n"
     if lengths:
-        if len(set(lengths)) != 1 or not lengths[0].isdigit():
+        if len(lengths) != 1 or not DIGITS.fullmatch(lengths[0]):
             raise Framing("bad Content-Length", b"")
-        body = await reader.readexactly(int(lengths[0]))
-        raw += body
-        return body
-    body = await reader.read(-1)  # close-delimited
-    raw += body
-    return body
+        whole = await reader.readexactly(int(lengths[0]))
+        raw += whole
+        return whole
+    rest = await reader.read(-1)  # close-delimited
+    raw += rest
+    return rest
 
 
 def reset(writer: asyncio.StreamWriter) -> None:

@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import os
 import random
+import re
 import socket
 import struct
 import time
@@ -84,9 +85,9 @@ class ScriptedUpstream:
                     return
                 if parsed is None:
                     return
+                method, target, headers, body, head_at = parsed
                 if previous is not None and previous.forged_at:
-                    previous.next_seen_at = time.monotonic()
-                method, target, headers, body = parsed
+                    previous.next_seen_at = head_at
                 query = parse_qs(urlsplit(target).query)
                 rid = query.get("id", [None])[0]
                 script = query.get("s", ["cl"])[0]
@@ -101,7 +102,7 @@ class ScriptedUpstream:
                         )
                     )
                     return
-                rng = random.Random(f"{self.seed}/{rid}/{index}")
+                rng = random.Random(f"{self.seed}/{rid}")  # a retry gets the same answer
                 if not await self._answer(req, rng, reader, writer):
                     return
                 previous = req
@@ -263,8 +264,8 @@ class Partial(Exception):
 
 async def read_request(
     reader: asyncio.StreamReader,
-) -> tuple[str, str, list[tuple[str, str]], bytes] | None:
-    """One request, parsed strictly; None at a clean end of the connection."""
+) -> tuple[str, str, list[tuple[str, str]], bytes, float] | None:
+    """One request, parsed strictly, and when its head was read; None at a clean end."""
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_TIMEOUT)
     except asyncio.IncompleteReadError as exc:
@@ -273,6 +274,7 @@ async def read_request(
         return None
     except asyncio.LimitOverrunError as exc:
         raise Oddity("request head too large", b"") from exc
+    head_at = time.monotonic()
     lines = head[:-4].split(b"\r\n")
     parts = lines[0].split(b" ")
     if len(parts) != 3 or parts[2] != b"HTTP/1.1" or not parts[0].isalpha():
@@ -291,25 +293,24 @@ async def read_request(
                 raise Oddity("ambiguous request framing", head)
             body = await _read_chunked(reader, head)
         elif lengths:
-            if len(lengths) != 1 or not lengths[0].isdigit():
+            if len(lengths) != 1 or not re.fullmatch(r"[0-9]{1,12}", lengths[0]):
                 raise Oddity("bad Content-Length", head)
             body = await asyncio.wait_for(reader.readexactly(int(lengths[0])), IO_TIMEOUT)
         else:
             body = b""
     except asyncio.IncompleteReadError as exc:
         raise Partial from exc
-    return parts[0].decode(), parts[1].decode("latin-1"), headers, body
+    return parts[0].decode(), parts[1].decode("latin-1"), headers, body, head_at
 
 
 async def _read_chunked(reader: asyncio.StreamReader, head: bytes) -> bytes:
     body = bytearray()
     while True:
         line = await asyncio.wait_for(reader.readuntil(b"\r\n"), IO_TIMEOUT)
-        size_text = line[:-2].split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise Oddity("bad chunk size", head + line) from None
+        size_text = line[:-2].split(b";", 1)[0]
+        if not re.fullmatch(rb"[0-9A-Fa-f]{1,8}", size_text):
+            raise Oddity("bad chunk size", head + line)
+        size = int(size_text, 16)
         if size == 0:
             while await asyncio.wait_for(reader.readuntil(b"\r\n"), IO_TIMEOUT) != b"\r\n":
                 pass  # trailers
