@@ -141,7 +141,7 @@ def check(
             owners = ", ".join(sorted(foreign))
             sources = [forged_by[t] for t in sorted(foreign) if t in forged_by]
             shaped = "".join(
-                f" (a forged answer the upstream sent after its answer to {u.rid},"
+                f" (a forged answer the upstream sent after its answer to {u.method} {u.rid},"
                 f" script {u.script}, on its connection {u.conn})"
                 for u in sources
             )
