@@ -263,8 +263,11 @@ def _masked_frame_header(opcode: int, length: int) -> bytes:
     return bytes([0x80 | opcode, 0x80 | 127]) + struct.pack("!Q", length) + os.urandom(4)
 
 
-async def test_a_frame_announcing_a_huge_length_is_refused_before_its_payload() -> None:
-    """Raw bytes: a 1 TiB frame header gets a 1009 close at once, nothing is buffered."""
+@pytest.mark.parametrize("length", [LIMIT + 1, 1 << 20, 1 << 40])
+async def test_a_frame_announcing_a_length_over_the_limit_is_refused_before_its_payload(
+    length: int,
+) -> None:
+    """Raw bytes: the frame header alone gets a 1009 close, the payload is never awaited."""
     async with tunnel_through({"max_ws_message_size": LIMIT}) as (proxy, upstream):
         host, port = re.match(r"ws://([^:]+):(\d+)", proxy).groups()  # type: ignore[union-attr]
         reader, writer = await asyncio.open_connection(host, int(port))
@@ -279,7 +282,7 @@ async def test_a_frame_announcing_a_huge_length_is_refused_before_its_payload() 
             )
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
             assert head.startswith(b"HTTP/1.1 101")
-            writer.write(_masked_frame_header(0x2, 1 << 40) + b"x" * 100)
+            writer.write(_masked_frame_header(0x2, length) + b"x" * 100)
             await writer.drain()
             frame = await asyncio.wait_for(reader.readexactly(4), 5)
             assert frame[0] == 0x88  # FIN + CLOSE, unmasked from a server
@@ -437,3 +440,39 @@ async def test_report_only_forwards_the_handshake_and_logs_would_refuse(
             "websocket_origin_not_allowed",
         )
         assert upstream.handshakes == 1
+
+
+# --- endings without a closing handshake ---------------------------------------------
+
+
+async def test_a_client_that_drops_its_connection_closes_the_upstream_with_1001() -> None:
+    async with tunnel_through() as (proxy, upstream):
+        host, port = re.match(r"ws://([^:]+):(\d+)", proxy).groups()  # type: ignore[union-attr]
+        reader, writer = await asyncio.open_connection(host, int(port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            (
+                f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).startswith(
+            b"HTTP/1.1 101"
+        )
+        writer.close()  # no close frame
+        await wait_for(upstream.done)
+        assert upstream.closes == [(1001, "")]
+
+
+async def test_shutdown_closes_open_websockets_with_1001() -> None:
+    upstream = Upstream()
+    async with running_app(upstream.app()) as url, aiohttp.ClientSession() as client:
+        async with running_proxy({"upstream": url}) as proxy:
+            ws = await client.ws_connect(f"{proxy.replace('http', 'ws')}/ws")
+            await ws.send_str("x")
+        # The proxy has stopped: both sides were told it went away.
+        message = await ws.receive(timeout=5)
+        assert (message.type, message.data) == (WSMsgType.CLOSE, 1001)
+        await wait_for(upstream.done)
+        assert upstream.closes == [(1001, "")]
