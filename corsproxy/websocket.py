@@ -191,12 +191,16 @@ async def tunnel(
         try:
             await asyncio.shield(relay)
         except asyncio.CancelledError:
-            # aiohttp cancels the handler once the client's connection is closed, which can
-            # be mid-handshake (a message over the limit closes the client first): let the
-            # relay finish telling the upstream (its closing is bounded), then stop.
+            # aiohttp cancels the handler once the client's connection is closed: that is how
+            # every tunnel ends, sometimes before the upstream was told (a message over the
+            # limit closes the client first). Let the relay finish (its closing is bounded);
+            # then the tunnel ended as the relay says, not as a request the client abandoned.
             with contextlib.suppress(Exception):
                 await relay
-            raise
+            task = asyncio.current_task()
+            if task is None or relay.cancelled():
+                raise
+            task.uncancel()
     finally:
         registry.discard(client)
         await upstream.close(code=aiohttp.WSCloseCode.GOING_AWAY)

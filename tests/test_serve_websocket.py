@@ -548,3 +548,31 @@ async def test_memory_stays_bounded_with_many_websockets_at_the_limit(tmp_path: 
     # Four copies per connection in flight would be 200 MiB; a queue of messages far more.
     assert max(growth) < 4 * count * limit / 2**20, growth
     assert growth[1] < growth[0] * 1.5 + 32, growth
+
+
+# --- the access log --------------------------------------------------------------------
+
+
+async def test_the_access_line_of_a_websocket_says_how_it_ended(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    limits = {"max_ws_message_size": LIMIT}
+    async with tunnel_through(limits) as (proxy, upstream), aiohttp.ClientSession() as client:
+        with caplog.at_level("INFO", logger="corsproxy.access"):
+            for _ in range(5):  # the client's connection closes as the tunnel ends: no race
+                upstream.done.clear()
+                async with client.ws_connect(f"{proxy}/ws", headers={"Origin": APP}) as ws:
+                    await ws.send_str("hi")
+                await wait_for(upstream.done)
+            ws = await client.ws_connect(f"{proxy}/ws", headers={"Origin": APP})
+            await ws.send_str(f"send:binary:{LIMIT + 1}")
+            assert (await ws.receive(timeout=5)).data == 1009
+            await ws.close()
+            for _ in range(50):
+                if len(_access_records(caplog)) == 6:
+                    break
+                await asyncio.sleep(0.1)
+    records = _access_records(caplog)
+    assert [(r["status"], r["error"]) for r in records[:5]] == [(101, "")] * 5
+    assert records[5]["status"] == 101
+    assert records[5]["error"].startswith("upstream message too big")
