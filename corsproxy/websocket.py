@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -29,8 +28,6 @@ from yarl import URL
 from corsproxy import forwarding as fw
 from corsproxy.cors import Decision, response_headers
 from corsproxy.proxy import Exchange, Target, error_response
-
-log = logging.getLogger("corsproxy")
 
 # Connections of the WebSocket session: each open WebSocket holds one for its whole life.
 CONNECTIONS = 512
