@@ -106,6 +106,17 @@ def _parse_header(
     "--private-network", is_flag=True, help="A Private Network Access request (legacy Chrome)."
 )
 @click.option(
+    "--websocket",
+    is_flag=True,
+    help="A WebSocket handshake (new WebSocket(...)); also implied by a ws:// or wss:// --path.",
+)
+@click.option(
+    "--proxy-origin",
+    default="",
+    help="The proxy's origin as the page addresses it, e.g. https://api.example.com (for "
+    "WebSockets on cors: false routes; default: from a ws:// --path, else the listen address).",
+)
+@click.option(
     "--format",
     "output_format",
     type=click.Choice(["text", "json"]),
@@ -120,6 +131,8 @@ def explain_command(
     headers: list[tuple[str, str]],
     credentials: bool,
     private_network: bool,
+    websocket: bool,
+    proxy_origin: str,
     output_format: str,
 ) -> None:
     """Walk through what a browser does with one cross-origin request.
@@ -128,9 +141,27 @@ def explain_command(
     1 when the browser would block it, 2 for a bad configuration.
     """
     config = _load(config_path)
+    scheme, sep, rest = path.partition("://")
+    if sep and scheme.lower() in ("ws", "wss"):  # the URL the page passes to new WebSocket()
+        authority, slash, tail = rest.partition("/")
+        websocket = True
+        proxy_origin = (
+            proxy_origin or f"{'https' if scheme.lower() == 'wss' else 'http'}://{authority}"
+        )
+        path = slash + tail
     if not path.startswith("/"):
         path = "/" + path
-    result = explain(config, origin, method, path, headers, credentials, private_network)
+    result = explain(
+        config,
+        origin,
+        method,
+        path,
+        headers,
+        credentials,
+        private_network,
+        websocket=websocket,
+        proxy_origin=proxy_origin,
+    )
     if output_format == "json":
         click.echo(json.dumps(result.to_json(), indent=2))
     else:

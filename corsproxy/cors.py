@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from corsproxy.origins import OriginMatch, OriginMatcher
+from corsproxy.origins import OriginMatch, OriginMatcher, parse_origin
 
 SAFELISTED_METHODS = frozenset({"GET", "HEAD", "POST"})
 # Fetch's forbidden methods, matched byte-case-insensitively: no page can ever send them.
@@ -118,9 +118,20 @@ class RequestView:
     request_method: tuple[str, ...] = ()
     request_headers: tuple[str, ...] = ()
     request_private_network: tuple[str, ...] = ()
+    # A WebSocket handshake, and the proxy's own origin as the client addressed it
+    # (`scheme://Host`): CORS does not protect WebSockets, so the decision checks Origin itself.
+    websocket: bool = False
+    own_origin: str = ""
 
     @classmethod
-    def from_pairs(cls, method: str, path: str, headers: Iterable[tuple[str, str]]) -> RequestView:
+    def from_pairs(
+        cls,
+        method: str,
+        path: str,
+        headers: Iterable[tuple[str, str]],
+        websocket: bool = False,
+        own_origin: str = "",
+    ) -> RequestView:
         lines: dict[str, list[str]] = {}
         for name, value in headers:
             lines.setdefault(name.lower(), []).append(value.strip(_OWS))
@@ -131,6 +142,8 @@ class RequestView:
             tuple(lines.get(ACRM.lower(), ())),
             tuple(lines.get(ACRH.lower(), ())),
             tuple(lines.get(ACRPN.lower(), ())),
+            websocket,
+            own_origin,
         )
 
 
@@ -170,6 +183,8 @@ class Decision:
         text = "; ".join(describe_reason(r) for r in self.reasons)
         if self.action is Action.BAD_REQUEST:
             return f"Bad request: {text}\n".encode()
+        if self.reason.startswith("websocket_"):
+            return f"WebSocket refused: {text}\n".encode()
         return f"CORS {what} refused: {text}\n".encode()
 
 
@@ -184,6 +199,9 @@ def describe_reason(reason: str) -> str:
         "header_not_allowed": f"header '{detail}' not allowed",
         "headers_invalid": "Access-Control-Request-Headers is malformed or too long",
         "private_network_not_allowed": "private network access not allowed",
+        "websocket_origin_not_allowed": "origin not allowed",
+        "websocket_cross_origin": "cross-origin WebSocket to a path without cross-origin access",
+        "websocket_same_origin": "same-origin WebSocket",
     }
     return texts.get(code, reason)
 
@@ -272,6 +290,8 @@ MEMO_KEY_CHARS = 512
 
 def decide_cached(policy: CorsPolicy, request: RequestView) -> Decision:
     """`decide()`, memoized per policy: the decision reads nothing else of the request."""
+    # The own origin (from the client's Host) is read only for WebSocket handshakes.
+    own_origin = request.own_origin if request.websocket else ""
     key = (
         request.method,
         request.path == "*",
@@ -279,13 +299,15 @@ def decide_cached(policy: CorsPolicy, request: RequestView) -> Decision:
         request.request_method,
         request.request_headers,
         request.request_private_network,
+        request.websocket,
+        own_origin,
     )
     memo = policy.decisions
     decision = memo.get(key)
     if decision is None:
         decision = decide(policy, request)
         fields = (request.origin, request.request_method, request.request_headers,
-                  request.request_private_network)  # fmt: skip
+                  request.request_private_network, (own_origin,))  # fmt: skip
         if sum(len(v) for values in fields for v in values) <= MEMO_KEY_CHARS:
             if len(memo) >= MEMO_ENTRIES:
                 memo.clear()
@@ -301,10 +323,25 @@ def _decide_enforced(policy: CorsPolicy, request: RequestView) -> Decision:
         vary = ACTUAL_VARY if policy.enabled else ()
         return Decision(Action.FORWARD, Kind.NONE, allowed=False, reasons=("no_origin",), vary=vary)
     if not policy.enabled:
+        if request.websocket:
+            return _decide_websocket_without_cors(request, origin)
         return Decision(
             Action.FORWARD, Kind.ACTUAL, allowed=False, reasons=("cors_disabled",), origin=origin
         )
     match = policy.origins.match(origin)
+    if not match.allowed and request.websocket:
+        # Browsers apply no CORS to WebSockets: the page reads every message, so a handshake
+        # from an origin the policy does not allow is refused whatever on_disallowed says.
+        return Decision(
+            Action.REFUSE,
+            Kind.ACTUAL,
+            allowed=False,
+            reasons=("websocket_origin_not_allowed",),
+            vary=ACTUAL_VARY,
+            status=403,
+            origin=origin,
+            match=match,
+        )
     if not match.allowed:
         reject = policy.on_disallowed is OnDisallowed.REJECT
         return Decision(
@@ -331,6 +368,33 @@ def _decide_enforced(policy: CorsPolicy, request: RequestView) -> Decision:
         vary=ACTUAL_VARY,
         origin=origin,
         match=match,
+    )
+
+
+def same_origin(origin: str, own_origin: str) -> bool:
+    """Whether a request's Origin is the proxy's own (scheme, host, port) as addressed."""
+    theirs = parse_origin(origin)
+    return theirs is not None and theirs == parse_origin(own_origin)
+
+
+def _decide_websocket_without_cors(request: RequestView, origin: str) -> Decision:
+    """`cors: false` allows no cross-origin access: only a page of the proxy's own origin
+    may open a WebSocket (cross-site WebSocket hijacking would otherwise ride on cookies)."""
+    if same_origin(origin, request.own_origin):
+        return Decision(
+            Action.FORWARD,
+            Kind.ACTUAL,
+            allowed=True,
+            reasons=("websocket_same_origin",),
+            origin=origin,
+        )
+    return Decision(
+        Action.REFUSE,
+        Kind.ACTUAL,
+        allowed=False,
+        reasons=("websocket_cross_origin",),
+        status=403,
+        origin=origin,
     )
 
 

@@ -25,6 +25,7 @@ from corsproxy.cors import (
     decide,
     describe_reason,
     response_headers,
+    same_origin,
 )
 from corsproxy.origins import parse_origin
 from corsproxy.paths import PathError, normalize_path, split_target
@@ -168,7 +169,11 @@ def explain(
     headers: Sequence[tuple[str, str]] = (),
     credentials: bool = False,
     private_network: bool = False,
+    websocket: bool = False,
+    proxy_origin: str = "",
 ) -> Explanation:
+    """What a browser does with one request. `websocket`: a page's `new WebSocket()` to the
+    proxy addressed as `proxy_origin` (default: the listen address)."""
     result = Explanation()
     steps = result.steps
     credentials_text = "with credentials" if credentials else "without credentials"
@@ -222,6 +227,9 @@ def explain(
             "upstream CORS headers pass); below is what enforce mode would do"
         )
     steps.append(Step("Route", "info", route_lines))
+    if websocket:
+        own = proxy_origin or f"http://{config.listen}"
+        return _explain_websocket(config, route, origin, normalized.route_path, target, own, result)
 
     # 2. The origin against the allow-list.
     steps.append(_origin_step(config, route, policy, origin))
@@ -306,6 +314,72 @@ def explain(
     readable = "every response header" if result.readable == ("*",) else ", ".join(result.readable)
     steps.append(Step("Script can read", "ok", [f"status, body and headers: {readable}"]))
     return result
+
+
+def _explain_websocket(
+    config: Config,
+    route: Route,
+    origin: str,
+    path: str,
+    target: str,
+    own: str,
+    result: Explanation,
+) -> Explanation:
+    """A WebSocket handshake: no preflight and no CORS in the browser, so the decision's
+    Origin check is all that stands between a page and every message."""
+    policy = route.cors
+    steps = result.steps
+    if policy.enabled:
+        steps.append(_origin_step(config, route, policy, origin))
+    else:
+        same = same_origin(origin, own)
+        steps.append(
+            Step(
+                "Origin",
+                "ok" if same else "blocked",
+                [
+                    f"{origin} {'is' if same else 'is not'} the proxy's own origin {own} "
+                    "(scheme, host and port as the page addressed the proxy)"
+                ],
+            )
+        )
+    view = RequestView.from_pairs("GET", path, [("Origin", origin)], True, own)
+    decision = _enforced(decide(policy, view))
+    lines = [
+        "browsers send no preflight for a WebSocket and apply no CORS to it: a page that "
+        "opens one reads every message, so corsproxy checks the Origin of the handshake",
+    ]
+    if decision.action is Action.REFUSE:
+        status, answer = _answer(decision)
+        lines += [
+            f"corsproxy refuses the handshake with {status} ({decision.reason}); "
+            "it never reaches the upstream",
+            "the page sees an error event, then a close with code 1006 (the 403 shows in "
+            "DevTools only)",
+        ]
+        steps.append(Step("WebSocket handshake", "blocked", lines, answer))
+        return _blocked(result, decision.reason, None, _websocket_fix(config, route, origin, own))
+    ws_target = target.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+    lines.append(f"forwarded to {ws_target}; the upstream's 101 reaches the page")
+    answer = response_headers(decision, [])
+    if answer:
+        lines.append("headers corsproxy adds to the 101:")
+    steps.append(Step("WebSocket handshake", "ok", lines, answer))
+    steps.append(Step("Script can read", "ok", ["every message, both ways"]))
+    result.allowed = True
+    result.reason = decision.reason
+    return result
+
+
+def _websocket_fix(config: Config, route: Route, origin: str, own: str) -> str:
+    if route.cors.enabled:
+        return _fix_for(config, route, "origin_not_allowed", origin)
+    return (
+        f"this path's route sets cors: false ({config.source}:{route.line}), so only pages of "
+        f"the proxy's own origin ({own}) may open WebSockets: give the route a cors policy "
+        f"that lists '{origin}', or pass --proxy-origin if the page addresses the proxy "
+        "otherwise"
+    )
 
 
 def _credentials_fix(config: Config, route: Route, policy: CorsPolicy) -> str:

@@ -1,7 +1,8 @@
-"""The forwarding transport: executes a decision, never makes policy.
+"""The HTTP relay: executes a decision, never makes policy.
 
-One shared `ClientSession` per process with the defaults a proxy needs (no decompression,
-no cookie jar, no redirects, no invented headers), streaming both ways with backpressure.
+Requests go to the upstream through corsproxy's own client (upstream.py); bodies stream both
+ways with backpressure, and answers keep no header the upstream did not send. WebSockets are
+tunnelled in websocket.py.
 """
 
 from __future__ import annotations
@@ -10,14 +11,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import aiohttp
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from aiohttp.http import HttpVersion10
 from multidict import CIMultiDict
-from yarl import URL
 
 from corsproxy import forwarding as fw
 from corsproxy.cors import Decision, response_headers
@@ -82,28 +81,6 @@ class SmallProxyResponse(_NoInventedHeaders, web.Response):
     ) -> None:
         super().__init__(status=status, reason=reason, body=body)
         self._upstream_names = upstream_names
-
-
-def make_session(
-    *, max_field_size: int = 8190, max_line_size: int = 8190, connections: int = 512
-) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(
-        limit=connections,
-        keepalive_timeout=4,  # below common upstream idle timeouts (uvicorn: 5 s)
-        ttl_dns_cache=10,
-        enable_cleanup_closed=False,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        auto_decompress=False,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        trust_env=False,
-        timeout=aiohttp.ClientTimeout(total=None),
-        skip_auto_headers=fw.SKIP_AUTO_HEADERS,  # each only when the client did not send it
-        max_field_size=max_field_size,
-        max_line_size=max_line_size,
-        raise_for_status=False,
-    )
 
 
 class OwnResponse(web.Response):
@@ -204,20 +181,6 @@ class _Body:
         del first[:]
         while chunk := await self.read():
             yield chunk
-
-
-def _classify(exc: BaseException) -> fw.Failure:
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return fw.UPSTREAM_CONNECT_TIMEOUT
-    if isinstance(exc, (aiohttp.ServerTimeoutError, TimeoutError)):
-        return fw.UPSTREAM_TIMEOUT
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return fw.UPSTREAM_UNREACHABLE
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return fw.UPSTREAM_DISCONNECTED
-    if isinstance(exc, (aiohttp.ClientResponseError, aiohttp.ClientPayloadError)):
-        return fw.UPSTREAM_BAD_RESPONSE
-    return fw.UPSTREAM_DISCONNECTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,114 +330,3 @@ def _add_headers(
 
 def _empty_body(method: str, status: int) -> bool:
     return method == "HEAD" or status in (204, 304) or 100 <= status < 200
-
-
-# --- WebSockets -------------------------------------------------------------------
-
-_WS_HANDSHAKE = frozenset(
-    {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
-     "sec-websocket-accept", "sec-websocket-protocol"}
-)  # fmt: skip
-
-
-async def tunnel(
-    request: web.BaseRequest,
-    target: Target,
-    decision: Decision,
-    session: aiohttp.ClientSession,
-    exchange: Exchange,
-    registry: set[web.WebSocketResponse],
-    max_msg_size: int = 16 * 1024 * 1024,
-) -> web.StreamResponse:
-    """Connect upstream first; only then accept the client (so refusals are relayed).
-
-    Open client sockets are kept in `registry`, so shutdown can close them with 1001."""
-    protocols = [
-        p.strip()
-        for value in request.headers.getall("Sec-WebSocket-Protocol", ())
-        for p in value.split(",")
-        if p.strip()
-    ]
-    headers = [(n, v) for n, v in target.headers if n.lower() not in _WS_HANDSHAKE]
-    ws_url = URL(target.url, encoded=True)
-    ws_url = ws_url.with_scheme("wss" if ws_url.scheme == "https" else "ws")
-    try:
-        upstream = await session.ws_connect(
-            ws_url,
-            headers=headers,
-            protocols=protocols,
-            autoping=False,
-            max_msg_size=max_msg_size,
-            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10),
-        )
-    except aiohttp.WSServerHandshakeError as exc:
-        exchange.upstream_status = exc.status
-        status = exc.status if 400 <= exc.status <= 599 else 502
-        exchange.error = f"upstream refused the WebSocket handshake: {exc.status}"
-        reason = "upstream_ws_refused"
-        return error_response(fw.Failure(status, reason, "WebSocket handshake refused"), decision)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        failure = _classify(exc)
-        exchange.upstream_error = failure.reason
-        exchange.error = f"{failure.reason}: {exc!r}"[:300]
-        return error_response(failure, decision)
-    exchange.upstream_status = 101
-    client = web.WebSocketResponse(
-        protocols=(upstream.protocol,) if upstream.protocol else (),
-        autoping=False,
-        max_msg_size=max_msg_size,
-    )
-    for name, value in response_headers(decision, []):
-        client.headers.add(name, value)
-    registry.add(client)
-    try:
-        await client.prepare(request)
-        exchange.status = 101
-        await _pump_both(client, upstream)
-    finally:
-        registry.discard(client)
-        await upstream.close()
-        await client.close()
-    return client
-
-
-async def _pump(
-    source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
-    sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
-) -> None:
-    """Relay frames one way; a CLOSE is relayed with its code and reason."""
-    while True:
-        message = await source.receive()
-        kind = message.type
-        if kind is WSMsgType.TEXT:
-            await sink.send_str(message.data)
-        elif kind is WSMsgType.BINARY:
-            await sink.send_bytes(message.data)
-        elif kind is WSMsgType.PING:
-            await sink.ping(message.data)
-        elif kind is WSMsgType.PONG:
-            await sink.pong(message.data)
-        elif kind is WSMsgType.CLOSE:
-            reason = message.extra if isinstance(message.extra, str) else ""
-            await sink.close(code=int(message.data), message=reason.encode())
-            return
-        else:  # CLOSING, CLOSED, ERROR: the source is gone without a close frame
-            await sink.close(code=aiohttp.WSCloseCode.GOING_AWAY)
-            return
-
-
-async def _pump_both(
-    client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse
-) -> None:
-    tasks: Sequence[asyncio.Task[None]] = (
-        asyncio.create_task(_pump(client, upstream)),
-        asyncio.create_task(_pump(upstream, client)),
-    )
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task

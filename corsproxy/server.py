@@ -38,10 +38,9 @@ from corsproxy.proxy import (
     Target,
     error_response,
     forward,
-    make_session,
-    tunnel,
 )
 from corsproxy.upstream import UpstreamClient
+from corsproxy.websocket import make_session, tunnel
 
 log = logging.getLogger("corsproxy")
 
@@ -328,6 +327,9 @@ class ProxyApp:
             return error_response(fw.NO_ROUTE, _fallback_decision(request, config))
         exchange.route = route.name
         headers = request.headers
+        pairs = list(headers.items())
+        websocket = "Upgrade" in headers and fw.is_websocket_upgrade(request.method, pairs)
+        scheme = "https" if request.secure else "http"
         view = RequestView(
             request.method,
             path.route_path,
@@ -335,6 +337,8 @@ class ProxyApp:
             tuple(headers.getall("Access-Control-Request-Method", ())),
             tuple(headers.getall("Access-Control-Request-Headers", ())),
             tuple(headers.getall("Access-Control-Request-Private-Network", ())),
+            websocket,
+            f"{scheme}://{headers.get('Host', '')}" if websocket else "",
         )
         decision = decide_cached(route.cors, view)
         exchange.origin = view.origin[0] if view.origin else ""
@@ -351,18 +355,6 @@ class ProxyApp:
         if decision.action is Action.REFUSE:
             return _text_response(403, decision.body().decode().strip(), decision)
 
-        pairs = list(headers.items())
-        websocket = "Upgrade" in headers and fw.is_websocket_upgrade(request.method, pairs)
-        if (
-            websocket
-            and view.origin
-            and route.cors.enabled
-            and route.cors.mode is Mode.ENFORCE
-            and not decision.allowed
-        ):
-            # CORS does not protect WebSockets: refuse cross-site hijacking here.
-            exchange.verdict, exchange.reason = "refused", "websocket_origin_not_allowed"
-            return _text_response(403, "WebSocket refused: origin not allowed", decision)
         limit = config.limits.max_body_size
         if limit is not None and (request.content_length or 0) > limit:
             exchange.reason = fw.BODY_TOO_LARGE.reason
@@ -391,7 +383,15 @@ class ProxyApp:
         )
         assert self.session is not None
         if websocket:
-            return await tunnel(request, target, decision, self.session, exchange, self.websockets)
+            return await tunnel(
+                request,
+                target,
+                decision,
+                self.session,
+                exchange,
+                self.websockets,
+                config.limits.max_ws_message_size,
+            )
         if request.version == HttpVersion11 and "100-continue" in headers.get("Expect", "").lower():
             # Every check that could refuse the body is done: now invite it.
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")

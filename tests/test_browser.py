@@ -184,6 +184,11 @@ routes:
     cors: {{allow_origins: ["*"], allow_credentials: false}}
   - path_prefix: /nocreds
     cors: {{allow_credentials: false}}
+  - path_prefix: /internal
+    cors: false
+    strip_prefix: true
+limits:
+  max_ws_message_size: 1MiB  # the upstream's own limit is aiohttp's 4 MiB
 """
     )
     proxy_port = free_port()
@@ -196,6 +201,7 @@ routes:
             "disallowed": f"http://127.0.0.1:{ports['disallowed']}",
             "same_site": same_site,
             "api": f"http://localhost:{proxy_port}",
+            "api_page": f"http://localhost:{proxy_port}/internal",  # the proxy's own origin
             "config": config,
         }
     finally:
@@ -239,6 +245,13 @@ WEBSOCKET = """(url) => new Promise((resolve) => {
   ws.onmessage = (m) => { resolve({ok: true, data: m.data}); ws.close(); };
   ws.onerror = () => resolve({ok: false});
   setTimeout(() => resolve({ok: false, timeout: true}), 5000);
+})"""
+
+WEBSOCKET_CLOSE = """([url, size]) => new Promise((resolve) => {
+  const ws = new WebSocket(url);
+  ws.onopen = () => ws.send('x'.repeat(size));
+  ws.onclose = (e) => resolve({code: e.code, reason: e.reason});
+  setTimeout(() => resolve({timeout: true}), 5000);
 })"""
 
 
@@ -427,6 +440,25 @@ def test_websockets_follow_the_allow_list(tab: Any, world: dict[str, Any]) -> No
     ws_url = world["api"].replace("http://", "ws://") + "/ws"
     assert tab().page.evaluate(WEBSOCKET, ws_url) == {"ok": True, "data": "echo:hi"}
     assert tab("disallowed").page.evaluate(WEBSOCKET, ws_url) == {"ok": False}
+
+
+def test_websockets_on_a_route_without_cors_are_same_origin_only(
+    tab: Any, world: dict[str, Any]
+) -> None:
+    ws_url = world["api"].replace("http://", "ws://") + "/internal/ws"
+    assert tab("allowed").page.evaluate(WEBSOCKET, ws_url) == {"ok": False}
+    assert tab("api_page").page.evaluate(WEBSOCKET, ws_url) == {"ok": True, "data": "echo:hi"}
+
+
+def test_a_websocket_message_over_the_limit_closes_with_1009(
+    tab: Any, world: dict[str, Any]
+) -> None:
+    ws_url = world["api"].replace("http://", "ws://") + "/ws"
+    # The echo ("echo:" + message) of a message 5 bytes under the limit is exactly at it.
+    at_limit = [ws_url, 1024 * 1024 - 5]
+    assert tab().page.evaluate(WEBSOCKET_CLOSE, at_limit) == {"timeout": True}
+    result = tab().page.evaluate(WEBSOCKET_CLOSE, [ws_url, 1024 * 1024 + 1])
+    assert result.get("code") == 1009, result
 
 
 def test_cookies_cross_site_and_same_site(tab: Any, world: dict[str, Any]) -> None:

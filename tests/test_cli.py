@@ -106,6 +106,23 @@ def test_explain_exit_codes(runner: CliRunner, tmp_path: Path) -> None:
     assert bad_header.exit_code == 2
 
 
+def test_explain_a_websocket_by_its_url(runner: CliRunner) -> None:
+    base = ["explain", "-c", EXAMPLE, "--path", "wss://api.example.com/internal/ws"]
+    cross = runner.invoke(cli, [*base, "--origin", "https://app.example.com"])
+    assert cross.exit_code == 1, cross.output
+    assert "VERDICT: BLOCKED (websocket_cross_origin)" in cross.stdout
+    # The page's origin is the proxy's own (from the wss:// URL): same origin.
+    same = runner.invoke(cli, [*base, "--origin", "https://api.example.com"])
+    assert same.exit_code == 0, same.output
+    assert "WebSocket handshake  [ok]" in same.stdout
+    other = ["--origin", "https://app.example.com", "--proxy-origin", "https://app.example.com"]
+    assert runner.invoke(cli, [*base, *other]).exit_code == 0
+    flag = ["explain", "-c", EXAMPLE, "--websocket", "--path", "/api/chat"]
+    result = runner.invoke(cli, [*flag, "--origin", "https://evil.example", "--format", "json"])
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["reason"] == "websocket_origin_not_allowed"
+
+
 def test_explain_json(runner: CliRunner) -> None:
     result = runner.invoke(
         cli,

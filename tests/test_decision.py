@@ -7,6 +7,7 @@ Where corsproxy deliberately differs from an anchor's recommendation, the case s
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -28,6 +29,7 @@ from corsproxy.cors import (
     Kind,
     RequestView,
     decide,
+    decide_cached,
     merge_vary,
     response_headers,
 )
@@ -792,3 +794,90 @@ def test_merge_vary_table() -> None:
     assert merge_vary(["a, ,b,,"], ["B", "c"]) == "a, b, c"
     assert merge_vary(["*"], ["Origin"]) == "*"
     assert merge_vary([" Origin "], PREFLIGHT_VARY) == ", ".join(PREFLIGHT_VARY)
+
+
+# --- WebSocket handshakes: CORS does not protect them, so the decision checks Origin ------
+
+PROXY = "http://api.example.com:8080"  # the proxy's own origin, as a client addressed it
+
+
+def ws(origin: str | None = None, own: str = PROXY) -> RequestView:
+    return dataclasses.replace(get(origin), websocket=True, own_origin=own)
+
+
+def cors_false() -> CorsPolicy:
+    from tests.helpers import config
+
+    return config({"upstream": "http://127.0.0.1:9", "cors": False}).cors
+
+
+@pytest.mark.parametrize(
+    ("origin", "own", "action", "reason"),
+    [
+        ("https://evil.example", PROXY, Action.REFUSE, "websocket_cross_origin"),
+        ("https://api.example.com:8080", PROXY, Action.REFUSE, "websocket_cross_origin"),
+        ("http://api.example.com", PROXY, Action.REFUSE, "websocket_cross_origin"),  # port
+        ("null", PROXY, Action.REFUSE, "websocket_cross_origin"),  # sandboxed page
+        ("http://api.example.com:8080", "http://", Action.REFUSE, "websocket_cross_origin"),
+        ("http://api.example.com:8080", PROXY, Action.FORWARD, "websocket_same_origin"),
+        # Host is case-insensitive and a default port may be written out.
+        ("http://api.example.com", "http://API.example.com:80", Action.FORWARD,
+         "websocket_same_origin"),
+        ("https://api.example.com", "https://api.example.com:443", Action.FORWARD,
+         "websocket_same_origin"),
+        (None, PROXY, Action.FORWARD, "no_origin"),  # not a browser
+    ],
+)  # fmt: skip
+def test_websocket_on_a_route_without_cors_is_same_origin_only(
+    origin: str | None, own: str, action: Action, reason: str
+) -> None:
+    decision = decide(cors_false(), ws(origin, own))
+    assert (decision.action, decision.reason) == (action, reason)
+    assert aca(decision) == {} and decision.vary == ()
+    if action is Action.REFUSE:
+        assert decision.status == 403 and decision.verdict == "refused"
+        assert decision.body().startswith(b"WebSocket refused: cross-origin WebSocket")
+    # An ordinary request with the same Origin is still forwarded (cors_disabled).
+    if origin is not None:
+        plain = decide(cors_false(), get(origin))
+        assert (plain.action, plain.reason) == (Action.FORWARD, "cors_disabled")
+
+
+@pytest.mark.parametrize("on_disallowed", ["forward", "reject"])
+def test_websocket_from_an_origin_a_cors_route_does_not_allow_is_refused(
+    on_disallowed: str,
+) -> None:
+    pol = policy(allow_origins=[APP], allow_credentials=True, on_disallowed=on_disallowed)
+    refused = decide(pol, ws("https://evil.example"))
+    assert (refused.action, refused.reason, refused.status) == (
+        Action.REFUSE,
+        "websocket_origin_not_allowed",
+        403,
+    )
+    assert aca(refused) == {} and refused.vary == ACTUAL_VARY
+    assert refused.body() == b"WebSocket refused: origin not allowed\n"
+    allowed = decide(pol, ws(APP))
+    assert allowed.action is Action.FORWARD and aca(allowed)[ACAO] == APP
+    # The own origin does not matter on a CORS route: only the allow-list does.
+    assert decide(pol, ws(PROXY)).reason == "websocket_origin_not_allowed"
+    assert decide(pol, ws(None)).action is Action.FORWARD
+
+
+def test_report_only_forwards_a_websocket_it_would_refuse() -> None:
+    decision = decide(policy(allow_origins=[APP], mode="report-only"), ws("https://evil.ex"))
+    assert decision.action is Action.FORWARD and not decision.strip_upstream_cors
+    assert decision.verdict == "would_refuse"
+    assert decision.reason == "websocket_origin_not_allowed"
+
+
+def test_memoized_websocket_decisions_read_the_own_origin() -> None:
+    pol = cors_false()
+    origin = "http://api.example.com:8080"
+    assert decide_cached(pol, ws(origin)).action is Action.FORWARD
+    assert decide_cached(pol, ws(origin, own="http://other.example")).action is Action.REFUSE
+    assert decide_cached(pol, ws(origin)).action is Action.FORWARD
+    # A long Host is decided but never memoized.
+    long_host = "http://" + "a" * 600 + ".example"
+    pol.decisions.clear()
+    assert decide_cached(pol, ws("https://evil.example", own=long_host)).action is Action.REFUSE
+    assert pol.decisions == {}

@@ -297,3 +297,45 @@ def test_explain_lists_each_preflight_check() -> None:
         "ok    header content-type: listed in allow_headers",
         "FAIL  header x-no: not in allow_headers",
     ]
+
+
+# --- WebSockets: no preflight, no CORS in the browser; the decision checks Origin ----------
+
+PROXY = "https://api.example.com"
+
+WEBSOCKET_CASES = [
+    # id, origin, path, allowed, reason
+    ("allowed-origin", APP, "/chat", True, "origin_allowed"),
+    ("disallowed-origin", "https://evil.example", "/chat", False, "websocket_origin_not_allowed"),
+    ("cors-false-cross-site", APP, "/internal/ws", False, "websocket_cross_origin"),
+    ("cors-false-same-origin", PROXY, "/internal/ws", True, "websocket_same_origin"),
+    ("cors-false-null", "null", "/internal/ws", False, "websocket_cross_origin"),
+    ("report-only-as-enforce", APP, "/shadow/ws", False, "websocket_origin_not_allowed"),
+]
+
+
+@pytest.mark.parametrize(
+    ("origin", "path", "allowed", "reason"),
+    [c[1:] for c in WEBSOCKET_CASES],
+    ids=[c[0] for c in WEBSOCKET_CASES],
+)
+def test_explain_websocket_verdicts(origin: str, path: str, allowed: bool, reason: str) -> None:
+    result = explain(CONFIG, origin, path=path, websocket=True, proxy_origin=PROXY)
+    assert (result.allowed, result.reason) == (allowed, reason)
+    titles = [s.title for s in result.steps]
+    assert "Preflight needed?" not in titles and "WebSocket handshake" in titles
+    text = render_text(result)
+    assert ("VERDICT: ALLOWED" in text) is allowed
+    if not allowed:
+        assert "refuses the handshake with 403" in text and result.fix
+
+
+def test_explain_websocket_fixes_name_the_config() -> None:
+    result = explain(CONFIG, "https://evil.example", path="/chat", websocket=True)
+    assert result.fix.startswith("add 'https://evil.example' to cors.allow_origins (test.yaml:")
+    result = explain(CONFIG, APP, path="/internal/ws", websocket=True, proxy_origin=PROXY)
+    assert "cors: false (test.yaml:" in result.fix and f"own origin ({PROXY})" in result.fix
+    allowed = explain(CONFIG, APP, path="/chat", websocket=True)
+    handshake = next(s for s in allowed.steps if s.title == "WebSocket handshake")
+    assert ("Access-Control-Allow-Origin", APP) in handshake.headers
+    assert "forwarded to ws://legacy:9000/chat" in render_text(allowed)

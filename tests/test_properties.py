@@ -84,7 +84,10 @@ def requests(draw: st.DrawFn) -> Any:
         )
     if draw(st.booleans()):
         headers["acrpn"] = "true"
-    return request(method, "/x", **headers)
+    view = request(method, "/x", **headers)
+    if draw(st.booleans()):  # a WebSocket handshake to a proxy addressed as own_origin
+        view = dataclasses.replace(view, websocket=True, own_origin=draw(origins))
+    return view
 
 
 def compiled(doc: dict[str, Any]) -> Any:

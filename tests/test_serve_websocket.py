@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
+import os
+import re
+import signal
+import struct
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import WSMsgType, web
 
-from tests.net import Recorder, running_app, running_proxy
+from corsproxy import websocket
+from tests.net import Recorder, raw_upstream, rss_kib, running_app, running_proxy, start_cli
 
 APP = "https://app.example.com"
+EVIL = "https://evil.example"
+LIMIT = 1024
 
 
 @pytest.fixture
@@ -60,13 +74,505 @@ async def test_upstream_refusal_is_relayed_not_101(proxy: str) -> None:
 async def test_disallowed_origin_cannot_open_a_websocket(proxy: str) -> None:
     async with aiohttp.ClientSession() as client:
         with pytest.raises(aiohttp.WSServerHandshakeError) as info:
-            await client.ws_connect(f"{proxy}/ws", headers={"Origin": "https://evil.example"})
+            await client.ws_connect(f"{proxy}/ws", headers={"Origin": EVIL})
         assert info.value.status == 403
-        # No Origin (not a browser) and routes without CORS are forwarded.
+        # No Origin (not a browser) is forwarded.
         async with client.ws_connect(f"{proxy}/ws") as ws:
             await ws.send_str("x")
             assert (await ws.receive(timeout=3)).data == "echo:x"
-        async with client.ws_connect(
-            f"{proxy}/open/ws", headers={"Origin": "https://evil.example"}
-        ):
-            pass
+
+
+# --- an upstream that records what reaches it ----------------------------------------
+
+
+@dataclass
+class Upstream:
+    """A WebSocket upstream: records messages and the close it received, and on request
+    sends a message of a given size or closes with a given code (raw frames allowed)."""
+
+    received: list[tuple[WSMsgType, int]] = field(default_factory=list)  # type, size
+    closes: list[tuple[int, str]] = field(default_factory=list)
+    closed_by_proxy: list[int | None] = field(default_factory=list)
+    handshakes: int = 0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.handshakes += 1
+        # No limit here: whatever the proxy relays must reach this list.
+        ws = web.WebSocketResponse(autoclose=False, autoping=False, max_msg_size=0)
+        await ws.prepare(request)
+        answer = int(request.query.get("answer", "1000"))
+        try:
+            while True:
+                message = await ws.receive()
+                if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    self.received.append((message.type, len(message.data)))
+                    await self.command(ws, message.data)
+                elif message.type is WSMsgType.CLOSE:
+                    self.closes.append((message.data, message.extra))
+                    await ws.close(code=answer, message=b"answer")
+                    break
+                else:
+                    self.closed_by_proxy.append(ws.close_code)
+                    break
+        finally:
+            self.done.set()
+        return ws
+
+    async def command(self, ws: web.WebSocketResponse, data: Any) -> None:
+        if not isinstance(data, str):
+            return
+        if data.startswith("send:"):  # send:<type>:<size>
+            _, kind, size = data.split(":")
+            if kind == "text":
+                await ws.send_str("t" * int(size))
+            else:
+                await ws.send_bytes(b"b" * int(size))
+        elif data.startswith("close:"):  # close:<code>:<reason>
+            _, code, reason = data.split(":", 2)
+            await ws.close(code=int(code), message=reason.encode())
+        elif data == "close-without-code":
+            await ws.send_frame(b"", WSMsgType.CLOSE)
+
+
+@contextlib.asynccontextmanager
+async def tunnel_through(
+    limits: dict[str, Any] | None = None, timeouts: dict[str, Any] | None = None
+) -> AsyncIterator[tuple[str, Upstream]]:
+    upstream = Upstream()
+    async with running_app(upstream.app()) as url:
+        doc: dict[str, Any] = {
+            "upstream": url,
+            "cors": {"allow_origins": [APP]},
+            "routes": [
+                {"path_prefix": "/open", "cors": False},
+                {"path_prefix": "/shadow", "cors": {"mode": "report-only"}},
+            ],
+            "limits": limits or {},
+        }
+        if timeouts:
+            doc["timeouts"] = timeouts
+        async with running_proxy(doc) as proxy:
+            yield proxy.replace("http://", "ws://"), upstream
+
+
+async def wait_for(event: asyncio.Event) -> None:
+    await asyncio.wait_for(event.wait(), 10)
+
+
+# --- close codes -------------------------------------------------------------------
+
+
+async def test_a_client_close_code_and_reason_reach_the_upstream_and_its_answer_comes_back() -> (
+    None
+):
+    async with tunnel_through() as (proxy, upstream), aiohttp.ClientSession() as client:
+        ws = await client.ws_connect(f"{proxy}/ws?answer=4005", headers={"Origin": APP})
+        await ws.close(code=4001, message=b"bye")
+        await wait_for(upstream.done)
+        assert upstream.closes == [(4001, "bye")]
+        assert ws.close_code == 4005  # the upstream's answer, not one the proxy made up
+
+
+@pytest.mark.parametrize(
+    ("command", "code", "reason"),
+    [
+        ("close:4002:server says bye", 4002, "server says bye"),
+        ("close:1011:oops", 1011, "oops"),
+        ("close:1006:lost", 1001, "lost"),  # 1006 may not be sent on the wire
+        ("close:1015:tls", 1001, "upstream error"),  # aiohttp takes 1015 as a protocol error
+        ("close-without-code", 1000, ""),  # no code (1005 when reported) becomes 1000
+    ],
+)
+async def test_an_upstream_close_reaches_the_client_with_a_valid_code(
+    command: str, code: int, reason: str
+) -> None:
+    async with tunnel_through() as (proxy, _), aiohttp.ClientSession() as client:
+        async with client.ws_connect(f"{proxy}/ws", headers={"Origin": APP}) as ws:
+            await ws.send_str(command)
+            message = await ws.receive(timeout=5)
+            assert message.type is WSMsgType.CLOSE
+            assert (message.data, message.extra) == (code, reason)
+
+
+async def test_a_client_close_with_a_code_invalid_on_the_wire_is_mapped() -> None:
+    async with tunnel_through() as (proxy, upstream), aiohttp.ClientSession() as client:
+        ws = await client.ws_connect(f"{proxy}/ws", headers={"Origin": APP})
+        await ws.close(code=1006, message=b"x")  # aiohttp sends it; a proxy must not
+        await wait_for(upstream.done)
+        assert upstream.closes == [(1001, "x")]
+
+
+# --- message size ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["text", "binary"])
+async def test_a_client_message_over_the_limit_closes_with_1009_and_never_reaches_upstream(
+    kind: str,
+) -> None:
+    limits = {"max_ws_message_size": LIMIT}
+    async with tunnel_through(limits) as (proxy, upstream), aiohttp.ClientSession() as client:
+        async with client.ws_connect(f"{proxy}/ws", headers={"Origin": APP}) as ws:
+            send = ws.send_str if kind == "text" else ws.send_bytes
+            await send(("x" if kind == "text" else b"x") * LIMIT)  # type: ignore[operator]
+            await send(("y" if kind == "text" else b"y") * (LIMIT + 1))  # type: ignore[operator]
+            message = await ws.receive(timeout=5)
+            assert message.type is WSMsgType.CLOSE
+            assert message.data == 1009
+        await wait_for(upstream.done)
+        # The message at the limit went through, the one over it did not.
+        assert [size for _, size in upstream.received] == [LIMIT]
+        assert upstream.closes == [(1009, "client message too big")]
+
+
+@pytest.mark.parametrize("kind", ["text", "binary"])
+async def test_an_upstream_message_over_the_limit_closes_with_1009_and_never_reaches_the_client(
+    kind: str,
+) -> None:
+    limits = {"max_ws_message_size": LIMIT}
+    async with tunnel_through(limits) as (proxy, upstream), aiohttp.ClientSession() as client:
+        async with client.ws_connect(f"{proxy}/ws", headers={"Origin": APP}, max_msg_size=0) as ws:
+            await ws.send_str(f"send:{kind}:{LIMIT}")
+            assert len((await ws.receive(timeout=5)).data) == LIMIT
+            await ws.send_str(f"send:{kind}:{LIMIT + 1}")
+            message = await ws.receive(timeout=5)
+            assert message.type is WSMsgType.CLOSE, message
+            assert (message.data, message.extra) == (1009, "upstream message too big")
+        await wait_for(upstream.done)
+
+
+async def test_a_compressed_message_over_the_limit_is_refused_too() -> None:
+    # permessage-deflate on the client leg: the limit applies to the inflated message.
+    limits = {"max_ws_message_size": LIMIT}
+    async with tunnel_through(limits) as (proxy, upstream), aiohttp.ClientSession() as client:
+        async with client.ws_connect(f"{proxy}/ws", headers={"Origin": APP}, compress=15) as ws:
+            assert ws.compress == 15
+            await ws.send_bytes(b"a" * LIMIT)
+            await ws.send_bytes(b"a" * (LIMIT + 1))
+            message = await ws.receive(timeout=5)
+            assert (message.type, message.data) == (WSMsgType.CLOSE, 1009)
+        await wait_for(upstream.done)
+        assert [size for _, size in upstream.received] == [LIMIT]
+
+
+def _masked_frame_header(opcode: int, length: int) -> bytes:
+    return bytes([0x80 | opcode, 0x80 | 127]) + struct.pack("!Q", length) + os.urandom(4)
+
+
+@pytest.mark.parametrize("length", [LIMIT + 1, 1 << 20, 1 << 40])
+async def test_a_frame_announcing_a_length_over_the_limit_is_refused_before_its_payload(
+    length: int,
+) -> None:
+    """Raw bytes: the frame header alone gets a 1009 close, the payload is never awaited."""
+    async with tunnel_through({"max_ws_message_size": LIMIT}) as (proxy, upstream):
+        host, port = re.match(r"ws://([^:]+):(\d+)", proxy).groups()  # type: ignore[union-attr]
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            key = base64.b64encode(os.urandom(16)).decode()
+            writer.write(
+                (
+                    f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                    f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                    "Sec-WebSocket-Version: 13\r\n\r\n"
+                ).encode()
+            )
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 101")
+            writer.write(_masked_frame_header(0x2, length) + b"x" * 100)
+            await writer.drain()
+            frame = await asyncio.wait_for(reader.readexactly(4), 5)
+            assert frame[0] == 0x88  # FIN + CLOSE, unmasked from a server
+            assert struct.unpack("!H", frame[2:4])[0] == 1009
+        finally:
+            writer.close()
+        await wait_for(upstream.done)
+        assert upstream.received == []
+        assert upstream.closes == [(1009, "client message too big")]
+
+
+# --- handshake timeout -------------------------------------------------------------
+
+
+def _access_records(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    return [r.fields for r in caplog.records if r.name == "corsproxy.access"]  # type: ignore[attr-defined]
+
+
+async def test_an_upstream_that_never_answers_the_handshake_gets_a_504_in_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    async with raw_upstream(silent) as url:
+        doc = {
+            "upstream": url,
+            "cors": {"allow_origins": [APP]},
+            "timeouts": {"connect": 0.5, "read": 1},
+        }
+        async with running_proxy(doc) as proxy, aiohttp.ClientSession() as client:
+            with caplog.at_level("INFO", logger="corsproxy.access"):
+                started = time.monotonic()
+                with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+                    await asyncio.wait_for(
+                        client.ws_connect(
+                            f"{proxy.replace('http', 'ws')}/ws", headers={"Origin": APP}
+                        ),
+                        15,
+                    )
+                elapsed = time.monotonic() - started
+    assert info.value.status == 504
+    assert info.value.headers is not None
+    assert info.value.headers["Access-Control-Allow-Origin"] == APP  # the page sees the 504
+    assert 1.4 <= elapsed < 10
+    fields = _access_records(caplog)[-1]
+    assert fields["status"] == 504
+    assert "did not answer the handshake" in fields["error"]
+    assert "1.5 s" in fields["error"]
+
+
+async def test_a_websocket_waiting_for_a_connection_slot_gets_a_504_in_time(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(websocket, "CONNECTIONS", 1)
+    timeouts = {"connect": 0.5, "read": 0.5}
+    async with tunnel_through(timeouts=timeouts) as (proxy, upstream):
+        async with aiohttp.ClientSession() as client:
+            async with client.ws_connect(f"{proxy}/ws", headers={"Origin": APP}) as first:
+                with caplog.at_level("INFO", logger="corsproxy.access"):
+                    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+                        await asyncio.wait_for(
+                            client.ws_connect(f"{proxy}/ws", headers={"Origin": APP}), 15
+                        )
+                assert info.value.status == 504
+                fields = _access_records(caplog)[-1]
+                assert fields["reason"] == "origin_allowed"
+                assert "waiting for a free upstream connection" in fields["error"]
+                assert fields["error"].startswith("upstream_connect_timeout")
+                # The open one still works, and the slot is free again once it closes.
+                await first.send_str("x")
+                await first.close()
+            async with client.ws_connect(f"{proxy}/ws", headers={"Origin": APP}) as again:
+                await again.send_str("y")
+        assert upstream.handshakes == 2
+
+
+# --- cross-site WebSocket hijacking ------------------------------------------------
+
+
+async def _handshake(
+    proxy: str, path: str, headers: dict[str, str]
+) -> tuple[int, dict[str, str], str]:
+    """A handshake; the status, headers and body of the answer."""
+    url = proxy.replace("ws://", "http://") + path
+    key = base64.b64encode(os.urandom(16)).decode()
+    ws_headers = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": key,
+        "Sec-WebSocket-Version": "13",
+        **headers,
+    }
+    async with aiohttp.ClientSession(auto_decompress=False) as client:
+        async with client.get(url, headers=ws_headers) as response:
+            body = "" if response.status == 101 else await response.text()
+            return response.status, dict(response.headers), body
+
+
+async def test_cross_site_websocket_hijacking_is_refused_on_a_route_without_cors(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with tunnel_through() as (proxy, upstream):
+        host = proxy.removeprefix("ws://")
+        with caplog.at_level("INFO", logger="corsproxy.access"):
+            status, headers, body = await _handshake(proxy, "/open/ws", {"Origin": EVIL})
+        assert status == 403
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert "Access-Control-Allow-Origin" not in headers
+        assert body.startswith("WebSocket refused:")
+        fields = _access_records(caplog)[-1]
+        assert (fields["cors"], fields["reason"]) == ("refused", "websocket_cross_origin")
+        # Another scheme or port is another origin; `null` (sandboxed pages) is refused too.
+        for origin in (f"https://{host}", "http://127.0.0.1:1", "null"):
+            assert (await _handshake(proxy, "/open/ws", {"Origin": origin}))[0] == 403, origin
+        assert upstream.handshakes == 0
+        # Not a browser (no Origin), and the proxy's own origin as the client addressed it.
+        assert (await _handshake(proxy, "/open/ws", {}))[0] == 101
+        assert (await _handshake(proxy, "/open/ws", {"Origin": f"http://{host}"}))[0] == 101
+        same = {"Host": "Proxy.Example:80", "Origin": "http://proxy.example"}
+        assert (await _handshake(proxy, "/open/ws", same))[0] == 101
+        assert upstream.handshakes == 3
+
+
+async def test_a_cors_route_refuses_a_websocket_from_an_origin_it_does_not_allow(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with tunnel_through() as (proxy, upstream):
+        with caplog.at_level("INFO", logger="corsproxy.access"):
+            status, headers, body = await _handshake(proxy, "/ws", {"Origin": EVIL})
+        assert status == 403
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert body == "WebSocket refused: origin not allowed\n"
+        assert _access_records(caplog)[-1]["reason"] == "websocket_origin_not_allowed"
+        status, headers, _ = await _handshake(proxy, "/ws", {"Origin": APP})
+        assert status == 101 and headers["Access-Control-Allow-Origin"] == APP
+        assert upstream.handshakes == 1
+
+
+async def test_report_only_forwards_the_handshake_and_logs_would_refuse(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with tunnel_through() as (proxy, upstream):
+        with caplog.at_level("INFO", logger="corsproxy.access"):
+            status, _, _ = await _handshake(proxy, "/shadow/ws", {"Origin": EVIL})
+            await wait_for(upstream.done)
+            for _ in range(50):  # the access line is written when the tunnel ends
+                if _access_records(caplog):
+                    break
+                await asyncio.sleep(0.1)
+        assert status == 101
+        fields = _access_records(caplog)[-1]
+        assert (fields["cors"], fields["reason"]) == (
+            "would_refuse",
+            "websocket_origin_not_allowed",
+        )
+        assert upstream.handshakes == 1
+
+
+# --- endings without a closing handshake ---------------------------------------------
+
+
+async def test_a_client_that_drops_its_connection_closes_the_upstream_with_1001() -> None:
+    async with tunnel_through() as (proxy, upstream):
+        host, port = re.match(r"ws://([^:]+):(\d+)", proxy).groups()  # type: ignore[union-attr]
+        reader, writer = await asyncio.open_connection(host, int(port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            (
+                f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).startswith(
+            b"HTTP/1.1 101"
+        )
+        writer.close()  # no close frame
+        await wait_for(upstream.done)
+        assert upstream.closes == [(1001, "")]
+
+
+async def test_shutdown_closes_open_websockets_with_1001() -> None:
+    upstream = Upstream()
+    async with running_app(upstream.app()) as url, aiohttp.ClientSession() as client:
+        async with running_proxy({"upstream": url}) as proxy:
+            ws = await client.ws_connect(f"{proxy.replace('http', 'ws')}/ws")
+            await ws.send_str("x")
+        # The proxy has stopped: both sides were told it went away.
+        message = await ws.receive(timeout=5)
+        assert (message.type, message.data) == (WSMsgType.CLOSE, 1001)
+        await wait_for(upstream.done)
+        assert upstream.closes == [(1001, "")]
+
+
+# --- memory ------------------------------------------------------------------------
+
+
+async def _echo(request: web.Request) -> web.StreamResponse:
+    ws = web.WebSocketResponse(max_msg_size=0)
+    await ws.prepare(request)
+    async for message in ws:
+        if message.type is WSMsgType.BINARY:
+            await ws.send_bytes(message.data)
+    return ws
+
+
+async def _wave(proxy: str, pid: int, count: int, size: int) -> int:
+    """`count` WebSockets each echo three messages of `size` bytes; the proxy's peak RSS."""
+    peak = rss_kib(pid)
+    finished = asyncio.Event()
+
+    async def sample() -> None:
+        nonlocal peak
+        while not finished.is_set():
+            peak = max(peak, rss_kib(pid))
+            await asyncio.sleep(0.02)
+
+    async def run(ws: aiohttp.ClientWebSocketResponse) -> None:
+        for _ in range(3):
+            await ws.send_bytes(b"m" * size)
+            message = await ws.receive(timeout=60)
+            assert message.type is WSMsgType.BINARY and len(message.data) == size
+        await ws.close()
+
+    sampler = asyncio.create_task(sample())
+    async with aiohttp.ClientSession() as client:
+        url = f"{proxy.replace('http', 'ws')}/ws"
+        sockets = [await client.ws_connect(url) for _ in range(count)]
+        await asyncio.wait_for(asyncio.gather(*(run(ws) for ws in sockets)), 120)
+    finished.set()
+    await sampler
+    return peak
+
+
+async def test_memory_stays_bounded_with_many_websockets_at_the_limit(tmp_path: Any) -> None:
+    """A real process: 50 WebSockets each echo messages of exactly the limit both ways, in
+    two waves. The proxy holds a few copies of a message per connection in flight (reader,
+    relayed bytes, masked copy), never a queue of them, and a second wave costs no more.
+    Measured at the default 4 MiB: about 11 MiB per connection at the peak, back to the
+    baseline after."""
+    limit, count = 1024 * 1024, 50
+    app = web.Application()
+    app.router.add_get("/ws", _echo)
+    async with running_app(app) as url:
+        config = tmp_path / "c.yaml"
+        config.write_text(f"upstream: {url}\nlimits:\n  max_ws_message_size: {limit}\n")
+        proc, proxy = await asyncio.to_thread(
+            start_cli, "--config", str(config), "--listen", "127.0.0.1:0"
+        )
+        try:
+            baseline = rss_kib(proc.pid)
+            peaks = [await _wave(proxy, proc.pid, count, limit) for _ in range(2)]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(proc.wait, 20)
+            assert proc.stdout is not None and proc.stderr is not None
+            proc.stdout.close()
+            proc.stderr.close()
+    growth = [round((peak - baseline) / 1024) for peak in peaks]
+    print(f"proxy RSS growth with {count} WebSockets at {limit} bytes: {growth} MiB")
+    # Four copies per connection in flight would be 200 MiB; a queue of messages far more.
+    assert max(growth) < 4 * count * limit / 2**20, growth
+    assert growth[1] < growth[0] * 1.5 + 32, growth
+
+
+# --- the access log --------------------------------------------------------------------
+
+
+async def test_the_access_line_of_a_websocket_says_how_it_ended(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    limits = {"max_ws_message_size": LIMIT}
+    async with tunnel_through(limits) as (proxy, upstream), aiohttp.ClientSession() as client:
+        with caplog.at_level("INFO", logger="corsproxy.access"):
+            for _ in range(5):  # the client's connection closes as the tunnel ends: no race
+                upstream.done.clear()
+                async with client.ws_connect(f"{proxy}/ws", headers={"Origin": APP}) as ws:
+                    await ws.send_str("hi")
+                await wait_for(upstream.done)
+            ws = await client.ws_connect(f"{proxy}/ws", headers={"Origin": APP})
+            await ws.send_str(f"send:binary:{LIMIT + 1}")
+            assert (await ws.receive(timeout=5)).data == 1009
+            await ws.close()
+            for _ in range(50):
+                if len(_access_records(caplog)) == 6:
+                    break
+                await asyncio.sleep(0.1)
+    records = _access_records(caplog)
+    assert [(r["status"], r["error"]) for r in records[:5]] == [(101, "")] * 5
+    assert records[5]["status"] == 101
+    assert records[5]["error"].startswith("upstream message too big")

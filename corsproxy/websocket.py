@@ -1,0 +1,308 @@
+"""The WebSocket tunnel: executes a decision, never makes policy.
+
+The upstream handshake comes first, so an upstream refusal reaches the client as itself,
+never as a 101 followed by a close. Then messages are relayed one by one, each bounded by
+`limits.max_ws_message_size`, and the closing handshake is relayed with its codes.
+
+Closing: neither side's CLOSE is answered by aiohttp (`autoclose=False`). A CLOSE from one
+side is relayed to the other with its code and reason; the other side's answer code then
+answers the first side. A message over the limit closes its sender with 1009 (aiohttp does
+that itself) and the other side with 1009 too, with a reason naming the sender; the message
+is never relayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+from aiohttp import WSMsgType, web
+from yarl import URL
+
+from corsproxy import forwarding as fw
+from corsproxy.cors import Decision, response_headers
+from corsproxy.proxy import Exchange, Target, error_response
+
+# Connections of the WebSocket session: each open WebSocket holds one for its whole life.
+CONNECTIONS = 512
+# How long a closing handshake may take on each side before the connection is dropped.
+CLOSE_TIMEOUT = 10.0
+
+_WS_HANDSHAKE = frozenset(
+    {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
+     "sec-websocket-accept", "sec-websocket-protocol"}
+)  # fmt: skip
+
+TOO_BIG = aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+GOING_AWAY = aiohttp.WSCloseCode.GOING_AWAY
+
+Socket = web.WebSocketResponse[bool] | aiohttp.ClientWebSocketResponse[bool]
+
+# --- the handshake ----------------------------------------------------------------
+
+# Where the upstream handshake is, for the log line of a timeout (set by trace callbacks,
+# which run in the handshake's own task).
+_phase: contextvars.ContextVar[list[str]] = contextvars.ContextVar("ws_phase")
+
+
+def _tracer(phase: str) -> Callable[[aiohttp.ClientSession, SimpleNamespace, Any], Awaitable[None]]:
+    async def on_event(session: aiohttp.ClientSession, ctx: SimpleNamespace, params: Any) -> None:
+        holder = _phase.get(None)
+        if holder is not None:
+            holder[0] = phase
+
+    return on_event
+
+
+_QUEUED = "still waiting for a free upstream connection"
+_CONNECTING = "still connecting to the upstream"
+_SENT = "the upstream did not answer the handshake"
+
+
+def _trace_config() -> aiohttp.TraceConfig:
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_queued_start.append(_tracer(_QUEUED))
+    trace.on_connection_create_start.append(_tracer(_CONNECTING))
+    trace.on_request_headers_sent.append(_tracer(_SENT))
+    trace.freeze()
+    return trace
+
+
+def make_session(
+    *, max_field_size: int = 8190, max_line_size: int = 8190, connections: int = 0
+) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        limit=connections or CONNECTIONS,
+        keepalive_timeout=4,  # below common upstream idle timeouts (uvicorn: 5 s)
+        ttl_dns_cache=10,
+        enable_cleanup_closed=False,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=False,
+        timeout=aiohttp.ClientTimeout(total=None),
+        skip_auto_headers=fw.SKIP_AUTO_HEADERS,  # each only when the client did not send it
+        max_field_size=max_field_size,
+        max_line_size=max_line_size,
+        raise_for_status=False,
+        trace_configs=[_trace_config()],
+    )
+
+
+def _classify(exc: BaseException) -> fw.Failure:
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return fw.UPSTREAM_CONNECT_TIMEOUT
+    if isinstance(exc, (aiohttp.ServerTimeoutError, TimeoutError)):
+        return fw.UPSTREAM_TIMEOUT
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return fw.UPSTREAM_UNREACHABLE
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return fw.UPSTREAM_DISCONNECTED
+    if isinstance(exc, (aiohttp.ClientResponseError, aiohttp.ClientPayloadError)):
+        return fw.UPSTREAM_BAD_RESPONSE
+    return fw.UPSTREAM_DISCONNECTED
+
+
+async def tunnel(
+    request: web.BaseRequest,
+    target: Target,
+    decision: Decision,
+    session: aiohttp.ClientSession,
+    exchange: Exchange,
+    registry: set[web.WebSocketResponse],
+    max_msg_size: int,
+) -> web.StreamResponse:
+    """Connect upstream first; only then accept the client (so refusals are relayed).
+
+    The upstream handshake, waiting for a connection slot included, is bounded by the
+    route's connect + read timeouts (504). Open client sockets are kept in `registry`, so
+    shutdown can close them with 1001."""
+    protocols = [
+        p.strip()
+        for value in request.headers.getall("Sec-WebSocket-Protocol", ())
+        for p in value.split(",")
+        if p.strip()
+    ]
+    headers = [(n, v) for n, v in target.headers if n.lower() not in _WS_HANDSHAKE]
+    ws_url = URL(target.url, encoded=True)
+    ws_url = ws_url.with_scheme("wss" if ws_url.scheme == "https" else "ws")
+    bound = target.connect_timeout + target.read_timeout
+    phase = ["starting the handshake"]
+    _phase.set(phase)
+    try:
+        async with asyncio.timeout(bound):
+            upstream = await session.ws_connect(
+                ws_url,
+                headers=headers,
+                protocols=protocols,
+                autoping=False,
+                autoclose=False,
+                max_msg_size=_aiohttp_limit(max_msg_size),
+                decode_text=False,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT),
+            )
+    except aiohttp.WSServerHandshakeError as exc:
+        exchange.upstream_status = exc.status
+        status = exc.status if 400 <= exc.status <= 599 else 502
+        exchange.error = f"upstream refused the WebSocket handshake: {exc.status}"
+        reason = "upstream_ws_refused"
+        return error_response(fw.Failure(status, reason, "WebSocket handshake refused"), decision)
+    except TimeoutError:  # the bound above (aiohttp's own timeouts are not set)
+        connecting = phase[0] in (_QUEUED, _CONNECTING)
+        failure = fw.UPSTREAM_CONNECT_TIMEOUT if connecting else fw.UPSTREAM_TIMEOUT
+        exchange.upstream_error = failure.reason
+        exchange.error = (
+            f"{failure.reason}: WebSocket handshake not done within {bound:g} s "
+            f"(timeouts.connect + timeouts.read): {phase[0]}"
+        )
+        return error_response(failure, decision)
+    except aiohttp.ClientError as exc:
+        failure = _classify(exc)
+        exchange.upstream_error = failure.reason
+        exchange.error = f"{failure.reason}: {exc!r}"[:300]
+        return error_response(failure, decision)
+    exchange.upstream_status = 101
+    client = web.WebSocketResponse(
+        protocols=(upstream.protocol,) if upstream.protocol else (),
+        autoping=False,
+        autoclose=False,
+        max_msg_size=_aiohttp_limit(max_msg_size),
+        decode_text=False,
+        timeout=CLOSE_TIMEOUT,
+    )
+    for name, value in response_headers(decision, []):
+        client.headers.add(name, value)
+    registry.add(client)
+    try:
+        await client.prepare(request)
+        exchange.status = 101
+        relay = asyncio.create_task(_relay(client, upstream, exchange, max_msg_size))
+        try:
+            await asyncio.shield(relay)
+        except asyncio.CancelledError:
+            # aiohttp cancels the handler once the client's connection is closed: that is how
+            # every tunnel ends, sometimes before the upstream was told (a message over the
+            # limit closes the client first). Let the relay finish (its closing is bounded);
+            # then the tunnel ended as the relay says, not as a request the client abandoned.
+            with contextlib.suppress(Exception):
+                await relay
+            task = asyncio.current_task()
+            if task is None or relay.cancelled():
+                raise
+            task.uncancel()
+    finally:
+        registry.discard(client)
+        await upstream.close(code=aiohttp.WSCloseCode.GOING_AWAY)
+        await client.close(code=aiohttp.WSCloseCode.GOING_AWAY)
+    return client
+
+
+def _aiohttp_limit(limit: int) -> int:
+    # aiohttp refuses a message of exactly max_msg_size bytes; ours is the largest allowed.
+    return limit + 1
+
+
+# --- relaying ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How one side's stream of messages ended."""
+
+    code: int  # the close code to pass on (valid on the wire)
+    reason: bytes
+    closed_by_peer: bool  # the side sent a CLOSE frame that still needs an answer
+    why: str  # for the access log
+
+
+# RFC 6455 7.4: codes a close frame may carry. 1005, 1006 and 1015 are only ever reported
+# locally; 1004 and 1016-2999 are reserved; 5000 and up are not codes.
+def wire_code(code: int) -> int:
+    """A close code fit to send: a received one as is, a local report mapped sensibly."""
+    if 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999:
+        return code
+    if code in (0, 1005):  # a CLOSE without a code: the peer closed normally
+        return aiohttp.WSCloseCode.OK
+    return aiohttp.WSCloseCode.GOING_AWAY  # 1006 (connection lost), 1015 (TLS) and the rest
+
+
+async def _pump(source: Socket, sink: Socket, name: str, exchange: Exchange, limit: int) -> Ending:
+    """Relay messages one way until `source` ends; say how it ended."""
+    while True:
+        message = await source.receive()
+        kind = message.type
+        if kind in (WSMsgType.TEXT, WSMsgType.BINARY) and len(message.data) > limit:
+            # aiohttp lets a compressed message of limit + 1 bytes through (see _aiohttp_limit).
+            await source.close(code=TOO_BIG)
+            why = f"{name} message too big"
+            return Ending(TOO_BIG, why.encode(), False, why)
+        if kind is WSMsgType.TEXT:
+            await sink.send_frame(message.data, WSMsgType.TEXT)  # bytes: decode_text=False
+            if name == "upstream":
+                exchange.bytes_out += len(message.data)
+        elif kind is WSMsgType.BINARY:
+            await sink.send_bytes(message.data)
+            if name == "upstream":
+                exchange.bytes_out += len(message.data)
+        elif kind is WSMsgType.PING:
+            await sink.ping(message.data)
+        elif kind is WSMsgType.PONG:
+            await sink.pong(message.data)
+        elif kind is WSMsgType.CLOSE:
+            reason = message.extra.encode() if isinstance(message.extra, str) else b""
+            return Ending(wire_code(int(message.data)), reason, True, f"{name} closed")
+        elif kind is WSMsgType.ERROR:
+            # aiohttp has already closed `source` with the error's code (1009, 1002).
+            error = message.data
+            if isinstance(error, aiohttp.WebSocketError) and error.code == TOO_BIG:
+                why = f"{name} message too big"
+                return Ending(TOO_BIG, why.encode(), False, f"{why}: {error}")
+            why = f"{name} error"
+            return Ending(GOING_AWAY, why.encode(), False, f"{why}: {error!r}")
+        else:  # CLOSING, CLOSED: the source is gone without a close frame, or closed by us
+            return Ending(GOING_AWAY, b"", False, f"{name} went away")
+
+
+async def _relay(client: Socket, upstream: Socket, exchange: Exchange, limit: int) -> None:
+    from_client = asyncio.create_task(_pump(client, upstream, "client", exchange, limit))
+    from_upstream = asyncio.create_task(_pump(upstream, client, "upstream", exchange, limit))
+    try:
+        done, _ = await asyncio.wait(
+            (from_client, from_upstream), return_when=asyncio.FIRST_COMPLETED
+        )
+        first = from_client if from_client in done else from_upstream
+        ending = first.result()  # a pump that failed (a send to a lost peer) raises here
+        exchange.error = "" if ending.closed_by_peer else ending.why[:300]
+        source, sink = (client, upstream) if first is from_client else (upstream, client)
+        # The client's pump is stopped before the client is closed: close() then reads the
+        # client's answer itself (WebSocketResponse.receive() is cancel-safe). The upstream's
+        # pump is not cancelled (that marks an aiohttp client socket as lost, 1006): close()
+        # breaks its receive() and reads the answer.
+        from_client.cancel()
+        async with asyncio.timeout(3 * CLOSE_TIMEOUT):
+            await asyncio.wait((from_client,))
+            # Pass the close on, then answer the side that closed with the other's answer.
+            await sink.close(code=ending.code, message=ending.reason)
+            if ending.closed_by_peer:
+                answer = sink.close_code
+                if answer is None or wire_code(answer) != answer:
+                    answer = ending.code  # no answer (timeout, connection lost): echo
+                reason = ending.reason if answer == ending.code else b""
+                await source.close(code=answer, message=reason)
+            await from_upstream
+    except Exception as exc:  # a send to a side that is gone, or a hung close
+        exchange.error = exchange.error or f"WebSocket relay ended: {exc!r}"[:300]
+    finally:
+        for task in (from_client, from_upstream):
+            task.cancel()
+        for task in (from_client, from_upstream):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
