@@ -78,12 +78,15 @@ def _max_forwards(request: web.BaseRequest) -> fw.Failure | None:
     return fw.max_forwards_answer(request.method, headers.getall("Max-Forwards", ()), preflight)
 
 
-def _early_response(answer: fw.Failure) -> web.StreamResponse:
-    """TRACE's 405 and the OPTIONS that Max-Forwards: 0 makes ours carry `Allow`."""
+def _early_response(answer: fw.Failure, decision: Decision) -> web.StreamResponse:
+    """TRACE's 405 and the OPTIONS that Max-Forwards: 0 makes ours carry `Allow`; like every
+    answer corsproxy writes, with CORS for an allowed origin and no `Server` header."""
     if answer.status == 200:
-        response: web.StreamResponse = web.Response(status=200)
+        response: web.StreamResponse = OwnResponse(status=200)
+        for name, value in response_headers(decision, [("X-Content-Type-Options", "nosniff")]):
+            response.headers.add(name, value)
     else:
-        response = _text_response(answer.status, f"{answer.message}")
+        response = error_response(answer, decision)
     response.headers["Allow"] = fw.ALLOW
     return response
 
@@ -287,13 +290,13 @@ class ProxyApp:
             early = _max_forwards(request)
             if early is not None:
                 exchange.reason = early.reason
-                return _early_response(early)
+                return _early_response(early, _fallback_decision(request, config))
         if request.version not in (HttpVersion10, HttpVersion11):
             exchange.reason = fw.BAD_VERSION.reason
             # aiohttp echoes the request's version in the status line ("HTTP/2.0 505"):
             # answer as what we speak, then close.
             request._cache["version"] = HttpVersion11  # `version` is a cached property
-            response = error_response(fw.BAD_VERSION, None)
+            response = error_response(fw.BAD_VERSION, _fallback_decision(request, config))
             response.force_close()
             return response
         failure = fw.framing_failure(

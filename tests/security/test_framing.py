@@ -337,6 +337,13 @@ OWN_ANSWERS = {
                                      "Transfer-Encoding: gzip, chunked", body=b"0\r\n\r\n")),
     "502-upstream-down": (502, req("GET /down/x HTTP/1.1", "Host: p", "Connection: close")),
     "504-upstream-silent": (504, req("GET /slow?s=5 HTTP/1.1", "Host: p", "Connection: close")),
+    # Answered before routing (an outside review found these without CORS, or with Server).
+    "405-trace": (405, req("TRACE /api/r HTTP/1.1", "Host: p", "Connection: close")),
+    "400-bad-max-forwards": (400, req("OPTIONS /api/r HTTP/1.1", "Host: p", "Connection: close",
+                                      "Max-Forwards: x")),
+    "200-max-forwards-0": (200, req("OPTIONS /api/r HTTP/1.1", "Host: p", "Connection: close",
+                                    "Max-Forwards: 0")),
+    "505-version": (505, req("GET /api/r HTTP/2.0", "Host: p", "Connection: close")),
 }  # fmt: skip
 
 
