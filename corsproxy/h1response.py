@@ -9,12 +9,14 @@ does the I/O and asks one question, `reusable`, before a connection goes back to
 
 The reuse rule (the invariant: each request gets the answer the upstream produced for it, or
 an error, never bytes of another exchange). A connection goes back to the pool only when:
-- its answer ended exactly at a message boundary: llhttp's message end for a framed body
-  (Content-Length or chunked), or, for a HEAD answer and a 204 or 304, the end of a head that
-  announced no body (no `Content-Length` > 0, no chunked); one that announced a body may be
-  followed by it (a server with `do_HEAD = do_GET`), so the connection must close;
+- its answer ended exactly at a message boundary of its own framing: llhttp's message end for
+  a body framed by Content-Length or chunked, read to its end. An answer whose end is given by
+  the request method or the status instead (HEAD, 204, 304) never is, whatever it announced:
+  that is where upstream apps write stray bodies (`do_HEAD = do_GET`, a handler that writes a
+  body after its 204 in a second write), and nothing tells their bytes from the next answer's.
+  Those answers are whole at their head and the connection closes after them;
 - both sides allow keep-alive (HTTP/1.1 without `Connection: close`, or 1.0 with
-  keep-alive; llhttp's verdict, so a HEAD answer without any framing header is not reused);
+  keep-alive; llhttp's verdict);
 - the whole request body was sent before the answer ended (an early answer closes it);
 - no byte followed the answer in the same read, none arrived before the caller released it,
   and the caller read the whole body;
@@ -27,6 +29,10 @@ The residual window, honestly: bytes an upstream sends after a complete answer a
 after the next request was written on the connection cannot be told from that request's
 answer; HTTP/1.1 has no request ids. Go's and nginx's pools share it. What this module
 guarantees is that nothing that arrived before is ever handed to a later exchange.
+
+Trailer fields of a chunked body are bounded like a head and dropped: never relayed, and never
+merged into the header section (RFC 9110 6.5). An interim (1xx) answer with framing headers is
+a bad answer: llhttp would read a body for some of them.
 """
 
 from __future__ import annotations
@@ -73,15 +79,14 @@ class Event(enum.IntEnum):
     SENT = 2  # the request (head and body) is fully written
     HEAD = 3  # final answer head; a framed body follows
     HEAD_TO_EOF = 4  # final answer head; the body ends at EOF
-    HEAD_BODILESS = 5  # HEAD/204/304 answer that announced no body
-    HEAD_CLOSES = 6  # HEAD/204/304 that announced a body, or a 101
-    END = 7  # llhttp's message end of a framed body
-    NO_REUSE = 8  # the answer ended, but keep-alive is off or the request was not sent
-    SURPLUS = 9  # bytes that belong to no exchange
-    EOF = 10  # the peer closed
-    ERROR = 11  # bad bytes, a timeout, the request body failed
-    RELEASE = 12  # the caller is done; only from DONE
-    CLOSE = 13  # we close the connection
+    HEAD_CLOSES = 5  # a HEAD, 204 or 304 answer (whole at its head), or a 101
+    END = 6  # llhttp's message end of a framed body
+    NO_REUSE = 7  # the answer ended, but keep-alive is off or the request was not sent
+    SURPLUS = 8  # bytes that belong to no exchange
+    EOF = 9  # the peer closed
+    ERROR = 10  # bad bytes, a timeout, the request body failed
+    RELEASE = 11  # the caller is done; only from DONE
+    CLOSE = 12  # we close the connection
 
 
 S, E = State, Event
@@ -97,7 +102,6 @@ TRANSITIONS: Final[dict[tuple[State, Event], State]] = {
     **{(s, E.SENT): s for s in _AFTER_HEAD},  # an early answer; the body went out after it
     **{(s, E.HEAD): S.READING_BODY for s in _WAITING},
     **{(s, E.HEAD_TO_EOF): S.READING_TO_EOF for s in _WAITING},
-    **{(s, E.HEAD_BODILESS): S.DONE for s in _WAITING},
     **{(s, E.HEAD_CLOSES): S.MUST_CLOSE for s in _WAITING},
     **{(s, E.EOF): S.FAILED for s in (*_WAITING, S.READING_BODY)},
     **{(s, E.ERROR): S.FAILED for s in (*_WAITING, S.READING_BODY, S.READING_TO_EOF)},
@@ -120,6 +124,7 @@ for (_state, _event), _target in TRANSITIONS.items():
 
 _ANSWER_WHOLE = frozenset({S.DONE, S.MUST_CLOSE})
 _BODILESS_STATUSES = frozenset({204, 304})
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
 
 class _Surplus(Exception):
@@ -139,6 +144,7 @@ class ResponseReader:
         "_head_size",
         "_informational",
         "_parser",
+        "_trailer_size",
         "body",
         "buffered",
         "chunked",
@@ -162,6 +168,7 @@ class ResponseReader:
         self._head_only = head_only
         self._informational = False
         self._head_size = 0
+        self._trailer_size = 0
         self.request_sent = False
         self.received_any = False
         self.status = 0
@@ -300,6 +307,14 @@ class ResponseReader:
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(name) + len(value) > MAX_LINE:
             raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "header line too long")
+        if self.state is not State.SENDING and self.state is not State.AWAITING_HEAD:
+            # After the head, llhttp reports a chunked body's trailer fields here. They are
+            # not relayed (RFC 9110 6.5: never merged into the header section the caller
+            # reads), only bounded like a head.
+            self._trailer_size += len(name) + len(value) + 4
+            if self._trailer_size > MAX_HEAD:
+                raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "trailer section too large")
+            return
         self._count(len(name) + len(value) + 4)
         self.headers.append((name, value))
 
@@ -308,7 +323,11 @@ class ResponseReader:
         assert parser is not None
         status = parser.get_status_code()
         if 100 <= status < 200 and status != 101:
-            # 100 Continue, 103 Early Hints: not relayed; the final answer follows.
+            # 100 Continue, 103 Early Hints: not relayed; the final answer follows. An interim
+            # answer has no body (RFC 9110 15.2), but llhttp reads one after 104-199 when
+            # framing says so: framing on any 1xx is a bad answer, not something to skip.
+            if any(name.lower() in _FRAMING for name, _ in self.headers):
+                raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, f"framing on a {status} answer")
             self._informational = True
             self.reason, self.headers = b"", []
             return
@@ -332,18 +351,21 @@ class ResponseReader:
             # the 101 it got, and the connection is not reusable.
             self._to(Event.HEAD_CLOSES)
         elif self._head_only or status in _BODILESS_STATUSES:
-            if chunked or (length is not None and length > 0):
-                self._to(Event.HEAD_CLOSES)  # its announced body may still come
-            else:
-                self._to(Event.HEAD_BODILESS)
-                self._ended(parser)
+            # Whole at its head, and never reused: whatever its head announced, bytes may
+            # follow it (a body written anyway, at once or later) and none is an answer.
+            self._to(Event.HEAD_CLOSES)
         elif length is None and not chunked:
             self._to(Event.HEAD_TO_EOF)
         else:
             self._to(Event.HEAD)
 
     def on_body(self, body: bytes) -> None:
-        if self.state is not State.READING_BODY and self.state is not State.READING_TO_EOF:
+        state = self.state
+        if state is not State.READING_BODY and state is not State.READING_TO_EOF:
+            if state is State.SENDING or state is State.AWAITING_HEAD:
+                # A body before any final head (of an interim answer): framing checks in
+                # on_headers_complete keep llhttp from reading one; never a local error.
+                raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "a body on an interim answer")
             self._to(Event.SURPLUS)  # a body after an answer that has none
             raise _Surplus
         self.body.append(body)

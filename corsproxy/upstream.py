@@ -13,15 +13,19 @@ Rules it keeps (each has a test):
 - the protocol state of a connection lives in `h1response.ResponseReader`, a sans-I/O state
   machine with an explicit transition table; this module only does the I/O around it, and a
   connection goes back to the pool, or out of it, only when `ResponseReader.reusable` says so:
-  after an answer that ended exactly at a message boundary with keep-alive both ways, the whole
-  request body sent, and no byte after it (a HEAD, 204 or 304 answer that announced a body is
-  never reused: the body may still come). Cancellation, timeouts, early answers and stray
-  bytes close it. Bytes on an idle connection close it, and an idle one is handed out only
-  when the kernel holds no unread byte for it (FIONREAD). h1response.py states the rule and
-  its one residual window (bytes that arrive after the next request was written);
+  after an answer framed by Content-Length or chunked that ended exactly at its boundary with
+  keep-alive both ways, the whole request body sent, and no byte after it (a HEAD, 204 or 304
+  answer is never reused: a body may still come after it). Cancellation, timeouts, early
+  answers and stray bytes close it. Bytes on an idle connection close it, and an idle one
+  is handed out only when the kernel holds no unread byte for it (FIONREAD). h1response.py
+  states the rule and its one residual window (bytes that arrive after the next request was
+  written);
 - an idempotent request without a body is retried once on a fresh connection when a pooled
   one turns out closed before any byte of the answer (RFC 9112 9.3.1); never one with a body;
-- 1xx answers are skipped; a body without length or chunking ends at EOF and is never reused.
+- 1xx answers are skipped (one with framing headers is a bad answer); trailers are dropped;
+  a body without length or chunking ends at EOF and is never reused;
+- nothing the upstream sends raises out of `data_received`: peer input maps to the reader's
+  states, and a bug there fails the exchange (502) with one log line, never a transport error.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 import array
 import asyncio
 import fcntl
+import logging
 import ssl
 import time
 from collections import deque
@@ -42,6 +47,8 @@ from corsproxy.h1response import MAX_LINE as MAX_LINE
 from corsproxy.h1response import ResponseReader, State
 from corsproxy.h1response import UpstreamFailure as UpstreamFailure
 from corsproxy.routes import Upstream
+
+log = logging.getLogger("corsproxy")
 
 # Pause reading the upstream once this much of its body waits for the client.
 HIGH_WATER = 256 * 1024
@@ -127,7 +134,12 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         reader = self.reader
-        reader.feed(data)
+        try:
+            reader.feed(data)
+        except Exception as exc:  # a bug in the reader: fail this exchange, not the loop
+            log.error("upstream answer parser error: %r", exc, exc_info=True)
+            self._fail(UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, f"parser error: {exc!r}"))
+            return
         state = reader.state
         if state is State.MUST_CLOSE or state is State.FAILED:
             self.close()  # the answer, when whole, stays readable in the reader

@@ -146,27 +146,39 @@ async def test_a_body_without_length_ends_at_eof_and_is_not_reused() -> None:
 
 
 @pytest.mark.parametrize(
-    ("head_reply", "connections"),
+    ("method", "reply"),
     [
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1),
-        # A HEAD answer that announced a body may be followed by it (`do_HEAD = do_GET`):
-        # the connection is closed, never handed to the next request.
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", 2),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 2),
-        (b"HTTP/1.1 200 OK\r\n\r\n", 2),  # no framing at all: llhttp says it needs EOF
+        ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+        ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"),
+        ("HEAD", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        ("HEAD", b"HTTP/1.1 200 OK\r\n\r\n"),
+        ("GET", b"HTTP/1.1 204 No Content\r\n\r\n"),
+        ("GET", b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"),
+        ("GET", b"HTTP/1.1 304 Not Modified\r\n\r\n"),
+        ("GET", b"HTTP/1.1 304 Not Modified\r\nContent-Length: 0\r\n\r\n"),
     ],
-    ids=["cl-0", "cl-1000", "chunked", "unframed"],
-)
-async def test_head_answers_have_no_body_and_keep_the_connection_only_if_they_announced_none(
-    head_reply: bytes, connections: int
+    ids=[
+        "head-cl-0", "head-cl-1000", "head-chunked", "head-unframed",
+        "204", "204-cl-0", "304", "304-cl-0",
+    ],
+)  # fmt: skip
+async def test_head_204_and_304_answers_have_no_body_and_never_keep_the_connection(
+    method: str, reply: bytes
 ) -> None:
+    """Their end is the method's or the status's, not their framing's, and that is where
+    upstream apps write stray bodies (`do_HEAD = do_GET`, a body written after a 204): the
+    connection is closed after them, even when they announced no body."""
+
     def respond(conn: int, index: int, head: bytes) -> bytes:
-        return head_reply if head.startswith(b"HEAD") else OK
+        return reply if (conn, index) == (1, 0) else OK
 
     async with scripted(respond) as up, client() as c:
-        assert await get(c, up.upstream, "HEAD") == (200, b"")
+        status = int(reply[9:12])
+        assert await get(c, up.upstream, method) == (status, b"")
+        assert not c.all  # closed at once, not pooled
         assert await get(c, up.upstream) == (200, b"ok")
-    assert up.connections == connections
+        assert await get(c, up.upstream) == (200, b"ok")
+    assert up.connections == 2  # the framed answers after it share one connection
 
 
 async def test_informational_answers_are_skipped() -> None:

@@ -13,8 +13,9 @@ request's answer. The upstream sends them only when no byte of a next request ha
 answer that reaches a client is a violation when both looks were empty and the next request
 reached the upstream at least RACE_MARGIN after the forged bytes left: the proxy held them on
 an idle connection and still handed it out. Otherwise it is counted as an undecidable race.
-A bodiless answer (HEAD, 204, 304) that announced a body gets no such allowance: a correct
-proxy never reuses that connection, whenever the rest arrives.
+A bodiless answer (HEAD, 204, 304) gets no such allowance, whatever it announced: a correct
+proxy never reuses that connection, whenever the rest arrives. Trailer fields (the scripted
+upstream names them all X-Trailer-*) must never reach a client as response headers.
 """
 
 from __future__ import annotations
@@ -174,6 +175,17 @@ def check(
                 )
             continue
         stats["own answers"] += 1
+        trailers = [n for n, _ in answer.headers if n.lower().startswith("x-trailer-")]
+        if trailers:
+            bad(
+                Violation(
+                    "trailers",
+                    f"trailer fields relayed as response headers: {', '.join(trailers)}",
+                    client.rid,
+                    client.conn,
+                    answer.raw,
+                )
+            )
         bodiless = client.method == "HEAD" or answer.status in (204, 304)
         if not any(
             up.status == answer.status and (bodiless or up.answer_body == answer.body)

@@ -44,7 +44,7 @@ def choose_script(rng: random.Random, well_behaved: bool) -> str:
     if well_behaved or rng.random() < 0.55:
         return rng.choice(WELL_BEHAVED)
     # The section-1 shapes come up most: they are the ones a broken pool turns into a leak.
-    return rng.choice((*MISBEHAVING, "bodiless_late", "bodiless_late", "late"))
+    return rng.choice((*MISBEHAVING, "bodiless_late", "bodiless_split", "late"))
 
 
 def build_request(

@@ -127,7 +127,9 @@ async def main_async(args: argparse.Namespace) -> int:
                 seed, seconds, clients=args.clients, well_behaved=args.well_behaved, tmp=Path(tmp)
             )
             report(result, show=args.show)
-            failed = failed or bool(result.outcome.violations)
+            # A traceback or leak in the proxy's log fails the run too (a bad answer must
+            # never crash the protocol, e.g. a 1xx with a body).
+            failed = failed or bool(result.outcome.violations) or bool(result.log_problems)
     return 1 if failed else 0
 
 

@@ -12,8 +12,12 @@ OTHER = "https://evil.example"  # an origin it does not allow (forwarded, unread
 WELL_BEHAVED = ("cl", "chunked", "close", "info", "bodiless", "error", "slow", "half_close")
 # Scripts where the upstream misbehaves on purpose. `bodiless_late` and `late` are the
 # section-1 shapes: bytes after a complete answer, sent 0-300 ms later as a forged answer.
-MISBEHAVING = ("bodiless_now", "bodiless_late", "late", "reset_before", "reset_mid", "cut")
-# Bodiless answers (HEAD, 204, 304) that announce a body: a correct proxy closes after them.
+MISBEHAVING = (
+    "bodiless_now", "bodiless_late", "bodiless_split", "info_body", "late", "reset_before",
+    "reset_mid", "cut",
+)  # fmt: skip
+# Bodiless answers (HEAD, 204, 304), whatever they announce, may be followed by a body: a
+# correct proxy closes after them. `info_body`: a 1xx with framing and a body.
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 TAG = re.compile(rb"tag=([A-Za-z0-9._-]+);")

@@ -28,3 +28,4 @@ async def test_no_exchange_leaks_into_another(seed: int, tmp_path: Path) -> None
     print(text.getvalue())
     assert result.outcome.stats["own answers"] > 50, text.getvalue()  # it did exercise the proxy
     assert not result.outcome.violations, text.getvalue()
+    assert not result.log_problems, text.getvalue()  # no traceback: bad answers never crash

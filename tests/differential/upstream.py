@@ -26,7 +26,8 @@ from tests.differential.model import APP, UpstreamOddity, UpstreamRequest, tag_b
 IO_TIMEOUT = 15.0  # any single read or write
 IDLE_TIMEOUT = 30.0  # waiting for the next request on a connection (the proxy's is 4 s)
 REASONS = {200: "OK", 204: "No Content", 304: "Not Modified", 500: "Internal Server Error",
-           503: "Service Unavailable", 100: "Continue", 103: "Early Hints"}  # fmt: skip
+           503: "Service Unavailable", 100: "Continue", 103: "Early Hints", 150: "Odd",
+           199: "Odd"}  # fmt: skip
 SIZES = (0, 7, 300, 5000, 70_000)  # 70 000: over the proxy's 64 KiB small-body path
 
 
@@ -196,10 +197,33 @@ class ScriptedUpstream:
                     _head(200, rid, [f"Content-Length: {len(body)}"]), b"" if head_only else body
                 )
             else:
-                await send(_head(200, rid, ["Transfer-Encoding: chunked"]))
-                if not head_only:
+                head = _head(200, rid, ["Transfer-Encoding: chunked"])
+                if head_only:
+                    await send(head)
+                elif rng.random() < 0.5:
+                    await send(head + _chunked(body, rng))  # trailers in the head's segment
+                else:
+                    await send(head)
                     await send(_chunked(body, rng))
             req.clean = True
+            return True
+        if script == "info_body":
+            # An interim answer with framing and a forged answer as its body (llhttp reads one
+            # after 104-199; after 100 or 103 the forged bytes would parse as the next answer),
+            # then the request's own answer.
+            tag, forged = self._forged()
+            req.forged.append(tag)
+            status = rng.choice((100, 103, 150, 199))
+            if rng.random() < 0.6:
+                interim = _head(status, rid, [f"Content-Length: {len(forged)}"]) + forged
+            else:
+                framed = b"%x\r\n%s\r\n0\r\n\r\n" % (len(forged), forged)
+                interim = _head(status, rid, ["Transfer-Encoding: chunked"]) + framed
+            body = tag_body(rid, rng.choice(SIZES))
+            record(200, body)
+            await send(interim, _head(200, rid, [f"Content-Length: {len(body)}"]))
+            if not head_only:
+                await send(body)
             return True
         if script == "close":
             body = tag_body(rid, rng.choice(SIZES))
@@ -221,6 +245,19 @@ class ScriptedUpstream:
                 record(status, b"")
                 await send(_head(status, rid, []))
             req.clean = True
+            return True
+        if script == "bodiless_split":
+            # A bodiless answer that announces NO body (no framing, or Content-Length: 0),
+            # then a forged answer in a second write: at once (a naive handler with an
+            # unbuffered wfile) or a little later. Never reusable, so never a race.
+            tag, forged = self._forged()
+            status = 200 if head_only else rng.choice((204, 304))
+            framing = ["Content-Length: 0"] if head_only or rng.random() < 0.5 else []
+            record(status, b"")
+            req.forged.append(tag)
+            await send(_head(status, rid, framing))
+            await asyncio.sleep(rng.choice((0, 0, 0.001, 0.01, 0.05)))
+            await send(forged)
             return True
         if script in ("bodiless_now", "bodiless_late"):
             # A bodiless answer that announces a body, and then sends one: a forged answer.
@@ -342,7 +379,8 @@ def _chunked(body: bytes, rng: random.Random) -> bytes:
         pos += size
     out += b"0" + rng.choice((b"", b";end")) + b"\r\n"
     if rng.random() < 0.5:
-        out += b"X-Checksum: 1\r\nX-Trailer-Two: two\r\n"
+        # Trailer fields (their names all start X-Trailer-): never relayed as headers.
+        out += b"X-Trailer-Checksum: 1\r\nX-Trailer-Two: two\r\n"
     return bytes(out + b"\r\n")
 
 

@@ -25,7 +25,7 @@ POLICY = {"allow_origins": [APP], "allow_credentials": True}
 # What must never appear in the proxy's log: leaks, unretrieved errors, crashes.
 BAD_LOG = (
     "Unclosed", "ResourceWarning", "Exception ignored", "Traceback", "Task was destroyed",
-    "Task exception was never retrieved", "never awaited",
+    "Task exception was never retrieved", "never awaited", "Fatal error",
 )  # fmt: skip
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

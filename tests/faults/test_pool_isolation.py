@@ -225,6 +225,53 @@ async def test_c_a_body_after_a_204_or_304_never_reaches_another_client(
         await px.healthy()
 
 
+@pytest.mark.parametrize(
+    ("method", "bodiless", "gap"),
+    [
+        ("GET", b"HTTP/1.1 204 OK\r\n\r\n", 0.0),
+        ("GET", b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", 0.05),
+        ("GET", b"HTTP/1.1 304 Not Modified\r\n\r\n", 0.05),
+        ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0.05),
+    ],
+    ids=["204-second-write", "204-cl0-50ms", "304-50ms", "head-cl0-50ms"],
+)
+async def test_d_a_body_after_a_204_304_or_head_that_announced_none_never_reaches_another_client(
+    tmp_path: Path, method: str, bodiless: bytes, gap: float
+) -> None:
+    """A HEAD, 204 or 304 answer that announced no body (no framing, or `Content-Length: 0`),
+    then a whole forged answer in a second write: at once, as a naive http.server handler
+    with an unbuffered wfile does, or up to 50 ms later. Before the fix the connection went
+    back to the pool at the end of the head: 6 of 600 victims got the forged answer (at
+    once), 24 of 225 with the 50 ms gap."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+            if b" /a" in head.split(b"\r\n", 1)[0]:
+                writer.write(bodiless)
+                await writer.drain()
+                await asyncio.sleep(random.uniform(0, gap))
+                writer.write(FORGED)
+            else:
+                writer.write(answer(echo_of(head)))
+            await writer.drain()
+
+    async with raw_server(handle) as up, proxy(tmp_path, {"upstream": up, "cors": POLICY}) as px:
+        answers: list[tuple[int, bytes]] = []
+
+        async def attack() -> None:
+            async with aiohttp.ClientSession() as session:
+                for _ in range(100):
+                    url = f"{px.url}/a"
+                    async with session.request(method, url, headers={"Origin": APP}) as response:
+                        answers.append((response.status, await response.read()))
+
+        results, _ = await asyncio.gather(victims(px, 300, 6), attack())
+        check(results, 300)
+        assert set(answers) == {(int(bodiless[9:12]), b"")}
+        await px.healthy()
+
+
 async def test_b_late_bytes_after_a_complete_answer_never_reach_another_client(
     tmp_path: Path,
 ) -> None:
