@@ -97,10 +97,21 @@ Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 async def raw_upstream(script: Script) -> AsyncIterator[str]:
     """An upstream that answers with scripted bytes after reading the request head."""
 
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        await script(reader, writer)
+
+    async with raw_server(handle) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def raw_server(handle: Script) -> AsyncIterator[str]:
+    """A loopback server that runs `handle` on each connection, then closes it."""
+
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
-            await script(reader, writer)
+            await handle(reader, writer)
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             pass
         finally:

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import random
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from tests.faults.harness import APP, POLICY, Proxy, proxy
-from tests.net import TIMEOUT
+from tests.net import TIMEOUT, raw_server
 
 # A whole response, readable cross-origin, that a victim must never get.
 FORGED = (
@@ -60,28 +60,6 @@ def http_server() -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(5)
-
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-@contextlib.asynccontextmanager
-async def raw_server(handle: Handler) -> AsyncIterator[str]:
-    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await handle(reader, writer)
-        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    finally:
-        server.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(server.wait_closed(), 2)
 
 
 def echo_of(head: bytes) -> bytes:
