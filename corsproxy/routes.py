@@ -125,12 +125,10 @@ class RouteTable:
         folds: tuple[bool, ...] = (False,) if self.case_sensitive else (False, True)
         readings: dict[tuple[Reading, bool], Mapping[Key, Route]] = {}
         for reading in ALL_READINGS:
+            read = [(reading.segments("/".join(segments)), route) for segments, route in entries]
             for wide in folds:
                 readings[reading, wide] = MappingProxyType(
-                    {
-                        self._fold(reading.segments("/".join(segments)), wide): route
-                        for segments, route in entries
-                    }
+                    {self._fold(segments, wide): route for segments, route in read}
                 )
         wide_prefix = any(
             not seg.isascii()
