@@ -195,7 +195,7 @@ class RouteTable:
                 if other is not route:
                     how = reading.describe()
                     if wide:
-                        how += ", letters compared case-insensitively beyond ASCII"
+                        how += ", letters compared beyond ASCII (case folding, best fit, Latin-1)"
                     raise AmbiguousPath(route, other, how)
 
 

@@ -289,7 +289,9 @@ READINGS = [
     ("/internal%2509/x", AMBIGUOUS, AMBIGUOUS),
     ("/internal.%09/x", AMBIGUOUS, AMBIGUOUS),  # trimmed, then the dot dropped
     ("/internal%09./x", AMBIGUOUS, AMBIGUOUS),
-    ("/internal;x%09/y", AMBIGUOUS, AMBIGUOUS),
+    ("/internal%09;x/y", AMBIGUOUS, AMBIGUOUS),  # params dropped, then trimmed
+    ("/internal%09::$DATA/x", AMBIGUOUS, AMBIGUOUS),
+    ("/internal%09%3F/x", AMBIGUOUS, AMBIGUOUS),  # cut, then trimmed
     ("/internal%E2%80%8Bx/y", "/", "/"),  # inside the segment: no trim drops it
     ("/public/a%20b", "/public", "/public"),
     ("/public%20x", "/", "/"),
