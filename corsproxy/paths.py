@@ -198,6 +198,12 @@ _WINDOWS_SEGMENT = re.compile(r"[. ]" + _T + r"*(?:[/\\;?#\x00]|\Z)|:|~[0-9]")
 # which folds to 'a'), rather than as U+FFFD.
 _LATIN1 = {0xDC80 + b: 0x80 + b for b in range(128)}
 _ESCAPED = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of them
+# Windows best fit beyond NFKC (which already reads U+FF0F, U+FF3C and U+FF0E, the fullwidth
+# '/', '\\' and '.', as ASCII): the yen and won signs are '\\' in the Japanese and Korean code
+# pages, the division and fraction slashes '/'. Before the split they make separators and
+# dot segments.
+_BEST_FIT = str.maketrans("\u00a5\u20a9\u2215\u2044", "\\\\//")
+_SYNTAX = re.compile(r"[/\\.;:?#]")
 # Letters with a stroke or bar, which have no decomposition but best-fit to the bare letter.
 _STROKES = str.maketrans("łđħŧƀƚɨ", "ldhtbli")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -215,6 +221,7 @@ class Reading:
     windows: int = 0
     trim: bool = False  # whitespace and controls dropped from both ends of each segment
     cut: bool = False  # a decoded '?', '#' or NUL ends the path
+    compat: bool = False  # best fit before the split (fullwidth solidus and full stop, yen)
 
     def describe(self) -> str:
         parts = ["with every escape decoded " + ("twice" if self.twice else "once")]
@@ -233,6 +240,8 @@ class Reading:
             parts.append("whitespace and control characters trimmed from each segment (Java trim)")
         if self.cut:
             parts.append("a decoded '?', '#' or NUL ending the path")
+        if self.compat:
+            parts.append("compatibility forms read as ASCII before the split (Windows best fit)")
         return ", ".join(parts)
 
     def segments(self, joined: str) -> tuple[str, ...]:
@@ -242,6 +251,8 @@ class Reading:
 
     def read(self, text: str) -> tuple[str, ...]:
         """The segments of a path already decoded once, or twice for a `twice` reading."""
+        if self.compat:
+            text = _best_fit(text)
         if self.cut:
             text = _CUT.split(text, 1)[0]
         if self.backslash:
@@ -257,6 +268,10 @@ class Reading:
                 segments = [seg.strip(_TRIM) for seg in segments]
         decoded, _, _ = _resolve(segments, clamp=True, decode=False)
         return tuple(decoded)
+
+
+def _best_fit(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).translate(_BEST_FIT)
 
 
 def _decode(text: str) -> str:
@@ -278,7 +293,8 @@ def _windows_segment(segment: str, dots_climb: bool) -> str:
 
 
 ALL_READINGS = tuple(
-    Reading(twice, backslash, params, windows, trim, cut)
+    Reading(twice, backslash, params, windows, trim, cut, compat)
+    for compat in (False, True)
     for twice in (False, True)
     for backslash in (False, True)
     for params in (False, True)
@@ -295,11 +311,18 @@ def has_other_readings(raw_segments: tuple[str, ...]) -> bool:
 
 @functools.cache
 def _options(
-    twice: bool, backslash: bool, params: bool, windows: bool, trim: bool, cut: bool
+    twice: bool,
+    backslash: bool,
+    params: bool,
+    windows: bool,
+    trim: bool,
+    cut: bool,
+    compat: bool,
 ) -> tuple[Reading, ...]:
-    """Every combination of the readings a path may be subject to (at most 96)."""
+    """Every combination of the readings a path may be subject to (at most 192)."""
     return tuple(
-        Reading(t, b, p, w, tr, c)
+        Reading(t, b, p, w, tr, c, co)
+        for co in ((False, True) if compat else (False,))
         for t in ((False, True) if twice else (False,))
         for b in ((False, True) if backslash else (False,))
         for p in ((False, True) if params else (False,))
@@ -315,13 +338,17 @@ def readings_of(raw_segments: tuple[str, ...]) -> list[tuple[Reading, tuple[str,
     once = _decode(joined)
     # Decoding again never removes a '\\', ';', whitespace or '?': gate every option on it.
     twice = _decode(once) if "%" in once else once
+    # Best fit may add syntax (a fullwidth solidus is '/'): then gate on both texts.
+    compat = not twice.isascii() and _SYNTAX.findall(_best_fit(twice)) != _SYNTAX.findall(twice)
+    gate = f"{twice}/{_best_fit(twice)}" if compat else twice
     options = _options(
         twice != once,
-        "\\" in twice,
-        ";" in twice,
-        bool(_WINDOWS_SEGMENT.search(twice)),
-        bool(_TRIMMABLE.search(twice)),
-        bool(_CUT.search(twice)),
+        "\\" in gate,
+        ";" in gate,
+        bool(_WINDOWS_SEGMENT.search(gate)),
+        bool(_TRIMMABLE.search(gate)),
+        bool(_CUT.search(gate)),
+        compat,
     )
     return [(reading, reading.read(twice if reading.twice else once)) for reading in options]
 

@@ -307,6 +307,18 @@ READINGS = [
     ("/public%3Fx", AMBIGUOUS, AMBIGUOUS),
     ("/x%3F/internal", "/", "/"),
     ("/internal%25252500/x", "/", "/"),  # no third decoding
+    # Windows best fit before the split: separators and dots from compatibility forms
+    ("/public%EF%BC%8F..%EF%BC%8Finternal", AMBIGUOUS, AMBIGUOUS),  # fullwidth '/'
+    ("/public/%EF%BC%8E%EF%BC%8E/internal", AMBIGUOUS, AMBIGUOUS),  # fullwidth '.'
+    ("/public/%E2%80%A4%E2%80%A4/internal", AMBIGUOUS, AMBIGUOUS),  # one dot leader
+    ("/public/..%EF%BC%BCinternal", AMBIGUOUS, AMBIGUOUS),  # fullwidth '\'
+    ("/public/..%C2%A5internal", AMBIGUOUS, AMBIGUOUS),  # yen: '\' in cp932
+    ("/public/..%E2%82%A9internal", AMBIGUOUS, AMBIGUOUS),  # won: '\' in cp949
+    ("/public/..%E2%88%95internal", AMBIGUOUS, AMBIGUOUS),  # division slash
+    ("/internal%EF%BC%9B/x", AMBIGUOUS, AMBIGUOUS),  # fullwidth ';', then params dropped
+    ("/internal%EF%BC%9F/x", AMBIGUOUS, AMBIGUOUS),  # fullwidth '?', then cut
+    ("/public/%EF%BC%8Fx", "/public", "/public"),  # inside /public either way
+    ("/x%EF%BC%8Finternal", "/", "/"),  # /x/internal: not /internal
     # bytes that are not UTF-8 read as Latin-1
     ("/intern%AAl/x", AMBIGUOUS, "/"),  # 'ª' folds to 'a'
     ("/intern%C2%AAl/x", AMBIGUOUS, "/"),

@@ -96,6 +96,11 @@ READINGS = [
     # Bytes that are not UTF-8 read as Latin-1 (Tomcat, Jetty): '%aa' is 'ª', which is 'a'.
     ("/intern%aal/x", AMBIGUOUS),
     ("/interna%c5%82/x", AMBIGUOUS),  # 'ł': Windows best fit reads it as 'l'
+    # Windows best fit makes separators and dots of compatibility forms before the split.
+    ("/public%ef%bc%8f..%ef%bc%8finternal/x", AMBIGUOUS),  # fullwidth '/'
+    ("/public/%ef%bc%8e%ef%bc%8e/internal/x", AMBIGUOUS),  # fullwidth '.'
+    ("/public/..%c2%a5internal/x", AMBIGUOUS),  # yen: '\' in cp932
+    ("/internal%ef%bc%8fx", AMBIGUOUS),
     # Overlong UTF-8 (old IIS and Tomcat read %c0%ae as '.'): refused whatever the route.
     ("/%c1%a9nternal/x", BAD_ENCODING),
     ("/%c0%afinternal/x", BAD_ENCODING),
