@@ -45,6 +45,15 @@ HOP_BY_HOP = frozenset(
 # - X-Envoy-Original-Path: Envoy's record of a rewritten path.
 # - X-Override-URL, X-HTTP-DestinationURL, X-Proxy-URL, X-Request-URI: read by some
 #   legacy connectors and filters; in every "403 bypass" header list.
+# - X-Script-Name: the widely copied Flask "ReverseProxied" snippet (and apps built on it:
+#   klaus, Tandoor) strips it from the path; mod_wsgi's WSGITrustedProxyHeaders takes it
+#   as SCRIPT_NAME.
+# - X-Forwarded-Script-Name, X-Traversal-Path: Plack::Middleware::ReverseProxyPath and
+#   Paste's WSGIProxy (X-Traversal-Path is cut from the front of the path), mod_wsgi.
+# - X-Ingress-Path: Home Assistant's ingress; add-ons strip it from the path.
+# - X-Forwarded-Context, X-ProxyContextPath: Apache Knox's path base, honoured by NiFi,
+#   Spark and Impala for the links they build.
+# (Gunicorn reads a `SCRIPT_NAME` header the same way: every name with `_` is dropped.)
 PATH_OVERRIDES = frozenset(
     {
         "x-original-url",
@@ -58,6 +67,12 @@ PATH_OVERRIDES = frozenset(
         "x-http-destinationurl",
         "x-proxy-url",
         "x-request-uri",
+        "x-script-name",
+        "x-forwarded-script-name",
+        "x-traversal-path",
+        "x-ingress-path",
+        "x-forwarded-context",
+        "x-proxycontextpath",
     }
 )
 REQUEST_DROP = HOP_BY_HOP | PATH_OVERRIDES | {

@@ -8,10 +8,11 @@ disagree about which segments the path has. Pure code.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_to_bytes
 
 _HEX = "0123456789ABCDEFabcdef"
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -46,6 +47,18 @@ def _decode_unreserved(segment: str) -> str:
     return "".join(out)
 
 
+# Overlong UTF-8, decoded once or twice: C0/C1 leads, E0 80-9F, F0 80-8F and the old five-
+# and six-byte forms. RFC 3629 forbids them and no client sends them, but lenient decoders
+# (old IIS, Tomcat, Java's modified UTF-8) read %C0%AE as '.' and %C0%AF as '/': refused
+# rather than guessed at, which also keeps `..%c0%af` away from the upstream itself.
+_OVERLONG = re.compile(
+    rb"[\xc0\xc1][\x80-\xbf]|\xe0[\x80-\x9f]|\xf0[\x80-\x8f]|\xf8[\x80-\x87]|\xfc[\x80-\x83]"
+)
+
+# Their lead bytes, or an escaped '%' (whose hex digits may be escaped too).
+_MAYBE_OVERLONG = re.compile(r"%(?:C[01]|[EF]0|F8|FC|25)", re.IGNORECASE)
+
+
 def _check_escapes(path: str) -> None:
     i = path.find("%")
     while i >= 0:
@@ -55,6 +68,11 @@ def _check_escapes(path: str) -> None:
         if code == "00":
             raise PathError("path_nul", "encoded NUL in the path")
         i = path.find("%", i + 3)
+    if not _MAYBE_OVERLONG.search(path):
+        return
+    once = unquote_to_bytes(path)
+    if _OVERLONG.search(once) or (b"%" in once and _OVERLONG.search(unquote_to_bytes(once))):
+        raise PathError("path_bad_encoding", "overlong UTF-8 in the path")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +133,7 @@ def normalize_path(path: str) -> NormalizedPath:
     """Normalize the path part of an origin-form request target (no query).
 
     Raises PathError for anything that is not an origin-form path, holds a malformed
-    escape or NUL, contains a fragment, or climbs above the root.
+    escape, NUL or overlong UTF-8, contains a fragment, or climbs above the root.
     """
     if not path.startswith("/"):
         raise PathError("path_not_origin_form", "the request target is not an absolute path")
@@ -151,14 +169,43 @@ def split_target(target: str) -> tuple[str, str | None]:
 # on Win32 refuses every ':$' for that reason); Express and ASP.NET Core match routes
 # case-insensitively, .NET also for non-ASCII letters. Windows also opens a file by its 8.3
 # short name (`INTERN~1` for `internal-api`), which nginx on Win32 refuses for that reason.
+# Java's String.trim() drops every character up to U+0020 from both ends of a segment
+# (Spring's AntPathMatcher trims its tokens: CVE-2016-5007), .NET Trim(), Python strip()
+# and JavaScript trim() Unicode whitespace and U+FEFF, older .NET also the zero-width ones.
+# An upstream that decodes the path and parses it again as a URL ends it at '?' or '#',
+# and C and PHP code at a NUL (`%2500` once decoded twice).
 # Paths without these characters have no other reading: the common case stays a scan.
 _MAYBE_OTHER = re.compile(r"[%;:]|\.(?:/|\Z)|~[0-9]")
 # Where Windows drops a stream suffix: at the first ':' when a '$type' follows, or a
 # trailing ':'.
 _STREAM = re.compile(r":(?:.*\$.*)?\Z", re.DOTALL)
-_WINDOWS_SEGMENT = re.compile(r"[. ](?:[/\\;]|\Z)|:|~[0-9]")
 # An NTFS 8.3 short name (`INTERN~1`, `IN1A2B~1.TXT`): Windows serves the long name for it.
 _SHORT_NAME = re.compile(r"([^~]{1,8})~[0-9]+(?:\.[^.]*)?\Z")
+_TRIM = (
+    "".join(map(chr, range(0x21)))
+    + "\x7f\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    + "\u2028\u2029\u202f\u205f\u3000"  # str.isspace() beyond ASCII
+    + "\u200b\u200c\u200d\u2060\ufeff"
+)
+_T = "[" + re.escape(_TRIM) + "]"
+# A trimmable character at either end of a segment, also once params, a stream suffix or
+# trailing dots are dropped or the path is cut: only then can trimming change anything.
+_TRIMMABLE = re.compile(r"(?:\A|[/\\])" + _T + "|" + _T + r"[. ]*(?:[/\\;?#:\x00]|\Z)")
+_CUT = re.compile(r"[?#\x00]")
+# Where the Windows reading may drop something, also once trimmed or cut.
+_WINDOWS_SEGMENT = re.compile(r"[. ]" + _T + r"*(?:[/\\;?#\x00]|\Z)|:|~[0-9]")
+# Bytes that are not UTF-8 read as Latin-1, as Tomcat and Jetty fall back to (`%AA` is 'ª',
+# which folds to 'a'), rather than as U+FFFD.
+_LATIN1 = {0xDC80 + b: 0x80 + b for b in range(128)}
+_ESCAPED = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of them
+# Windows best fit beyond NFKC (which already reads U+FF0F, U+FF3C and U+FF0E, the fullwidth
+# '/', '\\' and '.', as ASCII): the yen and won signs are '\\' in the Japanese and Korean code
+# pages, the division and fraction slashes '/'. Before the split they make separators and
+# dot segments.
+_BEST_FIT = str.maketrans("\u00a5\u20a9\u2215\u2044", "\\\\//")
+_SYNTAX = re.compile(r"[/\\.;:?#]")
+# Letters with a stroke or bar, which have no decomposition but best-fit to the bare letter.
+_STROKES = str.maketrans("łđħŧƀƚɨ", "ldhtbli")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
@@ -172,6 +219,9 @@ class Reading:
     # 1: trailing dots and spaces and NTFS stream suffixes dropped (IIS, Windows);
     # 2: the same, and a segment of only dots and spaces ('. .', '.. ') climbs like '..'
     windows: int = 0
+    trim: bool = False  # whitespace and controls dropped from both ends of each segment
+    cut: bool = False  # a decoded '?', '#' or NUL ends the path
+    compat: bool = False  # best fit before the split (fullwidth solidus and full stop, yen)
 
     def describe(self) -> str:
         parts = ["with every escape decoded " + ("twice" if self.twice else "once")]
@@ -186,22 +236,48 @@ class Reading:
             )
         if self.windows == 2:
             parts.append("dots-and-spaces segments read as '..'")
+        if self.trim:
+            parts.append("whitespace and control characters trimmed from each segment (Java trim)")
+        if self.cut:
+            parts.append("a decoded '?', '#' or NUL ending the path")
+        if self.compat:
+            parts.append("compatibility forms read as ASCII before the split (Windows best fit)")
         return ", ".join(parts)
 
     def segments(self, joined: str) -> tuple[str, ...]:
         """The segments of `joined` (a path without its leading '/') in this reading."""
-        text = unquote(joined, errors="replace")
-        if self.twice:
-            text = unquote(text, errors="replace")
+        once = _decode(joined)
+        return self.read(_decode(once) if self.twice else once)
+
+    def read(self, text: str) -> tuple[str, ...]:
+        """The segments of a path already decoded once, or twice for a `twice` reading."""
+        if self.compat:
+            text = _best_fit(text)
+        if self.cut:
+            text = _CUT.split(text, 1)[0]
         if self.backslash:
             text = text.replace("\\", "/")
         segments = text.split("/")
         if self.params:
             segments = [seg.split(";", 1)[0] for seg in segments]
+        if self.trim:
+            segments = [seg.strip(_TRIM) for seg in segments]
         if self.windows:
             segments = [_windows_segment(seg, self.windows == 2) for seg in segments]
+            if self.trim:  # either order: 'x.%09' and 'x%09.' are both 'x'
+                segments = [seg.strip(_TRIM) for seg in segments]
         decoded, _, _ = _resolve(segments, clamp=True, decode=False)
         return tuple(decoded)
+
+
+def _best_fit(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).translate(_BEST_FIT)
+
+
+def _decode(text: str) -> str:
+    """Every escape decoded once: UTF-8, and bytes that are not UTF-8 as Latin-1."""
+    text = unquote(text, errors="surrogateescape")
+    return text.translate(_LATIN1) if _ESCAPED.search(text) else text
 
 
 def _windows_segment(segment: str, dots_climb: bool) -> str:
@@ -217,11 +293,14 @@ def _windows_segment(segment: str, dots_climb: bool) -> str:
 
 
 ALL_READINGS = tuple(
-    Reading(twice, backslash, params, windows)
+    Reading(twice, backslash, params, windows, trim, cut, compat)
+    for compat in (False, True)
     for twice in (False, True)
     for backslash in (False, True)
     for params in (False, True)
     for windows in (0, 1, 2)
+    for trim in (False, True)
+    for cut in (False, True)
 )
 
 
@@ -230,19 +309,48 @@ def has_other_readings(raw_segments: tuple[str, ...]) -> bool:
     return bool(_MAYBE_OTHER.search("/".join(raw_segments)))
 
 
+@functools.cache
+def _options(
+    twice: bool,
+    backslash: bool,
+    params: bool,
+    windows: bool,
+    trim: bool,
+    cut: bool,
+    compat: bool,
+) -> tuple[Reading, ...]:
+    """Every combination of the readings a path may be subject to (at most 192)."""
+    return tuple(
+        Reading(t, b, p, w, tr, c, co)
+        for co in ((False, True) if compat else (False,))
+        for t in ((False, True) if twice else (False,))
+        for b in ((False, True) if backslash else (False,))
+        for p in ((False, True) if params else (False,))
+        for w in ((0, 1, 2) if windows else (0,))
+        for tr in ((False, True) if trim else (False,))
+        for c in ((False, True) if cut else (False,))
+    )
+
+
 def readings_of(raw_segments: tuple[str, ...]) -> list[tuple[Reading, tuple[str, ...]]]:
     """The readings that can differ for this path, with the segments each sees."""
     joined = "/".join(raw_segments)
-    once = unquote(joined, errors="replace")
-    twice = unquote(once, errors="replace") if "%" in once else once
-    options = [
-        Reading(t, b, p, w)
-        for t in ((False, True) if twice != once else (False,))
-        for b in ((False, True) if "\\" in twice else (False,))
-        for p in ((False, True) if ";" in twice else (False,))
-        for w in ((0, 1, 2) if _WINDOWS_SEGMENT.search(twice) else (0,))
-    ]
-    return [(reading, reading.segments(joined)) for reading in options]
+    once = _decode(joined)
+    # Decoding again never removes a '\\', ';', whitespace or '?': gate every option on it.
+    twice = _decode(once) if "%" in once else once
+    # Best fit may add syntax (a fullwidth solidus is '/'): then gate on both texts.
+    compat = not twice.isascii() and _SYNTAX.findall(_best_fit(twice)) != _SYNTAX.findall(twice)
+    gate = f"{twice}/{_best_fit(twice)}" if compat else twice
+    options = _options(
+        twice != once,
+        "\\" in gate,
+        ";" in gate,
+        bool(_WINDOWS_SEGMENT.search(gate)),
+        bool(_TRIMMABLE.search(gate)),
+        bool(_CUT.search(gate)),
+        compat,
+    )
+    return [(reading, reading.read(twice if reading.twice else once)) for reading in options]
 
 
 def may_be_short_name(segment: str, name: str) -> bool:
@@ -265,8 +373,13 @@ def fold_ascii(segment: str) -> str:
 
 def fold_unicode(segment: str) -> str:
     """A wide case folding: .NET folds non-ASCII letters too (dotless i is `I` there), and
-    Windows' best-fit mappings read compatibility forms (fullwidth letters) as ASCII.
-    Wider than any one server on purpose: it only ever adds refusals.
+    Windows' best-fit mappings read compatibility forms (fullwidth letters) and letters the
+    code page lacks as ASCII (`ā` as `a`, `ł` as `l`). Wider than any one server on purpose:
+    it only ever adds refusals.
     """
+    if segment.isascii():
+        return segment.translate(_ASCII_LOWER)
     folded = unicodedata.normalize("NFKC", segment).upper().casefold()
-    return folded.replace("\u0307", "")  # 'İ' folds to 'i' plus a combining dot
+    # Marks dropped: 'İ' folds to 'i' plus a combining dot, 'ā' is 'a' and a macron.
+    bare = "".join(c for c in unicodedata.normalize("NFKD", folded) if not unicodedata.combining(c))
+    return bare.translate(_STROKES)

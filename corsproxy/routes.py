@@ -124,14 +124,24 @@ class RouteTable:
         primary = {self._key(segments): route for segments, route in entries}
         folds: tuple[bool, ...] = (False,) if self.case_sensitive else (False, True)
         readings: dict[tuple[Reading, bool], Mapping[Key, Route]] = {}
+        # A prefix without other readings reads the same in all of them, and most tables
+        # come out equal: build each distinct one once.
+        plain = [not has_other_readings(segments) for segments, _ in entries]
+        built: dict[tuple[tuple[Key, ...], bool], Mapping[Key, Route]] = {}
         for reading in ALL_READINGS:
+            keys = tuple(
+                segments if same else reading.segments("/".join(segments))
+                for (segments, _), same in zip(entries, plain, strict=True)
+            )
             for wide in folds:
-                readings[reading, wide] = MappingProxyType(
-                    {
-                        self._fold(reading.segments("/".join(segments)), wide): route
-                        for segments, route in entries
-                    }
-                )
+                if (keys, wide) not in built:
+                    built[keys, wide] = MappingProxyType(
+                        {
+                            self._fold(key, wide): route
+                            for key, (_, route) in zip(keys, entries, strict=True)
+                        }
+                    )
+                readings[reading, wide] = built[keys, wide]
         wide_prefix = any(
             not seg.isascii()
             for segments, _ in entries
@@ -197,7 +207,7 @@ class RouteTable:
                 if other is not route:
                     how = reading.describe()
                     if wide:
-                        how += ", letters compared case-insensitively beyond ASCII"
+                        how += ", letters compared beyond ASCII (case folding, best fit, Latin-1)"
                     raise AmbiguousPath(route, other, how)
 
 

@@ -25,6 +25,8 @@ NORMALIZE = [
     ("/%7Euser/x", "/~user/x", "/%7Euser/x"),  # decided decoded, forwarded byte for byte
     ("/a%2Fb", "/a%2Fb", "/a%2Fb"),  # B23: %2F stays encoded in both
     ("/a%2fb", "/a%2Fb", "/a%2fb"),
+    ("/k%F8benhavn", "/k%F8benhavn", "/k%F8benhavn"),  # Latin-1 is not overlong UTF-8
+    ("/%C2%AE/%E0%A0%80/%F0%90%80%80", "/%C2%AE/%E0%A0%80/%F0%90%80%80", None),  # shortest forms
     ("/a/%252e%252e/b", "/a/%252e%252e/b", "/a/%252e%252e/b"),  # B24: decoded at most once
     ("/a%28b%29+c;d", "/a%28b%29+c;d", "/a%28b%29+c;d"),
     ("/caf%C3%A9", "/caf%C3%A9", "/caf%C3%A9"),
@@ -32,10 +34,10 @@ NORMALIZE = [
 
 
 @pytest.mark.parametrize(("raw", "route", "forward"), NORMALIZE)
-def test_normalize(raw: str, route: str, forward: str) -> None:
+def test_normalize(raw: str, route: str, forward: str | None) -> None:
     path = normalize_path(raw)
     assert path.route_path == route
-    assert path.forward_path() == forward
+    assert path.forward_path() == (forward or raw)
 
 
 BAD_PATHS = [
@@ -53,6 +55,16 @@ BAD_PATHS = [
     ("/%2e%2e/etc/passwd", "path_escapes_root"),
     ("/a\\b", "path_bad_character"),  # B23: backslash
     ("/a b", "path_bad_character"),
+    # overlong UTF-8, decoded once or twice: lenient decoders read these as ASCII
+    ("/%C0%AE%C0%AE/x", "path_bad_encoding"),
+    ("/a/..%c0%afb", "path_bad_encoding"),
+    ("/%c1%9c", "path_bad_encoding"),
+    ("/%E0%80%AE", "path_bad_encoding"),
+    ("/%F0%80%80%AE", "path_bad_encoding"),
+    ("/%F8%80%80%80%AE", "path_bad_encoding"),
+    ("/%FC%80%80%80%80%AE", "path_bad_encoding"),
+    ("/%25c0%25ae", "path_bad_encoding"),
+    ("/%c0%25ae", "path_bad_encoding"),
 ]
 
 
@@ -255,6 +267,62 @@ READINGS = [
     ("/%C4%B1nternal", AMBIGUOUS, "/"),  # dotless i
     ("/%EF%BD%89nternal", AMBIGUOUS, "/"),  # fullwidth i (Windows best fit)
     ("/%E2%84%AA", "/", "/"),  # the Kelvin sign near no route
+    ("/interna%C5%82", AMBIGUOUS, "/"),  # 'ł' (Windows best fit: 'l')
+    ("/%C4%81/x", "/", "/"),  # 'ā' near no route
+    # Java trim (Spring AntPathMatcher, CVE-2016-5007), .NET, Python and JavaScript trims
+    ("/internal%09/x", AMBIGUOUS, AMBIGUOUS),
+    ("/internal%0D%0A", AMBIGUOUS, AMBIGUOUS),
+    ("/internal%1F/x", AMBIGUOUS, AMBIGUOUS),
+    ("/internal%7F/x", AMBIGUOUS, AMBIGUOUS),
+    ("/%20internal/x", AMBIGUOUS, AMBIGUOUS),
+    ("/%0Binternal/x", AMBIGUOUS, AMBIGUOUS),
+    ("/%09/internal", AMBIGUOUS, AMBIGUOUS),  # trimmed to an empty segment, then merged
+    ("/public/%09../internal", AMBIGUOUS, AMBIGUOUS),  # trimmed to '..'
+    ("/internal%C2%A0/x", AMBIGUOUS, AMBIGUOUS),
+    ("/internal%C2%85/x", AMBIGUOUS, AMBIGUOUS),  # NEL
+    ("/internal%E2%80%A8/x", AMBIGUOUS, AMBIGUOUS),  # line separator
+    ("/internal%E3%80%80/x", AMBIGUOUS, AMBIGUOUS),
+    ("/%EF%BB%BFinternal/x", AMBIGUOUS, AMBIGUOUS),
+    ("/internal%E2%80%8B/x", AMBIGUOUS, AMBIGUOUS),
+    ("/internal%E2%81%A0/x", AMBIGUOUS, AMBIGUOUS),  # word joiner
+    ("/internal%A0/x", AMBIGUOUS, AMBIGUOUS),  # NBSP in Latin-1
+    ("/internal%2509/x", AMBIGUOUS, AMBIGUOUS),
+    ("/internal.%09/x", AMBIGUOUS, AMBIGUOUS),  # trimmed, then the dot dropped
+    ("/internal%09./x", AMBIGUOUS, AMBIGUOUS),
+    ("/internal%09;x/y", AMBIGUOUS, AMBIGUOUS),  # params dropped, then trimmed
+    ("/internal%09::$DATA/x", AMBIGUOUS, AMBIGUOUS),
+    ("/internal%09%3F/x", AMBIGUOUS, AMBIGUOUS),  # cut, then trimmed
+    ("/internal%E2%80%8Bx/y", "/", "/"),  # inside the segment: no trim drops it
+    ("/public/a%20b", "/public", "/public"),
+    ("/public%20x", "/", "/"),
+    ("/%20public/x", AMBIGUOUS, AMBIGUOUS),
+    # decoded, then cut at '?', '#' or NUL
+    ("/internal%3F/x", AMBIGUOUS, AMBIGUOUS),
+    ("/internal%3f", AMBIGUOUS, AMBIGUOUS),
+    ("/internal%23x", AMBIGUOUS, AMBIGUOUS),
+    ("/internal%2500/x", AMBIGUOUS, AMBIGUOUS),
+    ("/internal%253F/x", AMBIGUOUS, AMBIGUOUS),
+    ("/internal.%3F/x", AMBIGUOUS, AMBIGUOUS),  # cut, then the dot dropped
+    ("/public/x%3F/internal", "/public", "/public"),  # cut inside /public: same route
+    ("/public%3Fx", AMBIGUOUS, AMBIGUOUS),
+    ("/x%3F/internal", "/", "/"),
+    ("/internal%25252500/x", "/", "/"),  # no third decoding
+    # Windows best fit before the split: separators and dots from compatibility forms
+    ("/public%EF%BC%8F..%EF%BC%8Finternal", AMBIGUOUS, AMBIGUOUS),  # fullwidth '/'
+    ("/public/%EF%BC%8E%EF%BC%8E/internal", AMBIGUOUS, AMBIGUOUS),  # fullwidth '.'
+    ("/public/%E2%80%A4%E2%80%A4/internal", AMBIGUOUS, AMBIGUOUS),  # one dot leader
+    ("/public/..%EF%BC%BCinternal", AMBIGUOUS, AMBIGUOUS),  # fullwidth '\'
+    ("/public/..%C2%A5internal", AMBIGUOUS, AMBIGUOUS),  # yen: '\' in cp932
+    ("/public/..%E2%82%A9internal", AMBIGUOUS, AMBIGUOUS),  # won: '\' in cp949
+    ("/public/..%E2%88%95internal", AMBIGUOUS, AMBIGUOUS),  # division slash
+    ("/internal%EF%BC%9B/x", AMBIGUOUS, AMBIGUOUS),  # fullwidth ';', then params dropped
+    ("/internal%EF%BC%9F/x", AMBIGUOUS, AMBIGUOUS),  # fullwidth '?', then cut
+    ("/public/%EF%BC%8Fx", "/public", "/public"),  # inside /public either way
+    ("/x%EF%BC%8Finternal", "/", "/"),  # /x/internal: not /internal
+    # bytes that are not UTF-8 read as Latin-1
+    ("/intern%AAl/x", AMBIGUOUS, "/"),  # 'ª' folds to 'a'
+    ("/intern%C2%AAl/x", AMBIGUOUS, "/"),
+    ("/k%F8benhavn", "/", "/"),
 ]
 
 
@@ -302,6 +370,12 @@ def test_an_ambiguous_path_names_both_routes_and_the_reading() -> None:
         (("a", "..%20", "b"), ("b",)),
         (("%252e%252e", "b"), ("b",)),
         (("a..;p", "b"), ("a", "b")),
+        (("%09a%0D%0A", "b"), ("a", "b")),
+        (("%EF%BB%BFa%E3%80%80",), ("a",)),
+        (("a%3Fb", "c"), ("a",)),
+        (("a%2500b", "c"), ("a",)),
+        (("a%23b",), ("a",)),
+        (("a%AA",), ("a\xaa",)),  # Latin-1, not U+FFFD
     ],
 )
 def test_readings_of_a_path(raw: tuple[str, ...], segments: tuple[str, ...]) -> None:

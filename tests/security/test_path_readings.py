@@ -24,6 +24,7 @@ APP = "https://app.example.com"
 
 INTERNAL = "internal"  # routed to /internal: forwarded as sent, no CORS headers
 AMBIGUOUS = "ambiguous"  # 400 path_ambiguous, nothing forwarded
+BAD_ENCODING = "bad_encoding"  # 400 path_bad_encoding, nothing forwarded
 
 # Spellings of /internal that some upstream reads as /internal.
 READINGS = [
@@ -67,7 +68,52 @@ READINGS = [
     ("/%C4%B0nternal/x", AMBIGUOUS),  # U+0130, an i with a dot above
     ("/%EF%BD%89nternal/x", AMBIGUOUS),  # fullwidth i
     ("/%C4%B1nternal/x", AMBIGUOUS),  # dotless i, upper-cases to I
+    # Java's String.trim() (Spring's AntPathMatcher, CVE-2016-5007) drops every character
+    # up to U+0020 from both ends of a segment; .NET, Python and JavaScript trims Unicode
+    # whitespace and U+FEFF, older .NET the zero-width ones.
+    ("/internal%09/x", AMBIGUOUS),
+    ("/internal%0b/x", AMBIGUOUS),
+    ("/internal%0c/x", AMBIGUOUS),
+    ("/internal%0d%0a/x", AMBIGUOUS),
+    ("/internal%1f/x", AMBIGUOUS),
+    ("/internal%7f/x", AMBIGUOUS),
+    ("/%09internal/x", AMBIGUOUS),
+    ("/%20internal/x", AMBIGUOUS),
+    ("/%09/internal/x", AMBIGUOUS),  # an empty segment once trimmed
+    ("/internal.%09/x", AMBIGUOUS),
+    ("/internal%c2%a0/x", AMBIGUOUS),  # NBSP
+    ("/internal%e3%80%80/x", AMBIGUOUS),  # ideographic space
+    ("/internal%ef%bb%bf/x", AMBIGUOUS),  # BOM
+    ("/%ef%bb%bfinternal/x", AMBIGUOUS),
+    ("/internal%e2%80%8b/x", AMBIGUOUS),  # zero-width space
+    ("/internal%2509/x", AMBIGUOUS),  # decoded twice, then trimmed
+    # Decoded, then parsed again as a URL: '?' and '#' end the path; C and PHP stop at NUL.
+    ("/internal%3F/x", AMBIGUOUS),
+    ("/internal%3f", AMBIGUOUS),
+    ("/internal%23/x", AMBIGUOUS),
+    ("/internal%2500/x", AMBIGUOUS),
+    ("/internal%253F/x", AMBIGUOUS),
+    # Bytes that are not UTF-8 read as Latin-1 (Tomcat, Jetty): '%aa' is 'ª', which is 'a'.
+    ("/intern%aal/x", AMBIGUOUS),
+    ("/interna%c5%82/x", AMBIGUOUS),  # 'ł': Windows best fit reads it as 'l'
+    # Windows best fit makes separators and dots of compatibility forms before the split.
+    ("/public%ef%bc%8f..%ef%bc%8finternal/x", AMBIGUOUS),  # fullwidth '/'
+    ("/public/%ef%bc%8e%ef%bc%8e/internal/x", AMBIGUOUS),  # fullwidth '.'
+    ("/public/..%c2%a5internal/x", AMBIGUOUS),  # yen: '\' in cp932
+    ("/internal%ef%bc%8fx", AMBIGUOUS),
+    # Overlong UTF-8 (old IIS and Tomcat read %c0%ae as '.'): refused whatever the route.
+    ("/%c1%a9nternal/x", BAD_ENCODING),
+    ("/%c0%afinternal/x", BAD_ENCODING),
+    ("/x/%c0%ae%c0%ae/internal/x", BAD_ENCODING),
+    ("/x/%e0%80%ae%e0%80%ae/internal/x", BAD_ENCODING),
+    ("/x/..%c1%9cinternal/x", BAD_ENCODING),
+    ("/x/%25c0%25ae%25c0%25ae/internal/x", BAD_ENCODING),
+    ("/x/%f0%80%80%ae%f0%80%80%ae/internal/x", BAD_ENCODING),
     # Not other readings of /internal: these stay where they are.
+    ("/public/x%3Fy", "public"),  # cut at the '?': still /public
+    ("/public/a%20b", "public"),
+    ("/caf%c3%a9/x", "default"),  # valid UTF-8
+    ("/k%f8benhavn", "default"),  # Latin-1, not overlong
     ("/public/x", "public"),
     ("/v1/items:batchGet", "default"),
     ("/internal:foo/x", "default"),  # a named stream, not the file itself
@@ -124,6 +170,8 @@ def outcome(status: int, lines: list[str], body: bytes, seen: list[dict[str, Any
     # default policy's CORS headers for an allowed origin (nothing of the upstream's is in it).
     if status == 400 and not seen and b"(path_ambiguous)" in body and acao in ([], [APP]):
         return AMBIGUOUS
+    if status == 400 and not seen and b"(path_bad_encoding)" in body and acao in ([], [APP]):
+        return BAD_ENCODING
     if status == 200 and len(seen) == 1:
         if not acao and not acac:
             return INTERNAL
@@ -180,6 +228,13 @@ PATH_HEADERS = [
     "X-HTTP-DestinationURL",
     "X-Proxy-URL",
     "X-Request-URI",
+    "X-Script-Name",
+    "X-Forwarded-Script-Name",
+    "X-Traversal-Path",
+    "X-Ingress-Path",
+    "X-Forwarded-Context",
+    "X-ProxyContextPath",
+    "SCRIPT_NAME",  # gunicorn; dropped with every name holding '_'
 ]
 
 
