@@ -75,7 +75,24 @@ PATH_OVERRIDES = frozenset(
         "x-proxycontextpath",
     }
 )
-REQUEST_DROP = HOP_BY_HOP | PATH_OVERRIDES | {
+# Headers frameworks read as the scheme or port the client used (Rack: X-Forwarded-Scheme,
+# -Ssl, -Port; Flask's ReverseProxied snippet: X-Scheme; IIS/OWA: Front-End-Https; IIS ARR:
+# X-ARR-SSL; Werkzeug/Tornado: X-Scheme, X-Forwarded-Protocol). Apps build absolute URLs and
+# decide secure-cookie and redirect questions on them: a client must not be able to claim
+# https, or another port, through corsproxy, which sets X-Forwarded-Proto itself.
+SCHEME_OVERRIDES = frozenset(
+    {
+        "x-forwarded-scheme",
+        "x-scheme",
+        "x-forwarded-ssl",
+        "front-end-https",
+        "x-url-scheme",
+        "x-forwarded-protocol",
+        "x-forwarded-port",
+        "x-arr-ssl",
+    }
+)
+REQUEST_DROP = HOP_BY_HOP | PATH_OVERRIDES | SCHEME_OVERRIDES | {
     "expect", "host", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip",
     "sec-websocket-origin",  # the hybi drafts' Origin: upstreams of that era check it
 }  # fmt: skip

@@ -233,6 +233,10 @@ async def test_b28_to_b33_hop_by_hop_connection_abuse_and_spoofed_forwarding() -
                 "X-Forwarded-For: 6.6.6.6", "X-Forwarded-Host: evil.example",
                 "X-Forwarded-Proto: https", "Forwarded: for=6.6.6.6;host=evil.example",
                 "X-Real-IP: 6.6.6.6", "X_Forwarded_For: 7.7.7.7", "Content_Length: 5",
+                # Scheme and port claims frameworks build URLs from (an outside review).
+                "X-Forwarded-Scheme: https", "X-Scheme: https", "X-Forwarded-Ssl: on",
+                "Front-End-Https: on", "X-Url-Scheme: https", "X-Forwarded-Protocol: https",
+                "X-Forwarded-Port: 443", "X-ARR-SSL: 1",
             )
         )  # fmt: skip
         assert_allowed(reply, APP)
@@ -241,7 +245,9 @@ async def test_b28_to_b33_hop_by_hop_connection_abuse_and_spoofed_forwarding() -
             seen.setdefault(name.lower(), []).append(value)
     for hop in ["keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer",
                 "upgrade", "http2-settings", "x-custom", "x_forwarded_for", "content_length",
-                "forwarded", "x-real-ip"]:  # fmt: skip
+                "forwarded", "x-real-ip", "x-forwarded-scheme", "x-scheme", "x-forwarded-ssl",
+                "front-end-https", "x-url-scheme", "x-forwarded-protocol", "x-forwarded-port",
+                "x-arr-ssl"]:  # fmt: skip
         assert hop not in seen, hop
     assert seen["origin"] == [APP]  # B29: a client cannot delete Origin
     assert seen["authorization"] == ["Bearer t"] and seen["cookie"] == ["s=1"]
