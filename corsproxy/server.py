@@ -28,6 +28,7 @@ from corsproxy.cors import (
     Mode,
     RequestView,
     decide_cached,
+    is_preflight,
     response_headers,
 )
 from corsproxy.logs import ACCESS
@@ -74,7 +75,11 @@ def _text_response(status: int, text: str, decision: Decision | None = None) -> 
 
 def _max_forwards(request: web.BaseRequest) -> fw.Failure | None:
     headers = request.headers
-    preflight = "Origin" in headers and "Access-Control-Request-Method" in headers
+    # The decision's own test (non-empty values), or an OPTIONS with an empty Origin would
+    # be neither answered here nor a preflight, and go upstream with Max-Forwards: 0.
+    preflight = is_preflight(
+        RequestView.from_pairs(request.method, request.raw_path, headers.items())
+    )
     return fw.max_forwards_answer(request.method, headers.getall("Max-Forwards", ()), preflight)
 
 
