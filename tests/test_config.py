@@ -14,6 +14,7 @@ import yaml
 
 from corsproxy.config import ConfigError, json_schema, load_config, parse_config
 from corsproxy.cors import Mode, OnDisallowed
+from corsproxy.origins import compile_origin_entry
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -684,15 +685,80 @@ def test_linear_regexes_pass_quietly(regex: str) -> None:
 
 
 def test_an_exponential_regex_re2_cannot_run_is_refused() -> None:
-    # `\Z` is Python-only syntax: this pattern would run on the backtracking engine.
+    # RE2 has no lookaround: this pattern would run on the backtracking engine.
     found = problems(
-        "upstream: http://u:1\ncors:\n  allow_origins: ['regex:https://(a+)+\\.example\\.com\\Z']\n"
+        "upstream: http://u:1\ncors:\n  allow_origins: ['regex:(?!x)https://(a+)+\\.example\\.com']\n"
     )
     assert found == [
         "cfg.yaml:3: cors.allow_origins[0]: the regex has nested quantifiers, as in '(a+)+', "
         "and RE2 cannot read this pattern: one request could take minutes to match (write it "
         "without nesting, e.g. 'regex:https://[a-z0-9-]+\\.example\\.com')"
     ]
+
+
+def test_a_backreference_does_not_hide_an_exponential_regex() -> None:
+    # The analysis reports the worst problem, not the first it meets.
+    found = problems(
+        "upstream: http://u:1\ncors:\n  allow_origins: "
+        "['regex:(https)://(?:\\1)?(a+)+\\.example\\.com']\n"
+    )
+    assert found == [
+        "cfg.yaml:3: cors.allow_origins[0]: the regex has nested quantifiers, as in '(a+)+', "
+        "and RE2 cannot read this pattern: one request could take minutes to match (write it "
+        "without nesting, e.g. 'regex:https://[a-z0-9-]+\\.example\\.com')"
+    ]
+
+
+def test_python_only_end_anchor_runs_on_re2() -> None:
+    # `\Z` is RE2's `\z`: the pattern runs in linear time, so its polynomial shape is harmless.
+    entry, warned = compile_origin_entry(0, r"regex:https://a*a*a*a*a*a*a*a*\.example\.com\Z")
+    assert (entry.engine, warned) == ("re2", [])
+    assert entry.fullmatch is not None and entry.fullmatch("https://aa.example.com")
+    assert not entry.fullmatch("https://aa.example.com\n")  # `\Z`: end of text only
+    started = time.monotonic()
+    assert not entry.fullmatch("https://" + "a" * 200 + ".example.org")
+    assert time.monotonic() - started < 1
+    # `\s` means more to `re` than to RE2: such a pattern stays on `re`.
+    assert compile_origin_entry(0, r"regex:https://a\sb")[0].engine == "re"
+
+
+@pytest.mark.parametrize(
+    "regex",
+    [
+        r"(?!x)https://a*a*a*\.example\.com",
+        r"https://.*x.*\.example\.com(?<!y)",
+        r"https://[a-z0-9-]+-[a-z0-9-]+\.example\.com(?!x)",
+        r"https://(a|b)*a*\.example\.com(?!x)",
+        r"https://a+(?=.*b)\.example\.com",
+        r"(https://[a-z]+)\1",
+    ],
+)
+def test_a_polynomial_regex_on_re_is_refused(regex: str) -> None:
+    found = problems(f"upstream: http://u:1\ncors:\n  allow_origins: ['regex:{regex}']\n")
+    assert found == [
+        "cfg.yaml:3: cors.allow_origins[0]: the regex has adjacent quantifiers that can match "
+        "the same characters, as in 'a*a*', and RE2 cannot read this pattern: each way to split "
+        "a run of such characters is tried, so one request could take seconds to match (make "
+        "neighbouring parts match different characters, e.g. "
+        "'regex:https://[a-z0-9]+(-[a-z0-9]+)*\\.example\\.com', or drop what RE2 cannot "
+        "read (lookaround, backreferences))"
+    ]
+
+
+@pytest.mark.parametrize(
+    "regex",
+    [
+        r"(?!admin\.)https://[a-z0-9-]+\.example\.com",
+        r"https://[a-z0-9]+(-[a-z0-9]+)*\.example\.com(?!x)",
+        r"https://[a-z0-9-]+-[a-z0-9]+\.example\.com(?!x)",
+        r"https://([a-z0-9-]+\.)*example\.com(?!x)",
+        r"(?!x)https://app[0-9]{1,3}\.example\.com(:[0-9]+)?",
+    ],
+)
+def test_linear_regexes_on_re_pass_quietly(regex: str) -> None:
+    entry, _ = compile_origin_entry(0, f"regex:{regex}")
+    assert entry.engine == "re"
+    assert warnings(f"upstream: http://u:1\ncors:\n  allow_origins: ['regex:{regex}']\n") == []
 
 
 def test_only_regular_files_of_bounded_size_are_read(tmp_path: Path) -> None:
