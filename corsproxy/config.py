@@ -31,6 +31,8 @@ from corsproxy.origins import (
     OriginEntryError,
     OriginMatcher,
     compile_origin_entry,
+    downgrades,
+    near_misses,
     probe,
 )
 from corsproxy.paths import PathError, normalize_path
@@ -234,18 +236,50 @@ _LOOPBACK = re.compile(r"(localhost|[^/]*\.localhost|127(\.\d{1,3}){3}|\[::1\])\
 
 
 # Origins no policy should allow: a regex that matches one of them allows (nearly) anyone.
+# With `near_misses()` (names in the regex, prefixed and suffixed), what CORS scanners try.
 ATTACKER_PROBES = (
     "https://attacker.invalid",
     "https://evil.example.com.attacker.invalid",
     "https://attacker.invalid:8443",
     "https://localhost.attacker.invalid",
+    "https://attacker.com",
+    "https://evil.net",
+    "https://x.org",
+    "https://a.io",
+    "https://attacker.co.uk",
+    "https://evil.dev",
+    "https://a.app",
+    "https://x.co",
+    "null",
 )
 # With credentials, a regex must not match plain-http origins of strangers either.
-INSECURE_PROBES = ("http://attacker.invalid", "http://evil.example.com.attacker.invalid")
+INSECURE_PROBES = (
+    "http://attacker.invalid",
+    "http://evil.example.com.attacker.invalid",
+    "http://attacker.com",
+    "http://evil.net",
+)
+
+
+def _probes(entry: OriginEntry, credentials: bool) -> tuple[str, ...]:
+    near = near_misses(entry)
+    if not credentials:
+        return ATTACKER_PROBES + near
+    insecure = tuple(p.replace("https://", "http://", 1) for p in near)
+    return ATTACKER_PROBES + INSECURE_PROBES + near + insecure
+
+
+def _insecure_match(entry: OriginEntry) -> str | None:
+    """The plain-http origin of its own names a regex matches (`http://example.com` for
+    `https?://example\\.com`), loopback aside."""
+    plain = tuple(d for d in downgrades(entry) if not _LOOPBACK.match(d[len("http://") :]))
+    return probe(entry, plain)
 
 
 def _insecure(entry: OriginEntry) -> bool:
     """A plain-http origin that is not loopback (browsers treat loopback as secure)."""
+    if entry.regex is not None:
+        return _insecure_match(entry) is not None
     target = entry.exact or entry.pattern
     if target is None or target.scheme != "http":
         return False
@@ -517,10 +551,12 @@ def _compile_policy(
                 )
                 failed = True
             elif _insecure(entry) and not get("allow_insecure_origins", False):
+                plain = _insecure_match(entry)
                 ctx.error(
                     item.line,
                     item.key,
-                    f"{entry.text!r} is plain http and allow_credentials is true "
+                    (f"{entry.text!r} matches {plain!r}, which" if plain else f"{entry.text!r}")
+                    + " is plain http and allow_credentials is true "
                     f"({ctx.place(cred_file, cred_line, item.file)})",
                     "anyone on the network path can send requests as an http origin and read "
                     "the answers; use https, or set allow_insecure_origins: true if you accept "
@@ -528,7 +564,7 @@ def _compile_policy(
                     file=item.file,
                 )
                 failed = True
-            elif (found := probe(entry, ATTACKER_PROBES + INSECURE_PROBES)) is not None:
+            elif (found := probe(entry, _probes(entry, True))) is not None:
                 ctx.error(
                     item.line,
                     item.key,
@@ -562,7 +598,7 @@ def _compile_policy(
             failed = True
     if enabled and not credentials:
         for entry in entries:
-            found = probe(entry, ATTACKER_PROBES)
+            found = probe(entry, _probes(entry, False))
             if found is not None:
                 item = origin_items[entry.index]
                 ctx.warn(

@@ -18,6 +18,7 @@ from corsproxy.regexes import (
     MAX_REGEX_INPUT,
     analyse,
     compile_fullmatch,
+    literal_runs,
     re2_available,
 )
 
@@ -367,6 +368,47 @@ def probe(entry: OriginEntry, values: tuple[str, ...]) -> str | None:
     if entry.fullmatch is None:
         return None
     return next((v for v in values if entry.fullmatch(v)), None)
+
+
+_DOMAIN = re.compile(r"[a-z0-9-]+(?:\.[a-z0-9-]+)+")
+
+
+def near_misses(entry: OriginEntry) -> tuple[str, ...]:
+    """Origins a CORS scanner would try against a regex, from the names written in it
+    (`example.com` in `https://.*example\\.com`): the name with a prefix
+    (`evilexample.com`, `evil-example.com`, a subdomain of the latter), with a suffix
+    (`example.com.attacker.com`, `example.computer`). Someone else can register each."""
+    if entry.regex is None:
+        return ()
+    names: dict[str, None] = {}
+    for run in literal_runs(entry.regex.pattern):
+        for found in _DOMAIN.findall(run.lower()):
+            labels = found.strip(".-").split(".")
+            for i in range(len(labels) - 1):  # `example.com` of `preview.example.com` too
+                names.setdefault(".".join(labels[i:]), None)
+    probes: list[str] = []
+    for name in names:
+        probes += [
+            f"https://evil{name}",
+            f"https://evil-{name}",
+            f"https://x.evil-{name}",
+            f"https://{name}.attacker.com",
+            f"https://{name}-attacker.com",
+            f"https://{name}puter",
+        ]
+    return tuple(probes)
+
+
+def downgrades(entry: OriginEntry) -> tuple[str, ...]:
+    """The plain-http twins of the https names written in a regex (`http://example.com`)."""
+    if entry.regex is None:
+        return ()
+    names = {
+        found.strip(".-")
+        for run in literal_runs(entry.regex.pattern)
+        for found in _DOMAIN.findall(run.lower())
+    }
+    return tuple(f"http://{name}" for name in sorted(names))
 
 
 @dataclass(frozen=True, slots=True)

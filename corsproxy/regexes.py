@@ -371,3 +371,38 @@ def analyse(source: str, flags: int = 0) -> tuple[int, str] | None:
     analysis = _Analysis(bool((tree.state.flags | flags) & re.IGNORECASE))
     analysis.walk(tree, False)
     return analysis.problem
+
+
+def literal_runs(source: str) -> list[str]:
+    """The runs of literal text in a pattern (`example.com` from `.*example\\.com`), in
+    every branch and group: the operator's own names, for probing near misses."""
+    try:
+        tree = _parser.parse(source, 0)
+    except Exception:
+        return []
+    runs: list[str] = []
+
+    def visit(items: Any) -> None:
+        run: list[str] = []
+        for op, arg in items:
+            name = str(op)
+            if name == "LITERAL":
+                run.append(chr(arg))
+                continue
+            runs.append("".join(run))
+            run = []
+            if name in (
+                "MAX_REPEAT",
+                "MIN_REPEAT",
+                "POSSESSIVE_REPEAT",
+                "ATOMIC_GROUP",
+                "SUBPATTERN",
+            ):
+                visit(arg[-1])
+            elif name == "BRANCH":
+                for alternative in arg[1]:
+                    visit(alternative)
+        runs.append("".join(run))
+
+    visit(tree)
+    return [run for run in runs if run]

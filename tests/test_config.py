@@ -616,6 +616,58 @@ def test_a_match_everything_regex_is_refused_like_star_with_credentials() -> Non
     assert warnings(text + "  allow_credentials: true\n") == []
 
 
+@pytest.mark.parametrize(
+    ("regex", "probe"),
+    [
+        (r"https://[a-z0-9.-]+\.[a-z]{2,3}", "https://attacker.com"),
+        (r"https?://.*\.(com|net|org|io)", "https://attacker.com"),
+        (r"https://.*example\.com", "https://evilexample.com"),
+        (r"https?://(?!.*invalid).*", "https://attacker.com"),
+        (r"https://[a-z]+-example\.com", "https://evil-example.com"),
+        (r"https://app\.example\.com(\.[a-z]+)*", "https://app.example.com.attacker.com"),
+        (r"https://app\.example\.com[a-z]*", "https://app.example.computer"),
+        (r"https://[a-z0-9]+\.[a-z]+-example\.com", "https://x.evil-example.com"),
+        (r"null|https://app\.example\.com", "null"),
+    ],
+)
+def test_regexes_that_match_what_cors_scanners_try_are_like_star(regex: str, probe: str) -> None:
+    text = f"upstream: http://u:1\ncors:\n  allow_origins: ['regex:{regex}']\n"
+    found = problems(text + "  allow_credentials: true\n")
+    assert len(found) == 1 and f"matches {probe!r}, so it is like '*'" in found[0], found
+    found = warnings(text)
+    assert len(found) == 1 and f"matches {probe!r}: it allows nearly any origin" in found[0]
+
+
+def test_a_regex_matching_its_own_names_over_http_needs_insecure_origins() -> None:
+    text = "upstream: http://u:1\ncors:\n  allow_origins: ['regex:https?://app\\.example\\.com']\n"
+    assert problems(text + "  allow_credentials: true\n") == [
+        "cfg.yaml:3: cors.allow_origins[0]: 'regex:https?://app\\\\.example\\\\.com' matches "
+        "'http://app.example.com', which is plain http and allow_credentials is true (line 4) "
+        "(anyone on the network path can send requests as an http origin and read the answers; "
+        "use https, or set allow_insecure_origins: true if you accept that (loopback origins "
+        "such as http://localhost:3000 are always allowed))"
+    ]
+    more = "  allow_credentials: true\n  allow_insecure_origins: true\n"
+    assert warnings(text + more) == []
+
+
+@pytest.mark.parametrize(
+    "regex",
+    [
+        r"https://pr-[0-9]+\.preview\.example\.com",
+        r"https://([a-z0-9-]+\.)*example\.com",
+        r"https://[a-z0-9-]+\.example\.com(:[0-9]+)?",
+        r"https://(app|admin)\.example\.com",
+        r"http://localhost:[0-9]+",
+        r"https://app[0-9]{1,3}\.example\.co\.uk",
+    ],
+)
+def test_anchored_regexes_pass_the_probes_quietly(regex: str) -> None:
+    text = f"upstream: http://u:1\ncors:\n  allow_origins: ['regex:{regex}']\n"
+    assert warnings(text + "  allow_credentials: true\n") == []
+    assert warnings(text) == []
+
+
 def test_a_match_everything_regex_without_credentials_is_a_warning() -> None:
     assert warnings(
         """\
