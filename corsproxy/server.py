@@ -40,6 +40,7 @@ from corsproxy.proxy import (
     error_response,
     forward,
 )
+from corsproxy.spec import shown
 from corsproxy.upstream import UpstreamClient
 from corsproxy.websocket import make_session, tunnel
 
@@ -237,8 +238,8 @@ class ProxyApp:
     def _reloaded(self, result: Config | ConfigError) -> bool:
         if isinstance(result, ConfigError):
             exc = result
-            for diagnostic in exc.diagnostics:
-                log.error("reload: %s", diagnostic)
+            for line in shown(exc.diagnostics):  # bounded: logging runs on the loop
+                log.error("reload: %s", line)
             log.error("reload failed: keeping the running config (%s)", self.config.source)
             if self.metrics is not None:
                 self.metrics.reloads.labels("failure").inc()
@@ -246,8 +247,8 @@ class ProxyApp:
         config = result
         if self.metrics is not None:
             self.metrics.reloads.labels("success").inc()
-        for warning in config.warnings:
-            log.warning("reload: %s", warning)
+        for line in shown(config.warnings):
+            log.warning("reload: %s", line)
         if config.listen != self.config.listen or config.admin != self.config.admin:
             log.warning("reload: new listen or admin addresses take effect only after a restart")
         if config.limits.max_header_size > self.header_cap:

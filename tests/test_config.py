@@ -15,6 +15,7 @@ import yaml
 from corsproxy.config import ConfigError, json_schema, load_config, parse_config
 from corsproxy.cors import Mode, OnDisallowed
 from corsproxy.origins import compile_origin_entry
+from corsproxy.spec import shown
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -811,6 +812,36 @@ def test_linear_regexes_on_re_pass_quietly(regex: str) -> None:
     entry, _ = compile_origin_entry(0, f"regex:{regex}")
     assert entry.engine == "re"
     assert warnings(f"upstream: http://u:1\ncors:\n  allow_origins: ['regex:{regex}']\n") == []
+
+
+def test_what_a_config_expands_to_is_bounded_in_bytes_and_values() -> None:
+    # 1,000 references to one 100 KB value: far under the alias cap, 100 MB expanded.
+    big = "a" * 100_000
+    bomb = f"upstream: http://u:1\ncors:\n  allow_origins: [&a '{big}'" + ", *a" * 999 + "]\n"
+    started = time.monotonic()
+    assert problems(bomb) == [
+        "cfg.yaml:3: the config holds 100000035 bytes of text, YAML aliases followed (more than "
+        "1048576) (a config is a few KiB; write shorter values, or use fewer aliases)"
+    ]
+    many = "upstream: http://u:1\ncors:\n  allow_origins:\n" + "  - x\n" * 100_001
+    assert problems(many) == [
+        "cfg.yaml:99997: the config holds more than 100000 values (a config is a few KiB; is "
+        "this the right file?)"
+    ]
+    assert time.monotonic() - started < 30
+
+
+def test_diagnostics_quote_a_prefix_of_long_values() -> None:
+    long = "x" * 5000
+    with pytest.raises(ConfigError) as info:
+        parse_config(f"upstream: http://u:1\ncors:\n  allow_origins: ['{long}']\n", "c.yaml", {})
+    (line,) = shown(info.value.diagnostics)
+    assert f"'{'x' * 80}...'" in line and len(line) < 700, line
+    origins = "".join(f"    - bad{i}\n" for i in range(120))
+    with pytest.raises(ConfigError) as info:
+        parse_config(f"upstream: http://u:1\ncors:\n  allow_origins:\n{origins}", "c.yaml", {})
+    lines = shown(info.value.diagnostics)
+    assert len(lines) == 51 and lines[-1] == "... and 70 more"
 
 
 def test_only_regular_files_of_bounded_size_are_read(tmp_path: Path) -> None:
