@@ -17,6 +17,7 @@ from corsproxy import __version__
 from corsproxy.config import Config, ConfigError, Override, json_schema, load_config
 from corsproxy.cors import TOKEN
 from corsproxy.explain import explain, render_text
+from corsproxy.spec import shown
 
 EXIT_BLOCKED = 1
 EXIT_CONFIG = 2
@@ -41,14 +42,14 @@ def _load(
     try:
         config = load_config(config_path, overrides=overrides)
     except ConfigError as exc:
-        for diagnostic in exc.diagnostics:
-            click.echo(str(diagnostic), err=True)
+        for line in shown(exc.diagnostics):
+            click.echo(line, err=True)
         count = len(exc.errors)
         where = config_path or "command line"
         click.echo(f"{where}: {count} error{'s' if count != 1 else ''}", err=True)
         sys.exit(EXIT_CONFIG)
-    for warning in config.warnings:
-        click.echo(str(warning), err=True)
+    for line in shown(config.warnings):
+        click.echo(line, err=True)
     if strict and config.warnings:
         click.echo(f"{config_path}: warnings are errors with --strict", err=True)
         sys.exit(EXIT_CONFIG)

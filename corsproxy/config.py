@@ -31,6 +31,8 @@ from corsproxy.origins import (
     OriginEntryError,
     OriginMatcher,
     compile_origin_entry,
+    downgrades,
+    near_misses,
     probe,
 )
 from corsproxy.paths import PathError, normalize_path
@@ -234,18 +236,50 @@ _LOOPBACK = re.compile(r"(localhost|[^/]*\.localhost|127(\.\d{1,3}){3}|\[::1\])\
 
 
 # Origins no policy should allow: a regex that matches one of them allows (nearly) anyone.
+# With `near_misses()` (names in the regex, prefixed and suffixed), what CORS scanners try.
 ATTACKER_PROBES = (
     "https://attacker.invalid",
     "https://evil.example.com.attacker.invalid",
     "https://attacker.invalid:8443",
     "https://localhost.attacker.invalid",
+    "https://attacker.com",
+    "https://evil.net",
+    "https://x.org",
+    "https://a.io",
+    "https://attacker.co.uk",
+    "https://evil.dev",
+    "https://a.app",
+    "https://x.co",
+    "null",
 )
 # With credentials, a regex must not match plain-http origins of strangers either.
-INSECURE_PROBES = ("http://attacker.invalid", "http://evil.example.com.attacker.invalid")
+INSECURE_PROBES = (
+    "http://attacker.invalid",
+    "http://evil.example.com.attacker.invalid",
+    "http://attacker.com",
+    "http://evil.net",
+)
+
+
+def _probes(entry: OriginEntry, credentials: bool) -> tuple[str, ...]:
+    near = near_misses(entry)
+    if not credentials:
+        return ATTACKER_PROBES + near
+    insecure = tuple(p.replace("https://", "http://", 1) for p in near)
+    return ATTACKER_PROBES + INSECURE_PROBES + near + insecure
+
+
+def _insecure_match(entry: OriginEntry) -> str | None:
+    """The plain-http origin of its own names a regex matches (`http://example.com` for
+    `https?://example\\.com`), loopback aside."""
+    plain = tuple(d for d in downgrades(entry) if not _LOOPBACK.match(d[len("http://") :]))
+    return probe(entry, plain)
 
 
 def _insecure(entry: OriginEntry) -> bool:
     """A plain-http origin that is not loopback (browsers treat loopback as secure)."""
+    if entry.regex is not None:
+        return _insecure_match(entry) is not None
     target = entry.exact or entry.pattern
     if target is None or target.scheme != "http":
         return False
@@ -517,10 +551,12 @@ def _compile_policy(
                 )
                 failed = True
             elif _insecure(entry) and not get("allow_insecure_origins", False):
+                plain = _insecure_match(entry)
                 ctx.error(
                     item.line,
                     item.key,
-                    f"{entry.text!r} is plain http and allow_credentials is true "
+                    (f"{entry.text!r} matches {plain!r}, which" if plain else f"{entry.text!r}")
+                    + " is plain http and allow_credentials is true "
                     f"({ctx.place(cred_file, cred_line, item.file)})",
                     "anyone on the network path can send requests as an http origin and read "
                     "the answers; use https, or set allow_insecure_origins: true if you accept "
@@ -528,7 +564,7 @@ def _compile_policy(
                     file=item.file,
                 )
                 failed = True
-            elif (found := probe(entry, ATTACKER_PROBES + INSECURE_PROBES)) is not None:
+            elif (found := probe(entry, _probes(entry, True))) is not None:
                 ctx.error(
                     item.line,
                     item.key,
@@ -562,7 +598,7 @@ def _compile_policy(
             failed = True
     if enabled and not credentials:
         for entry in entries:
-            found = probe(entry, ATTACKER_PROBES)
+            found = probe(entry, _probes(entry, False))
             if found is not None:
                 item = origin_items[entry.index]
                 ctx.warn(
@@ -821,37 +857,54 @@ MAX_CONFIG_SIZE = 1024 * 1024
 # Nodes that aliases may add beyond the document's own (`<<: *defaults` in every route is a
 # few hundred); a "billion laughs" file multiplies them into millions.
 MAX_ALIAS_NODES = 10_000
+# What the document may expand to, aliases followed: compiling is linear in these, and every
+# diagnostic may quote a value. 10,000 origins and 1,000 routes take about 30,000 nodes.
+MAX_EXPANDED_NODES = 100_000
+MAX_EXPANDED_BYTES = 1024 * 1024
 
 
-def _expanded_size(root: Node) -> int | None:
-    """The number of nodes with aliases expanded (each shared node counted each time it is
-    reached), or None for a recursive alias. Linear in the distinct nodes: sizes are kept."""
-    sizes: dict[int, int] = {}
+def _expanded_sizes(root: Node) -> dict[int, tuple[int, int]] | None:
+    """Per node: nodes and scalar bytes with aliases expanded (a shared node counted each
+    time it is reached), or None for a recursive alias. Linear in the distinct nodes."""
+    sizes: dict[int, tuple[int, int]] = {}
     pending: set[int] = set()
 
-    def size(node: Node) -> int | None:
+    def size(node: Node) -> tuple[int, int] | None:
         known = sizes.get(id(node))
         if known is not None:
             return known
         if id(node) in pending:
             return None
         pending.add(id(node))
-        total = 1
-        children: list[Node] = []
-        if isinstance(node, SequenceNode):
-            children = node.value
-        elif isinstance(node, MappingNode):
-            children = [part for pair in node.value for part in pair]
-        for child in children:
+        nodes, size_bytes = 1, len(node.value) if isinstance(node, ScalarNode) else 0
+        for child in _children(node):
             inner = size(child)
             if inner is None:
                 return None
-            total += inner
+            nodes, size_bytes = nodes + inner[0], size_bytes + inner[1]
         pending.discard(id(node))
-        sizes[id(node)] = total
-        return total
+        sizes[id(node)] = (nodes, size_bytes)
+        return nodes, size_bytes
 
-    return size(root)
+    return sizes if size(root) is not None else None
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    if isinstance(node, MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _too_large(root: Node, sizes: dict[int, tuple[int, int]], index: int, cap: int) -> Node:
+    """The innermost node that alone exceeds the cap: the line to name."""
+    node = root
+    while True:
+        big = next((c for c in _children(node) if sizes[id(c)][index] > cap), None)
+        if big is None:
+            return node
+        node = big
 
 
 def _check_aliases(root: Node, file: str) -> None:
@@ -862,15 +915,13 @@ def _check_aliases(root: Node, file: str) -> None:
         if id(node) in distinct:
             continue
         distinct.add(id(node))
-        if isinstance(node, SequenceNode):
-            stack.extend(node.value)
-        elif isinstance(node, MappingNode):
-            stack.extend(part for pair in node.value for part in pair)
-    expanded = _expanded_size(root)
-    if expanded is None:
+        stack.extend(_children(node))
+    sizes = _expanded_sizes(root)
+    if sizes is None:
         raise ConfigError(
             [Diagnostic(file, 1, "", "a YAML alias refers to itself", "remove the recursion")]
         )
+    expanded, size_bytes = sizes[id(root)]
     if expanded - len(distinct) > MAX_ALIAS_NODES:
         raise ConfigError(
             [
@@ -884,6 +935,57 @@ def _check_aliases(root: Node, file: str) -> None:
                 )
             ]
         )
+    for index, total, cap, what in (
+        (0, expanded, MAX_EXPANDED_NODES, "values"),
+        (1, size_bytes, MAX_EXPANDED_BYTES, "bytes of text"),
+    ):
+        if total > cap:
+            where = _too_large(root, sizes, index, cap)
+            raise ConfigError(
+                [
+                    Diagnostic(
+                        file,
+                        where.start_mark.line + 1,
+                        "",
+                        f"the config holds {total} {what}, YAML aliases followed (more than {cap})",
+                        "a config is a few KiB; write shorter values, or use fewer aliases",
+                    )
+                ]
+            )
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """Stops composing at MAX_EXPANDED_NODES nodes: 340,000 one-character values fit in
+    the file cap and take seconds and hundreds of MB to compose."""
+
+    def __init__(self, stream: str, file: str) -> None:
+        super().__init__(stream)
+        self.file, self.nodes = file, 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        self.nodes += 1
+        if self.nodes > MAX_EXPANDED_NODES:
+            line = self.peek_event().start_mark.line + 1  # type: ignore[no-untyped-call]
+            raise ConfigError(
+                [
+                    Diagnostic(
+                        self.file,
+                        line,
+                        "",
+                        f"the config holds more than {MAX_EXPANDED_NODES} values",
+                        "a config is a few KiB; is this the right file?",
+                    )
+                ]
+            )
+        return super().compose_node(parent, index)
+
+
+def _compose(text_: str, file: str) -> Node | None:
+    loader = _BoundedLoader(text_, file)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
 
 
 def _empty_root(file: str) -> MappingNode:
@@ -907,7 +1009,7 @@ def parse_config(
         root = _empty_root(file)
     else:
         try:
-            root = yaml.compose(text_, Loader=yaml.SafeLoader)
+            root = _compose(text_, file)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark is not None else 1

@@ -12,7 +12,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from corsproxy.regexes import MAX_REGEX_INPUT, compile_fullmatch, re2_available, superlinear
+from corsproxy.regexes import (
+    BACKREFERENCE,
+    EXPONENTIAL,
+    MAX_REGEX_INPUT,
+    analyse,
+    compile_fullmatch,
+    literal_runs,
+    re2_available,
+)
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
@@ -203,9 +211,9 @@ def compile_origin_entry(index: int, text: str) -> tuple[OriginEntry, list[str]]
                 "(write '\\.' for a literal dot)"
             )
         fullmatch, engine = compile_fullmatch(source)
-        problem = superlinear(source)
+        problem = analyse(source)
         if problem is not None:
-            _superlinear(problem, engine, warnings)
+            _superlinear(*problem, engine, warnings)
         entry = OriginEntry(
             index, text, "regex", regex=compiled, fullmatch=fullmatch, engine=engine
         )
@@ -238,26 +246,43 @@ def compile_origin_entry(index: int, text: str) -> tuple[OriginEntry, list[str]]
     return OriginEntry(index, text, "pattern", pattern=_compile_pattern(text)), warnings
 
 
-def _superlinear(problem: str, engine: str, warnings: list[str]) -> None:
-    """Warn about a super-linear regex; refuse it when a backtracking engine would run it
-    and it can take exponential time (one request could then stall the whole process)."""
+def _superlinear(severity: int, problem: str, engine: str, warnings: list[str]) -> None:
+    """Warn about a super-linear regex RE2 runs; on Python's backtracking engine only a
+    pattern the analysis deems linear may run (a lone backreference is a warning), since one
+    request could stall the whole process: even n^7 on 294 characters is hours."""
     simpler = "write it without nesting, e.g. 'regex:https://[a-z0-9-]+\\.example\\.com'"
     if engine == "re2":
-        warnings.append(
-            f"the regex has {problem}, which takes a backtracking engine exponential time "
-            f"(corsproxy matches it with RE2, in linear time; {simpler})"
-        )
-    elif problem == "a backreference":
+        if severity == EXPONENTIAL:
+            warnings.append(
+                f"the regex has {problem}, which takes a backtracking engine exponential time "
+                f"(corsproxy matches it with RE2, in linear time; {simpler})"
+            )
+        return  # polynomial patterns are only reported for `re`: RE2 runs them in linear time
+    if severity == BACKREFERENCE:
         warnings.append(
             "the regex has a backreference: it runs on Python's backtracking engine, in more "
             f"than linear time (up to {MAX_REGEX_INPUT} characters of input); write it without"
         )
-    else:
-        why = "RE2 cannot read this pattern" if re2_available() else "RE2 is not installed"
+        return
+    why = "RE2 cannot read this pattern" if re2_available() else "RE2 is not installed"
+    if severity == EXPONENTIAL:
         raise OriginEntryError(
             f"the regex has {problem}, and {why}: one request could take minutes to match",
             f"{simpler}; or install google-re2" if not re2_available() else simpler,
         )
+    hint = (
+        "make neighbouring parts match different characters, e.g. "
+        "'regex:https://[a-z0-9]+(-[a-z0-9]+)*\\.example\\.com'"
+    )
+    if re2_available():
+        hint += ", or drop what RE2 cannot read (lookaround, backreferences)"
+    else:
+        hint += "; or install google-re2"
+    raise OriginEntryError(
+        f"the regex has {problem}, and {why}: each way to split a run of such characters "
+        "is tried, so one request could take seconds to match",
+        hint,
+    )
 
 
 def _compile_pattern(text: str) -> OriginPattern:
@@ -343,6 +368,47 @@ def probe(entry: OriginEntry, values: tuple[str, ...]) -> str | None:
     if entry.fullmatch is None:
         return None
     return next((v for v in values if entry.fullmatch(v)), None)
+
+
+_DOMAIN = re.compile(r"[a-z0-9-]+(?:\.[a-z0-9-]+)+")
+
+
+def near_misses(entry: OriginEntry) -> tuple[str, ...]:
+    """Origins a CORS scanner would try against a regex, from the names written in it
+    (`example.com` in `https://.*example\\.com`): the name with a prefix
+    (`evilexample.com`, `evil-example.com`, a subdomain of the latter), with a suffix
+    (`example.com.attacker.com`, `example.computer`). Someone else can register each."""
+    if entry.regex is None:
+        return ()
+    names: dict[str, None] = {}
+    for run in literal_runs(entry.regex.pattern):
+        for found in _DOMAIN.findall(run.lower()):
+            labels = found.strip(".-").split(".")
+            for i in range(len(labels) - 1):  # `example.com` of `preview.example.com` too
+                names.setdefault(".".join(labels[i:]), None)
+    probes: list[str] = []
+    for name in names:
+        probes += [
+            f"https://evil{name}",
+            f"https://evil-{name}",
+            f"https://x.evil-{name}",
+            f"https://{name}.attacker.com",
+            f"https://{name}-attacker.com",
+            f"https://{name}puter",
+        ]
+    return tuple(probes)
+
+
+def downgrades(entry: OriginEntry) -> tuple[str, ...]:
+    """The plain-http twins of the https names written in a regex (`http://example.com`)."""
+    if entry.regex is None:
+        return ()
+    names = {
+        found.strip(".-")
+        for run in literal_runs(entry.regex.pattern)
+        for found in _DOMAIN.findall(run.lower())
+    }
+    return tuple(f"http://{name}" for name in sorted(names))
 
 
 @dataclass(frozen=True, slots=True)

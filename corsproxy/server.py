@@ -28,6 +28,7 @@ from corsproxy.cors import (
     Mode,
     RequestView,
     decide_cached,
+    is_preflight,
     response_headers,
 )
 from corsproxy.logs import ACCESS
@@ -39,6 +40,7 @@ from corsproxy.proxy import (
     error_response,
     forward,
 )
+from corsproxy.spec import shown
 from corsproxy.upstream import UpstreamClient
 from corsproxy.websocket import make_session, tunnel
 
@@ -74,7 +76,11 @@ def _text_response(status: int, text: str, decision: Decision | None = None) -> 
 
 def _max_forwards(request: web.BaseRequest) -> fw.Failure | None:
     headers = request.headers
-    preflight = "Origin" in headers and "Access-Control-Request-Method" in headers
+    # The decision's own test (non-empty values), or an OPTIONS with an empty Origin would
+    # be neither answered here nor a preflight, and go upstream with Max-Forwards: 0.
+    preflight = is_preflight(
+        RequestView.from_pairs(request.method, request.raw_path, headers.items())
+    )
     return fw.max_forwards_answer(request.method, headers.getall("Max-Forwards", ()), preflight)
 
 
@@ -232,8 +238,8 @@ class ProxyApp:
     def _reloaded(self, result: Config | ConfigError) -> bool:
         if isinstance(result, ConfigError):
             exc = result
-            for diagnostic in exc.diagnostics:
-                log.error("reload: %s", diagnostic)
+            for line in shown(exc.diagnostics):  # bounded: logging runs on the loop
+                log.error("reload: %s", line)
             log.error("reload failed: keeping the running config (%s)", self.config.source)
             if self.metrics is not None:
                 self.metrics.reloads.labels("failure").inc()
@@ -241,8 +247,8 @@ class ProxyApp:
         config = result
         if self.metrics is not None:
             self.metrics.reloads.labels("success").inc()
-        for warning in config.warnings:
-            log.warning("reload: %s", warning)
+        for line in shown(config.warnings):
+            log.warning("reload: %s", line)
         if config.listen != self.config.listen or config.admin != self.config.admin:
             log.warning("reload: new listen or admin addresses take effect only after a restart")
         if config.limits.max_header_size > self.header_cap:

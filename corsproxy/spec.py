@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -40,10 +40,34 @@ class Diagnostic:
 
     def __str__(self) -> str:
         level = "warning: " if self.warning else ""
-        hint = f" ({self.hint})" if self.hint else ""
+        hint = f" ({_shorten(self.hint)})" if self.hint else ""
         key = f"{self.key}: " if self.key else ""
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {key}{level}{self.message}{hint}"
+        return f"{where}: {key}{level}{_shorten(self.message)}{hint}"
+
+
+# A message quotes values; a 500 KB value quoted in each of 1,000 messages is a gigabyte.
+MAX_QUOTED = 80
+_LONG_QUOTE = re.compile(rf"""(['"])([^'"]{{{MAX_QUOTED}}})[^'"]{{4,}}\1""")
+
+
+def _shorten(text: str) -> str:
+    if len(text) <= 4 * MAX_QUOTED:
+        return text
+    text = _LONG_QUOTE.sub(lambda m: f"{m[1]}{m[2]}...{m[1]}", text)
+    return text if len(text) <= 16 * MAX_QUOTED else text[: 16 * MAX_QUOTED] + "..."
+
+
+# At most this many diagnostics are printed (`check`, a failed reload), then "and N more".
+MAX_SHOWN = 50
+
+
+def shown(diagnostics: Sequence[Diagnostic]) -> list[str]:
+    """The lines to print for diagnostics: the first MAX_SHOWN, then how many are left."""
+    lines = [str(d) for d in diagnostics[:MAX_SHOWN]]
+    if len(diagnostics) > MAX_SHOWN:
+        lines.append(f"... and {len(diagnostics) - MAX_SHOWN} more")
+    return lines
 
 
 class SpecError(ValueError):

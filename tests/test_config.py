@@ -14,6 +14,8 @@ import yaml
 
 from corsproxy.config import ConfigError, json_schema, load_config, parse_config
 from corsproxy.cors import Mode, OnDisallowed
+from corsproxy.origins import compile_origin_entry
+from corsproxy.spec import shown
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -615,6 +617,58 @@ def test_a_match_everything_regex_is_refused_like_star_with_credentials() -> Non
     assert warnings(text + "  allow_credentials: true\n") == []
 
 
+@pytest.mark.parametrize(
+    ("regex", "probe"),
+    [
+        (r"https://[a-z0-9.-]+\.[a-z]{2,3}", "https://attacker.com"),
+        (r"https?://.*\.(com|net|org|io)", "https://attacker.com"),
+        (r"https://.*example\.com", "https://evilexample.com"),
+        (r"https?://(?!.*invalid).*", "https://attacker.com"),
+        (r"https://[a-z]+-example\.com", "https://evil-example.com"),
+        (r"https://app\.example\.com(\.[a-z]+)*", "https://app.example.com.attacker.com"),
+        (r"https://app\.example\.com[a-z]*", "https://app.example.computer"),
+        (r"https://[a-z0-9]+\.[a-z]+-example\.com", "https://x.evil-example.com"),
+        (r"null|https://app\.example\.com", "null"),
+    ],
+)
+def test_regexes_that_match_what_cors_scanners_try_are_like_star(regex: str, probe: str) -> None:
+    text = f"upstream: http://u:1\ncors:\n  allow_origins: ['regex:{regex}']\n"
+    found = problems(text + "  allow_credentials: true\n")
+    assert len(found) == 1 and f"matches {probe!r}, so it is like '*'" in found[0], found
+    found = warnings(text)
+    assert len(found) == 1 and f"matches {probe!r}: it allows nearly any origin" in found[0]
+
+
+def test_a_regex_matching_its_own_names_over_http_needs_insecure_origins() -> None:
+    text = "upstream: http://u:1\ncors:\n  allow_origins: ['regex:https?://app\\.example\\.com']\n"
+    assert problems(text + "  allow_credentials: true\n") == [
+        "cfg.yaml:3: cors.allow_origins[0]: 'regex:https?://app\\\\.example\\\\.com' matches "
+        "'http://app.example.com', which is plain http and allow_credentials is true (line 4) "
+        "(anyone on the network path can send requests as an http origin and read the answers; "
+        "use https, or set allow_insecure_origins: true if you accept that (loopback origins "
+        "such as http://localhost:3000 are always allowed))"
+    ]
+    more = "  allow_credentials: true\n  allow_insecure_origins: true\n"
+    assert warnings(text + more) == []
+
+
+@pytest.mark.parametrize(
+    "regex",
+    [
+        r"https://pr-[0-9]+\.preview\.example\.com",
+        r"https://([a-z0-9-]+\.)*example\.com",
+        r"https://[a-z0-9-]+\.example\.com(:[0-9]+)?",
+        r"https://(app|admin)\.example\.com",
+        r"http://localhost:[0-9]+",
+        r"https://app[0-9]{1,3}\.example\.co\.uk",
+    ],
+)
+def test_anchored_regexes_pass_the_probes_quietly(regex: str) -> None:
+    text = f"upstream: http://u:1\ncors:\n  allow_origins: ['regex:{regex}']\n"
+    assert warnings(text + "  allow_credentials: true\n") == []
+    assert warnings(text) == []
+
+
 def test_a_match_everything_regex_without_credentials_is_a_warning() -> None:
     assert warnings(
         """\
@@ -684,15 +738,110 @@ def test_linear_regexes_pass_quietly(regex: str) -> None:
 
 
 def test_an_exponential_regex_re2_cannot_run_is_refused() -> None:
-    # `\Z` is Python-only syntax: this pattern would run on the backtracking engine.
+    # RE2 has no lookaround: this pattern would run on the backtracking engine.
     found = problems(
-        "upstream: http://u:1\ncors:\n  allow_origins: ['regex:https://(a+)+\\.example\\.com\\Z']\n"
+        "upstream: http://u:1\ncors:\n  allow_origins: ['regex:(?!x)https://(a+)+\\.example\\.com']\n"
     )
     assert found == [
         "cfg.yaml:3: cors.allow_origins[0]: the regex has nested quantifiers, as in '(a+)+', "
         "and RE2 cannot read this pattern: one request could take minutes to match (write it "
         "without nesting, e.g. 'regex:https://[a-z0-9-]+\\.example\\.com')"
     ]
+
+
+def test_a_backreference_does_not_hide_an_exponential_regex() -> None:
+    # The analysis reports the worst problem, not the first it meets.
+    found = problems(
+        "upstream: http://u:1\ncors:\n  allow_origins: "
+        "['regex:(https)://(?:\\1)?(a+)+\\.example\\.com']\n"
+    )
+    assert found == [
+        "cfg.yaml:3: cors.allow_origins[0]: the regex has nested quantifiers, as in '(a+)+', "
+        "and RE2 cannot read this pattern: one request could take minutes to match (write it "
+        "without nesting, e.g. 'regex:https://[a-z0-9-]+\\.example\\.com')"
+    ]
+
+
+def test_python_only_end_anchor_runs_on_re2() -> None:
+    # `\Z` is RE2's `\z`: the pattern runs in linear time, so its polynomial shape is harmless.
+    entry, warned = compile_origin_entry(0, r"regex:https://a*a*a*a*a*a*a*a*\.example\.com\Z")
+    assert (entry.engine, warned) == ("re2", [])
+    assert entry.fullmatch is not None and entry.fullmatch("https://aa.example.com")
+    assert not entry.fullmatch("https://aa.example.com\n")  # `\Z`: end of text only
+    started = time.monotonic()
+    assert not entry.fullmatch("https://" + "a" * 200 + ".example.org")
+    assert time.monotonic() - started < 1
+    # `\s` means more to `re` than to RE2: such a pattern stays on `re`.
+    assert compile_origin_entry(0, r"regex:https://a\sb")[0].engine == "re"
+
+
+@pytest.mark.parametrize(
+    "regex",
+    [
+        r"(?!x)https://a*a*a*\.example\.com",
+        r"https://.*x.*\.example\.com(?<!y)",
+        r"https://[a-z0-9-]+-[a-z0-9-]+\.example\.com(?!x)",
+        r"https://(a|b)*a*\.example\.com(?!x)",
+        r"https://a+(?=.*b)\.example\.com",
+        r"(https://[a-z]+)\1",
+    ],
+)
+def test_a_polynomial_regex_on_re_is_refused(regex: str) -> None:
+    found = problems(f"upstream: http://u:1\ncors:\n  allow_origins: ['regex:{regex}']\n")
+    assert found == [
+        "cfg.yaml:3: cors.allow_origins[0]: the regex has adjacent quantifiers that can match "
+        "the same characters, as in 'a*a*', and RE2 cannot read this pattern: each way to split "
+        "a run of such characters is tried, so one request could take seconds to match (make "
+        "neighbouring parts match different characters, e.g. "
+        "'regex:https://[a-z0-9]+(-[a-z0-9]+)*\\.example\\.com', or drop what RE2 cannot "
+        "read (lookaround, backreferences))"
+    ]
+
+
+@pytest.mark.parametrize(
+    "regex",
+    [
+        r"(?!admin\.)https://[a-z0-9-]+\.example\.com",
+        r"https://[a-z0-9]+(-[a-z0-9]+)*\.example\.com(?!x)",
+        r"https://[a-z0-9-]+-[a-z0-9]+\.example\.com(?!x)",
+        r"https://([a-z0-9-]+\.)*example\.com(?!x)",
+        r"(?!x)https://app[0-9]{1,3}\.example\.com(:[0-9]+)?",
+    ],
+)
+def test_linear_regexes_on_re_pass_quietly(regex: str) -> None:
+    entry, _ = compile_origin_entry(0, f"regex:{regex}")
+    assert entry.engine == "re"
+    assert warnings(f"upstream: http://u:1\ncors:\n  allow_origins: ['regex:{regex}']\n") == []
+
+
+def test_what_a_config_expands_to_is_bounded_in_bytes_and_values() -> None:
+    # 1,000 references to one 100 KB value: far under the alias cap, 100 MB expanded.
+    big = "a" * 100_000
+    bomb = f"upstream: http://u:1\ncors:\n  allow_origins: [&a '{big}'" + ", *a" * 999 + "]\n"
+    started = time.monotonic()
+    assert problems(bomb) == [
+        "cfg.yaml:3: the config holds 100000035 bytes of text, YAML aliases followed (more than "
+        "1048576) (a config is a few KiB; write shorter values, or use fewer aliases)"
+    ]
+    many = "upstream: http://u:1\ncors:\n  allow_origins:\n" + "  - x\n" * 100_001
+    assert problems(many) == [
+        "cfg.yaml:99997: the config holds more than 100000 values (a config is a few KiB; is "
+        "this the right file?)"
+    ]
+    assert time.monotonic() - started < 30
+
+
+def test_diagnostics_quote_a_prefix_of_long_values() -> None:
+    long = "x" * 5000
+    with pytest.raises(ConfigError) as info:
+        parse_config(f"upstream: http://u:1\ncors:\n  allow_origins: ['{long}']\n", "c.yaml", {})
+    (line,) = shown(info.value.diagnostics)
+    assert f"'{'x' * 80}...'" in line and len(line) < 700, line
+    origins = "".join(f"    - bad{i}\n" for i in range(120))
+    with pytest.raises(ConfigError) as info:
+        parse_config(f"upstream: http://u:1\ncors:\n  allow_origins:\n{origins}", "c.yaml", {})
+    lines = shown(info.value.diagnostics)
+    assert len(lines) == 51 and lines[-1] == "... and 70 more"
 
 
 def test_only_regular_files_of_bounded_size_are_read(tmp_path: Path) -> None:

@@ -261,6 +261,14 @@ async def test_trace_is_refused_and_max_forwards_honoured(recorder: Recorder) ->
                              "Access-Control-Request-Method: PUT")  # fmt: skip
         assert head[0] == "HTTP/1.1 204 No Content"  # a preflight: the CORS answer
         assert header_values(head, "Access-Control-Allow-Origin") == [APP]
+        forwarded = len(recorder.seen)
+        for empty in (("Origin:", "Access-Control-Request-Method: PUT"),
+                      (f"Origin: {APP}", "Access-Control-Request-Method:")):  # fmt: skip
+            # Not a preflight to the CORS decision (empty values), so not to Max-Forwards either.
+            head, _ = await send("OPTIONS", "Max-Forwards: 0", *empty)
+            assert head[0] == "HTTP/1.1 200 OK", (empty, head)
+            assert header_values(head, "Allow") == ["GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"]
+        assert len(recorder.seen) == forwarded  # answered here, never forwarded with 0
 
 
 async def test_sec_websocket_origin_never_reaches_the_upstream(recorder: Recorder) -> None:
