@@ -16,7 +16,7 @@ import click
 from corsproxy import __version__
 from corsproxy.config import Config, ConfigError, Override, json_schema, load_config
 from corsproxy.cors import TOKEN
-from corsproxy.explain import explain, render_text
+from corsproxy.explain import explain, render_text, websocket_url
 from corsproxy.spec import shown
 
 EXIT_BLOCKED = 1
@@ -115,7 +115,8 @@ def _parse_header(
     "--proxy-origin",
     default="",
     help="The proxy's origin as the page addresses it, e.g. https://api.example.com (for "
-    "WebSockets on cors: false routes; default: from a ws:// --path, else the listen address).",
+    "WebSockets: cors: false routes and credentials; default: from a ws:// --path, else "
+    "unknown).",
 )
 @click.option(
     "--format",
@@ -142,14 +143,10 @@ def explain_command(
     1 when the browser would block it, 2 for a bad configuration.
     """
     config = _load(config_path)
-    scheme, sep, rest = path.partition("://")
-    if sep and scheme.lower() in ("ws", "wss"):  # the URL the page passes to new WebSocket()
-        authority, slash, tail = rest.partition("/")
+    url = websocket_url(path)
+    if url is not None:  # the URL the page passes to new WebSocket()
         websocket = True
-        proxy_origin = (
-            proxy_origin or f"{'https' if scheme.lower() == 'wss' else 'http'}://{authority}"
-        )
-        path = slash + tail
+        path, proxy_origin = url[0], proxy_origin or url[1]
     if not path.startswith("/"):
         path = "/" + path
     result = explain(

@@ -160,6 +160,8 @@ class Decision:
     origin: str = ""
     match: OriginMatch | None = None
     would: Decision | None = None  # report-only: what enforce mode would have done
+    # A WebSocket handshake forwarded without Cookie and Authorization (see _decide_enforced).
+    strip_credentials: bool = False
 
     @property
     def reason(self) -> str:
@@ -368,6 +370,15 @@ def _decide_enforced(policy: CorsPolicy, request: RequestView) -> Decision:
         vary=ACTUAL_VARY,
         origin=origin,
         match=match,
+        # Browsers attach cookies to every WebSocket handshake and nothing stops the page
+        # reading the answer: a policy without credentials forwards a cross-origin one
+        # without them, as it would a CORS request (else `*` would give any site the
+        # user's session, which the loader refuses for HTTP).
+        strip_credentials=(
+            request.websocket
+            and not policy.allow_credentials
+            and not same_origin(origin, request.own_origin)
+        ),
     )
 
 

@@ -58,6 +58,8 @@ class Explanation:
     failure: browser.Failure | None = None
     fix: str = ""
     readable: tuple[str, ...] = ()
+    # A WebSocket handshake forwarded without the page's Cookie and Authorization.
+    strips_credentials: bool = False
 
     @property
     def cause(self) -> str:
@@ -82,6 +84,7 @@ class Explanation:
             "cause": self.cause,
             "fix": self.fix,
             "readable_headers": list(self.readable),
+            "strips_credentials": self.strips_credentials,
             "steps": [
                 {
                     "title": s.title,
@@ -173,7 +176,7 @@ def explain(
     proxy_origin: str = "",
 ) -> Explanation:
     """What a browser does with one request. `websocket`: a page's `new WebSocket()` to the
-    proxy addressed as `proxy_origin` (default: the listen address)."""
+    proxy addressed as `proxy_origin` (unknown when empty)."""
     result = Explanation()
     steps = result.steps
     credentials_text = "with credentials" if credentials else "without credentials"
@@ -228,7 +231,8 @@ def explain(
         )
     steps.append(Step("Route", "info", route_lines))
     if websocket:
-        own = proxy_origin or f"http://{config.listen}"
+        own, own_lines = websocket_own_origin(proxy_origin)
+        route_lines += own_lines
         return _explain_websocket(config, route, origin, normalized.route_path, target, own, result)
 
     # 2. The origin against the allow-list.
@@ -316,6 +320,43 @@ def explain(
     return result
 
 
+def websocket_url(url: str) -> tuple[str, str] | None:
+    """For a ws:// or wss:// URL as a page passes it to `new WebSocket()`: the path (and
+    query) requested, and the origin the page addresses the proxy at (without the userinfo,
+    which is not part of the Host a browser sends)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("ws", "wss"):
+        return None
+    authority, slash, tail = rest.partition("/")
+    authority, _, query = authority.partition("?")
+    host = authority.rpartition("@")[2]
+    path = slash + tail if slash else "/" + (f"?{query}" if query else "")
+    return path, f"{'https' if scheme.lower() == 'wss' else 'http'}://{host}"
+
+
+def websocket_own_origin(proxy_origin: str) -> tuple[str, list[str]]:
+    """The proxy's own origin as the server computes it for a handshake to `proxy_origin`
+    (`scheme://host[:port]` as the page addresses the proxy): `http://` + the Host the
+    client sends, since corsproxy never terminates TLS. Lines saying what was assumed."""
+    if not proxy_origin:
+        return "", [
+            "the proxy's own origin (scheme and Host as the page addresses the proxy) is "
+            "unknown: pass --proxy-origin, or the ws:// URL the page opens as --path; until "
+            "then no Origin counts as the proxy's own"
+        ]
+    scheme, sep, authority = proxy_origin.partition("://")
+    authority = authority.rpartition("@")[2].split("/", 1)[0]
+    own = f"http://{authority}" if sep else proxy_origin
+    lines = [f"the proxy's own origin: {own}"]
+    if sep and scheme.lower() in ("https", "wss"):
+        lines.append(
+            f"corsproxy does not terminate TLS: behind the TLS terminator it sees http, so it "
+            f"takes {own} (not {scheme.lower()}://{authority}) as its own origin, and pages on "
+            "https:// count as cross-origin"
+        )
+    return own, lines
+
+
 def _explain_websocket(
     config: Config,
     route: Route,
@@ -333,16 +374,13 @@ def _explain_websocket(
         steps.append(_origin_step(config, route, policy, origin))
     else:
         same = same_origin(origin, own)
-        steps.append(
-            Step(
-                "Origin",
-                "ok" if same else "blocked",
-                [
-                    f"{origin} {'is' if same else 'is not'} the proxy's own origin {own} "
-                    "(scheme, host and port as the page addressed the proxy)"
-                ],
-            )
+        line = (
+            f"{origin} {'is' if same else 'is not'} the proxy's own origin {own} "
+            "(scheme, host and port as the page addressed the proxy)"
+            if own
+            else f"{origin} is not known to be the proxy's own origin (see --proxy-origin)"
         )
+        steps.append(Step("Origin", "ok" if same else "blocked", [line]))
     view = RequestView.from_pairs("GET", path, [("Origin", origin)], True, own)
     decision = _enforced(decide(policy, view))
     lines = [
@@ -361,6 +399,14 @@ def _explain_websocket(
         return _blocked(result, decision.reason, None, _websocket_fix(config, route, origin, own))
     ws_target = target.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
     lines.append(f"forwarded to {ws_target}; the upstream's 101 reaches the page")
+    if decision.strip_credentials:
+        result.strips_credentials = True
+        lines.append(
+            "forwarded WITHOUT the page's Cookie and Authorization headers: browsers attach "
+            "cookies to every WebSocket handshake, and this policy has allow_credentials: "
+            "false, so a cross-origin handshake gets what a CORS request without credentials "
+            f"gets (set allow_credentials: true in {_route_key(config, route)} to keep them)"
+        )
     answer = response_headers(decision, [])
     if answer:
         lines.append("headers corsproxy adds to the 101:")
@@ -376,9 +422,9 @@ def _websocket_fix(config: Config, route: Route, origin: str, own: str) -> str:
         return _fix_for(config, route, "origin_not_allowed", origin)
     return (
         f"this path's route sets cors: false ({config.source}:{route.line}), so only pages of "
-        f"the proxy's own origin ({own}) may open WebSockets: give the route a cors policy "
-        f"that lists '{origin}', or pass --proxy-origin if the page addresses the proxy "
-        "otherwise"
+        f"the proxy's own origin ({own or 'unknown'}) may open WebSockets: give the route a "
+        f"cors policy that lists '{origin}', or pass --proxy-origin if the page addresses the "
+        "proxy otherwise"
     )
 
 

@@ -282,6 +282,28 @@ BODY_TIMEOUT = Failure(408, "body_timeout", "the request body stalled")
 BODY_TOO_SLOW = Failure(408, "body_too_slow", "the request body arrived too slowly")
 NO_ROUTE = Failure(404, "no_route", "no route for this path")
 BAD_VERSION = Failure(505, "http_version_not_supported", "only HTTP/1.0 and HTTP/1.1 are served")
+WS_BAD_VERSION = Failure(426, "websocket_bad_version", "only WebSocket version 13 is served")
+WS_BAD_HANDSHAKE = Failure(400, "websocket_bad_handshake", "not a valid WebSocket handshake")
+
+
+def websocket_handshake_failure(http11: bool, headers: Iterable[tuple[str, str]]) -> Failure | None:
+    """What is wrong with a client's WebSocket handshake (RFC 6455 4.2.1), checked before
+    anything goes upstream: HTTP/1.1, one `Sec-WebSocket-Version: 13` (else 426, which
+    names the version served, 4.4) and one key of 16 bytes in base64."""
+    pairs = [(n.lower(), v.strip(" \t")) for n, v in headers]
+    versions = [v for n, v in pairs if n == "sec-websocket-version"]
+    keys = [v for n, v in pairs if n == "sec-websocket-key"]
+    if not http11:
+        return WS_BAD_HANDSHAKE
+    if versions != ["13"]:
+        return WS_BAD_VERSION
+    if len(keys) != 1 or not _WS_KEY.match(keys[0]):
+        return WS_BAD_HANDSHAKE
+    return None
+
+
+# 16 bytes in base64 (the upstream handshake uses a key of the proxy's own).
+_WS_KEY = re.compile(r"[A-Za-z0-9+/]{22}==\Z")
 
 
 # --- TRACE and Max-Forwards (RFC 9110 7.6.2, 9.3.8) ----------------------------------

@@ -187,8 +187,10 @@ class ProxyApp:
         self.header_cap = header_cap(config.limits.max_header_size)
 
     async def start(self) -> None:
-        self.session = make_session()
-        # Read at start only: a reload does not resize the pool.
+        # Read at start only: a reload does not resize the pools. Open WebSockets are capped
+        # at the same number (each holds a connection of its own pool), which bounds their
+        # memory too.
+        self.session = make_session(connections=self.config.limits.upstream_connections)
         self.upstreams = UpstreamClient(limit=self.config.limits.upstream_connections)
 
     async def close_websockets(self) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -23,11 +24,14 @@ from typing import Any
 
 import aiohttp
 from aiohttp import WSMsgType, web
+from aiohttp.http import HttpVersion11
 from yarl import URL
 
 from corsproxy import forwarding as fw
 from corsproxy.cors import Decision, response_headers
 from corsproxy.proxy import Exchange, Target, error_response
+
+log = logging.getLogger("corsproxy")
 
 # Connections of the WebSocket session: each open WebSocket holds one for its whole life.
 CONNECTIONS = 512
@@ -38,6 +42,10 @@ _WS_HANDSHAKE = frozenset(
     {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
      "sec-websocket-accept", "sec-websocket-protocol"}
 )  # fmt: skip
+
+# Stripped from the upstream handshake when the decision says so (a cross-origin page on a
+# policy without credentials); Proxy-Authorization is hop-by-hop and never forwarded.
+_CREDENTIALS = frozenset({"cookie", "authorization"})
 
 TOO_BIG = aiohttp.WSCloseCode.MESSAGE_TOO_BIG
 GOING_AWAY = aiohttp.WSCloseCode.GOING_AWAY
@@ -125,13 +133,32 @@ async def tunnel(
     The upstream handshake, waiting for a connection slot included, is bounded by the
     route's connect + read timeouts (504). Open client sockets are kept in `registry`, so
     shutdown can close them with 1001."""
+    failure = fw.websocket_handshake_failure(
+        request.version == HttpVersion11, request.headers.items()
+    )
+    if failure is not None:  # answered here: nothing reaches the upstream
+        exchange.reason = failure.reason
+        response = error_response(failure, decision)
+        if failure is fw.WS_BAD_VERSION:
+            response.headers["Sec-WebSocket-Version"] = "13"
+        return response
     protocols = [
         p.strip()
         for value in request.headers.getall("Sec-WebSocket-Protocol", ())
         for p in value.split(",")
         if p.strip()
     ]
-    headers = [(n, v) for n, v in target.headers if n.lower() not in _WS_HANDSHAKE]
+    drop = _WS_HANDSHAKE | _CREDENTIALS if decision.strip_credentials else _WS_HANDSHAKE
+    headers = [(n, v) for n, v in target.headers if n.lower() not in drop]
+    would = decision.would  # report-only: nothing changes on the wire, the log says it
+    has_credentials = any(n.lower() in _CREDENTIALS for n, _ in target.headers)
+    if would is not None and would.strip_credentials and has_credentials:
+        log.info(
+            "report-only: enforce mode would strip Cookie and Authorization from the "
+            "WebSocket handshake %s (request id %s)",
+            request.raw_path[:200],
+            exchange.request_id,
+        )
     ws_url = URL(target.url, encoded=True)
     ws_url = ws_url.with_scheme("wss" if ws_url.scheme == "https" else "ws")
     bound = target.connect_timeout + target.read_timeout
@@ -147,6 +174,7 @@ async def tunnel(
                 autoclose=False,
                 max_msg_size=_aiohttp_limit(max_msg_size),
                 decode_text=False,
+                compress=0,  # no permessage-deflate offered (see the client side)
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT),
             )
     except aiohttp.WSServerHandshakeError as exc:
@@ -170,16 +198,21 @@ async def tunnel(
         exchange.error = f"{failure.reason}: {exc!r}"[:300]
         return error_response(failure, decision)
     exchange.upstream_status = 101
-    client = web.WebSocketResponse(
+    client = _ClientSocket(
         protocols=(upstream.protocol,) if upstream.protocol else (),
         autoping=False,
         autoclose=False,
         max_msg_size=_aiohttp_limit(max_msg_size),
         decode_text=False,
         timeout=CLOSE_TIMEOUT,
+        # No permessage-deflate: a deflated frame of 4 KB can inflate to a whole message,
+        # so memory would follow the limit, not what the client sends. (The upstream leg
+        # offers none either: ws_connect's compress=0.)
+        compress=False,
     )
     for name, value in response_headers(decision, []):
         client.headers.add(name, value)
+    client.headers["X-Request-Id"] = exchange.request_id
     registry.add(client)
     try:
         await client.prepare(request)
@@ -203,6 +236,15 @@ async def tunnel(
         await upstream.close(code=aiohttp.WSCloseCode.GOING_AWAY)
         await client.close(code=aiohttp.WSCloseCode.GOING_AWAY)
     return client
+
+
+class _ClientSocket(web.WebSocketResponse):
+    """The client's side of a tunnel: aiohttp's default `Server` header (naming Python and
+    aiohttp versions) is not sent; the upstream's 101 headers are not relayed either."""
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        self.headers.popall("server", None)
 
 
 def _aiohttp_limit(limit: int) -> int:
@@ -240,7 +282,8 @@ async def _pump(source: Socket, sink: Socket, name: str, exchange: Exchange, lim
         message = await source.receive()
         kind = message.type
         if kind in (WSMsgType.TEXT, WSMsgType.BINARY) and len(message.data) > limit:
-            # aiohttp lets a compressed message of limit + 1 bytes through (see _aiohttp_limit).
+            # Defensive: aiohttp lets an inflated message of limit + 1 bytes through, were
+            # compression ever negotiated (see _aiohttp_limit).
             await source.close(code=TOO_BIG)
             why = f"{name} message too big"
             return Ending(TOO_BIG, why.encode(), False, why)

@@ -111,11 +111,17 @@ def test_explain_a_websocket_by_its_url(runner: CliRunner) -> None:
     cross = runner.invoke(cli, [*base, "--origin", "https://app.example.com"])
     assert cross.exit_code == 1, cross.output
     assert "VERDICT: BLOCKED (websocket_cross_origin)" in cross.stdout
-    # The page's origin is the proxy's own (from the wss:// URL): same origin.
-    same = runner.invoke(cli, [*base, "--origin", "https://api.example.com"])
+    # corsproxy never terminates TLS: it sees the wss:// handshake as http, so a page on
+    # https://api.example.com is cross-origin there, as the server decides.
+    tls = runner.invoke(cli, [*base, "--origin", "https://api.example.com"])
+    assert tls.exit_code == 1, tls.output
+    assert "does not terminate TLS" in tls.stdout
+    # The page's origin is the proxy's own (from the ws:// URL, userinfo dropped).
+    plain = ["explain", "-c", EXAMPLE, "--path", "ws://u:p@api.example.com/internal/ws"]
+    same = runner.invoke(cli, [*plain, "--origin", "http://api.example.com"])
     assert same.exit_code == 0, same.output
     assert "WebSocket handshake  [ok]" in same.stdout
-    other = ["--origin", "https://app.example.com", "--proxy-origin", "https://app.example.com"]
+    other = ["--origin", "http://app.example.com", "--proxy-origin", "http://app.example.com"]
     assert runner.invoke(cli, [*base, *other]).exit_code == 0
     flag = ["explain", "-c", EXAMPLE, "--websocket", "--path", "/api/chat"]
     result = runner.invoke(cli, [*flag, "--origin", "https://evil.example", "--format", "json"])

@@ -881,3 +881,36 @@ def test_memoized_websocket_decisions_read_the_own_origin() -> None:
     pol.decisions.clear()
     assert decide_cached(pol, ws("https://evil.example", own=long_host)).action is Action.REFUSE
     assert pol.decisions == {}
+
+
+@pytest.mark.parametrize(
+    ("cors", "origin", "strip"),
+    [
+        # Browsers attach cookies to a WebSocket handshake whatever CORS says, and nothing
+        # stops the page reading it: without allow_credentials a cross-origin one loses them.
+        ({"allow_origins": ["*"]}, "https://evil.example", True),
+        ({"allow_origins": ["null"]}, "null", True),
+        ({"allow_origins": [APP]}, APP, True),
+        ({"allow_origins": [APP], "allow_credentials": True}, APP, False),
+        ({"allow_origins": ["*"]}, PROXY, False),  # the proxy's own origin keeps them
+        ({"allow_origins": ["*"]}, None, False),  # not a browser
+    ],
+)
+def test_a_cross_origin_websocket_on_a_policy_without_credentials_is_forwarded_without_them(
+    cors: dict[str, Any], origin: str | None, strip: bool
+) -> None:
+    pol = policy(**cors)
+    decision = decide(pol, ws(origin))
+    assert decision.action is Action.FORWARD
+    assert decision.strip_credentials is strip
+    assert decide_cached(pol, ws(origin)).strip_credentials is strip
+    # Ordinary requests never strip (the browser decides what it sends).
+    assert not decide(pol, get(origin)).strip_credentials
+    # Report-only changes nothing on the wire, but says what enforce mode would do.
+    shadow = decide(policy(**cors, mode="report-only"), ws(origin))
+    assert not shadow.strip_credentials
+    assert shadow.would is not None and shadow.would.strip_credentials is strip
+
+
+def test_a_same_origin_websocket_on_a_route_without_cors_keeps_its_credentials() -> None:
+    assert not decide(cors_false(), ws(PROXY)).strip_credentials

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from corsproxy.browser import is_safelisted_request_header, preflight_need
-from corsproxy.explain import explain, render_text
+from corsproxy.explain import explain, render_text, websocket_url
 from tests.helpers import config
 
 APP = "https://app.example.com"
@@ -301,7 +301,8 @@ def test_explain_lists_each_preflight_check() -> None:
 
 # --- WebSockets: no preflight, no CORS in the browser; the decision checks Origin ----------
 
-PROXY = "https://api.example.com"
+PROXY = "http://api.example.com"
+TLS_PROXY = "https://api.example.com"  # behind a TLS terminator: corsproxy sees http
 
 WEBSOCKET_CASES = [
     # id, origin, path, allowed, reason
@@ -309,6 +310,7 @@ WEBSOCKET_CASES = [
     ("disallowed-origin", "https://evil.example", "/chat", False, "websocket_origin_not_allowed"),
     ("cors-false-cross-site", APP, "/internal/ws", False, "websocket_cross_origin"),
     ("cors-false-same-origin", PROXY, "/internal/ws", True, "websocket_same_origin"),
+    ("cors-false-https-page", TLS_PROXY, "/internal/ws", False, "websocket_cross_origin"),
     ("cors-false-null", "null", "/internal/ws", False, "websocket_cross_origin"),
     ("report-only-as-enforce", APP, "/shadow/ws", False, "websocket_origin_not_allowed"),
 ]
@@ -339,3 +341,59 @@ def test_explain_websocket_fixes_name_the_config() -> None:
     handshake = next(s for s in allowed.steps if s.title == "WebSocket handshake")
     assert ("Access-Control-Allow-Origin", APP) in handshake.headers
     assert "forwarded to ws://legacy:9000/chat" in render_text(allowed)
+
+
+def test_explain_websocket_own_origin_is_what_the_server_sees() -> None:
+    """corsproxy never terminates TLS: a page on https://api.example.com opening
+    wss://api.example.com reaches it as http with that Host, a cross-origin handshake."""
+    result = explain(CONFIG, TLS_PROXY, path="/internal/ws", websocket=True, proxy_origin=TLS_PROXY)
+    assert (result.allowed, result.reason) == (False, "websocket_cross_origin")
+    text = render_text(result)
+    assert "the proxy's own origin: http://api.example.com" in text
+    assert "corsproxy does not terminate TLS" in text
+    # A port is kept, userinfo is not part of it.
+    own = "http://u:p@api.example.com:8443"
+    result = explain(CONFIG, "http://api.example.com:8443", path="/internal/ws",
+                     websocket=True, proxy_origin=own)  # fmt: skip
+    assert (result.allowed, result.reason) == (True, "websocket_same_origin")
+
+
+def test_explain_websocket_without_the_proxy_origin_says_it_is_unknown() -> None:
+    """Was: the listen address (http://0.0.0.0:8080 in most configs), which blocked every
+    same-origin page. Now: unknown, and the output names the flag that sets it."""
+    result = explain(CONFIG, PROXY, path="/internal/ws", websocket=True)
+    assert (result.allowed, result.reason) == (False, "websocket_cross_origin")
+    text = render_text(result)
+    assert "own origin" in text and "is unknown: pass --proxy-origin" in text
+    assert "0.0.0.0" not in text and str(CONFIG.listen) not in text
+    assert "(unknown)" in result.fix
+
+
+@pytest.mark.parametrize(
+    ("url", "path", "own"),
+    [
+        ("ws://u:p@127.0.0.1:18800/priv/ws/a", "/priv/ws/a", "http://127.0.0.1:18800"),
+        ("wss://api.example.com/x?y=1", "/x?y=1", "https://api.example.com"),
+        ("ws://api.example.com", "/", "http://api.example.com"),
+        ("WS://h:80?q", "/?q", "http://h:80"),
+        ("http://h/x", None, None),
+        ("/x", None, None),
+    ],
+)
+def test_websocket_url(url: str, path: str | None, own: str | None) -> None:
+    expected = None if path is None else (path, own)
+    assert websocket_url(url) == expected
+
+
+def test_explain_websocket_shows_credentials_stripped() -> None:
+    """A cross-origin handshake on a policy without credentials loses Cookie and
+    Authorization; explain says so (text and JSON)."""
+    result = explain(CONFIG, "https://evil.example", path="/public/ws", websocket=True)
+    assert result.allowed and result.strips_credentials
+    assert result.to_json()["strips_credentials"] is True
+    assert "WITHOUT the page's Cookie and Authorization" in render_text(result)
+    kept = explain(CONFIG, APP, path="/chat", websocket=True)  # credentials allowed
+    assert kept.allowed and not kept.strips_credentials
+    assert "WITHOUT" not in render_text(kept)
+    own = explain(CONFIG, PROXY, path="/public/ws", websocket=True, proxy_origin=PROXY)
+    assert own.allowed and not own.strips_credentials

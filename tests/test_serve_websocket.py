@@ -10,15 +10,18 @@ import re
 import signal
 import struct
 import time
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 
-from corsproxy import websocket
+from corsproxy.explain import explain, websocket_url
+from tests.helpers import config as compile_config
 from tests.net import Recorder, raw_upstream, rss_kib, running_app, running_proxy, start_cli
 
 APP = "https://app.example.com"
@@ -94,6 +97,7 @@ class Upstream:
     closes: list[tuple[int, str]] = field(default_factory=list)
     closed_by_proxy: list[int | None] = field(default_factory=list)
     handshakes: int = 0
+    headers: list[dict[str, str]] = field(default_factory=list)  # of each handshake
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def app(self) -> web.Application:
@@ -103,6 +107,7 @@ class Upstream:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.handshakes += 1
+        self.headers.append(dict(request.headers))
         # No limit here: whatever the proxy relays must reach this list.
         ws = web.WebSocketResponse(autoclose=False, autoping=False, max_msg_size=0)
         await ws.prepare(request)
@@ -152,6 +157,12 @@ async def tunnel_through(
             "routes": [
                 {"path_prefix": "/open", "cors": False},
                 {"path_prefix": "/shadow", "cors": {"mode": "report-only"}},
+                {"path_prefix": "/any", "cors": {"allow_origins": ["*", "null"]}},
+                {"path_prefix": "/creds", "cors": {"allow_credentials": True}},
+                {
+                    "path_prefix": "/shadow-any",
+                    "cors": {"allow_origins": ["*"], "mode": "report-only"},
+                },
             ],
             "limits": limits or {},
         }
@@ -246,18 +257,59 @@ async def test_an_upstream_message_over_the_limit_closes_with_1009_and_never_rea
         await wait_for(upstream.done)
 
 
-async def test_a_compressed_message_over_the_limit_is_refused_too() -> None:
-    # permessage-deflate on the client leg: the limit applies to the inflated message.
-    limits = {"max_ws_message_size": LIMIT}
-    async with tunnel_through(limits) as (proxy, upstream), aiohttp.ClientSession() as client:
-        async with client.ws_connect(f"{proxy}/ws", headers={"Origin": APP}, compress=15) as ws:
-            assert ws.compress == 15
-            await ws.send_bytes(b"a" * LIMIT)
-            await ws.send_bytes(b"a" * (LIMIT + 1))
-            message = await ws.receive(timeout=5)
-            assert (message.type, message.data) == (WSMsgType.CLOSE, 1009)
+def _deflated(data: bytes) -> bytes:
+    """A permessage-deflate payload (RFC 7692 7.2.1: the trailing 00 00 ff ff removed)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return (compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+async def _raw_handshake(
+    proxy: str, head: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    """Send a raw request head (`{host}` is filled in); the reader, writer and answer head."""
+    host, port = re.match(r"ws://([^:]+):(\d+)", proxy).groups()  # type: ignore[union-attr]
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(head.replace("{host}", f"{host}:{port}").encode())
+    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    return reader, writer, answer
+
+
+async def test_permessage_deflate_is_never_negotiated_so_memory_follows_the_bytes_sent() -> None:
+    """4 KB of deflated zeros would inflate to a whole 4 MiB message: a client leg with
+    compression lets 100 connections grow the process by 1.4 GB for 2 MB sent. Neither leg
+    negotiates it; a compressed frame is a protocol error (1002), never inflated."""
+    limit = 4 * 1024 * 1024
+    async with tunnel_through({"max_ws_message_size": limit}) as (proxy, upstream):
+        async with aiohttp.ClientSession() as client:
+            async with client.ws_connect(f"{proxy}/ws", headers={"Origin": APP}, compress=15) as ws:
+                assert ws.compress == 0
+        assert "Sec-WebSocket-Extensions" not in upstream.headers[-1]  # none offered upstream
+        upstream.done.clear()
+        key = base64.b64encode(os.urandom(16)).decode()
+        reader, writer, head = await _raw_handshake(
+            proxy,
+            "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+        )
+        try:
+            assert head.startswith(b"HTTP/1.1 101")
+            assert b"sec-websocket-extensions" not in head.lower()
+            payload = _deflated(b"\0" * limit)
+            assert len(payload) < 5000
+            mask = os.urandom(4)
+            masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+            # FIN + RSV1 (compressed) + BINARY, masked, 16-bit length.
+            writer.write(bytes([0xC2, 0x80 | 126]) + struct.pack("!H", len(payload)) + mask)
+            writer.write(masked)
+            await writer.drain()
+            frame = await asyncio.wait_for(reader.readexactly(4), 5)
+            assert frame[0] == 0x88
+            assert struct.unpack("!H", frame[2:4])[0] == 1002  # protocol error
+        finally:
+            writer.close()
         await wait_for(upstream.done)
-        assert [size for _, size in upstream.received] == [LIMIT]
+        assert upstream.received == []
 
 
 def _masked_frame_header(opcode: int, length: int) -> bytes:
@@ -336,11 +388,13 @@ async def test_an_upstream_that_never_answers_the_handshake_gets_a_504_in_time(
 
 
 async def test_a_websocket_waiting_for_a_connection_slot_gets_a_504_in_time(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(websocket, "CONNECTIONS", 1)
+    """Open WebSockets per process are capped by limits.upstream_connections (so is their
+    memory): one more waits for a slot, then gets 504."""
     timeouts = {"connect": 0.5, "read": 0.5}
-    async with tunnel_through(timeouts=timeouts) as (proxy, upstream):
+    limits = {"upstream_connections": 1}
+    async with tunnel_through(limits, timeouts) as (proxy, upstream):
         async with aiohttp.ClientSession() as client:
             async with client.ws_connect(f"{proxy}/ws", headers={"Origin": APP}) as first:
                 with caplog.at_level("INFO", logger="corsproxy.access"):
@@ -441,6 +495,107 @@ async def test_report_only_forwards_the_handshake_and_logs_would_refuse(
             "websocket_origin_not_allowed",
         )
         assert upstream.handshakes == 1
+
+
+# --- credentials: a cross-origin page on a policy without them gets none ----------------
+
+CREDENTIALS = {"Cookie": "session=SECRET", "Authorization": "Bearer SECRET"}
+
+
+async def test_a_cross_origin_handshake_on_a_policy_without_credentials_loses_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Browsers attach cookies to every WebSocket handshake and nothing stops the page from
+    reading the messages: `*` without credentials must not hand evil.example the session
+    (for HTTP the loader refuses `*` with credentials)."""
+    async with tunnel_through() as (proxy, upstream):
+        host = proxy.removeprefix("ws://")
+        cases = [
+            # path, origin, credentials forwarded
+            ("/any/ws", EVIL, False),
+            ("/any/ws", "null", False),
+            ("/ws", APP, False),  # listed, but the policy has no credentials
+            ("/creds/ws", APP, True),
+            ("/any/ws", f"http://{host}", True),  # the proxy's own origin
+            ("/open/ws", f"http://{host}", True),  # cors: false, same origin
+            ("/any/ws", None, True),  # not a browser
+        ]
+        for path, origin, kept in cases:
+            headers = {**CREDENTIALS, **({"Origin": origin} if origin else {})}
+            status, _, _ = await _handshake(proxy, path, headers)
+            assert status == 101, (path, origin)
+            seen = upstream.headers[-1]
+            got = {n: seen.get(n) for n in CREDENTIALS}
+            assert got == (CREDENTIALS if kept else dict.fromkeys(CREDENTIALS)), (path, origin)
+        # Report-only changes nothing on the wire; the log says what enforce mode would do.
+        with caplog.at_level("INFO", logger="corsproxy"):
+            status, _, _ = await _handshake(
+                proxy, "/shadow-any/ws", {**CREDENTIALS, "Origin": EVIL}
+            )
+        assert status == 101
+        assert upstream.headers[-1]["Cookie"] == "session=SECRET"
+        assert any("would strip Cookie and Authorization" in r.getMessage() for r in caplog.records)
+
+
+# --- the client's handshake is checked before anything goes upstream -------------------
+
+_BAD_HANDSHAKES = [
+    # id, request line version, extra header lines, status
+    ("version-99", "HTTP/1.1", "Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 99\r\n", 426),
+    ("no-version", "HTTP/1.1", "Sec-WebSocket-Key: {key}\r\n", 426),
+    ("no-key", "HTTP/1.1", "Sec-WebSocket-Version: 13\r\n", 400),
+    ("short-key", "HTTP/1.1", "Sec-WebSocket-Key: AAAA\r\nSec-WebSocket-Version: 13\r\n", 400),
+    (
+        "two-keys",
+        "HTTP/1.1",
+        "Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
+        400,
+    ),
+    ("http-1.0", "HTTP/1.0", "Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n", 400),
+]
+
+
+@pytest.mark.parametrize(
+    ("version", "lines", "status"),
+    [c[1:] for c in _BAD_HANDSHAKES],
+    ids=[c[0] for c in _BAD_HANDSHAKES],
+)
+async def test_a_malformed_client_handshake_is_answered_here_and_never_reaches_the_upstream(
+    version: str, lines: str, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Was: the upstream handshake done (its app ran), then a 500 without CORS and a
+    traceback per request. Now: 400, or 426 naming version 13 (RFC 6455 4.4), with CORS."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    async with tunnel_through() as (proxy, upstream):
+        with caplog.at_level("INFO"):
+            _, writer, head = await _raw_handshake(
+                proxy,
+                f"GET /ws {version}\r\nHost: {{host}}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nOrigin: {APP}\r\n{lines.format(key=key)}\r\n",
+            )
+            writer.close()
+        text = head.decode("latin-1")
+        assert re.match(rf"HTTP/1\.[01] {status} ", text), text
+        assert f"Access-Control-Allow-Origin: {APP}" in text
+        assert "X-Request-Id: " in text
+        assert ("Sec-WebSocket-Version: 13" in text) is (status == 426)
+        assert upstream.handshakes == 0
+        assert [r for r in caplog.records if r.levelname == "ERROR" or r.exc_info] == []
+        fields = _access_records(caplog)[-1]
+        assert fields["status"] == status
+
+
+async def test_the_101_names_no_server_and_carries_the_request_id() -> None:
+    """The upstream sends no Server header: none is invented (aiohttp's would name Python
+    and aiohttp versions). X-Request-Id comes back as on every other answer."""
+    async with tunnel_through() as (proxy, _):
+        status, headers, _ = await _handshake(proxy, "/ws", {"Origin": APP, "X-Request-Id": "r-42"})
+        names = {n.lower(): v for n, v in headers.items()}
+        assert status == 101
+        assert "server" not in names
+        assert names["x-request-id"] == "r-42"
+        status, headers, _ = await _handshake(proxy, "/ws", {"Origin": APP})
+        assert len({n.lower(): v for n, v in headers.items()}["x-request-id"]) >= 8
 
 
 # --- endings without a closing handshake ---------------------------------------------
@@ -576,3 +731,78 @@ async def test_the_access_line_of_a_websocket_says_how_it_ended(
     assert [(r["status"], r["error"]) for r in records[:5]] == [(101, "")] * 5
     assert records[5]["status"] == 101
     assert records[5]["error"].startswith("upstream message too big")
+
+
+# --- explain predicts what the server does ---------------------------------------------
+
+_EXPLAIN_TABLE = [
+    # the URL the page opens ({port}: the proxy's), the page's origin
+    ("ws://127.0.0.1:{port}/open/ws", "http://127.0.0.1:{port}"),
+    ("ws://u:p@127.0.0.1:{port}/open/ws", "http://127.0.0.1:{port}"),  # userinfo
+    ("ws://127.0.0.1:{port}/open/ws?x=1", "http://127.0.0.1:{port}"),
+    ("ws://LOCALHOST:{port}/open/ws", "http://localhost:{port}"),
+    ("ws://api.example.com/open/ws", "http://api.example.com"),
+    ("wss://api.example.com/open/ws", "https://api.example.com"),  # behind a TLS terminator
+    ("wss://api.example.com:8443/open/ws", "https://api.example.com:8443"),
+    ("ws://127.0.0.1:{port}/open/ws", "null"),
+    ("ws://127.0.0.1:{port}/open/ws", EVIL),
+    ("ws://127.0.0.1:{port}/ws", APP),  # allowed, no credentials
+    ("ws://127.0.0.1:{port}/ws", EVIL),
+    ("ws://127.0.0.1:{port}/ws", "http://127.0.0.1:{port}"),  # own origin, not listed
+    ("ws://127.0.0.1:{port}/any/ws", EVIL),
+    ("ws://127.0.0.1:{port}/any/ws", "http://127.0.0.1:{port}"),
+    ("wss://api.example.com/any/ws", "https://api.example.com"),
+    ("ws://127.0.0.1:{port}/creds/ws", APP),
+]
+
+
+def _browser_host(url: str) -> str:
+    """The Host a browser sends for a ws:// or wss:// URL (a TLS terminator passes it on)."""
+    split = urlsplit(url)
+    assert split.hostname is not None
+    default = 443 if split.scheme == "wss" else 80
+    host = f"[{split.hostname}]" if ":" in split.hostname else split.hostname
+    return host if split.port in (None, default) else f"{host}:{split.port}"
+
+
+async def test_explain_predicts_the_servers_verdict_for_a_table_of_handshakes() -> None:
+    """`explain --path <ws URL>` against the very config the server runs: the verdict, and
+    whether the upstream gets the page's cookie, as the real server decides."""
+    async with tunnel_through() as (proxy, upstream):
+        port = proxy.rsplit(":", 1)[1]
+        url = proxy.replace("ws://", "http://")
+        config = compile_config(
+            {
+                "listen": "0.0.0.0:8080",  # what explain must not take as the own origin
+                "upstream": url,
+                "cors": {"allow_origins": [APP]},
+                "routes": [
+                    {"path_prefix": "/open", "cors": False},
+                    {"path_prefix": "/any", "cors": {"allow_origins": ["*", "null"]}},
+                    {"path_prefix": "/creds", "cors": {"allow_credentials": True}},
+                ],
+            }
+        )
+        rows = []
+        for template, origin_template in _EXPLAIN_TABLE:
+            page_url, origin = template.format(port=port), origin_template.format(port=port)
+            parsed = websocket_url(page_url)
+            assert parsed is not None
+            path, own = parsed
+            predicted = explain(config, origin, path=path, websocket=True, proxy_origin=own)
+            before = upstream.handshakes
+            headers = {"Host": _browser_host(page_url), "Origin": origin, "Cookie": "s=SECRET"}
+            status, _, _ = await _handshake(proxy, path, headers)
+            got_cookie = upstream.handshakes > before and "Cookie" in upstream.headers[-1]
+            rows.append(
+                (
+                    page_url,
+                    origin,
+                    (predicted.allowed, predicted.allowed and not predicted.strips_credentials),
+                    (status == 101, got_cookie),
+                )
+            )
+    wrong = [row for row in rows if row[2] != row[3]]
+    assert wrong == [], wrong
+    # The table covers both verdicts and both credential outcomes.
+    assert {row[3] for row in rows} == {(False, False), (True, False), (True, True)}
