@@ -14,10 +14,10 @@ import fcntl
 import logging
 import socket
 import struct
+import termios
 import time
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
-from termios import TIOCOUTQ
 
 from aiohttp import web
 from aiohttp.http import HttpVersion10
@@ -34,6 +34,8 @@ CHUNK = 64 * 1024
 SMALL_BODY = 64 * 1024
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 _OUTQ = array.array("i", [0])  # TIOCOUTQ's answer (a C int); one loop thread uses it
+# Linux: bytes the peer has not acknowledged; elsewhere only the proxy's own buffer counts.
+_TIOCOUTQ: int | None = getattr(termios, "TIOCOUTQ", None)
 
 
 @dataclass
@@ -292,9 +294,9 @@ class _Sender:
     def _account(self, now: float) -> None:
         transport = self.request.transport
         buffered = transport.get_write_buffer_size() if transport is not None else 0
-        if self.fd >= 0:
+        if self.fd >= 0 and _TIOCOUTQ is not None:
             try:
-                fcntl.ioctl(self.fd, TIOCOUTQ, _OUTQ, True)
+                fcntl.ioctl(self.fd, _TIOCOUTQ, _OUTQ, True)
                 buffered += _OUTQ[0]
             except OSError:  # not Linux, or the socket is gone: the proxy's buffer alone
                 pass
