@@ -98,6 +98,8 @@ class Limits:
     # Kestrel's minimum request body data rate, enforced after the grace period (408 below it).
     min_body_rate: int = 240
     min_body_rate_grace: float = 5.0
+    # The same for a streamed answer the client takes (Kestrel's MinResponseDataRate).
+    min_response_rate: int = 240
     # Open upstream connections per process (connecting ones count).
     upstream_connections: int = 512
     # The largest request line or header field line; a larger request head is a 431.
@@ -355,6 +357,12 @@ TIMEOUTS_SPEC = Obj(
     {
         "connect": Field(duration(), "Connecting to the upstream.", default=5),
         "read": Field(duration(), "Waiting for upstream data.", default=60),
+        "send": Field(
+            duration(),
+            "How long a write of a streamed answer may wait with the client taking nothing "
+            "(nginx's send_timeout); then the connection is reset.",
+            default=60,
+        ),
     }
 )
 
@@ -398,7 +406,7 @@ CONFIG_SPEC = Obj(
             ),
             "The admin listener; absent means none.",
         ),
-        "timeouts": Field(TIMEOUTS_SPEC, "Upstream timeouts in seconds or '500ms', '5s', '2m'."),
+        "timeouts": Field(TIMEOUTS_SPEC, "Timeouts in seconds or '500ms', '5s', '2m'."),
         "preserve_host": Field(
             boolean(), "Forward the client's Host instead of the upstream's.", default=False
         ),
@@ -425,14 +433,21 @@ CONFIG_SPEC = Obj(
                     ),
                     "min_body_rate": Field(
                         integer(minimum=0),
-                        "Minimum request body data rate in bytes/s after the grace period "
-                        "(408 below it); 0 turns it off.",
+                        "Minimum request body data rate in bytes/s, over a sliding window of "
+                        "min_body_rate_grace (408 below it); 0 turns it off.",
                         default=240,
                     ),
                     "min_body_rate_grace": Field(
                         duration(),
-                        "How long a request body may be slower than min_body_rate at first.",
+                        "The grace period and window of min_body_rate and min_response_rate: "
+                        "how far a body may fall behind the rate.",
                         default=5,
+                    ),
+                    "min_response_rate": Field(
+                        integer(minimum=0),
+                        "Minimum rate in bytes/s at which a client takes a streamed answer, "
+                        "over the same window (the connection is reset below it); 0: off.",
+                        default=240,
                     ),
                     "upstream_connections": Field(
                         integer(minimum=1),
@@ -718,7 +733,9 @@ def _timeouts(base: Timeouts, section: Section | None) -> Timeouts:
     if section is None:
         return base
     return Timeouts(
-        connect=section.get("connect", base.connect), read=section.get("read", base.read)
+        connect=section.get("connect", base.connect),
+        read=section.get("read", base.read),
+        send=section.get("send", base.send),
     )
 
 

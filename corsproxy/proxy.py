@@ -7,11 +7,16 @@ tunnelled in websocket.py.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
+import fcntl
 import logging
+import socket
+import struct
+import termios
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -27,6 +32,10 @@ log = logging.getLogger("corsproxy")
 
 CHUNK = 64 * 1024
 SMALL_BODY = 64 * 1024
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
+_OUTQ = array.array("i", [0])  # TIOCOUTQ's answer (a C int); one loop thread uses it
+# Linux: bytes the peer has not acknowledged; elsewhere only the proxy's own buffer counts.
+_TIOCOUTQ: int | None = getattr(termios, "TIOCOUTQ", None)
 
 
 @dataclass
@@ -111,13 +120,19 @@ def error_response(failure: fw.Failure, decision: Decision | None) -> web.Respon
 
 class _Body:
     """The client's request body as the proxy reads it: the size limit, the read timeout
-    between arrivals, and Kestrel's minimum data rate (MinRequestBodyDataRate): once
-    `grace` seconds were spent waiting for the client, the average rate over that time must
-    stay at `rate` bytes/s or more. Only time spent waiting for the client counts, never
-    time the proxy itself did not read (a slow upstream must not make a fast client look
-    slow). One timer per arrival, as the read timeout alone needs: no extra timer."""
+    between arrivals, and a minimum data rate over a sliding window (limits.min_body_rate).
 
-    __slots__ = ("content", "exchange", "target", "total", "waited")
+    The rate is a token bucket over the time spent waiting for the client: it starts with
+    `rate * grace` bytes of credit, loses `rate` per second waited, gains every byte
+    received, and never holds more than `rate * grace`; below zero the body is too slow.
+    So in every span of waiting time, d seconds long, at least `rate * (d - grace)` bytes
+    arrive: a burst buys at most `grace` seconds (an average since the start, as Kestrel
+    keeps, would let 64 KiB buy 4.5 minutes of a held upstream connection at 240 B/s). Only
+    time spent waiting for the client counts, never time the proxy itself did not read (a
+    slow upstream must not make a fast client look slow). The deadline folds into the read
+    timer each arrival needs anyway: no extra timer."""
+
+    __slots__ = ("cap", "content", "credit", "exchange", "target", "total", "waited")
 
     def __init__(self, request: web.BaseRequest, target: Target, exchange: Exchange) -> None:
         self.content = request.content
@@ -125,6 +140,8 @@ class _Body:
         self.exchange = exchange
         self.total = 0
         self.waited = 0.0  # seconds spent waiting for the client's bytes
+        self.cap = target.min_body_rate * target.min_body_rate_grace
+        self.credit = self.cap  # bytes the client may still fall behind the rate
 
     async def read(self) -> bytes:
         """The next chunk, b"" at the end."""
@@ -133,10 +150,8 @@ class _Body:
         rate = target.min_body_rate
         slow = False
         if rate:
-            # The average falls below `rate` once the time waited passes both the grace
-            # period and the time the bytes so far would take at `rate`.
-            left = max(target.min_body_rate_grace, self.total / rate) - self.waited
-            if left <= timeout:  # at or below 0: only bytes already here are in time
+            left = self.credit / rate  # at or below 0: only bytes already here are in time
+            if left <= timeout:
                 timeout, slow = left, True
         started = time.monotonic()
         try:
@@ -144,12 +159,15 @@ class _Body:
                 chunk = await self.content.readany()
         except TimeoutError:
             if slow:
-                self.waited += timeout
+                self.waited += max(timeout, 0.0)
                 self._too_slow()
             self.exchange.body_error = fw.BODY_TIMEOUT
             raise
-        self.waited += time.monotonic() - started
+        waited = time.monotonic() - started
+        self.waited += waited
         self.total += len(chunk)
+        if rate:
+            self.credit = min(self.cap, self.credit - waited * rate + len(chunk))
         limit = target.max_body_size
         if limit is not None and self.total > limit:
             self.exchange.body_error = fw.BODY_TOO_LARGE
@@ -183,6 +201,138 @@ class _Body:
             yield chunk
 
 
+class ClientTooSlow(Exception):
+    """The client did not take the answer in time: its connection is already reset."""
+
+
+class _Sender:
+    """Writes a streamed answer to the client under timeouts.send (nginx's send_timeout:
+    the longest a write may wait with the client taking nothing) and limits.min_response_rate
+    (the token bucket of _Body, over the time spent waiting for the client to take bytes).
+    A byte is taken when the client's TCP acknowledged it: the kernel's send buffer can hold
+    megabytes, and lets the proxy write again only once a third of it is free, so what left
+    the proxy's own buffer says little. One timer per write, armed at the nearer deadline
+    and re-armed while the client keeps taking bytes.
+
+    A write cannot be resumed once cancelled (aiohttp's drain waiter is not shielded), so
+    the first expiry that finds the client too slow is final: the connection is reset, and
+    the caller's abort closes the upstream connection (the slot is free at once)."""
+
+    __slots__ = (
+        "cap",
+        "credit",
+        "exchange",
+        "fd",
+        "handle",
+        "loop",
+        "mark",
+        "progress",
+        "rate",
+        "request",
+        "response",
+        "send",
+        "taken",
+        "task",
+        "tripped",
+        "written",
+    )
+
+    def __init__(
+        self,
+        request: web.BaseRequest,
+        response: web.StreamResponse,
+        target: Target,
+        exchange: Exchange,
+    ) -> None:
+        self.request = request
+        self.response = response
+        self.exchange = exchange
+        self.send = target.send_timeout
+        self.rate = target.min_response_rate
+        self.cap = self.rate * target.min_body_rate_grace
+        self.credit = self.cap
+        self.written = 0  # bytes handed to the transport
+        self.taken = 0  # of those, bytes the transport passed on to the kernel
+        self.mark = self.progress = 0.0
+        self.tripped = ""
+        self.loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()
+        self.handle: asyncio.TimerHandle | None = None
+        # uvloop's socket object is a pseudo-socket, but has fileno().
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        self.fd = sock.fileno() if sock is not None else -1
+
+    async def write(self, chunk: bytes) -> None:
+        self.written += len(chunk)
+        await self._timed(self.response.write(chunk))
+
+    async def write_eof(self) -> None:
+        await self._timed(self.response.write_eof())
+
+    async def _timed(self, write: Coroutine[object, object, None]) -> None:
+        self.mark = self.progress = time.monotonic()
+        self.handle = self.loop.call_later(self._left(self.mark), self._expire)
+        try:
+            await write
+        except asyncio.CancelledError:
+            if self.tripped and self.task is not None and not self.task.uncancel():
+                self._reset()
+                raise ClientTooSlow(self.tripped) from None
+            raise
+        finally:
+            self.handle.cancel()
+            now = time.monotonic()
+            if now - self.mark > 0.001:  # it waited: a write that did not costs no syscall
+                self._account(now)
+
+    def _left(self, now: float) -> float:
+        left = self.progress + self.send - now
+        if self.rate:
+            left = min(left, self.credit / self.rate)
+        return max(left, 0.0)
+
+    def _account(self, now: float) -> None:
+        transport = self.request.transport
+        buffered = transport.get_write_buffer_size() if transport is not None else 0
+        if self.fd >= 0 and _TIOCOUTQ is not None:
+            try:
+                fcntl.ioctl(self.fd, _TIOCOUTQ, _OUTQ, True)
+                buffered += _OUTQ[0]
+            except OSError:  # not Linux, or the socket is gone: the proxy's buffer alone
+                pass
+        taken = max(self.taken, self.written - buffered)
+        if taken > self.taken:
+            self.progress = now
+        if self.rate:
+            gained = taken - self.taken
+            self.credit = min(self.cap, self.credit - (now - self.mark) * self.rate + gained)
+        self.taken, self.mark = taken, now
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        self._account(now)
+        if now - self.progress >= self.send - 0.001:
+            self.tripped = f"client took no answer bytes for timeouts.send ({self.send:g} s)"
+        elif self.rate and self.credit <= self.rate * 0.001:
+            self.tripped = f"answer below min_response_rate: the client took {self.taken} bytes"
+        if self.tripped and self.task is not None:
+            self.task.cancel()
+        else:
+            self.handle = self.loop.call_later(self._left(now), self._expire)
+
+    def _reset(self) -> None:
+        """Close at once, with a reset: what the client has is cut short, never complete,
+        and no buffered answer waits for a client that does not read."""
+        self.exchange.error = self.tripped
+        transport = self.request.transport
+        if transport is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+            transport.abort()
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """Where and how to forward one request (all decided before any I/O)."""
@@ -196,6 +346,8 @@ class Target:
     request_buffer: int = 64 * 1024
     min_body_rate: int = 0  # bytes/s; 0: not enforced
     min_body_rate_grace: float = 5.0
+    send_timeout: float = 60.0
+    min_response_rate: int = 0  # bytes/s; 0: not enforced
 
     @property
     def url(self) -> str:
@@ -234,7 +386,7 @@ async def forward(
             read_timeout=target.read_timeout,
         )
         try:
-            return await _relay(request, upstream, decision, exchange)
+            return await _relay(request, upstream, decision, exchange, target)
         finally:
             upstream.release()
     except (UpstreamFailure, TimeoutError, ValueError) as exc:
@@ -271,6 +423,7 @@ async def _relay(
     upstream: UpstreamResponse,
     decision: Decision,
     exchange: Exchange,
+    target: Target,
 ) -> web.StreamResponse:
     exchange.upstream_status = upstream.status
     if not 200 <= upstream.status <= 599:
@@ -308,13 +461,13 @@ async def _relay(
         response.force_close()
     exchange.status = upstream.status
     await response.prepare(request)
-    if empty:  # HEAD, 204, 304: nothing more on the wire
-        await response.write_eof()
-        return response
-    async for chunk in upstream.chunks():
-        await response.write(chunk)
-        exchange.bytes_out += len(chunk)
-    await response.write_eof()
+    # This answer streams while it holds an upstream connection: the client must take it.
+    sender = _Sender(request, response, target, exchange)
+    if not empty:  # HEAD, 204, 304: nothing more on the wire
+        async for chunk in upstream.chunks():
+            await sender.write(chunk)
+            exchange.bytes_out += len(chunk)
+    await sender.write_eof()
     return response
 
 

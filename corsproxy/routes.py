@@ -56,6 +56,7 @@ class Upstream:
 class Timeouts:
     connect: float = 5.0
     read: float = 60.0
+    send: float = 60.0  # the longest a write to the client may wait with no byte taken
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from corsproxy.cors import (
 from corsproxy.logs import ACCESS
 from corsproxy.paths import PathError, normalize_path, split_target
 from corsproxy.proxy import (
+    ClientTooSlow,
     Exchange,
     OwnResponse,
     Target,
@@ -280,8 +281,9 @@ class ProxyApp:
                 raise
             # The upstream failed after the headers went out: close the connection so the
             # client sees a truncated body, never a complete one.
-            exchange.error = f"upstream body cut short: {exc!r}"[:300]
-            exchange.upstream_error = "upstream_body_cut_short"
+            if not isinstance(exc, ClientTooSlow):  # then the relay said why, and reset
+                exchange.error = f"upstream body cut short: {exc!r}"[:300]
+                exchange.upstream_error = "upstream_body_cut_short"
             if request.transport is not None:
                 request.transport.close()
             self._finish(exchange, exchange.status)
@@ -391,6 +393,8 @@ class ProxyApp:
             request_buffer=config.limits.request_buffer,
             min_body_rate=config.limits.min_body_rate,
             min_body_rate_grace=config.limits.min_body_rate_grace,
+            send_timeout=route.timeouts.send,
+            min_response_rate=config.limits.min_response_rate,
         )
         assert self.session is not None
         if websocket:

@@ -346,7 +346,8 @@ class _Pool:
     def forget(self, conn: _Connection) -> None:
         if conn in self.idle:
             self.idle.remove(conn)
-        if self.clients.all.pop(conn, None) is not None:
+        if conn in self.clients.all:  # its value is None: pop() cannot tell
+            del self.clients.all[conn]
             self.clients.slot_freed()
 
     def take_idle(self) -> _Connection | None:

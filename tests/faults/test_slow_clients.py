@@ -9,13 +9,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from tests.faults.harness import APP, POLICY, Proxy, get, header, proxy, status
 from tests.net import TIMEOUT, head_and_body
+
+BLOCK = b"0123456789abcdef" * 4096  # 64 KiB
 
 
 @dataclass
@@ -32,9 +37,11 @@ class Seen:
 class Upstream:
     """A keep-alive HTTP/1.1 upstream that records bodies as they arrive (Content-Length or
     chunked), answers 200 `ok` once a body is complete (after `delay` seconds for /slow),
-    and can stop reading bodies for `stall` seconds after their first `stall_after` bytes."""
+    and can stop reading bodies for `stall` seconds after their first `stall_after` bytes.
+    /huge gets an `answer` bytes long body instead, written with backpressure."""
 
     delay: float = 0.0
+    answer: int = 0
     stall: float = 0.0
     stall_after: int = 0
     connections: int = 0
@@ -66,6 +73,12 @@ class Upstream:
                 seen.complete = True
                 if seen.path == "/slow":
                     await asyncio.sleep(self.delay)
+                if seen.path == "/huge":
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % self.answer)
+                    for _ in range(self.answer // len(BLOCK)):
+                        writer.write(BLOCK)
+                        await writer.drain()
+                    continue
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -388,4 +401,163 @@ async def test_limits_and_the_read_timeout_apply_while_a_body_is_buffered(tmp_pa
         assert up.connections == 0  # neither took an upstream connection
         await eventually(lambda: access_lines(px, "/stalled", 408))
         assert "body_timeout" in access_lines(px, "/stalled", 408)[0]
+        await px.healthy()
+
+
+async def test_a_burst_then_a_drip_cannot_hold_the_pool(tmp_path: Path) -> None:
+    # The reviewer's attack, scaled down: a burst over request_buffer takes an upstream
+    # connection, then one byte a second. Under an average since the start, 65,537 bytes
+    # would be credit for 11 minutes at 100 bytes/s; in a window of 2 s they are worth 2 s.
+    doc = {
+        "cors": POLICY,
+        "timeouts": {"connect": "8s", "read": "30s"},
+        "limits": {"upstream_connections": 4, "min_body_rate": 100, "min_body_rate_grace": "2s"},
+    }
+    async with recording() as up, proxy(tmp_path, {"upstream": up.url, **doc}) as px:
+        attackers = [await connect(px) for _ in range(4)]
+        for _, writer in attackers:
+            writer.write(b"POST /drip HTTP/1.1\r\nHost: p\r\nContent-Length: 1000000\r\n\r\n")
+            writer.write(b"a" * 65537)
+        await eventually(lambda: up.open == 4)  # they hold the whole pool
+        started = time.monotonic()
+        answers = [asyncio.create_task(answer(reader, 20)) for reader, _ in attackers]
+        probe = asyncio.create_task(get(px.url, "/probe"))  # waits for a free connection
+        while not all(a.done() for a in answers) and time.monotonic() - started < 20:
+            for _, writer in attackers:
+                writer.write(b"a")
+            await asyncio.sleep(1)
+        assert [status(await a) for a in answers] == [408] * 4
+        assert time.monotonic() - started < 8  # the window, not the banked credit
+        assert status(await probe) == 200  # within timeouts.connect
+        for reader, writer in attackers:
+            assert await closed(reader)
+            writer.close()
+        await asyncio.wait_for(up.cut.wait(), 3)
+        assert not any(s.complete for s in up.seen if s.path == "/drip")
+        replies = await asyncio.gather(*(get(px.url, "/after") for _ in range(4)))
+        assert [status(r) for r in replies] == [200] * 4
+        await eventually(lambda: len(access_lines(px, "/drip", 408)) == 4)
+        assert "request body below min_body_rate" in access_lines(px, "/drip", 408)[0]
+        await px.healthy()
+
+
+async def test_a_bursty_body_with_pauses_shorter_than_the_window_is_forwarded(
+    tmp_path: Path,
+) -> None:
+    doc = {"limits": {"min_body_rate": 1000, "min_body_rate_grace": "2s"}}
+    bursts = [os.urandom(100_000) for _ in range(3)]
+    async with recording() as up, proxy(tmp_path, {"upstream": up.url, **doc}) as px:
+        reader, writer = await connect(px)
+        writer.write(b"POST /bursty HTTP/1.1\r\nHost: p\r\nContent-Length: 300000\r\n\r\n")
+        for burst in bursts:
+            writer.write(burst)
+            await writer.drain()
+            await asyncio.sleep(1.2)  # nothing for 1.2 s of a 2 s window
+        assert status(await answer(reader)) == 200
+        writer.close()
+        assert [bytes(s.body) for s in up.seen] == [b"".join(bursts)]
+        await px.healthy()
+
+
+async def reading_slowly(
+    px: Proxy, path: str, pace: float, size: int, limit: float, small_buffer: bool = False
+) -> tuple[int, bool]:
+    """GET `path`, reading `size` bytes every `pace` seconds until the proxy closes or
+    `limit` seconds pass; the bytes received, and whether the answer arrived whole. A small
+    receive buffer (4 KiB) also slows the client's TCP to some 40 KB/s on loopback."""
+    reader, writer = await connect(px)
+    if small_buffer:
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: p\r\n\r\n".encode())
+    received = bytearray()
+    expected = -1  # the whole answer's length, once the head is here
+    chunk = b""
+    deadline = time.monotonic() + limit
+    with contextlib.suppress(ConnectionError, TimeoutError):
+        while time.monotonic() < deadline and len(received) != expected:
+            goal = len(received) + size
+            while len(received) < goal and len(received) != expected:
+                chunk = await asyncio.wait_for(reader.read(goal - len(received)), limit)
+                if not chunk:
+                    break
+                received += chunk
+                if expected < 0 and b"\r\n\r\n" in received:
+                    head, _, _ = bytes(received).partition(b"\r\n\r\n")
+                    (length,) = header(head + b"\r\n\r\n", "Content-Length")
+                    expected = len(head) + 4 + int(length)
+            if not chunk:
+                break
+            await asyncio.sleep(pace)
+    whole = len(received) == expected
+    writer.close()
+    return len(received), whole
+
+
+@pytest.mark.parametrize("loop", ["--uvloop", "--no-uvloop"])
+async def test_a_client_that_never_reads_a_large_answer_is_cut_off_and_frees_the_slot(
+    tmp_path: Path, loop: str
+) -> None:
+    size = 32 * 1024 * 1024  # more than any socket buffers hold
+    doc = {
+        "cors": POLICY,
+        "timeouts": {"connect": "15s", "read": "30s", "send": "1s"},
+        "limits": {"upstream_connections": 1, "min_response_rate": 0},
+    }
+    async with (
+        recording(answer=size) as up,
+        proxy(tmp_path, {"upstream": up.url, **doc}, loop) as px,
+    ):
+        reader, writer = await connect(px)
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        writer.write(b"GET /huge HTTP/1.1\r\nHost: p\r\n\r\n")
+        await eventually(lambda: "/huge" in up.paths())
+        started = time.monotonic()
+        # The only upstream connection is the non-reader's until timeouts.send cuts it off.
+        assert status(await get(px.url, "/probe")) == 200
+        assert time.monotonic() - started < 12
+        await asyncio.wait_for(up.cut.wait(), 3)  # the upstream exchange was aborted
+        received = bytearray()
+        with contextlib.suppress(ConnectionError):
+            while chunk := await asyncio.wait_for(reader.read(1 << 20), TIMEOUT):
+                received += chunk
+        writer.close()
+        assert len(received) < size  # cut short, never complete
+        await eventually(lambda: access_lines(px, "/huge", 200))
+        assert "timeouts.send" in access_lines(px, "/huge", 200)[0]
+        await px.healthy()
+
+
+async def test_an_answer_taken_below_min_response_rate_is_cut_off(tmp_path: Path) -> None:
+    # The client keeps reading (so timeouts.send never trips), at 40 to 64 KB/s: below
+    # 500 KB/s over a window of 1 s.
+    doc = {
+        "timeouts": {"read": "30s", "send": "20s"},
+        "limits": {"min_response_rate": 500_000, "min_body_rate_grace": "1s"},
+    }
+    size = 64 * 1024 * 1024
+    async with recording(answer=size) as up, proxy(tmp_path, {"upstream": up.url, **doc}) as px:
+        started = time.monotonic()
+        received, whole = await reading_slowly(px, "/huge", 1.0, 65536, 40, small_buffer=True)
+        assert not whole
+        assert received < size
+        assert time.monotonic() - started < 30
+        await asyncio.wait_for(up.cut.wait(), 3)
+        await eventually(lambda: access_lines(px, "/huge", 200))
+        assert "min_response_rate" in access_lines(px, "/huge", 200)[0]
+        await px.healthy()
+
+
+async def test_a_client_reading_above_min_response_rate_gets_the_whole_answer(
+    tmp_path: Path,
+) -> None:
+    doc = {
+        "timeouts": {"send": "2s"},
+        "limits": {"min_response_rate": 1_000_000, "min_body_rate_grace": "1s"},
+    }
+    size = 24 * 1024 * 1024  # more than socket buffers hold; about 10 s at 2.6 MB/s
+    async with recording(answer=size) as up, proxy(tmp_path, {"upstream": up.url, **doc}) as px:
+        received, whole = await reading_slowly(px, "/huge", 0.1, 256 * 1024, 40)
+        assert whole, received
+        assert status(await get(px.url, "/after")) == 200
+        assert not up.cut.is_set()
         await px.healthy()
