@@ -160,7 +160,7 @@ class RouteTable:
     def _key(self, segments: Key) -> Key:
         # Normalized segments are ASCII (escapes stay encoded), so lower() is ASCII folding.
         segments = segments[: self._depth]
-        return segments if self.case_sensitive else tuple(s.lower() for s in segments)
+        return segments if self.case_sensitive else tuple(map(str.lower, segments))
 
     def _fold(self, segments: Key, wide: bool) -> Key:
         segments = segments[: self._depth]

@@ -85,6 +85,12 @@ def _max_forwards(request: web.BaseRequest) -> fw.Failure | None:
     return fw.max_forwards_answer(request.method, headers.getall("Max-Forwards", ()), preflight)
 
 
+def _own_origin(request: web.BaseRequest) -> str:
+    """The proxy's own origin as the client addressed it (for WebSocket handshakes)."""
+    scheme = "https" if request.secure else "http"
+    return f"{scheme}://{request.headers.get('Host', '')}"
+
+
 def _early_response(answer: fw.Failure, decision: Decision) -> web.StreamResponse:
     """TRACE's 405 and the OPTIONS that Max-Forwards: 0 makes ours carry `Allow`; like every
     answer corsproxy writes, with CORS for an allowed origin and no `Server` header."""
@@ -296,7 +302,10 @@ class ProxyApp:
     async def _dispatch(
         self, request: web.BaseRequest, config: Config, exchange: Exchange
     ) -> web.StreamResponse:
-        if request.method == "OPTIONS" or request.method.upper() in fw.REFUSED_METHODS:
+        method = request.method
+        if (method == "OPTIONS" and "Max-Forwards" in request.headers) or (
+            method.upper() in fw.REFUSED_METHODS
+        ):
             early = _max_forwards(request)
             if early is not None:
                 exchange.reason = early.reason
@@ -309,9 +318,11 @@ class ProxyApp:
             response = error_response(fw.BAD_VERSION, _fallback_decision(request, config))
             response.force_close()
             return response
-        failure = fw.framing_failure(
-            request.version == HttpVersion10, request.headers.getall("Transfer-Encoding", ())
-        )
+        failure = None
+        if "Transfer-Encoding" in request.headers:
+            failure = fw.framing_failure(
+                request.version == HttpVersion10, request.headers.getall("Transfer-Encoding")
+            )
         if failure is None and fw.head_too_large(
             request.raw_path, request.raw_headers, config.limits.max_header_size
         ):
@@ -340,9 +351,9 @@ class ProxyApp:
             return error_response(fw.NO_ROUTE, _fallback_decision(request, config))
         exchange.route = route.name
         headers = request.headers
-        pairs = list(headers.items())
-        websocket = "Upgrade" in headers and fw.is_websocket_upgrade(request.method, pairs)
-        scheme = "https" if request.secure else "http"
+        websocket = "Upgrade" in headers and fw.is_websocket_upgrade(
+            request.method, list(headers.items())
+        )
         view = RequestView(
             request.method,
             path.route_path,
@@ -351,7 +362,7 @@ class ProxyApp:
             tuple(headers.getall("Access-Control-Request-Headers", ())),
             tuple(headers.getall("Access-Control-Request-Private-Network", ())),
             websocket,
-            f"{scheme}://{headers.get('Host', '')}" if websocket else "",
+            _own_origin(request) if websocket else "",
         )
         decision = decide_cached(route.cors, view)
         exchange.origin = view.origin[0] if view.origin else ""
@@ -386,7 +397,7 @@ class ProxyApp:
         target = Target(
             upstream=route.upstream,
             target=route.upstream.target(route.forward_path(path), query),
-            headers=fw.request_headers(pairs, forwarding),
+            headers=fw.request_headers(list(headers.items()), forwarding),
             connect_timeout=route.timeouts.connect,
             read_timeout=route.timeouts.read,
             max_body_size=limit,
