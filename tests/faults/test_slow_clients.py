@@ -190,7 +190,9 @@ async def test_drippers_hold_no_upstream_connection_while_others_are_served(
         assert len(drips) == 40
         assert all(bytes(s.body) == b"0123" for s in drips)
         assert all(s.headers.get("content-length") == "4" for s in drips)
-        assert up.most_open <= 4
+        # The pool holds at most 4; the upstream may count one more for a moment, since it
+        # sees a closed connection's EOF after the proxy has freed the slot and connected anew.
+        assert up.most_open <= 5
         await px.healthy()
 
 
