@@ -17,7 +17,9 @@ an error, never bytes of another exchange). A connection goes back to the pool o
   Those answers are whole at their head and the connection closes after them;
 - both sides allow keep-alive (HTTP/1.1 without `Connection: close`, or 1.0 with
   keep-alive; llhttp's verdict);
-- the whole request body was sent before the answer ended (an early answer closes it);
+- the request carried no body: whether the upstream read a body cannot be seen, and one
+  that answers without reading it takes the body's bytes for the next request (a CL.0
+  desync: an attacker's body becomes a request whose answer the next client gets);
 - no byte followed the answer in the same read, none arrived before the caller released it,
   and the caller read the whole body;
 - nothing failed.
@@ -140,6 +142,7 @@ class ResponseReader:
     """
 
     __slots__ = (
+        "_had_body",
         "_head_only",
         "_head_size",
         "_informational",
@@ -166,6 +169,7 @@ class ResponseReader:
 
     def _reset(self, head_only: bool) -> None:
         self._head_only = head_only
+        self._had_body = False
         self._informational = False
         self._head_size = 0
         self._trailer_size = 0
@@ -206,10 +210,12 @@ class ResponseReader:
 
     # --- driven by the I/O layer --------------------------------------------------------
 
-    def start(self, head_only: bool, body_follows: bool) -> None:
-        """The request head was written; `body_follows` when the body is still to be sent."""
+    def start(self, head_only: bool, body_follows: bool, has_body: bool = False) -> None:
+        """The request head was written; `body_follows` when the body is still to be sent,
+        `has_body` when the request carries one at all."""
         self._to(Event.SEND)
         self._reset(head_only)
+        self._had_body = has_body or body_follows
         self.error = None
         self._parser = httptools.HttpResponseParser(self)
         if not body_follows:
@@ -383,7 +389,12 @@ class ResponseReader:
 
     def _ended(self, parser: httptools.HttpResponseParser) -> None:
         """The answer ended at a message boundary; is the connection still clean?"""
-        if not (self.request_sent and parser.should_keep_alive()):
+        # After a request with a body the connection is never reused: whether the upstream
+        # read that body cannot be seen from here, and one that answers without reading it
+        # (a handler that ignores POST bodies) would take the body's bytes as the next
+        # request, so the next client would get the answer to a request an attacker wrote
+        # (a CL.0 desync).
+        if self._had_body or not (self.request_sent and parser.should_keep_alive()):
             self._to(Event.NO_REUSE)
 
     def _count(self, size: int) -> None:

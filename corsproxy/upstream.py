@@ -239,7 +239,7 @@ class _Connection(asyncio.Protocol):
         assert transport is not None
         reader = self.reader
         streamed = body is not None and not isinstance(body, bytes)
-        reader.start(head_only, body_follows=streamed)
+        reader.start(head_only, body_follows=streamed, has_body=body is not None)
         self.active = True
         self._timeout = read_timeout
         if isinstance(body, bytes):

@@ -48,9 +48,16 @@ class Reflecting(BaseHTTPRequestHandler):
         pass
 
 
+class IgnoringBodies(Reflecting):
+    """A handler that answers a POST without reading its body: the body's bytes then start
+    the next request the server reads on that connection (a CL.0 desync)."""
+
+    do_POST = Reflecting.do_GET
+
+
 @contextlib.contextmanager
-def http_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Reflecting)
+def http_server(handler: type[BaseHTTPRequestHandler] = Reflecting) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -342,4 +349,30 @@ async def test_a_request_waiting_for_a_free_connection_is_a_504_that_says_why(
                 await asyncio.sleep(0.1)
             assert lines and "upstream_connect_timeout" in lines[0], px.log[-5:]
             assert "no free upstream connection" in lines[0]
+            await px.healthy()
+
+
+async def test_a_body_the_upstream_never_read_never_answers_another_client(
+    tmp_path: Path,
+) -> None:
+    """Found by an outside review: an upstream that answers a POST without reading its body
+    takes the body for the next request on that connection. The attacker's body starts a
+    request whose last header swallows the next client's request line, so that client got
+    the answer to the attacker's request (30 of 30 before the fix). A connection that
+    carried a body is never reused."""
+    smuggled = b"GET /v?echo=FORGED HTTP/1.1\r\nHost: x\r\nX-Ignore: "
+    with http_server(IgnoringBodies) as up:
+        async with proxy(tmp_path, {"upstream": up, "cors": POLICY}) as px:
+
+            async def attack() -> None:
+                async with aiohttp.ClientSession() as session:
+                    for _ in range(100):
+                        async with session.post(
+                            f"{px.url}/a", data=smuggled, headers={"Origin": APP}
+                        ) as response:
+                            assert response.status == 200
+                            await response.read()
+
+            results, _ = await asyncio.gather(victims(px, 200, 4), attack())
+            check(results, 200)
             await px.healthy()
