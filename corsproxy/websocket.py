@@ -1,8 +1,9 @@
 """The WebSocket tunnel: executes a decision, never makes policy.
 
 The upstream handshake comes first, so an upstream refusal reaches the client as itself,
-never as a 101 followed by a close. Then messages are relayed one by one, each bounded by
-`limits.max_ws_message_size`, and the closing handshake is relayed with its codes.
+never as a 101 followed by a close; a redirect is a refusal too (502), never followed.
+Then messages are relayed one by one, each bounded by `limits.max_ws_message_size`, and the
+closing handshake is relayed with its codes.
 
 Closing: neither side's CLOSE is answered by aiohttp (`autoclose=False`). A CLOSE from one
 side is relayed to the other with its code and reason; the other side's answer code then
@@ -82,12 +83,33 @@ def _trace_config() -> aiohttp.TraceConfig:
     return trace
 
 
+async def _no_redirects(
+    request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+) -> aiohttp.ClientResponse:
+    """ws_connect follows redirects and cannot be told not to: a Location would get the
+    handshake, forwarding headers included, sent to any host or path the upstream names.
+    A 3xx ends the handshake here, as a refusal (tunnel() answers 502)."""
+    response = await handler(request)
+    if 300 <= response.status <= 399:
+        response.close()
+        raise aiohttp.WSServerHandshakeError(
+            response.request_info,
+            (),
+            status=response.status,
+            message="redirect not followed",
+            headers=response.headers,
+        )
+    return response
+
+
 def make_session(
     *, max_field_size: int = 8190, max_line_size: int = 8190, connections: int = 0
 ) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(
         limit=connections or CONNECTIONS,
-        keepalive_timeout=4,  # below common upstream idle timeouts (uvicorn: 5 s)
+        # A WebSocket holds its connection for life; a refused handshake's connection must
+        # not carry the next handshake (its answer may not have been read to the end).
+        force_close=True,
         ttl_dns_cache=10,
         enable_cleanup_closed=False,
     )
@@ -102,6 +124,7 @@ def make_session(
         max_line_size=max_line_size,
         raise_for_status=False,
         trace_configs=[_trace_config()],
+        middlewares=(_no_redirects,),
     )
 
 
@@ -181,6 +204,9 @@ async def tunnel(
         exchange.upstream_status = exc.status
         status = exc.status if 400 <= exc.status <= 599 else 502
         exchange.error = f"upstream refused the WebSocket handshake: {exc.status}"
+        if 300 <= exc.status <= 399:
+            location = exc.headers.get("Location", "")[:200] if exc.headers else ""
+            exchange.error += f" (a redirect to {location!r}, never followed)"
         reason = "upstream_ws_refused"
         return error_response(fw.Failure(status, reason, "WebSocket handshake refused"), decision)
     except TimeoutError:  # the bound above (aiohttp's own timeouts are not set)
