@@ -92,7 +92,26 @@ SCHEME_OVERRIDES = frozenset(
         "x-arr-ssl",
     }
 )
-REQUEST_DROP = HOP_BY_HOP | PATH_OVERRIDES | SCHEME_OVERRIDES | {
+# Headers frameworks and CDNs take as the client's address, besides X-Forwarded-For (which
+# corsproxy appends to) and X-Real-IP: Rails' remote_ip reads Client-IP; Akamai sets
+# True-Client-IP, Cloudflare CF-Connecting-IP (and True-Client-IP), Fastly Fastly-Client-IP;
+# X-Client-IP, X-Cluster-Client-IP (Rackspace, Riverbed), X-Originating-IP (Exchange) and
+# X-Remote-IP/-Addr are read by request-ip, PHP and Java libraries. Apps rate-limit, allow
+# and log by them: a client must not be able to name its own address through corsproxy.
+CLIENT_IP_OVERRIDES = frozenset(
+    {
+        "true-client-ip",
+        "x-client-ip",
+        "client-ip",
+        "cf-connecting-ip",
+        "x-cluster-client-ip",
+        "fastly-client-ip",
+        "x-originating-ip",
+        "x-remote-ip",
+        "x-remote-addr",
+    }
+)
+REQUEST_DROP = HOP_BY_HOP | PATH_OVERRIDES | SCHEME_OVERRIDES | CLIENT_IP_OVERRIDES | {
     "expect", "host", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip",
     "sec-websocket-origin",  # the hybi drafts' Origin: upstreams of that era check it
 }  # fmt: skip

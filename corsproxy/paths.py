@@ -174,8 +174,11 @@ def split_target(target: str) -> tuple[str, str | None]:
 # and JavaScript trim() Unicode whitespace and U+FEFF, older .NET also the zero-width ones.
 # An upstream that decodes the path and parses it again as a URL ends it at '?' or '#',
 # and C and PHP code at a NUL (`%2500` once decoded twice).
+# ASP.NET (System.Web) removes cookieless-session segments such as `(S(x))`, `(A(x))`,
+# `(F(x))` or `(S(x)A(y))` from the path before routing (CVE-2023-36899, CVE-2023-36560).
 # Paths without these characters have no other reading: the common case stays a scan.
-_MAYBE_OTHER = re.compile(r"[%;:]|\.(?:/|\Z)|~[0-9]")
+_MAYBE_OTHER = re.compile(r"[%;:]|\.(?:/|\Z)|~[0-9]|\([A-Za-z]\(")
+_COOKIELESS = re.compile(r"\((?:[A-Za-z]\([^()/]*\))+\)\Z")
 # Where Windows drops a stream suffix: at the first ':' when a '$type' follows, or a
 # trailing ':'.
 _STREAM = re.compile(r":(?:.*\$.*)?\Z", re.DOTALL)
@@ -193,7 +196,7 @@ _T = "[" + re.escape(_TRIM) + "]"
 _TRIMMABLE = re.compile(r"(?:\A|[/\\])" + _T + "|" + _T + r"[. ]*(?:[/\\;?#:\x00]|\Z)")
 _CUT = re.compile(r"[?#\x00]")
 # Where the Windows reading may drop something, also once trimmed or cut.
-_WINDOWS_SEGMENT = re.compile(r"[. ]" + _T + r"*(?:[/\\;?#\x00]|\Z)|:|~[0-9]")
+_WINDOWS_SEGMENT = re.compile(r"[. ]" + _T + r"*(?:[/\\;?#\x00]|\Z)|:|~[0-9]|\([A-Za-z]\(")
 # Bytes that are not UTF-8 read as Latin-1, as Tomcat and Jetty fall back to (`%AA` is 'ª',
 # which folds to 'a'), rather than as U+FFFD.
 _LATIN1 = {0xDC80 + b: 0x80 + b for b in range(128)}
@@ -216,7 +219,8 @@ class Reading:
     twice: bool = False  # decodes a second time: %252f is '/'
     backslash: bool = False  # '\' separates segments
     params: bool = False  # ';params' dropped from each segment (Tomcat, Jetty)
-    # 1: trailing dots and spaces and NTFS stream suffixes dropped (IIS, Windows);
+    # 1: trailing dots and spaces, NTFS stream suffixes and ASP.NET cookieless-session
+    # segments dropped (IIS, Windows);
     # 2: the same, and a segment of only dots and spaces ('. .', '.. ') climbs like '..'
     windows: int = 0
     trim: bool = False  # whitespace and controls dropped from both ends of each segment
@@ -231,8 +235,9 @@ class Reading:
             parts.append("';params' dropped (Tomcat, Jetty)")
         if self.windows:
             parts.append(
-                "trailing dots, spaces and '::$DATA'-style stream suffixes dropped, 8.3 short "
-                "names (IIS, Windows)"
+                "trailing dots, spaces and '::$DATA'-style stream suffixes dropped, "
+                "'(S(...))' cookieless-session segments too, 8.3 short names "
+                "(IIS, ASP.NET, Windows)"
             )
         if self.windows == 2:
             parts.append("dots-and-spaces segments read as '..'")
@@ -251,6 +256,18 @@ class Reading:
 
     def read(self, text: str) -> tuple[str, ...]:
         """The segments of a path already decoded once, or twice for a `twice` reading."""
+        decoded, _, _ = _resolve(self._split(text), clamp=True, decode=False)
+        return tuple(decoded)
+
+    def climbs(self, text: str) -> bool:
+        """Whether this reading of `text` (decoded as for `read`) climbs above its root."""
+        try:
+            _resolve(self._split(text), decode=False)
+        except PathError:
+            return True
+        return False
+
+    def _split(self, text: str) -> list[str]:
         if self.compat:
             text = _best_fit(text)
         if self.cut:
@@ -266,8 +283,7 @@ class Reading:
             segments = [_windows_segment(seg, self.windows == 2) for seg in segments]
             if self.trim:  # either order: 'x.%09' and 'x%09.' are both 'x'
                 segments = [seg.strip(_TRIM) for seg in segments]
-        decoded, _, _ = _resolve(segments, clamp=True, decode=False)
-        return tuple(decoded)
+        return segments
 
 
 def _best_fit(text: str) -> str:
@@ -283,6 +299,8 @@ def _decode(text: str) -> str:
 def _windows_segment(segment: str, dots_climb: bool) -> str:
     if segment in (".", ".."):
         return segment
+    if _COOKIELESS.match(segment):
+        return ""
     colon = segment.find(":")
     if colon >= 0 and _STREAM.match(segment, colon):
         segment = segment[:colon]
@@ -334,6 +352,22 @@ def _options(
 
 def readings_of(raw_segments: tuple[str, ...]) -> list[tuple[Reading, tuple[str, ...]]]:
     """The readings that can differ for this path, with the segments each sees."""
+    return [(reading, reading.read(text)) for reading, text in _texts(raw_segments)]
+
+
+def climbing_reading(raw_segments: tuple[str, ...]) -> Reading | None:
+    """A reading in which these segments climb above their root (`x/..%2f..%2fy`), if any.
+
+    Only matters where the segments are forwarded below a base path: the upstream's `..`
+    then leaves it.
+    """
+    if not has_other_readings(raw_segments):
+        return None
+    return next((r for r, text in _texts(raw_segments) if r.climbs(text)), None)
+
+
+def _texts(raw_segments: tuple[str, ...]) -> list[tuple[Reading, str]]:
+    """The readings that can differ for this path, with the decoded text each reads."""
     joined = "/".join(raw_segments)
     once = _decode(joined)
     # Decoding again never removes a '\\', ';', whitespace or '?': gate every option on it.
@@ -350,7 +384,7 @@ def readings_of(raw_segments: tuple[str, ...]) -> list[tuple[Reading, tuple[str,
         bool(_CUT.search(gate)),
         compat,
     )
-    return [(reading, reading.read(twice if reading.twice else once)) for reading in options]
+    return [(reading, twice if reading.twice else once) for reading in options]
 
 
 def may_be_short_name(segment: str, name: str) -> bool:

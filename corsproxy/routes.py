@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -12,6 +13,7 @@ from corsproxy.paths import (
     NormalizedPath,
     PathError,
     Reading,
+    climbing_reading,
     fold_ascii,
     fold_unicode,
     has_other_readings,
@@ -81,6 +83,12 @@ class Route:
     def forward_path(self, path: NormalizedPath) -> str:
         return path.forward_path(len(self.segments) if self.strip_prefix else 0)
 
+    @property
+    def below_root(self) -> bool:
+        """Whether the path is forwarded below a root of its own (a stripped prefix or an
+        upstream base path), which an upstream's `..` could leave."""
+        return self.strip_prefix or bool(self.upstream and self.upstream.base_path)
+
 
 class AmbiguousPath(PathError):
     """A path that another reading puts on another route: `route` is corsproxy's own
@@ -117,6 +125,10 @@ class RouteTable:
     _always_read: bool = field(init=False, repr=False)  # a prefix has other readings itself
     _wide: bool = field(init=False, repr=False)  # a prefix reads as non-ASCII
     _depth: int = field(init=False, repr=False)  # segments beyond it never decide
+    # For each position, the prefix segments there (folded): only a segment whose stem is one
+    # of them can lose a '.ext' suffix onto another route.
+    _stems: tuple[frozenset[str], ...] = field(init=False, repr=False)
+    _below_root: bool = field(init=False, repr=False)  # a route forwards below a base
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_depth", 1 << 30)  # no cut while the tables are built
@@ -156,6 +168,13 @@ class RouteTable:
         object.__setattr__(self, "_wide", wide_prefix and not self.case_sensitive)
         depth = max((len(key) for table in readings.values() for key in table), default=0)
         object.__setattr__(self, "_depth", max(depth, *(len(key) for key in primary), 0))
+        stems = [set[str]() for _ in range(max((len(key) for key in primary), default=0))]
+        for key in primary:
+            for i, seg in enumerate(key):
+                stems[i].add(seg)
+        object.__setattr__(self, "_stems", tuple(map(frozenset, stems)))
+        below = any(route.below_root for _, route in entries)
+        object.__setattr__(self, "_below_root", below)
 
     def _key(self, segments: Key) -> Key:
         # Normalized segments are ASCII (escapes stay encoded), so lower() is ASCII folding.
@@ -185,14 +204,43 @@ class RouteTable:
         some upstreams use (see paths.Reading, and case folding) lands on a different
         route: the decision must hold for the path the upstream will act on.
         """
-        route = self._lookup(self._primary, self._key(path.segments))
+        key = self._key(path.segments)
+        route = self._lookup(self._primary, key)
         if self._always_read or has_other_readings(path.raw_segments):
             self._check_readings(path, route)
+        bare = self._without_suffixes(key)
+        if bare is not None and (other := self._lookup(self._primary, bare)) is not route:
+            raise AmbiguousPath(route, other, _SUFFIX)
+        if self._below_root and route is not None and route.below_root:
+            remainder = path.raw_segments[len(route.segments) if route.strip_prefix else 0 :]
+            reading = climbing_reading(remainder)
+            if reading is not None:
+                raise PathError(
+                    "path_ambiguous",
+                    "the path climbs above the route's upstream base path on servers that "
+                    f"read it {reading.describe()}",
+                )
         return route
+
+    def _without_suffixes(self, key: Key) -> Key | None:
+        """`key` with a '.ext' dropped from each segment whose stem is a prefix segment at
+        its position, or None when there is none (the common case: a scan of the segments
+        that could be a prefix's)."""
+        out: list[str] | None = None
+        stems = self._stems
+        for i, seg in enumerate(key[: len(stems)]):
+            dot = seg.rfind(".")
+            if dot > 0 and seg[:dot] in stems[i] and _EXT.match(seg, dot + 1):
+                out = out or list(key)
+                out[i] = seg[:dot]
+        return None if out is None else tuple(out)
 
     def _check_readings(self, path: NormalizedPath, route: Route | None) -> None:
         for reading, read in readings_of(path.raw_segments):
             segments = read[: self._depth]
+            bare = self._without_suffixes(self._fold(segments, False))
+            if bare is not None and (other := self._lookup(self._primary, bare)) is not route:
+                raise AmbiguousPath(route, other, reading.describe() + ", " + _SUFFIX)
             wide_too = not self.case_sensitive and (
                 self._wide or not all(s.isascii() for s in segments)
             )
@@ -210,6 +258,12 @@ class RouteTable:
                     if wide:
                         how += ", letters compared beyond ASCII (case folding, best fit, Latin-1)"
                     raise AmbiguousPath(route, other, how)
+
+
+# Rails' optional `(.:format)` and Spring MVC's suffix pattern matching (the default before
+# 5.3) serve the `/internal` handler for `/internal.json`.
+_SUFFIX = "with a trailing '.ext' dropped (Rails formats, Spring suffix patterns)"
+_EXT = re.compile(r"[A-Za-z0-9]{1,10}\Z")
 
 
 def _short_names(prefix: Key, segments: Key) -> bool:

@@ -323,6 +323,29 @@ READINGS = [
     ("/intern%AAl/x", AMBIGUOUS, "/"),  # 'ª' folds to 'a'
     ("/intern%C2%AAl/x", AMBIGUOUS, "/"),
     ("/k%F8benhavn", "/", "/"),
+    # ASP.NET (System.Web) drops cookieless-session segments before routing (CVE-2023-36899)
+    ("/(S(x))/internal/x", AMBIGUOUS, AMBIGUOUS),
+    ("/(A(abc))/internal/x", AMBIGUOUS, AMBIGUOUS),
+    ("/(F(..))/internal", AMBIGUOUS, AMBIGUOUS),
+    ("/(S(x)A(y))/internal", AMBIGUOUS, AMBIGUOUS),
+    ("/%28S%28x%29%29/internal", AMBIGUOUS, AMBIGUOUS),
+    ("/(S(x))/Internal", AMBIGUOUS, "/"),
+    ("/public/(S(x))/x", "/public", "/public"),  # inside /public either way
+    ("/(x)/internal", "/", "/"),  # not a cookieless segment
+    ("/(S(x))/other", "/", "/"),
+    # Rails `(.:format)` and Spring suffix patterns serve /internal for /internal.json
+    ("/internal.json", AMBIGUOUS, AMBIGUOUS),
+    ("/INTERNAL.json", AMBIGUOUS, "/"),
+    ("/internal.xml/x", AMBIGUOUS, AMBIGUOUS),
+    ("/internal%2Ejson", AMBIGUOUS, AMBIGUOUS),
+    ("/public.json", AMBIGUOUS, AMBIGUOUS),
+    ("/a/b.c.json", AMBIGUOUS, AMBIGUOUS),
+    ("/x/..%2Finternal.json", AMBIGUOUS, AMBIGUOUS),  # decoded, then the suffix dropped
+    ("/internal/x.json", "/internal", "/internal"),  # inside /internal: same route
+    ("/x.json", "/", "/"),
+    ("/a/b.json", "/", "/"),  # /a/b is no prefix
+    ("/internal.verylongext", "/", "/"),  # eleven characters: not a format
+    ("/internal.js-on", "/", "/"),
 ]
 
 
@@ -332,6 +355,40 @@ def test_every_reading_selects_the_same_route_or_the_path_is_refused(
 ) -> None:
     assert route_prefix(CASE_INSENSITIVE, raw) == insensitive
     assert route_prefix(CASE_SENSITIVE, raw) == sensitive
+
+
+@pytest.mark.parametrize(
+    ("raw", "refused"),
+    [
+        # /reports/x on every reading, but forwarded as /base/..%2Freports/x: /reports/x upstream
+        ("/reports/..%2Freports/x", True),
+        ("/reports/..%5Creports%5Cx", True),
+        ("/reports/%252e%252e%252freports/x", True),
+        ("/reports/x/..%2F..%2Freports", True),
+        ("/reports/..;/reports/x", True),
+        ("/reports/..%20/reports/x", True),
+        ("/reports/x/..%2Fy", False),  # stays below the base path
+        ("/reports/a%2Fb", False),
+        ("/api/x/..%2F..%2Fapi/y", False),  # no base path, nothing stripped: /api/y
+    ],
+)
+def test_a_path_that_climbs_out_of_a_stripped_prefix_or_base_path_is_refused(
+    raw: str, refused: bool
+) -> None:
+    if not refused:
+        assert ROUTES.routes.match(normalize_path(raw)) is not None
+        return
+    with pytest.raises(PathError) as info:
+        ROUTES.routes.match(normalize_path(raw))
+    assert info.value.reason == "path_ambiguous"
+    assert "upstream base path" in str(info.value)
+
+
+def test_a_top_level_upstream_base_path_is_never_left() -> None:
+    cfg = config({"upstream": "http://127.0.0.1:9/base"})
+    assert route_prefix(cfg, "/..%2Fx") == AMBIGUOUS
+    assert route_prefix(cfg, "/a/..%2F..%2Fb") == AMBIGUOUS
+    assert route_prefix(cfg, "/a/..%2Fb") == "/"
 
 
 def test_the_forwarded_path_keeps_the_client_bytes_whatever_the_case() -> None:
@@ -376,6 +433,9 @@ def test_an_ambiguous_path_names_both_routes_and_the_reading() -> None:
         (("a%2500b", "c"), ("a",)),
         (("a%23b",), ("a",)),
         (("a%AA",), ("a\xaa",)),  # Latin-1, not U+FFFD
+        (("(S(x))", "a"), ("a",)),  # ASP.NET cookieless session: the fast check sees it
+        (("(S(x)A(y))", "a"), ("a",)),
+        (("(x)", "a(b)"), ()),
     ],
 )
 def test_readings_of_a_path(raw: tuple[str, ...], segments: tuple[str, ...]) -> None:

@@ -109,6 +109,23 @@ READINGS = [
     ("/x/..%c1%9cinternal/x", BAD_ENCODING),
     ("/x/%25c0%25ae%25c0%25ae/internal/x", BAD_ENCODING),
     ("/x/%f0%80%80%ae%f0%80%80%ae/internal/x", BAD_ENCODING),
+    # ASP.NET (System.Web) drops cookieless-session segments (CVE-2023-36899, -36560).
+    ("/(S(x))/internal/x", AMBIGUOUS),
+    ("/(A(abc))/internal/x", AMBIGUOUS),
+    ("/(F(x))/internal/x", AMBIGUOUS),
+    ("/(S(x)A(y))/INTERNAL/x", AMBIGUOUS),
+    ("/%28S%28x%29%29/internal/x", AMBIGUOUS),
+    ("/public/(S(x))/x", "public"),
+    # Rails `(.:format)` and Spring suffix patterns: /internal.json is the /internal handler.
+    ("/internal.json", AMBIGUOUS),
+    ("/INTERNAL.json", AMBIGUOUS),
+    ("/internal.xml", AMBIGUOUS),
+    ("/internal/x.json", INTERNAL),
+    ("/x/..%2finternal.json", AMBIGUOUS),
+    # Climbing out of a stripped prefix: /v2/..%2fv1/x is /v1/x on nginx and IIS.
+    ("/api/v1/..%2fv1/x", AMBIGUOUS),
+    ("/api/v1/..%5cv1%5cx", AMBIGUOUS),
+    ("/api/v1/%252e%252e%252fv1/x", AMBIGUOUS),
     # Not other readings of /internal: these stay where they are.
     ("/public/x%3Fy", "public"),  # cut at the '?': still /public
     ("/public/a%20b", "public"),
@@ -131,6 +148,7 @@ def config_text(upstream: str, **extra: Any) -> str:
                 "path_prefix": "/public",
                 "cors": {"allow_origins": ["*"], "allow_credentials": False, "allow_headers": "*"},
             },
+            {"path_prefix": "/api/v1", "upstream": f"{upstream}/v2", "strip_prefix": True},
         ],
         **extra,
     }
@@ -213,6 +231,16 @@ async def test_routes_case_sensitive_opts_out_of_case_folding_only(tmp_path: Pat
         "/internal./x": AMBIGUOUS,
         "/INTERNAL./x": "default",  # even IIS' reading is /INTERNAL, not /internal
     }
+
+
+async def test_a_stripped_prefix_forwards_paths_that_stay_below_the_base(tmp_path: Path) -> None:
+    async with proxy(tmp_path) as (url, upstream):
+        forwarded = []
+        for target in ("/api/v1/x", "/api/v1/a%2fb", "/api/v1/x/..%2fy"):
+            status, _, body = await get(url, target)
+            assert status == 200, (target, body)
+            forwarded.append(upstream.seen[-1]["raw_path"])
+    assert forwarded == ["/v2/x", "/v2/a%2fb", "/v2/x/..%2fy"]
 
 
 # Headers some upstreams read as the real path (see forwarding.PATH_OVERRIDES).

@@ -237,6 +237,11 @@ async def test_b28_to_b33_hop_by_hop_connection_abuse_and_spoofed_forwarding() -
                 "X-Forwarded-Scheme: https", "X-Scheme: https", "X-Forwarded-Ssl: on",
                 "Front-End-Https: on", "X-Url-Scheme: https", "X-Forwarded-Protocol: https",
                 "X-Forwarded-Port: 443", "X-ARR-SSL: 1",
+                # Client address claims (forwarding.CLIENT_IP_OVERRIDES).
+                "True-Client-IP: 6.6.6.6", "X-Client-IP: 6.6.6.6", "Client-IP: 6.6.6.6",
+                "CF-Connecting-IP: 6.6.6.6", "X-Cluster-Client-IP: 6.6.6.6",
+                "Fastly-Client-IP: 6.6.6.6", "X-Originating-IP: 6.6.6.6",
+                "X-Remote-IP: 6.6.6.6", "X-Remote-Addr: 6.6.6.6",
             )
         )  # fmt: skip
         assert_allowed(reply, APP)
@@ -247,7 +252,9 @@ async def test_b28_to_b33_hop_by_hop_connection_abuse_and_spoofed_forwarding() -
                 "upgrade", "http2-settings", "x-custom", "x_forwarded_for", "content_length",
                 "forwarded", "x-real-ip", "x-forwarded-scheme", "x-scheme", "x-forwarded-ssl",
                 "front-end-https", "x-url-scheme", "x-forwarded-protocol", "x-forwarded-port",
-                "x-arr-ssl"]:  # fmt: skip
+                "x-arr-ssl", "true-client-ip", "x-client-ip", "client-ip", "cf-connecting-ip",
+                "x-cluster-client-ip", "fastly-client-ip", "x-originating-ip", "x-remote-ip",
+                "x-remote-addr"]:  # fmt: skip
         assert hop not in seen, hop
     assert seen["origin"] == [APP]  # B29: a client cannot delete Origin
     assert seen["authorization"] == ["Bearer t"] and seen["cookie"] == ["s=1"]
