@@ -91,13 +91,22 @@ def _own_origin(request: web.BaseRequest) -> str:
     return f"{scheme}://{request.headers.get('Host', '')}"
 
 
+NOSNIFF = ("X-Content-Type-Options", "nosniff")
+
+
+def _bodiless(status: int, decision: Decision, base: list[tuple[str, str]]) -> OwnResponse:
+    """An answer without a body that corsproxy writes itself, with the decision's headers."""
+    response = OwnResponse(status=status)
+    for name, value in response_headers(decision, base):
+        response.headers.add(name, value)
+    return response
+
+
 def _early_response(answer: fw.Failure, decision: Decision) -> web.StreamResponse:
     """TRACE's 405 and the OPTIONS that Max-Forwards: 0 makes ours carry `Allow`; like every
     answer corsproxy writes, with CORS for an allowed origin and no `Server` header."""
     if answer.status == 200:
-        response: web.StreamResponse = OwnResponse(status=200)
-        for name, value in response_headers(decision, [("X-Content-Type-Options", "nosniff")]):
-            response.headers.add(name, value)
+        response: web.StreamResponse = _bodiless(200, decision, [NOSNIFF])
     else:
         response = error_response(answer, decision)
     response.headers["Allow"] = fw.ALLOW
@@ -226,6 +235,7 @@ class ProxyApp:
             await self.reload_async()
 
     async def reload_async(self) -> bool:
+        """Re-read and validate the config; keep the old one when the new one is invalid."""
         if self.loader is None:
             return False
         loader = self.loader
@@ -234,15 +244,6 @@ class ProxyApp:
         except ConfigError as exc:
             return self._reloaded(exc)
         return self._reloaded(config)  # the swap happens here, on the loop
-
-    def reload(self) -> bool:
-        """Re-read and validate the config; keep the old one when the new one is invalid."""
-        if self.loader is None:
-            return False
-        try:
-            return self._reloaded(self.loader())
-        except ConfigError as exc:
-            return self._reloaded(exc)
 
     def _reloaded(self, result: Config | ConfigError) -> bool:
         if isinstance(result, ConfigError):
@@ -372,10 +373,7 @@ class ProxyApp:
         if decision.action is Action.BAD_REQUEST:
             return _text_response(400, decision.body().decode().strip(), decision)
         if decision.action is Action.PREFLIGHT:
-            response = OwnResponse(status=204)  # a whole response: one write
-            for name, value in response_headers(decision, []):
-                response.headers.add(name, value)
-            return response
+            return _bodiless(204, decision, [])  # a whole response: one write
         if decision.action is Action.REFUSE:
             return _text_response(403, decision.body().decode().strip(), decision)
 
