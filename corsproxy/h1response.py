@@ -217,7 +217,11 @@ class ResponseReader:
         self._reset(head_only)
         self._had_body = has_body or body_follows
         self.error = None
-        self._parser = httptools.HttpResponseParser(self)
+        if self._parser is None:
+            # One parser per connection: a reused connection is, by the reuse rule, at a
+            # message boundary of llhttp's own framing, where its parser starts the next
+            # answer exactly as a new one would (and costs nothing to build).
+            self._parser = httptools.HttpResponseParser(self)
         if not body_follows:
             self.request_sent = True
             self._to(Event.SENT)
@@ -272,7 +276,6 @@ class ResponseReader:
     def release(self) -> bool:
         """End the exchange: True when the connection may go back to the pool (it is IDLE),
         else it is CLOSED and must be closed by the caller."""
-        self._parser = None
         if self.reusable:
             self._to(Event.RELEASE)
             return True
@@ -311,18 +314,27 @@ class ResponseReader:
             raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "status line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if len(name) + len(value) > MAX_LINE:
-            raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "header line too long")
-        if self.state is not State.SENDING and self.state is not State.AWAITING_HEAD:
-            # After the head, llhttp reports a chunked body's trailer fields here. They are
-            # not relayed (RFC 9110 6.5: never merged into the header section the caller
-            # reads), only bounded like a head.
-            self._trailer_size += len(name) + len(value) + 4
-            if self._trailer_size > MAX_HEAD:
-                raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "trailer section too large")
+        # The hot path (about ten calls per answer) tests once; `status` is set only when
+        # the final head is complete, so a field after it is a trailer.
+        size = len(name) + len(value)
+        head_size = self._head_size + size + 4
+        if size > MAX_LINE or head_size > MAX_HEAD or self.status:
+            self._unusual_field(size)
             return
-        self._count(len(name) + len(value) + 4)
+        self._head_size = head_size
         self.headers.append((name, value))
+
+    def _unusual_field(self, size: int) -> None:
+        if size > MAX_LINE:
+            raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "header line too long")
+        if not self.status:
+            raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "response head too large")
+        # After the head, llhttp reports a chunked body's trailer fields here. They are not
+        # relayed (RFC 9110 6.5: never merged into the header section the caller reads),
+        # only bounded like a head.
+        self._trailer_size += size + 4
+        if self._trailer_size > MAX_HEAD:
+            raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "trailer section too large")
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -340,10 +352,10 @@ class ResponseReader:
         length: int | None = None
         chunked = False
         for name, value in self.headers:
-            lower = name.lower()
-            if lower == b"content-length":
+            size = len(name)  # compared first: lower() for two names, not for every one
+            if size == 14 and name.lower() == b"content-length":
                 length = int(value)  # llhttp has checked it is one valid number
-            elif lower == b"transfer-encoding":
+            elif size == 17 and name.lower() == b"transfer-encoding":
                 # Any coding but chunked (gzip, or an unknown one) would have to be passed
                 # on as a hop-by-hop header or decoded here: refuse, as nginx does.
                 if value.strip().lower() != b"chunked":

@@ -61,6 +61,8 @@ _MAYBE_OVERLONG = re.compile(r"%(?:C[01]|[EF]0|F8|FC|25)", re.IGNORECASE)
 
 def _check_escapes(path: str) -> None:
     i = path.find("%")
+    if i < 0:
+        return  # no escape, so nothing overlong either: the path is ASCII (_PATH_CHARS)
     while i >= 0:
         code = path[i + 1 : i + 3]
         if len(code) != 2 or code[0] not in _HEX or code[1] not in _HEX:
@@ -137,9 +139,9 @@ def normalize_path(path: str) -> NormalizedPath:
     """
     if not path.startswith("/"):
         raise PathError("path_not_origin_form", "the request target is not an absolute path")
-    if "#" in path:
-        raise PathError("path_fragment", "a fragment ('#') in the request target")
-    if not _PATH_CHARS.match(path):
+    if not _PATH_CHARS.match(path):  # '#' is not among them: checked only then
+        if "#" in path:
+            raise PathError("path_fragment", "a fragment ('#') in the request target")
         if "\x00" in path:
             raise PathError("path_nul", "NUL in the path")
         raise PathError("path_bad_character", "the path holds a character that must be escaped")

@@ -123,6 +123,7 @@ class RouteTable:
     # the prefixes as that reading sees them.
     _readings: Mapping[tuple[Reading, bool], Mapping[Key, Route]] = field(init=False, repr=False)
     _always_read: bool = field(init=False, repr=False)  # a prefix has other readings itself
+    _root_only: bool = field(init=False, repr=False)  # one prefix, `/`: no reading can differ
     _wide: bool = field(init=False, repr=False)  # a prefix reads as non-ASCII
     _depth: int = field(init=False, repr=False)  # segments beyond it never decide
     # For each position, the prefix segments there (folded): only a segment whose stem is one
@@ -161,6 +162,7 @@ class RouteTable:
             for seg in Reading().segments("/".join(segments))
         )
         object.__setattr__(self, "_primary", MappingProxyType(primary))
+        object.__setattr__(self, "_root_only", list(primary) == [()])
         object.__setattr__(self, "_readings", MappingProxyType(readings))
         object.__setattr__(
             self, "_always_read", any(has_other_readings(segments) for segments, _ in entries)
@@ -204,13 +206,18 @@ class RouteTable:
         some upstreams use (see paths.Reading, and case folding) lands on a different
         route: the decision must hold for the path the upstream will act on.
         """
-        key = self._key(path.segments)
-        route = self._lookup(self._primary, key)
-        if self._always_read or has_other_readings(path.raw_segments):
-            self._check_readings(path, route)
-        bare = self._without_suffixes(key)
-        if bare is not None and (other := self._lookup(self._primary, bare)) is not route:
-            raise AmbiguousPath(route, other, _SUFFIX)
+        if self._root_only:
+            # Every reading of every path lands on the one route (a single-upstream config,
+            # the common case): only a climb above its base path is left to check.
+            route = self._primary[()]
+        else:
+            key = self._key(path.segments)
+            route = self._lookup(self._primary, key)
+            if self._always_read or has_other_readings(path.raw_segments):
+                self._check_readings(path, route)
+            bare = self._without_suffixes(key)
+            if bare is not None and (other := self._lookup(self._primary, bare)) is not route:
+                raise AmbiguousPath(route, other, _SUFFIX)
         if self._below_root and route is not None and route.below_root:
             remainder = path.raw_segments[len(route.segments) if route.strip_prefix else 0 :]
             reading = climbing_reading(remainder)

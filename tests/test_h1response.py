@@ -475,3 +475,30 @@ def test_any_bytes_from_the_upstream_end_in_a_state_never_in_an_exception(seed: 
                 reader.feed(part)
         assert whole.state is pieces.state, data
         assert b"".join(whole.body) == b"".join(pieces.body), data
+
+
+def _observed(reader: ResponseReader) -> tuple[object, ...]:
+    body = reader.take_body() if reader.body else b""
+    return (reader.state, reader.status, reader.reason, reader.headers, body, reader.reusable)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_reused_connection_reads_each_answer_as_a_fresh_one_would(seed: int) -> None:
+    """One llhttp parser serves a connection for as long as it is reused: over random
+    sequences of answers, every answer reads exactly as it does on a new connection (the
+    oracle), and the connection is reused only while the fresh reader says it may be."""
+    rng = random.Random(seed)
+    for _ in range(300):
+        kept = ResponseReader()
+        for _ in range(rng.randint(1, 6)):
+            data = rng.choice(VALID) if rng.random() < 0.8 else _mutate(rng, rng.choice(VALID))
+            head_only = rng.random() < 0.1
+            fresh = ResponseReader()
+            fresh.start(head_only, body_follows=False)
+            kept.start(head_only, body_follows=False)
+            for piece in _splits(rng, data) if len(data) > 1 else [data]:
+                fresh.feed(piece)
+                kept.feed(piece)
+            assert _observed(kept) == _observed(fresh), data
+            if not kept.release():
+                break
