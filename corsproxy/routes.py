@@ -206,6 +206,7 @@ class RouteTable:
         some upstreams use (see paths.Reading, and case folding) lands on a different
         route: the decision must hold for the path the upstream will act on.
         """
+        route: Route | None
         if self._root_only:
             # Every reading of every path lands on the one route (a single-upstream config,
             # the common case): only a climb above its base path is left to check.
