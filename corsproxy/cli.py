@@ -9,12 +9,20 @@ import sys
 import urllib.request
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from corsproxy import __version__
-from corsproxy.config import Config, ConfigError, Override, json_schema, load_config
+from corsproxy.config import (
+    Config,
+    ConfigError,
+    Override,
+    json_schema,
+    load_config,
+    parse_config,
+    read_config_text,
+)
 from corsproxy.cors import TOKEN
 from corsproxy.explain import explain, render_text, websocket_url
 from corsproxy.spec import shown
@@ -36,11 +44,18 @@ config_option = click.option(
 
 
 def _load(
-    config_path: str | None, strict: bool = False, overrides: Sequence[Override] = ()
+    config_path: str | None,
+    strict: bool = False,
+    overrides: Sequence[Override] = (),
+    document: str | None = None,
 ) -> Config:
-    """Load or exit with every problem on stderr (never a traceback)."""
+    """Load (or parse `document`, the file's text) or exit with every problem on stderr
+    (never a traceback)."""
     try:
-        config = load_config(config_path, overrides=overrides)
+        if document is not None and config_path is not None:
+            config = parse_config(document, config_path, None, overrides)
+        else:
+            config = load_config(config_path, overrides=overrides)
     except ConfigError as exc:
         for line in shown(exc.diagnostics):
             click.echo(line, err=True)
@@ -316,27 +331,40 @@ def serve(
     overrides = _overrides(ctx)
     if demo and listen is None:
         overrides.append(Override(("listen",), "127.0.0.1:8080", "--demo"))
+    from corsproxy.workers import EXIT_MEMORY, SNAPSHOT_ENV, WORKER_ENV, supervise, worker_count
+
+    is_worker = os.environ.get(WORKER_ENV) == "1"
+    # A worker starts from the supervisor's copy of the last file that loaded (workers.py).
+    snapshot = os.environ.get(SNAPSHOT_ENV) if is_worker else None
+    document = None
+    if snapshot:
+        try:
+            document = Path(snapshot).read_text(encoding="utf-8")
+        except OSError as exc:  # e.g. a /tmp cleaner removed it: read the file itself
+            click.echo(f"corsproxy: no configuration snapshot ({exc}): reading the file", err=True)
+    checked = overrides
     if demo:
         # The demo's upstream address is only known once it runs; check the rest now.
         demo_overrides = [
             Override(("upstream",), "http://127.0.0.1:1", "--demo"),
             *_demo_policy(allow_origins),
         ]
-        _load(config_path, overrides=[*overrides, *demo_overrides])
-    else:
-        _load(config_path, overrides=overrides)
-    from corsproxy.workers import WORKER_ENV, supervise, worker_count
-
+        checked = [*overrides, *demo_overrides]
+    _load(config_path, overrides=checked, document=document)
     try:
         count = worker_count(workers)
     except ValueError:
         raise click.BadParameter(
             "a number of at least 1, or 'auto'", param_hint="--workers"
         ) from None
-    is_worker = os.environ.get(WORKER_ENV) == "1"
     if count > 1 and not is_worker:
         arguments = sys.argv[sys.argv.index("serve") + 1 :] if "serve" in sys.argv else []
-        sys.exit(supervise(count, arguments, shutdown_timeout))
+
+        def read_config() -> tuple[str | None, Config]:
+            text = read_config_text(config_path) if config_path is not None else None
+            return text, parse_config(text, config_path or "command line", None, checked)
+
+        sys.exit(supervise(count, arguments, shutdown_timeout, read_config))
     main = _serve(
         config_path,
         overrides,
@@ -345,9 +373,11 @@ def serve(
         shutdown_timeout=shutdown_timeout,
         drain_delay=drain_delay,
         reuse_port=is_worker,
+        document=document,
     )
     runner = _loop_runner(use_uvloop)
-    runner(main)
+    if runner(main):  # the memory guard stopped it
+        sys.exit(EXIT_MEMORY)
 
 
 def _require_c_parser() -> None:
@@ -365,7 +395,10 @@ def _require_c_parser() -> None:
         sys.exit(2)
 
 
-def _loop_runner(use_uvloop: bool) -> Callable[[Coroutine[Any, Any, None]], None]:
+_T = TypeVar("_T")
+
+
+def _loop_runner(use_uvloop: bool) -> Callable[[Coroutine[Any, Any, _T]], _T]:
     """uvloop's event loop when installed and wanted, else asyncio's."""
     if use_uvloop:
         try:
@@ -398,9 +431,12 @@ async def _serve(
     shutdown_timeout: float,
     drain_delay: float,
     reuse_port: bool,
-) -> None:
+    document: str | None = None,
+) -> bool:
+    """Serve until stopped; True when the memory guard stopped it."""
     from corsproxy.server import serve as run_server
     from corsproxy.server import tune_gc
+    from corsproxy.workers import WorkerLink
 
     demo_runner: Any = None
     if demo:
@@ -416,16 +452,25 @@ async def _serve(
     def loader() -> Config:
         return load_config(config_path, env=os.environ, overrides=overrides)
 
+    if document is not None and config_path is not None:
+        config = parse_config(document, config_path, os.environ, overrides)
+    else:
+        config = loader()
+    stop = asyncio.Event()
+    link = WorkerLink(config, stop.set)  # heartbeat and memory guard
+
     def ready(url: str) -> None:
         tune_gc()
+        link.start()
         if demo:
             click.echo(_demo_banner(url), err=True)
 
     try:
         await run_server(
-            loader(),
+            config,
             loader,
             ready=ready,
+            stop=stop,
             shutdown_timeout=shutdown_timeout,
             drain_delay=drain_delay,
             reuse_port=reuse_port,
@@ -433,6 +478,7 @@ async def _serve(
     finally:
         if demo_runner is not None:
             await demo_runner.cleanup()
+    return link.retired
 
 
 def _demo_banner(url: str) -> str:

@@ -106,6 +106,8 @@ class Limits:
     max_header_size: int = 8190
     # The largest WebSocket message either way; a larger one closes with 1009.
     max_ws_message_size: int = 4 * 1024 * 1024
+    # A worker above this resident memory drains and is replaced (None: no guard).
+    max_worker_rss: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +125,8 @@ class Config:
     version: int = 1
     # Route prefixes match case-insensitively unless the upstream is known to be case-sensitive.
     routes_case_sensitive: bool = False
+    # With --workers: a worker whose event loop gives no heartbeat this long is replaced.
+    workers_timeout: float = 30.0
 
 
 class ConfigError(Exception):
@@ -465,9 +469,21 @@ CONFIG_SPEC = Obj(
                         "Largest WebSocket message either way; a larger one closes with 1009.",
                         default=4 * 1024 * 1024,
                     ),
+                    "max_worker_rss": Field(
+                        size(),
+                        "Resident memory above which a worker stops accepting, drains and "
+                        "exits (with --workers the supervisor replaces it first); absent: no "
+                        "guard. Read when a worker starts.",
+                    ),
                 }
             ),
             "Request limits.",
+        ),
+        "workers_timeout": Field(
+            duration(),
+            "With --workers: a worker whose event loop gives no heartbeat for this long (a "
+            "blocking call, a deadlock) is killed and replaced.",
+            default=30,
         ),
         "cors": Field(
             FalseOr(POLICY_SPEC), "The default CORS policy, or false: no cross-origin access."
@@ -838,6 +854,7 @@ def compile_config(top: Section, ctx: Context) -> Config | None:
         routes=RouteTable(tuple(routes), default_route, case_sensitive),
         warnings=tuple(dict.fromkeys(d for d in ctx.diagnostics if d.warning)),
         routes_case_sensitive=case_sensitive,
+        workers_timeout=top.get("workers_timeout", 30.0),
     )
 
 
@@ -1083,8 +1100,13 @@ def load_config(
     if path is None:
         return parse_config(None, "command line", env, overrides)
     name = os.fspath(path)
+    return parse_config(read_config_text(name), name, env, overrides)
+
+
+def read_config_text(name: str) -> str:
+    """A config file's text, with the checks of load_config; raises ConfigError."""
     try:
-        document = _read_regular_file(name).decode("utf-8")
+        return _read_regular_file(name).decode("utf-8")
     except OSError as exc:
         raise ConfigError(
             [Diagnostic(name, 0, "", f"cannot read the config: {exc.strerror or exc}")]
@@ -1093,7 +1115,6 @@ def load_config(
         raise ConfigError(
             [Diagnostic(name, 1, "", f"the config is not UTF-8 text: {exc.reason}")]
         ) from None
-    return parse_config(document, name, env, overrides)
 
 
 def _file_kind(mode: int) -> str:

@@ -1,30 +1,58 @@
 """`--workers N`: a supervisor running N `corsproxy serve` processes on one port.
 
 Each worker binds with SO_REUSEPORT (the kernel spreads connections across them) and owns
-its upstream pool. The supervisor forwards SIGTERM, SIGINT and SIGHUP to every worker, and
-shares one PROMETHEUS_MULTIPROC_DIR so /metrics, whichever worker answers it, counts all.
-If a worker dies on its own, the supervisor stops the others and exits 1, so the
-orchestrator restarts the whole unit (no silent half-capacity).
+its upstream pool. The supervisor, in the spirit of gunicorn's arbiter and nginx's master:
+
+- forwards SIGTERM, SIGINT and SIGHUP to every worker;
+- replaces a worker that dies at once (a worker that dies before it is ready, with
+  exponential backoff), logs why, and counts it in `corsproxy_worker_restarts_total`;
+- kills and replaces a worker whose event loop stops sending heartbeats for
+  `workers_timeout` (a byte on a pipe from a periodic callback: a blocked loop stops it);
+- starts a replacement first when a worker's memory guard (`limits.max_worker_rss`) trips,
+  then lets the old one drain;
+- starts every worker from the configuration that last loaded successfully (a snapshot of
+  the file it keeps), so a respawn never fails on a file broken since, nor serves a
+  different policy from the others;
+- gives up (drains the rest, exits 1) when fresh workers cannot start at all: the first
+  worker fails before any was ready, or MAX_START_FAILURES fail in a row.
+
+The workers share one PROMETHEUS_MULTIPROC_DIR so /metrics, whichever worker answers it,
+counts all; a dead worker's live gauges are removed so they stop counting.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
+import selectors
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
-from corsproxy.admin import MULTIPROCESS_DIR
+from corsproxy.config import Config, ConfigError
 
 log = logging.getLogger("corsproxy")
 WORKER_ENV = "CORSPROXY_WORKER"
+HEARTBEAT_ENV = "CORSPROXY_HEARTBEAT_FD"
+SNAPSHOT_ENV = "CORSPROXY_CONFIG_SNAPSHOT"
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # as in admin.py (not imported: see _restarts)
+EXIT_MEMORY = 3  # a worker that drained because of limits.max_worker_rss
+
+BEAT, RETIRE = b".", b"M"  # heartbeat; "replace me" from the memory guard
+BACKOFF = 0.5  # first delay after a worker died before it was ready; doubles, up to 8 s
+MAX_START_FAILURES = 5  # in a row, no worker ready in between: give up (about 8 s of tries)
+BOOT_TIMEOUT = 10.0  # at least this long for a new worker to become ready
+RETIRE_WAIT = 10.0  # a memory-guarded worker drains once its replacement is ready, or then
+REASONS = ("exit", "signal", "timeout", "memory")
 
 
 def worker_count(value: str) -> int:
@@ -40,47 +68,432 @@ def worker_count(value: str) -> int:
     return count
 
 
-def supervise(count: int, argv: Sequence[str], shutdown_timeout: float) -> int:
-    """Run `count` workers with the same arguments; returns the exit status."""
-    directory = tempfile.mkdtemp(prefix="corsproxy-metrics-")
-    env = {**os.environ, MULTIPROCESS_DIR: directory, WORKER_ENV: "1", "CORSPROXY_WORKERS": "1"}
-    command = [sys.executable, "-m", "corsproxy", "serve", *argv, "--workers", "1"]
-    workers = [subprocess.Popen(command, env=env) for _ in range(count)]  # noqa: S603
-    log.info("supervisor %d: started %d workers %s", os.getpid(), count, [w.pid for w in workers])
-    stopping = False
+# --- in the worker ------------------------------------------------------------------
 
-    def forward(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        if signum in (signal.SIGTERM, signal.SIGINT):
-            stopping = True
-        for worker in workers:
-            if worker.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    worker.send_signal(signum)
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, forward)
-    status = 0
+def rss_bytes() -> int | None:
+    """This process's resident memory (Linux), or None where /proc is missing."""
     try:
-        while any(w.poll() is None for w in workers):
-            for worker in workers:
-                code = worker.poll()
-                if code is not None and not stopping:
-                    log.error("worker %d exited with %s: stopping the others", worker.pid, code)
-                    stopping = True
-                    status = 1
-                    forward(signal.SIGTERM, None)
-            time.sleep(0.2)
-        deadline = time.monotonic() + shutdown_timeout + 5
-        for worker in workers:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def heartbeat_interval(timeout: float) -> float:
+    return min(1.0, timeout / 4)
+
+
+class WorkerLink:
+    """The heartbeat to the supervisor and the memory guard, both run by one periodic
+    callback on the event loop: a loop that stops turning stops the heartbeat."""
+
+    def __init__(self, config: Config, stop: Callable[[], None]) -> None:
+        fd = os.environ.get(HEARTBEAT_ENV)
+        self.fd = int(fd) if fd and os.environ.get(WORKER_ENV) == "1" else None
+        self.interval = heartbeat_interval(config.workers_timeout)
+        self.max_rss = config.limits.max_worker_rss
+        self.stop = stop
+        self.retired = False  # the memory guard tripped: exit with EXIT_MEMORY
+        if self.fd is not None:
+            os.set_blocking(self.fd, False)
+        if self.max_rss is not None and rss_bytes() is None:
+            log.warning("limits.max_worker_rss: no /proc/self/statm here, the guard is off")
+            self.max_rss = None
+
+    def start(self) -> None:
+        """Once listening: the first beat tells the supervisor this worker is ready."""
+        self._tick()
+
+    def _tick(self) -> None:
+        if self.max_rss is not None and not self.retired:
+            rss = rss_bytes() or 0
+            if rss > self.max_rss:
+                self.retired = True
+                log.warning(
+                    "memory guard: resident memory %d MiB is above limits.max_worker_rss "
+                    "(%d MiB): draining and exiting",
+                    rss >> 20,
+                    self.max_rss >> 20,
+                )
+                if self.fd is None:
+                    self.stop()
+                else:  # the supervisor starts a replacement, then sends SIGTERM
+                    self._send(RETIRE)
+        self._send(BEAT)
+        asyncio.get_running_loop().call_later(self.interval, self._tick)
+
+    def _send(self, data: bytes) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.write(self.fd, data)
+        except BlockingIOError:
+            pass  # the pipe is full of beats the supervisor has not read yet
+        except OSError:
+            log.error("the supervisor is gone: stopping")
+            self.fd = None
+            self.stop()
+
+
+# --- the supervisor -----------------------------------------------------------------
+
+# Reads and compiles the config as the workers will: (the file's text or None, config).
+ConfigReader = Callable[[], tuple[str | None, Config]]
+
+
+@dataclass(eq=False)
+class _Worker:
+    proc: subprocess.Popen[bytes]
+    fd: int  # the read end of its heartbeat pipe
+    started: float
+    beat: float | None = None  # the last heartbeat; None until ready
+    retiring: float | None = None  # when its memory guard asked for a replacement
+    terminated: bool = False  # SIGTERM sent after retiring
+    killed: bool = False  # by the supervisor, for missing heartbeats
+    hup_pending: bool = False  # a SIGHUP came while it was starting
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+def _describe(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+        return f"killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+class Supervisor:
+    def __init__(
+        self,
+        count: int,
+        argv: Sequence[str],
+        shutdown_timeout: float,
+        read_config: ConfigReader,
+    ) -> None:
+        self.count = count
+        self.command = [sys.executable, "-m", "corsproxy", "serve", *argv, "--workers", "1"]
+        self.shutdown_timeout = shutdown_timeout
+        self.read_config = read_config
+        self.workers: list[_Worker] = []
+        self.selector = selectors.DefaultSelector()
+        self.pending: list[int] = []  # signals received, handled in the loop
+        self.stopping = False
+        self.stop_signal = signal.SIGTERM
+        self.status = 0
+        self.ever_ready = False
+        self.early_deaths = 0  # workers dead before ready since one was last ready
+        self.failed_starts = 0  # of which on their own (an exit status, a spawn error)
+        self.next_spawn = 0.0
+        self.base = tempfile.mkdtemp(prefix="corsproxy-")  # 0700: the snapshot lives here
+        self.metrics = os.path.join(self.base, "metrics")
+        os.mkdir(self.metrics)
+        self.snapshot = os.path.join(self.base, "config.yaml")
+        self.timeout = 30.0
+        self.env: dict[str, str] = {}
+        self.restarts: dict[str, Any] = {}
+
+    # -- set-up and the loop
+
+    def run(self) -> int:
+        try:
+            document, config = self.read_config()
+        except ConfigError as exc:  # changed since the command checked it
+            for line in exc.diagnostics:
+                log.error("%s", line)
+            shutil.rmtree(self.base, ignore_errors=True)
+            return 2
+        self._take(document, config)
+        # Addresses are bound once: a reload cannot move a respawned worker elsewhere.
+        pinned = {"CORSPROXY_LISTEN": str(config.listen)}
+        if config.admin is not None:
+            pinned["CORSPROXY_ADMIN_LISTEN"] = str(config.admin.listen)
+        os.environ[MULTIPROCESS_DIR] = self.metrics
+        self.env = {
+            **os.environ,
+            **pinned,
+            WORKER_ENV: "1",
+            "CORSPROXY_WORKERS": "1",
+            **({SNAPSHOT_ENV: self.snapshot} if document is not None else {}),
+        }
+        self.restarts = _restart_counters()
+        wake_read, wake_write = os.pipe()
+        os.set_blocking(wake_read, False)
+        os.set_blocking(wake_write, False)
+        self.selector.register(wake_read, selectors.EVENT_READ, None)
+        previous_wakeup = signal.set_wakeup_fd(wake_write)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(signum, self._on_signal)
+        try:
+            for _ in range(self.count):
+                self._spawn()
+            log.info(
+                "supervisor %d: started %d workers %s",
+                os.getpid(),
+                self.count,
+                [w.pid for w in self.workers],
+            )
+            last = time.monotonic()
+            while not self.stopping:
+                self._wait(wake_read)
+                now = time.monotonic()
+                if now - last > 5:  # the supervisor itself was stopped: its clock, not theirs
+                    for worker in self.workers:
+                        worker.started = now
+                        if worker.beat is not None:
+                            worker.beat = now
+                last = now
+                self._signals()
+                self._reap()
+                self._murder()
+                self._retire()
+                self._fill()
+            return self._shutdown()
+        finally:
+            signal.set_wakeup_fd(previous_wakeup)
+            self.selector.close()
+            for fd in (wake_read, wake_write):
+                os.close(fd)
+            for worker in self.workers:
+                with contextlib.suppress(OSError):
+                    os.close(worker.fd)
+            shutil.rmtree(self.base, ignore_errors=True)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.pending.append(signum)  # the wakeup fd ends the select at once
+
+    def _wait(self, wake_read: int) -> None:
+        now = time.monotonic()
+        timeout = 0.2
+        if self.next_spawn > now:
+            timeout = min(timeout, self.next_spawn - now)
+        for key, _ in self.selector.select(timeout):
+            if key.data is None:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_read, 512)
+            else:
+                self._heard(key.data)
+
+    def _heard(self, worker: _Worker) -> None:
+        try:
+            data = os.read(worker.fd, 4096)
+        except BlockingIOError:
+            return
+        if not data:  # the worker is gone; _reap collects its status
+            self.selector.unregister(worker.fd)
+            os.close(worker.fd)
+            worker.fd = -1
+            return
+        now = time.monotonic()
+        if worker.beat is None:
+            log.info("worker %d ready", worker.pid)
+            self.ever_ready = True
+            self.early_deaths = self.failed_starts = 0
+            if worker.hup_pending:
+                self._signal(worker, signal.SIGHUP)
+        worker.beat = now
+        if RETIRE in data and worker.retiring is None:
+            worker.retiring = now
+            self._count("memory")
+            log.warning(
+                "worker %d is above limits.max_worker_rss: starting its replacement", worker.pid
+            )
+
+    # -- the steps of one turn
+
+    def _signals(self) -> None:
+        pending, self.pending = self.pending, []
+        for signum in pending:
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                self.stopping = True
+                self.stop_signal = signal.Signals(signum)
+            elif signum == signal.SIGHUP:
+                self._reload()
+                for worker in self.workers:
+                    if worker.beat is None:  # not listening for it yet: sent once ready
+                        worker.hup_pending = True
+                    else:
+                        self._signal(worker, signal.SIGHUP)
+
+    def _reap(self) -> None:
+        for worker in list(self.workers):
+            code = worker.proc.poll()
+            if code is None:
+                continue
+            self.workers.remove(worker)
+            if worker.fd >= 0:
+                self.selector.unregister(worker.fd)
+                os.close(worker.fd)
+            _mark_dead(worker.pid)
+            if worker.retiring is not None:
+                log.info("worker %d retired (memory guard): %s", worker.pid, _describe(code))
+                continue
+            if worker.killed:
+                reason = "timeout"
+            else:
+                reason = "signal" if code < 0 else "exit"
+                log.error("worker %d %s: replacing it", worker.pid, _describe(code))
+            self._count(reason)
+            if worker.beat is None:
+                self._died_early(own=code > 0 or worker.killed)
+
+    def _murder(self) -> None:
+        now = time.monotonic()
+        for worker in self.workers:
+            if worker.killed:
+                continue
+            since = worker.beat or worker.started
+            limit = self.timeout if worker.beat is not None else max(self.timeout, BOOT_TIMEOUT)
+            if now - since > limit:
+                log.error(
+                    "worker %d gave no heartbeat for %.1f s (workers_timeout %g s): killing it",
+                    worker.pid,
+                    now - since,
+                    self.timeout,
+                )
+                worker.killed = True
+                self._signal(worker, signal.SIGKILL)
+
+    def _retire(self) -> None:
+        ready = sum(1 for w in self.workers if w.retiring is None and w.beat is not None)
+        now = time.monotonic()
+        for worker in self.workers:
+            if worker.retiring is None or worker.terminated:
+                continue
+            if ready >= self.count or now - worker.retiring > RETIRE_WAIT:
+                worker.terminated = True
+                self._signal(worker, signal.SIGTERM)
+
+    def _fill(self) -> None:
+        while not self.stopping and time.monotonic() >= self.next_spawn:
+            if sum(1 for w in self.workers if w.retiring is None) >= self.count:
+                return
+            self._spawn()
+
+    # -- helpers
+
+    def _spawn(self) -> None:
+        write = -1
+        try:
+            read, write = os.pipe()
+            try:
+                proc = subprocess.Popen(  # noqa: S603 - our own command line
+                    self.command, env={**self.env, HEARTBEAT_ENV: str(write)}, pass_fds=(write,)
+                )
+            except BaseException:
+                os.close(read)
+                raise
+        except OSError as exc:
+            log.error("cannot start a worker: %s", exc)
+            self._died_early(own=True)
+            return
+        finally:
+            if write >= 0:
+                os.close(write)  # the worker's alone: its exit closes the pipe
+        os.set_blocking(read, False)
+        worker = _Worker(proc, read, time.monotonic())
+        self.selector.register(read, selectors.EVENT_READ, worker)
+        self.workers.append(worker)
+        if self.ever_ready:
+            log.info("worker %d started", proc.pid)
+
+    def _died_early(self, own: bool) -> None:
+        """A worker died before it was ready: back off; give up when they cannot start."""
+        self.early_deaths += 1
+        self.failed_starts += own
+        if own and (not self.ever_ready or self.failed_starts >= MAX_START_FAILURES):
+            log.error(
+                "cannot start workers (%d failed in a row%s): stopping",
+                self.failed_starts,
+                "" if self.ever_ready else ", none was ever ready",
+            )
+            self.stopping = True
+            self.status = 1
+            return
+        delay = min(BACKOFF * 2 ** (self.early_deaths - 1), 8.0)
+        self.next_spawn = time.monotonic() + delay
+        log.warning("next worker start in %.1f s", delay)
+
+    def _reload(self) -> None:
+        try:
+            document, config = self.read_config()
+        except ConfigError as exc:
+            log.error(
+                "reload failed (%d errors): new workers keep starting from the last good "
+                "configuration",
+                len(exc.errors),
+            )
+            return
+        self._take(document, config)
+        log.info("supervisor: configuration reloaded; new workers start from it")
+
+    def _take(self, document: str | None, config: Config) -> None:
+        if document is not None:
+            partial = self.snapshot + ".new"
+            with open(partial, "w", encoding="utf-8") as file:
+                file.write(document)
+            os.replace(partial, self.snapshot)  # a worker starting now reads one or the other
+        self.timeout = config.workers_timeout
+
+    def _signal(self, worker: _Worker, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            worker.proc.send_signal(signum)
+
+    def _count(self, reason: str) -> None:
+        self.restarts[reason].inc(1)
+
+    def _shutdown(self) -> int:
+        for worker in self.workers:
+            self._signal(worker, self.stop_signal)
+        deadline = time.monotonic() + self.shutdown_timeout + 5
+        status = self.status
+        for worker in self.workers:
             remaining = max(0.1, deadline - time.monotonic())
             try:
-                code = worker.wait(remaining)
+                code = worker.proc.wait(remaining)
             except subprocess.TimeoutExpired:
-                worker.kill()
-                code = worker.wait()
-            if code != 0:
+                worker.proc.kill()
+                code = worker.proc.wait()
+            # Killed by the stop signal: it was starting, before its handlers were set.
+            if code not in (0, EXIT_MEMORY, -self.stop_signal):
                 status = status or 1
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-    return status
+        return status
+
+
+def _restart_counters() -> dict[str, Any]:
+    """corsproxy_worker_restarts_total{reason}, written to the shared metrics directory as a
+    worker's counters are (the value class is chosen from PROMETHEUS_MULTIPROC_DIR when
+    prometheus_client is imported, which may have been before it was set here)."""
+    from prometheus_client.values import MultiProcessValue
+
+    value_class = MultiProcessValue()  # type: ignore[no-untyped-call]
+    return {
+        reason: value_class(
+            "counter",
+            "corsproxy_worker_restarts",
+            "corsproxy_worker_restarts_total",
+            ("reason",),
+            (reason,),
+            "Workers replaced by the supervisor, by why: exit (status), signal, timeout "
+            "(no heartbeat), memory (limits.max_worker_rss).",
+        )
+        for reason in REASONS
+    }
+
+
+def _mark_dead(pid: int) -> None:
+    """Its live gauges (requests in flight) stop counting; its counters stay in the sums."""
+    from prometheus_client import multiprocess
+
+    with contextlib.suppress(OSError):
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def supervise(
+    count: int, argv: Sequence[str], shutdown_timeout: float, read_config: ConfigReader
+) -> int:
+    """Run `count` workers with the same arguments; returns the exit status."""
+    return Supervisor(count, argv, shutdown_timeout, read_config).run()

@@ -1,0 +1,384 @@
+"""`serve --workers N` supervision, as an operator meets it: real processes, real signals.
+
+A worker killed (the OOM killer's SIGKILL) or hung (SIGSTOP: its loop stops turning) is
+replaced while the others keep serving; a respawned worker serves the configuration that last
+loaded, whatever the file on disk says now; the memory guard replaces a worker before it
+drains; a supervisor whose workers cannot start gives up with a clear message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.net import ROOT, free_port
+from tests.test_serve_admin import samples
+
+TIMEOUT = 20.0
+
+
+class Supervised:
+    """`corsproxy serve --workers 2` with its JSON log lines collected from stderr."""
+
+    def __init__(self, config: Path, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "corsproxy", "serve", "--log-format", "json",
+             "--shutdown-timeout", "5", "-c", str(config), *args],
+            stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        )  # fmt: skip
+        self.lines: list[dict[str, Any]] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            try:
+                self.lines.append(json.loads(line))
+            except json.JSONDecodeError:
+                self.lines.append({"message": line.rstrip("\n")})
+
+    def messages(self) -> list[str]:
+        return [str(line.get("message", "")) for line in list(self.lines)]
+
+    def ready(self) -> list[int]:
+        """Pids of workers that reported ready, in order."""
+        return [
+            int(m.split()[1]) for m in self.messages() if m.startswith("worker ") and "ready" in m
+        ]
+
+    def children(self) -> set[int]:
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        try:
+            return {int(pid) for pid in path.read_text().split()}
+        except FileNotFoundError:
+            return set()
+
+    def serving(self) -> set[int]:
+        """Live workers that reported ready."""
+        return set(self.ready()) & self.children()
+
+    def wait(self, what: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = what()
+            if value:
+                return value
+            time.sleep(0.05)
+        raise AssertionError(f"timed out; log: {self.messages()}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait(TIMEOUT)
+        self.reader.join(TIMEOUT)
+        if self.proc.stderr is not None and not self.reader.is_alive():
+            self.proc.stderr.close()  # (a reader still blocked on it would block the close)
+        return code
+
+
+def get(port: int, path: str = "/x", origin: str | None = None) -> tuple[int, dict[str, str]]:
+    """One request on a new connection (the kernel spreads connections across workers)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        head = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        if origin:
+            head += f"Origin: {origin}\r\n"
+        sock.sendall((head + "\r\n").encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    lines = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+    return int(lines[0].split()[1]), headers
+
+
+@pytest.fixture
+def upstream() -> Iterator[int]:
+    """A tiny threaded HTTP upstream answering 200 to everything."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.startswith("/slow"):
+                time.sleep(30)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def write_config(path: Path, port: int, upstream: int, extra: str = "", admin: int = 0) -> Path:
+    text = f"listen: 127.0.0.1:{port}\nupstream: http://127.0.0.1:{upstream}\n{extra}"
+    if admin:
+        text += f"admin: {{listen: 127.0.0.1:{admin}}}\n"
+    partial = path.with_suffix(".new")
+    partial.write_text(text)
+    partial.replace(path)  # atomically, as an operator (or a ConfigMap) does
+    return path
+
+
+def metrics(admin: int) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
+        return str(r.read().decode())
+
+
+def started(
+    tmp_path: Path, port: int, upstream: int, extra: str = "", admin: int = 0
+) -> Supervised:
+    config = write_config(tmp_path / "c.yaml", port, upstream, extra, admin)
+    supervised = Supervised(config, "--workers", "2")
+    supervised.wait(lambda: len(supervised.serving()) == 2)
+    return supervised
+
+
+def test_a_killed_worker_is_replaced_at_once_and_the_port_keeps_answering(
+    tmp_path: Path, upstream: int
+) -> None:
+    port, admin = free_port(), free_port()
+    proxy = started(tmp_path, port, upstream, admin=admin)
+    try:
+        before = proxy.serving()
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        fresh = proxy.wait(lambda: proxy.children() - before)
+        assert time.monotonic() - killed < 1.0  # a new worker process within a second
+        assert get(port)[0] == 200  # the survivor answers meanwhile (or the new one)
+        proxy.wait(lambda: fresh <= proxy.serving())
+        assert all(get(port)[0] == 200 for _ in range(20))
+        restarts = samples(metrics(admin), "corsproxy_worker_restarts_total")
+        assert restarts['{reason="signal"}'] == 1.0
+        assert f"worker {victim} killed by SIGKILL: replacing it" in proxy.messages()
+        assert proxy.stop() == 0
+    finally:
+        proxy.stop()
+
+
+def test_a_hung_worker_is_killed_and_replaced(tmp_path: Path, upstream: int) -> None:
+    port, admin = free_port(), free_port()
+    proxy = started(tmp_path, port, upstream, "workers_timeout: 3s\n", admin=admin)
+    stopped: list[int] = []
+    try:
+        before = proxy.serving()
+        hung = min(before)
+        os.kill(hung, signal.SIGSTOP)  # its event loop stops turning
+        stopped.append(hung)
+        proxy.wait(lambda: hung not in proxy.children())
+        proxy.wait(lambda: len(proxy.serving()) == 2)
+        assert any(f"worker {hung} gave no heartbeat" in m for m in proxy.messages())
+        assert all(get(port)[0] == 200 for _ in range(20))
+        restarts = samples(metrics(admin), "corsproxy_worker_restarts_total")
+        assert restarts['{reason="timeout"}'] == 1.0
+        survivor = (before - {hung}).pop()
+        assert survivor in proxy.serving()  # the healthy one was left alone
+    finally:
+        for pid in stopped:  # whatever happened, nothing stays stopped
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        code = proxy.stop()
+    assert code == 0
+
+
+def origins_allowed(port: int, tries: int = 30) -> set[str]:
+    """The origins answered with CORS over many connections (so by every worker)."""
+    allowed = set()
+    for _ in range(tries):
+        for origin in ("https://a.example", "https://b.example"):
+            status, headers = get(port, origin=origin)
+            assert status == 200
+            if headers.get("access-control-allow-origin") == origin:
+                allowed.add(origin)
+    return allowed
+
+
+def replace_all(proxy: Supervised) -> None:
+    for pid in proxy.serving():
+        os.kill(pid, signal.SIGKILL)
+        proxy.wait(lambda pid=pid: pid not in proxy.children())  # type: ignore[misc]
+    proxy.wait(lambda: len(proxy.serving()) == 2)
+
+
+def test_a_respawned_worker_starts_with_the_configuration_that_last_loaded(
+    tmp_path: Path, upstream: int
+) -> None:
+    port = free_port()
+    policy_a = "cors: {allow_origins: [https://a.example]}\n"
+    policy_b = "cors: {allow_origins: [https://b.example]}\n"
+    proxy = started(tmp_path, port, upstream, policy_a)
+    config = tmp_path / "c.yaml"
+    try:
+        # Edited but not reloaded: respawned workers serve what the others serve.
+        write_config(config, port, upstream, policy_b)
+        replace_all(proxy)
+        assert origins_allowed(port) == {"https://a.example"}
+        # Reloaded: every worker, old or respawned, serves the new policy.
+        proxy.proc.send_signal(signal.SIGHUP)
+        proxy.wait(lambda: "supervisor: configuration reloaded; new workers start from it"
+                   in proxy.messages())  # fmt: skip
+        proxy.wait(lambda: origins_allowed(port, 5) == {"https://b.example"})
+        replace_all(proxy)
+        assert origins_allowed(port) == {"https://b.example"}
+        # Broken since, and a reload refused it: respawned workers still start, with B.
+        config.write_text("upstream: [not, a, url\n")
+        proxy.proc.send_signal(signal.SIGHUP)
+        proxy.wait(lambda: any(m.startswith("reload failed (1 errors)") for m in proxy.messages()))
+        replace_all(proxy)
+        assert origins_allowed(port) == {"https://b.example"}
+    finally:
+        code = proxy.stop()
+    assert code == 0
+
+
+def test_the_memory_guard_replaces_a_worker_before_it_drains(tmp_path: Path, upstream: int) -> None:
+    port, admin = free_port(), free_port()
+    config = write_config(tmp_path / "c.yaml", port, upstream, admin=admin)
+    proxy = Supervised(config, "--workers", "2")
+    try:
+        proxy.wait(lambda: len(proxy.serving()) == 2)
+        first = proxy.ready()[0]
+        assert all(get(port)[0] == 200 for _ in range(5))
+        # Every worker is above 1 MiB: each asks for a replacement as soon as it beats.
+        write_config(config, port, upstream, "limits: {max_worker_rss: 1MiB}\n", admin)
+        proxy.proc.send_signal(signal.SIGHUP)  # read when a worker starts: kill one
+        proxy.wait(lambda: "supervisor: configuration reloaded; new workers start from it"
+                   in proxy.messages())  # fmt: skip
+        os.kill(first, signal.SIGKILL)
+        retired = proxy.wait(lambda: [m for m in proxy.messages() if "retired (memory" in m])
+        assert "exited with status 3" in retired[0]
+        messages = proxy.messages()
+        asked = next(m for m in messages if "is above limits.max_worker_rss" in m)
+        old = int(asked.split()[1])
+        # Its replacement was ready before it drained: capacity did not drop.
+        replacement_ready = next(
+            i for i, m in enumerate(messages) if m.endswith(" ready") and messages.index(asked) < i
+        )
+        assert replacement_ready < messages.index(retired[0])
+        assert old not in proxy.children()
+        assert all(get(port)[0] == 200 for _ in range(10))
+        restarts = samples(metrics(admin), "corsproxy_worker_restarts_total")
+        assert restarts['{reason="memory"}'] >= 1
+    finally:
+        code = proxy.stop()
+    assert code == 0
+
+
+def test_the_memory_guard_of_a_single_process_drains_and_exits_3(
+    tmp_path: Path, upstream: int
+) -> None:
+    config = write_config(
+        tmp_path / "c.yaml", free_port(), upstream, "limits: {max_worker_rss: 1MiB}\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "corsproxy", "serve", "--log-format", "json", "-c", str(config)],
+        capture_output=True, text=True, cwd=ROOT, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert "memory guard: resident memory" in proc.stderr
+    assert "stopped" in proc.stderr  # drained through the SIGTERM path
+
+
+def test_a_killed_workers_requests_leave_the_in_flight_gauge(tmp_path: Path, upstream: int) -> None:
+    port, admin = free_port(), free_port()
+    proxy = started(tmp_path, port, upstream, admin=admin)
+    sockets = []
+    try:
+        for _ in range(16):  # slow requests, spread over both workers (all on one: 2**-15)
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            sockets.append(sock)
+        gauge = "corsproxy_requests_in_flight"
+        proxy.wait(lambda: samples(metrics(admin), gauge) == {"": 16.0})
+        os.kill(min(proxy.serving()), signal.SIGKILL)
+        cut = 0
+        for sock in sockets:  # the killed worker's connections end at once
+            sock.settimeout(2)
+            try:
+                cut += sock.recv(1) == b""
+            except ConnectionResetError:
+                cut += 1
+            except TimeoutError:
+                pass
+        assert 0 < cut < 16
+        proxy.wait(lambda: len(proxy.serving()) == 2)
+        assert samples(metrics(admin), gauge) == {"": 16.0 - cut}
+    finally:
+        for sock in sockets:
+            sock.close()
+        proxy.stop()
+
+
+def test_workers_that_cannot_start_stop_the_supervisor_with_a_clear_message(
+    tmp_path: Path, upstream: int
+) -> None:
+    taken = socket.socket()  # the port is taken (without SO_REUSEPORT): no worker can bind
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    config = write_config(tmp_path / "c.yaml", taken.getsockname()[1], upstream)
+    started_at = time.monotonic()
+    with taken:
+        proxy = Supervised(config, "--workers", "2")
+        try:
+            proxy.proc.wait(TIMEOUT)
+        finally:
+            code = proxy.stop()
+    assert code == 1
+    assert time.monotonic() - started_at < TIMEOUT  # no endless retrying
+    messages = proxy.messages()
+    assert any("cannot listen" in m for m in messages)
+    assert any("cannot start workers" in m and "none was ever ready" in m for m in messages)
+    assert sum("started" in m and m.startswith("supervisor") for m in messages) == 1
+
+
+def test_a_supervisor_gives_up_when_fresh_workers_keep_failing(
+    tmp_path: Path, upstream: int
+) -> None:
+    import resource
+
+    port = free_port()
+    proxy = started(tmp_path, port, upstream)
+    try:
+        # No file descriptor left for a new worker's pipe (as under fd exhaustion).
+        fds = len(os.listdir(f"/proc/{proxy.proc.pid}/fd"))
+        resource.prlimit(proxy.proc.pid, resource.RLIMIT_NOFILE, (fds, fds))
+        os.kill(min(proxy.serving()), signal.SIGKILL)
+        code = proxy.proc.wait(TIMEOUT)
+    finally:
+        proxy.stop()
+    assert code == 1
+    messages = proxy.messages()
+    attempts = [m for m in messages if m.startswith("cannot start a worker")]
+    assert len(attempts) == 5, messages  # backed off, then gave up: no spinning
+    assert any("cannot start workers (5 failed in a row)" in m for m in messages)
+    delays = [m for m in messages if m.startswith("next worker start in")]
+    assert delays == [f"next worker start in {d:.1f} s" for d in (0.5, 1.0, 2.0, 4.0)]
