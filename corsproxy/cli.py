@@ -383,9 +383,9 @@ def serve(
 def _require_c_parser() -> None:
     """Refuse to serve on aiohttp's pure-Python request parser: most of aiohttp's request
     smuggling advisories were in that parser only (AIOHTTP_NO_EXTENSIONS, or no wheel)."""
-    from aiohttp import http_parser, web_protocol
+    from corsproxy.aiohttp_private import uses_c_parser
 
-    if getattr(web_protocol, "HttpRequestParser", None) is http_parser.HttpRequestParserPy:
+    if not uses_c_parser():
         click.echo(
             "corsproxy: aiohttp's C parser is not in use (AIOHTTP_NO_EXTENSIONS is set, or "
             "aiohttp has no compiled wheel for this platform); refusing to serve with the "

@@ -6,6 +6,8 @@ import json
 
 from aiohttp import web
 
+from corsproxy.aiohttp_private import bound_sockets
+
 DEMO_POLICY_ORIGINS = ["http://localhost:*", "http://127.0.0.1:*"]
 
 
@@ -41,5 +43,5 @@ async def start_demo_upstream() -> tuple[web.AppRunner, str]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = bound_sockets(site)[0].getsockname()[1]
     return runner, f"http://127.0.0.1:{port}"

@@ -24,6 +24,7 @@ from aiohttp.http import HttpVersion10
 from multidict import CIMultiDict
 
 from corsproxy import forwarding as fw
+from corsproxy.aiohttp_private import DefaultHeadersHook
 from corsproxy.cors import Decision, response_headers
 from corsproxy.routes import Upstream
 from corsproxy.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse
@@ -61,14 +62,13 @@ class Exchange:
     started: float = field(default_factory=time.monotonic)
 
 
-class _NoInventedHeaders:
+class _NoInventedHeaders(DefaultHeadersHook):
     """Mixed into aiohttp responses: no Content-Type or Server the upstream did not send."""
 
     _upstream_names: set[str]
     headers: CIMultiDict[str]
 
-    async def _prepare_headers(self) -> None:
-        await super()._prepare_headers()  # type: ignore[misc]
+    def after_default_headers(self) -> None:
         for name in ("content-type", "server"):
             if name not in self._upstream_names:
                 self.headers.popall(name, None)
@@ -92,13 +92,9 @@ class SmallProxyResponse(_NoInventedHeaders, web.Response):
         self._upstream_names = upstream_names
 
 
-class OwnResponse(web.Response):
+class OwnResponse(DefaultHeadersHook, web.Response):
     """An answer corsproxy writes itself: aiohttp's default `Server` header would name
     versions (Python, aiohttp) to every client, so it goes."""
-
-    async def _prepare_headers(self) -> None:
-        await super()._prepare_headers()
-        self.headers.popall("server", None)
 
 
 def error_response(failure: fw.Failure, decision: Decision | None) -> web.Response:

@@ -17,10 +17,16 @@ import aiohttp
 from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
-from aiohttp.web_protocol import RequestHandler
 
 from corsproxy import forwarding as fw
 from corsproxy.admin import Metrics, admin_app, method_label
+from corsproxy.aiohttp_private import (
+    HandlerClassServer,
+    RequestHandler,
+    bound_sockets,
+    send_interim,
+    set_version,
+)
 from corsproxy.config import Config, ConfigError
 from corsproxy.cors import (
     Action,
@@ -155,7 +161,7 @@ class _RequestHandler(RequestHandler):
             failure = fw.Failure(500, "", "internal error")
         else:
             failure = fw.Failure(status, "", "Bad request: the request could not be parsed")
-        request._cache["version"] = HttpVersion11  # `version` is a cached property
+        set_version(request, HttpVersion11)
         response = error_response(failure, None)
         response.force_close()
         return response
@@ -173,11 +179,6 @@ class _RequestHandler(RequestHandler):
 def _peer(transport: asyncio.BaseTransport | None) -> str:
     peer = transport.get_extra_info("peername") if transport is not None else None
     return str(peer[0]) if peer else "-"
-
-
-class _Server(web.Server):
-    def __call__(self) -> RequestHandler:
-        return _RequestHandler(self, loop=self._loop, **self._kwargs)
 
 
 class ProxyApp:
@@ -315,7 +316,7 @@ class ProxyApp:
             exchange.reason = fw.BAD_VERSION.reason
             # aiohttp echoes the request's version in the status line ("HTTP/2.0 505"):
             # answer as what we speak, then close.
-            request._cache["version"] = HttpVersion11  # `version` is a cached property
+            set_version(request, HttpVersion11)
             response = error_response(fw.BAD_VERSION, _fallback_decision(request, config))
             response.force_close()
             return response
@@ -418,7 +419,7 @@ class ProxyApp:
             )
         if request.version == HttpVersion11 and "100-continue" in headers.get("Expect", "").lower():
             # Every check that could refuse the body is done: now invite it.
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await send_interim(request, b"HTTP/1.1 100 Continue\r\n\r\n")
         assert self.upstreams is not None
         return await forward(request, target, decision, self.upstreams, exchange)
 
@@ -474,8 +475,9 @@ async def serve(
     """Run until SIGTERM/SIGINT (or `stop`), reloading on SIGHUP."""
     app = ProxyApp(config, loader)
     await app.start()
-    server = _Server(
+    server = HandlerClassServer(
         app.handle,
+        handler_class=_RequestHandler,
         max_line_size=app.header_cap,  # the request target
         max_field_size=app.header_cap,  # a header field's name and value
         handler_cancellation=True,  # a client that goes away cancels its upstream request
@@ -514,7 +516,7 @@ async def serve(
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, app.request_reload)
-    sockets = getattr(site._server, "sockets", None) or []
+    sockets = bound_sockets(site)
     address = sockets[0].getsockname() if sockets else (config.listen.host, config.listen.port)
     host = f"[{address[0]}]" if ":" in address[0] else address[0]
     url = f"http://{host}:{address[1]}"

@@ -29,6 +29,7 @@ from aiohttp.http import HttpVersion11
 from yarl import URL
 
 from corsproxy import forwarding as fw
+from corsproxy.aiohttp_private import DefaultHeadersHook
 from corsproxy.cors import Decision, response_headers
 from corsproxy.proxy import Exchange, Target, error_response
 
@@ -264,13 +265,9 @@ async def tunnel(
     return client
 
 
-class _ClientSocket(web.WebSocketResponse):
+class _ClientSocket(DefaultHeadersHook, web.WebSocketResponse):
     """The client's side of a tunnel: aiohttp's default `Server` header (naming Python and
     aiohttp versions) is not sent; the upstream's 101 headers are not relayed either."""
-
-    async def _prepare_headers(self) -> None:
-        await super()._prepare_headers()
-        self.headers.popall("server", None)
 
 
 def _aiohttp_limit(limit: int) -> int:

@@ -1,0 +1,135 @@
+"""The contracts corsproxy/aiohttp_private.py relies on, checked against the installed aiohttp.
+
+Each test exercises one seam for real (a server on loopback, raw bytes where the wire
+matters), so an aiohttp release that renames or changes a private attribute or method fails
+here, by name, instead of somewhere in the proxy's behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import socket
+
+from aiohttp import web
+from aiohttp.http import HttpVersion10, HttpVersion11
+from aiohttp.test_utils import make_mocked_request
+
+from corsproxy.aiohttp_private import (
+    DefaultHeadersHook,
+    HandlerClassServer,
+    RequestHandler,
+    bound_sockets,
+    send_interim,
+    set_version,
+    uses_c_parser,
+)
+
+
+async def _raw_exchange(port: int, request: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(65536), 5)
+    finally:
+        writer.close()
+
+
+async def _serve(
+    handler: object, handler_class: type[RequestHandler] = RequestHandler
+) -> tuple[web.ServerRunner, web.TCPSite, int]:
+    server = HandlerClassServer(handler, handler_class=handler_class)  # type: ignore[arg-type]
+    runner = web.ServerRunner(server)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    sockets = bound_sockets(site)
+    assert sockets and all(
+        isinstance(s, socket.socket) or hasattr(s, "getsockname") for s in sockets
+    )
+    return runner, site, sockets[0].getsockname()[1]
+
+
+def test_set_version_changes_the_cached_version() -> None:
+    request = make_mocked_request("GET", "/", version=HttpVersion10)
+    assert request.version == HttpVersion10
+    set_version(request, HttpVersion11)
+    assert request.version == HttpVersion11
+
+
+def test_the_handler_hook_keeps_aiohttp_signature() -> None:
+    parameters = list(inspect.signature(RequestHandler.handle_error).parameters)
+    assert parameters[:5] == ["self", "request", "status", "exc", "message"]
+    assert callable(RequestHandler.log_exception)
+
+
+async def test_connections_run_the_handler_class_with_the_server_arguments() -> None:
+    made: list[RequestHandler] = []
+
+    class Recording(RequestHandler):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            made.append(self)
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        return web.Response(text="ok")
+
+    server = HandlerClassServer(handler, handler_class=Recording, max_field_size=1234)
+    runner = web.ServerRunner(server)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = bound_sockets(site)[0].getsockname()[1]
+        answer = await _raw_exchange(
+            port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        assert answer.startswith(b"HTTP/1.1 200")
+        assert len(made) == 1
+        # The server's keyword arguments reach the handler: a field over max_field_size fails.
+        long = b"X-Long: " + b"a" * 2000 + b"\r\n"
+        answer = await _raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n" + long + b"\r\n")
+        assert not answer.startswith(b"HTTP/1.1 200"), answer[:80]
+    finally:
+        await runner.cleanup()
+
+
+async def test_the_default_headers_hook_runs_after_aiohttp_adds_server() -> None:
+    class Plain(DefaultHeadersHook, web.Response):
+        pass
+
+    class KeepsServer(DefaultHeadersHook, web.Response):
+        def after_default_headers(self) -> None:
+            self.headers["X-Hooked"] = "1"
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        kind = Plain if request.path == "/plain" else KeepsServer
+        return kind(text="ok")
+
+    runner, _, port = await _serve(handler)
+    try:
+        plain = await _raw_exchange(port, b"GET /plain HTTP/1.1\r\nHost: x\r\n\r\n")
+        hooked = await _raw_exchange(port, b"GET /hooked HTTP/1.1\r\nHost: x\r\n\r\n")
+    finally:
+        await runner.cleanup()
+    assert b"\r\nserver:" not in plain.lower(), plain  # aiohttp's own default was dropped
+    assert b"\r\nserver:" in hooked.lower() and b"X-Hooked: 1" in hooked, hooked
+
+
+async def test_an_interim_answer_leaves_before_the_final_one() -> None:
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        await send_interim(request, b"HTTP/1.1 100 Continue\r\n\r\n")
+        return web.Response(text="ok")
+
+    runner, _, port = await _serve(handler)
+    try:
+        answer = await _raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    finally:
+        await runner.cleanup()
+    assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"), answer
+
+
+def test_the_c_parser_is_detected() -> None:
+    # CI installs aiohttp from a wheel: the C parser is what serves.
+    assert uses_c_parser()
