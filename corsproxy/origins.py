@@ -423,7 +423,6 @@ class OriginMatcher:
     entries: tuple[OriginEntry, ...]
     any: OriginEntry | None = field(init=False)
     null: OriginEntry | None = field(init=False)
-    patterns: tuple[OriginEntry, ...] = field(init=False)
     regexes: tuple[OriginEntry, ...] = field(init=False)
     _exact: Mapping[tuple[str, str, int | None], OriginEntry] = field(init=False, repr=False)
     _hosts: Mapping[tuple[str, str], tuple[OriginEntry, ...]] = field(init=False, repr=False)
@@ -449,7 +448,6 @@ class OriginMatcher:
         derived = {
             "any": next((e for e in entries if e.kind == "any"), None),
             "null": next((e for e in entries if e.kind == "null"), None),
-            "patterns": tuple(e for e in entries if e.pattern is not None),
             "regexes": regexes,
             "_exact": MappingProxyType(exact),
             "_hosts": MappingProxyType({k: tuple(v) for k, v in hosts.items()}),

@@ -8,6 +8,7 @@ Where corsproxy deliberately differs from an anchor's recommendation, the case s
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -27,6 +28,8 @@ from corsproxy.cors import (
     Action,
     CorsPolicy,
     Kind,
+    Reason,
+    ReasonCode,
     RequestView,
     decide,
     decide_cached,
@@ -914,3 +917,45 @@ def test_a_cross_origin_websocket_on_a_policy_without_credentials_is_forwarded_w
 
 def test_a_same_origin_websocket_on_a_route_without_cors_keeps_its_credentials() -> None:
     assert not decide(cors_false(), ws(PROXY)).strip_credentials
+
+
+@pytest.mark.parametrize(
+    ("reason", "text", "words"),
+    [
+        (Reason(ReasonCode.ORIGIN_ALLOWED), "origin_allowed", "origin_allowed"),
+        (Reason(ReasonCode.NO_ORIGIN), "no_origin", "no_origin"),
+        (Reason(ReasonCode.ORIGIN_NOT_ALLOWED), "origin_not_allowed", "origin not allowed"),
+        (Reason(ReasonCode.ORIGIN_MULTIPLE), "origin_multiple", "more than one Origin header"),
+        (Reason(ReasonCode.METHOD_NOT_ALLOWED, "PUT"), "method_not_allowed:PUT",
+         "method 'PUT' not allowed"),
+        (Reason(ReasonCode.HEADER_NOT_ALLOWED, "x-a"), "header_not_allowed:x-a",
+         "header 'x-a' not allowed"),
+        (Reason(ReasonCode.WEBSOCKET_CROSS_ORIGIN), "websocket_cross_origin",
+         "cross-origin WebSocket to a path without cross-origin access"),
+    ],
+)  # fmt: skip
+def test_a_reason_renders_as_the_code_string_of_logs_and_metrics(
+    reason: Reason, text: str, words: str
+) -> None:
+    """Reason codes are an interface: the typed reason is exactly today's `code[:detail]`."""
+    assert reason == text and str(reason) == text and type(str(reason)) is str
+    assert json.dumps({"reason": reason}) == json.dumps({"reason": text})
+    code, _, detail = text.partition(":")
+    assert (reason.code.value, reason.detail) == (code, detail)
+    assert reason.describe() == words
+
+
+def test_a_refused_preflight_carries_typed_reasons_in_the_order_checked() -> None:
+    pol = policy(allow_origins=[APP])
+    decision = decide(pol, preflight("https://evil.example", "PUT", acrh="x-a, x-b"))
+    assert [(r.code, r.detail) for r in decision.reasons] == [
+        (ReasonCode.ORIGIN_NOT_ALLOWED, ""),
+        (ReasonCode.METHOD_NOT_ALLOWED, "PUT"),
+        (ReasonCode.HEADER_NOT_ALLOWED, "x-a"),
+        (ReasonCode.HEADER_NOT_ALLOWED, "x-b"),
+    ]
+    assert decision.body() == (
+        b"CORS preflight refused: origin not allowed; method 'PUT' not allowed; "
+        b"header 'x-a' not allowed; header 'x-b' not allowed\n"
+    )
+    assert decision.status == 403 and decision.drop_method_overrides
