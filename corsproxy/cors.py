@@ -180,8 +180,8 @@ class CorsPolicy:
     methods_value: str = field(init=False, default="")
     expose_value: str = field(init=False, default="")
     # Memo of decide() for this policy (see decide_cached); a reload compiles a new policy.
-    decisions: dict[tuple[object, ...], Decision] = field(
-        init=False, default_factory=dict, compare=False, hash=False, repr=False
+    decisions: DecisionMemo = field(
+        init=False, default_factory=lambda: DecisionMemo(), compare=False, hash=False, repr=False
     )
 
     def __post_init__(self) -> None:
@@ -363,13 +363,35 @@ MEMO_ENTRIES = 1024
 MEMO_KEY_CHARS = 512
 
 
+class DecisionMemo:
+    """decide()'s memo for one policy: two generations of MEMO_ENTRIES // 2, a cheap LRU.
+
+    New entries go into `young`; a full `young` becomes `old` and the previous `old` is
+    dropped; a hit in `old` moves the entry back into `young`. So an entry used once per
+    MEMO_ENTRIES // 2 new keys stays, however many one-off keys hostile traffic sends, and a
+    hit in `young` costs one dict lookup (an OrderedDict LRU reorders on every hit).
+    """
+
+    __slots__ = ("old", "young")
+
+    def __init__(self) -> None:
+        self.young: dict[tuple[object, ...], Decision] = {}
+        self.old: dict[tuple[object, ...], Decision] = {}
+
+    def __len__(self) -> int:
+        return len(self.young) + len(self.old)
+
+    def clear(self) -> None:
+        self.young, self.old = {}, {}
+
+
 def decide_cached(policy: CorsPolicy, request: RequestView) -> Decision:
     """`decide()`, memoized per policy: the decision reads nothing else of the request."""
     # The own origin (from the client's Host) is read only for WebSocket handshakes.
     own_origin = request.own_origin if request.websocket else ""
     key = (
         request.method,
-        request.path == "*",
+        request.path == "*",  # `OPTIONS *` is no preflight (the server never decides it)
         request.origin,
         request.request_method,
         request.request_headers,
@@ -378,15 +400,21 @@ def decide_cached(policy: CorsPolicy, request: RequestView) -> Decision:
         own_origin,
     )
     memo = policy.decisions
-    decision = memo.get(key)
+    decision = memo.young.get(key)
+    if decision is not None:
+        return decision
+    decision = memo.old.pop(key, None)
     if decision is None:
         decision = decide(policy, request)
         fields = (request.origin, request.request_method, request.request_headers,
                   request.request_private_network, (own_origin,))  # fmt: skip
-        if sum(len(v) for values in fields for v in values) <= MEMO_KEY_CHARS:
-            if len(memo) >= MEMO_ENTRIES:
-                memo.clear()
-            memo[key] = decision
+        if sum(len(v) for values in fields for v in values) > MEMO_KEY_CHARS:
+            return decision
+    young = memo.young
+    if len(young) >= MEMO_ENTRIES // 2:
+        memo.old, memo.young = young, {}
+        young = memo.young
+    young[key] = decision
     return decision
 
 

@@ -24,6 +24,7 @@ from corsproxy.cors import (
     ACEH,
     ACMA,
     ACTUAL_VARY,
+    MEMO_ENTRIES,
     PREFLIGHT_VARY,
     Action,
     CorsPolicy,
@@ -883,7 +884,7 @@ def test_memoized_websocket_decisions_read_the_own_origin() -> None:
     long_host = "http://" + "a" * 600 + ".example"
     pol.decisions.clear()
     assert decide_cached(pol, ws("https://evil.example", own=long_host)).action is Action.REFUSE
-    assert pol.decisions == {}
+    assert len(pol.decisions) == 0
 
 
 @pytest.mark.parametrize(
@@ -959,3 +960,17 @@ def test_a_refused_preflight_carries_typed_reasons_in_the_order_checked() -> Non
         b"header 'x-a' not allowed; header 'x-b' not allowed\n"
     )
     assert decision.status == 403 and decision.drop_method_overrides
+
+
+def test_hot_decisions_outlive_a_flood_of_one_off_origins() -> None:
+    """The memo is an LRU (two generations): an entry used once per half the memo's size
+    stays memoized however many unique keys hostile traffic sends, and the memo stays bounded."""
+    pol = policy(allow_origins=[APP])
+    hot = [get(APP), preflight(APP, "GET")]
+    first = [decide_cached(pol, r) for r in hot]
+    for i in range(20 * MEMO_ENTRIES):
+        decide_cached(pol, get(f"https://e{i}.evil.example"))
+        assert len(pol.decisions) <= MEMO_ENTRIES
+        if i % 100 == 0:
+            # The same objects: memoized, not decided afresh after a flush.
+            assert all(decide_cached(pol, r) is d for r, d in zip(hot, first, strict=True))
