@@ -41,7 +41,8 @@ def method_label(method: str) -> str:
 
 
 def reason_label(reason: str) -> str:
-    """A decision's reason code (its detail would make labels unbounded), else the code."""
+    """A decision's reason code (its detail would make labels unbounded); a failure's code
+    (`body_too_large`, set after the decision) as it is."""
     if isinstance(reason, Reason):
         return reason.code.value
     return reason or "none"
