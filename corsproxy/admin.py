@@ -28,6 +28,7 @@ from prometheus_client import (
 from prometheus_client import multiprocess as prometheus_multiprocess
 
 from corsproxy import __version__
+from corsproxy.cors import Reason
 
 STANDARD_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"}
@@ -40,7 +41,11 @@ def method_label(method: str) -> str:
 
 
 def reason_label(reason: str) -> str:
-    return reason.partition(":")[0] or "none"
+    """A decision's reason code (its detail would make labels unbounded); a failure's code
+    (`body_too_large`, set after the decision) as it is."""
+    if isinstance(reason, Reason):
+        return reason.code.value
+    return reason or "none"
 
 
 class Metrics:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from corsproxy.origins import OriginMatch, OriginMatcher, parse_origin
+from corsproxy.origins import OriginMatcher, parse_origin
 
 SAFELISTED_METHODS = frozenset({"GET", "HEAD", "POST"})
 # Fetch's forbidden methods, matched byte-case-insensitively: no page can ever send them.
@@ -72,6 +72,93 @@ class Kind(StrEnum):
     NONE = "none"  # no Origin: not a CORS request
 
 
+class ReasonCode(StrEnum):
+    """Why a decision went as it did: the stable codes of logs, metrics and `explain`."""
+
+    NO_ORIGIN = "no_origin"
+    ORIGIN_ALLOWED = "origin_allowed"
+    ORIGIN_NOT_ALLOWED = "origin_not_allowed"
+    ORIGIN_MULTIPLE = "origin_multiple"
+    CORS_DISABLED = "cors_disabled"
+    METHOD_NOT_ALLOWED = "method_not_allowed"  # detail: the method
+    METHOD_INVALID = "method_invalid"
+    HEADER_NOT_ALLOWED = "header_not_allowed"  # detail: the lower-case header name
+    HEADERS_INVALID = "headers_invalid"
+    PRIVATE_NETWORK_NOT_ALLOWED = "private_network_not_allowed"
+    WEBSOCKET_ORIGIN_NOT_ALLOWED = "websocket_origin_not_allowed"
+    WEBSOCKET_CROSS_ORIGIN = "websocket_cross_origin"
+    WEBSOCKET_SAME_ORIGIN = "websocket_same_origin"
+
+
+_WEBSOCKET_CODES = frozenset(
+    {
+        ReasonCode.WEBSOCKET_ORIGIN_NOT_ALLOWED,
+        ReasonCode.WEBSOCKET_CROSS_ORIGIN,
+        ReasonCode.WEBSOCKET_SAME_ORIGIN,
+    }
+)
+
+
+class Reason(str):
+    """A code and its detail, which *is* its rendering (`code` or `code:detail`).
+
+    The rendered text is the interface (access log, metric label source, `explain`), so a
+    reason is that string, made once here; readers take `code` and `detail`, never parse.
+    """
+
+    code: ReasonCode
+    detail: str
+
+    def __new__(cls, code: ReasonCode, detail: str = "") -> Reason:
+        self = super().__new__(cls, f"{code.value}:{detail}" if detail else code.value)
+        self.code = code
+        self.detail = detail
+        return self
+
+    def describe(self) -> str:
+        """The reason in words, for answer bodies and `explain`."""
+        return _describe(self.code, self.detail)
+
+
+def _describe(code: ReasonCode, detail: str) -> str:
+    match code:
+        case ReasonCode.ORIGIN_NOT_ALLOWED | ReasonCode.WEBSOCKET_ORIGIN_NOT_ALLOWED:
+            return "origin not allowed"
+        case ReasonCode.ORIGIN_MULTIPLE:
+            return "more than one Origin header"
+        case ReasonCode.CORS_DISABLED:
+            return "cross-origin access is disabled on this path"
+        case ReasonCode.METHOD_NOT_ALLOWED:
+            return f"method '{detail}' not allowed"
+        case ReasonCode.METHOD_INVALID:
+            return "Access-Control-Request-Method is not a single method token"
+        case ReasonCode.HEADER_NOT_ALLOWED:
+            return f"header '{detail}' not allowed"
+        case ReasonCode.HEADERS_INVALID:
+            return "Access-Control-Request-Headers is malformed or too long"
+        case ReasonCode.PRIVATE_NETWORK_NOT_ALLOWED:
+            return "private network access not allowed"
+        case ReasonCode.WEBSOCKET_CROSS_ORIGIN:
+            return "cross-origin WebSocket to a path without cross-origin access"
+        case ReasonCode.WEBSOCKET_SAME_ORIGIN:
+            return "same-origin WebSocket"
+    return f"{code.value}:{detail}" if detail else code.value
+
+
+# The reasons without detail, made once: decisions share them.
+NO_ORIGIN = Reason(ReasonCode.NO_ORIGIN)
+ORIGIN_ALLOWED = Reason(ReasonCode.ORIGIN_ALLOWED)
+ORIGIN_NOT_ALLOWED = Reason(ReasonCode.ORIGIN_NOT_ALLOWED)
+ORIGIN_MULTIPLE = Reason(ReasonCode.ORIGIN_MULTIPLE)
+CORS_DISABLED = Reason(ReasonCode.CORS_DISABLED)
+METHOD_INVALID = Reason(ReasonCode.METHOD_INVALID)
+HEADERS_INVALID = Reason(ReasonCode.HEADERS_INVALID)
+PRIVATE_NETWORK_NOT_ALLOWED = Reason(ReasonCode.PRIVATE_NETWORK_NOT_ALLOWED)
+WEBSOCKET_ORIGIN_NOT_ALLOWED = Reason(ReasonCode.WEBSOCKET_ORIGIN_NOT_ALLOWED)
+WEBSOCKET_CROSS_ORIGIN = Reason(ReasonCode.WEBSOCKET_CROSS_ORIGIN)
+WEBSOCKET_SAME_ORIGIN = Reason(ReasonCode.WEBSOCKET_SAME_ORIGIN)
+
+
 @dataclass(frozen=True, slots=True)
 class CorsPolicy:
     """A compiled, immutable policy. `enabled=False` is `cors: false`."""
@@ -93,8 +180,8 @@ class CorsPolicy:
     methods_value: str = field(init=False, default="")
     expose_value: str = field(init=False, default="")
     # Memo of decide() for this policy (see decide_cached); a reload compiles a new policy.
-    decisions: dict[tuple[object, ...], Decision] = field(
-        init=False, default_factory=dict, compare=False, hash=False, repr=False
+    decisions: DecisionMemo = field(
+        init=False, default_factory=lambda: DecisionMemo(), compare=False, hash=False, repr=False
     )
 
     def __post_init__(self) -> None:
@@ -152,19 +239,21 @@ class Decision:
     action: Action
     kind: Kind
     allowed: bool  # the origin may read the response (preflight: may send the request)
-    reasons: tuple[str, ...]
+    reasons: tuple[Reason, ...]
     headers: tuple[tuple[str, str], ...] = ()  # Access-Control-* headers to send
     vary: tuple[str, ...] = ()  # tokens to merge into Vary
     strip_upstream_cors: bool = True
     status: int = 0  # for answers made here
-    origin: str = ""
-    match: OriginMatch | None = None
     would: Decision | None = None  # report-only: what enforce mode would have done
     # A WebSocket handshake forwarded without Cookie and Authorization (see _decide_enforced).
     strip_credentials: bool = False
+    # Forwarded without X-HTTP-Method-Override and its kin: set on every refusal of a request
+    # with an Origin line. A browser preflights those headers, so only a refused origin's
+    # request carries them, and it must not turn a simple POST into a DELETE upstream.
+    drop_method_overrides: bool = False
 
     @property
-    def reason(self) -> str:
+    def reason(self) -> Reason:
         return self.reasons[0]
 
     @property
@@ -182,30 +271,12 @@ class Decision:
         if self.action is Action.PREFLIGHT:
             return b""
         what = "preflight" if self.kind is Kind.PREFLIGHT else "request"
-        text = "; ".join(describe_reason(r) for r in self.reasons)
+        text = "; ".join(r.describe() for r in self.reasons)
         if self.action is Action.BAD_REQUEST:
             return f"Bad request: {text}\n".encode()
-        if self.reason.startswith("websocket_"):
+        if self.reason.code in _WEBSOCKET_CODES:
             return f"WebSocket refused: {text}\n".encode()
         return f"CORS {what} refused: {text}\n".encode()
-
-
-def describe_reason(reason: str) -> str:
-    code, _, detail = reason.partition(":")
-    texts = {
-        "origin_not_allowed": "origin not allowed",
-        "origin_multiple": "more than one Origin header",
-        "cors_disabled": "cross-origin access is disabled on this path",
-        "method_not_allowed": f"method '{detail}' not allowed",
-        "method_invalid": "Access-Control-Request-Method is not a single method token",
-        "header_not_allowed": f"header '{detail}' not allowed",
-        "headers_invalid": "Access-Control-Request-Headers is malformed or too long",
-        "private_network_not_allowed": "private network access not allowed",
-        "websocket_origin_not_allowed": "origin not allowed",
-        "websocket_cross_origin": "cross-origin WebSocket to a path without cross-origin access",
-        "websocket_same_origin": "same-origin WebSocket",
-    }
-    return texts.get(code, reason)
 
 
 def parse_request_headers(lines: Sequence[str]) -> tuple[str, ...] | None:
@@ -246,7 +317,10 @@ def parse_request_headers(lines: Sequence[str]) -> tuple[str, ...] | None:
 
 
 def is_preflight(request: RequestView) -> bool:
-    """OPTIONS to a path with both a non-empty Origin and Access-Control-Request-Method."""
+    """OPTIONS to a path with both a non-empty Origin and Access-Control-Request-Method.
+
+    Not `OPTIONS *`: the server asks this of the raw target too (Max-Forwards), before the
+    path check answers `*` with 400."""
     return (
         request.method == "OPTIONS"
         and request.path != "*"
@@ -264,9 +338,10 @@ def decide(policy: CorsPolicy, request: RequestView) -> Decision:
             Action.BAD_REQUEST,
             Kind.ACTUAL,
             allowed=False,
-            reasons=("origin_multiple",),
+            reasons=(ORIGIN_MULTIPLE,),
             vary=ACTUAL_VARY,
             status=400,
+            drop_method_overrides=policy.mode is Mode.ENFORCE,
         )
     enforced = _decide_enforced(policy, request)
     if policy.mode is Mode.ENFORCE:
@@ -277,9 +352,7 @@ def decide(policy: CorsPolicy, request: RequestView) -> Decision:
         allowed=enforced.allowed,
         reasons=enforced.reasons,
         strip_upstream_cors=False,
-        origin=enforced.origin,
-        match=enforced.match,
-        would=enforced,
+        would=enforced,  # report-only changes nothing on the wire
     )
 
 
@@ -290,13 +363,35 @@ MEMO_ENTRIES = 1024
 MEMO_KEY_CHARS = 512
 
 
+class DecisionMemo:
+    """decide()'s memo for one policy: two generations of MEMO_ENTRIES // 2, a cheap LRU.
+
+    New entries go into `young`; a full `young` becomes `old` and the previous `old` is
+    dropped; a hit in `old` moves the entry back into `young`. So an entry used once per
+    MEMO_ENTRIES // 2 new keys stays, however many one-off keys hostile traffic sends, and a
+    hit in `young` costs one dict lookup (an OrderedDict LRU reorders on every hit).
+    """
+
+    __slots__ = ("old", "young")
+
+    def __init__(self) -> None:
+        self.young: dict[tuple[object, ...], Decision] = {}
+        self.old: dict[tuple[object, ...], Decision] = {}
+
+    def __len__(self) -> int:
+        return len(self.young) + len(self.old)
+
+    def clear(self) -> None:
+        self.young, self.old = {}, {}
+
+
 def decide_cached(policy: CorsPolicy, request: RequestView) -> Decision:
     """`decide()`, memoized per policy: the decision reads nothing else of the request."""
     # The own origin (from the client's Host) is read only for WebSocket handshakes.
     own_origin = request.own_origin if request.websocket else ""
     key = (
         request.method,
-        request.path == "*",
+        request.path == "*",  # `OPTIONS *` is no preflight (the server never decides it)
         request.origin,
         request.request_method,
         request.request_headers,
@@ -305,15 +400,21 @@ def decide_cached(policy: CorsPolicy, request: RequestView) -> Decision:
         own_origin,
     )
     memo = policy.decisions
-    decision = memo.get(key)
+    decision = memo.young.get(key)
+    if decision is not None:
+        return decision
+    decision = memo.old.pop(key, None)
     if decision is None:
         decision = decide(policy, request)
         fields = (request.origin, request.request_method, request.request_headers,
                   request.request_private_network, (own_origin,))  # fmt: skip
-        if sum(len(v) for values in fields for v in values) <= MEMO_KEY_CHARS:
-            if len(memo) >= MEMO_ENTRIES:
-                memo.clear()
-            memo[key] = decision
+        if sum(len(v) for values in fields for v in values) > MEMO_KEY_CHARS:
+            return decision
+    young = memo.young
+    if len(young) >= MEMO_ENTRIES // 2:
+        memo.old, memo.young = young, {}
+        young = memo.young
+    young[key] = decision
     return decision
 
 
@@ -323,12 +424,23 @@ def _decide_enforced(policy: CorsPolicy, request: RequestView) -> Decision:
         return _decide_preflight(policy, request, origin)
     if not origin:
         vary = ACTUAL_VARY if policy.enabled else ()
-        return Decision(Action.FORWARD, Kind.NONE, allowed=False, reasons=("no_origin",), vary=vary)
+        return Decision(
+            Action.FORWARD,
+            Kind.NONE,
+            allowed=False,
+            reasons=(NO_ORIGIN,),
+            vary=vary,
+            drop_method_overrides=bool(request.origin),  # an empty Origin line
+        )
     if not policy.enabled:
         if request.websocket:
             return _decide_websocket_without_cors(request, origin)
         return Decision(
-            Action.FORWARD, Kind.ACTUAL, allowed=False, reasons=("cors_disabled",), origin=origin
+            Action.FORWARD,
+            Kind.ACTUAL,
+            allowed=False,
+            reasons=(CORS_DISABLED,),
+            drop_method_overrides=True,
         )
     match = policy.origins.match(origin)
     if not match.allowed and request.websocket:
@@ -338,11 +450,10 @@ def _decide_enforced(policy: CorsPolicy, request: RequestView) -> Decision:
             Action.REFUSE,
             Kind.ACTUAL,
             allowed=False,
-            reasons=("websocket_origin_not_allowed",),
+            reasons=(WEBSOCKET_ORIGIN_NOT_ALLOWED,),
             vary=ACTUAL_VARY,
             status=403,
-            origin=origin,
-            match=match,
+            drop_method_overrides=True,
         )
     if not match.allowed:
         reject = policy.on_disallowed is OnDisallowed.REJECT
@@ -350,11 +461,10 @@ def _decide_enforced(policy: CorsPolicy, request: RequestView) -> Decision:
             Action.REFUSE if reject else Action.FORWARD,
             Kind.ACTUAL,
             allowed=False,
-            reasons=("origin_not_allowed",),
+            reasons=(ORIGIN_NOT_ALLOWED,),
             vary=ACTUAL_VARY,
             status=403 if reject else 0,
-            origin=origin,
-            match=match,
+            drop_method_overrides=True,
         )
     headers = [(ACAO, "*" if policy.answers_wildcard else origin)]
     if policy.allow_credentials:
@@ -365,11 +475,9 @@ def _decide_enforced(policy: CorsPolicy, request: RequestView) -> Decision:
         Action.FORWARD,
         Kind.ACTUAL,
         allowed=True,
-        reasons=("origin_allowed",),
+        reasons=(ORIGIN_ALLOWED,),
         headers=tuple(headers),
         vary=ACTUAL_VARY,
-        origin=origin,
-        match=match,
         # Browsers attach cookies to every WebSocket handshake and nothing stops the page
         # reading the answer: a policy without credentials forwards a cross-origin one
         # without them, as it would a CORS request (else `*` would give any site the
@@ -396,16 +504,15 @@ def _decide_websocket_without_cors(request: RequestView, origin: str) -> Decisio
             Action.FORWARD,
             Kind.ACTUAL,
             allowed=True,
-            reasons=("websocket_same_origin",),
-            origin=origin,
+            reasons=(WEBSOCKET_SAME_ORIGIN,),
         )
     return Decision(
         Action.REFUSE,
         Kind.ACTUAL,
         allowed=False,
-        reasons=("websocket_cross_origin",),
+        reasons=(WEBSOCKET_CROSS_ORIGIN,),
         status=403,
-        origin=origin,
+        drop_method_overrides=True,
     )
 
 
@@ -416,32 +523,32 @@ def _decide_preflight(policy: CorsPolicy, request: RequestView, origin: str) -> 
             Action.REFUSE,
             Kind.PREFLIGHT,
             allowed=False,
-            reasons=("cors_disabled",),
+            reasons=(CORS_DISABLED,),
             vary=vary,
             status=403,
-            origin=origin,
+            drop_method_overrides=True,
         )
-    reasons: list[str] = []
+    reasons: list[Reason] = []
     match = policy.origins.match(origin)
     if not match.allowed:
-        reasons.append("origin_not_allowed")
+        reasons.append(ORIGIN_NOT_ALLOWED)
     method = request.request_method[0] if len(request.request_method) == 1 else ""
     if not TOKEN.match(method):
-        reasons.append("method_invalid")
+        reasons.append(METHOD_INVALID)
     elif not _method_allowed(policy, method):
-        reasons.append(f"method_not_allowed:{method}")
+        reasons.append(Reason(ReasonCode.METHOD_NOT_ALLOWED, method))
     names = parse_request_headers(request.request_headers)
     if names is None:
-        reasons.append("headers_invalid")
+        reasons.append(HEADERS_INVALID)
     elif not policy.any_header:
         reasons.extend(
-            f"header_not_allowed:{name}"
+            Reason(ReasonCode.HEADER_NOT_ALLOWED, name)
             for name in names
             if name not in policy.allow_headers and name not in SAFELISTED_HEADER_NAMES
         )
     wants_private = any(v == "true" for v in request.request_private_network)
     if wants_private and not policy.allow_private_network:
-        reasons.append("private_network_not_allowed")
+        reasons.append(PRIVATE_NETWORK_NOT_ALLOWED)
     if reasons:
         return Decision(
             Action.REFUSE,
@@ -450,8 +557,7 @@ def _decide_preflight(policy: CorsPolicy, request: RequestView, origin: str) -> 
             reasons=tuple(reasons),
             vary=vary,
             status=403,
-            origin=origin,
-            match=match,
+            drop_method_overrides=True,
         )
     headers = [(ACAO, "*" if policy.answers_wildcard else origin)]
     if policy.allow_credentials:
@@ -466,12 +572,10 @@ def _decide_preflight(policy: CorsPolicy, request: RequestView, origin: str) -> 
         Action.PREFLIGHT,
         Kind.PREFLIGHT,
         allowed=True,
-        reasons=("origin_allowed",),
+        reasons=(ORIGIN_ALLOWED,),
         headers=tuple(headers),
         vary=vary,
         status=204,
-        origin=origin,
-        match=match,
     )
 
 

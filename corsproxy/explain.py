@@ -16,14 +16,19 @@ from corsproxy.cors import (
     ACRH,
     ACRM,
     ACRPN,
+    HEADERS_INVALID,
+    METHOD_INVALID,
+    ORIGIN_NOT_ALLOWED,
+    PRIVATE_NETWORK_NOT_ALLOWED,
     SAFELISTED_METHODS,
     Action,
     CorsPolicy,
     Decision,
     Mode,
+    Reason,
+    ReasonCode,
     RequestView,
     decide,
-    describe_reason,
     response_headers,
     same_origin,
 )
@@ -43,10 +48,10 @@ class Step:
 # What a browser would report for each refusal if a server answered the preflight with 200
 # and a list that lacks the value (corsproxy answers 403, which shows as a status error).
 CAUSE_NAMES = {
-    "origin_not_allowed": "CORSMissingAllowOrigin",
-    "method_not_allowed": "CORSMethodNotFound",
-    "header_not_allowed": "CORSMissingAllowHeaderFromPreflight",
-    "cors_disabled": "CORSMissingAllowOrigin",
+    ReasonCode.ORIGIN_NOT_ALLOWED: "CORSMissingAllowOrigin",
+    ReasonCode.METHOD_NOT_ALLOWED: "CORSMethodNotFound",
+    ReasonCode.HEADER_NOT_ALLOWED: "CORSMissingAllowHeaderFromPreflight",
+    ReasonCode.CORS_DISABLED: "CORSMissingAllowOrigin",
 }
 
 
@@ -54,6 +59,7 @@ CAUSE_NAMES = {
 class Explanation:
     steps: list[Step] = field(default_factory=list)
     allowed: bool = False
+    # The decision's Reason, or another code (a path error, no_route, a browser's error name).
     reason: str = ""
     failure: browser.Failure | None = None
     fix: str = ""
@@ -64,11 +70,13 @@ class Explanation:
     @property
     def cause(self) -> str:
         """The refusal in words, with the browser's name for that cause."""
-        code = self.reason.partition(":")[0]
-        name = CAUSE_NAMES.get(code)
+        reason = self.reason
+        if not isinstance(reason, Reason):
+            return ""
+        name = CAUSE_NAMES.get(reason.code)
         if not name or self.failure is None or self.failure.firefox == name:
             return ""
-        return f"{describe_reason(self.reason)} (the cause Firefox names {name})"
+        return f"{reason.describe()} (the cause Firefox names {name})"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -122,14 +130,14 @@ def _where(config: Config, route: Route, key: str) -> str:
 def _fix_for(
     config: Config,
     route: Route,
-    reason: str,
+    reason: Reason,
     origin: str,
     headers: Sequence[tuple[str, str]] = (),
 ) -> str:
-    code, _, detail = reason.partition(":")
+    code, detail = reason.code, reason.detail
     # Suggest the header as the user spelled it, not the lower-cased wire form.
     detail = next((n for n, _ in headers if n.lower() == detail), detail)
-    if code == "origin_not_allowed":
+    if code is ReasonCode.ORIGIN_NOT_ALLOWED:
         if origin == "null":
             return (
                 "'null' comes from sandboxed frames and file: pages; serve the page from a real "
@@ -137,13 +145,13 @@ def _fix_for(
                 "trust every sandboxed page)"
             )
         return f"add '{origin}' to {_where(config, route, 'allow_origins')}"
-    if code == "method_not_allowed":
+    if code is ReasonCode.METHOD_NOT_ALLOWED:
         return f"add {detail} to {_where(config, route, 'allow_methods')}"
-    if code == "header_not_allowed":
+    if code is ReasonCode.HEADER_NOT_ALLOWED:
         return f"add {detail} to {_where(config, route, 'allow_headers')}"
-    if code == "private_network_not_allowed":
+    if code is ReasonCode.PRIVATE_NETWORK_NOT_ALLOWED:
         return f"set allow_private_network: true in {_route_key(config, route)}"
-    if code == "cors_disabled":
+    if code is ReasonCode.CORS_DISABLED:
         return f"this path's route sets cors: false ({config.source}:{route.line})"
     return ""
 
@@ -294,7 +302,7 @@ def explain(
         lines = [f"{method} refused by corsproxy with {status} (on_disallowed: reject)"]
     elif decision.action is Action.BAD_REQUEST:
         status, answer = _answer(decision)
-        lines = [f"corsproxy answers {status}: {describe_reason(decision.reason)}"]
+        lines = [f"corsproxy answers {status}: {decision.reason.describe()}"]
     else:
         answer = response_headers(decision, [])
         lines = [f"{method} {credentials_text}: forwarded to {target}"]
@@ -419,7 +427,7 @@ def _explain_websocket(
 
 def _websocket_fix(config: Config, route: Route, origin: str, own: str) -> str:
     if route.cors.enabled:
-        return _fix_for(config, route, "origin_not_allowed", origin)
+        return _fix_for(config, route, ORIGIN_NOT_ALLOWED, origin)
     return (
         f"this path's route sets cors: false ({config.source}:{route.line}), so only pages of "
         f"the proxy's own origin ({own or 'unknown'}) may open WebSockets: give the route a "
@@ -460,9 +468,11 @@ def _preflight_checks(
     def line(failed: bool, what: str, why: str) -> str:
         return f"{'FAIL' if failed else 'ok  '}  {what}: {why}"
 
-    origin_failed = "origin_not_allowed" in reasons
+    origin_failed = ORIGIN_NOT_ALLOWED in reasons
     checks = [line(origin_failed, "origin", "not allowed" if origin_failed else "allowed")]
-    method_failed = f"method_not_allowed:{method}" in reasons or "method_invalid" in reasons
+    method_failed = (
+        Reason(ReasonCode.METHOD_NOT_ALLOWED, method) in reasons or METHOD_INVALID in reasons
+    )
     if method_failed:
         why = "not in allow_methods (methods are case-sensitive)"
     elif method in SAFELISTED_METHODS:
@@ -470,10 +480,10 @@ def _preflight_checks(
     else:
         why = "allowed by '*'" if policy.any_method else "listed in allow_methods"
     checks.append(line(method_failed, f"method {method}", why))
-    if "headers_invalid" in reasons:
+    if HEADERS_INVALID in reasons:
         checks.append(line(True, "request headers", "malformed or too many"))
     for name in names:
-        failed = f"header_not_allowed:{name}" in reasons
+        failed = Reason(ReasonCode.HEADER_NOT_ALLOWED, name) in reasons
         if failed:
             why = "not in allow_headers"
         elif name in policy.allow_headers:
@@ -483,7 +493,7 @@ def _preflight_checks(
         else:
             why = "a CORS-safelisted name, always allowed"
         checks.append(line(failed, f"header {name}", why))
-    if "private_network_not_allowed" in reasons:
+    if PRIVATE_NETWORK_NOT_ALLOWED in reasons:
         checks.append(line(True, "private network", "allow_private_network is false"))
     return checks
 

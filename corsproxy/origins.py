@@ -7,10 +7,14 @@ malformed values can never be reflected into `Access-Control-Allow-Origin`.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from types import MappingProxyType
+
+from publicsuffixlist import PSLFILE, PublicSuffixList
 
 from corsproxy.regexes import (
     BACKREFERENCE,
@@ -35,32 +39,50 @@ _PORT = re.compile(r"[1-9][0-9]{0,4}\Z")
 # Longer than any real origin (253-byte host, scheme, port); bounds all matching work.
 MAX_ORIGIN_LENGTH = 1024
 
-# Suffixes under which anyone can get a subdomain: `*.github.io` trusts every GitHub user.
-SHARED_SUFFIXES = frozenset(
-    {
-        "github.io",
-        "gitlab.io",
-        "herokuapp.com",
-        "vercel.app",
-        "netlify.app",
-        "pages.dev",
-        "workers.dev",
-        "web.app",
-        "firebaseapp.com",
-        "appspot.com",
-        "azurewebsites.net",
-        "cloudfront.net",
-        "amazonaws.com",
-        "onrender.com",
-        "fly.dev",
-        "glitch.me",
-        "repl.co",
-        "ngrok.io",
-        "ngrok-free.app",
-        "blogspot.com",
-    }
-)
-_SECOND_LEVEL = frozenset({"co", "com", "net", "org", "gov", "edu", "ac", "or", "ne", "go"})
+
+@dataclass(frozen=True, slots=True)
+class _SuffixList:
+    """The Public Suffix List, ICANN and private sections: names under which anyone can get
+    a subdomain (`co.uk`, `github.io`, `s3.amazonaws.com`)."""
+
+    psl: PublicSuffixList
+    # A name with public suffixes below it (`amazonaws.com`), with the shortest of them.
+    above: Mapping[str, str]
+
+
+@cache
+def _suffix_list() -> _SuffixList:
+    """Loaded once, on the first `*.` entry (about 0.1 s): the list bundled with the
+    `publicsuffixlist` release, which tracks publicsuffix.org."""
+    with open(PSLFILE, encoding="utf-8") as source:
+        lines = source.read().splitlines()
+    above: dict[str, str] = {}
+    for line in lines:
+        rule = line.split(" ", 1)[0].strip().lower()
+        if not rule or rule.startswith(("//", "!")):
+            continue  # an exception (`!city.kawasaki.jp`) is registrable, not a suffix
+        rule = rule.removeprefix("*.")
+        try:
+            rule = rule.encode("idna").decode("ascii")  # origins carry punycode
+        except UnicodeError:
+            continue
+        labels = rule.split(".")
+        for i in range(1, len(labels)):
+            parent = ".".join(labels[i:])
+            known = above.get(parent)
+            if known is None or (known.count("."), known) > (rule.count("."), rule):
+                above[parent] = rule
+    return _SuffixList(PublicSuffixList(lines), MappingProxyType(above))
+
+
+def shared_suffix(host: str) -> str | None:
+    """The public suffix a `*.host` wildcard would reach into, or None: `host` itself when
+    it is one (`github.io`), else the shortest one below it (`s3.amazonaws.com` for
+    `amazonaws.com`, where `*.` matches anyone's bucket)."""
+    suffixes = _suffix_list()
+    if suffixes.psl.is_public(host):
+        return host
+    return suffixes.above.get(host)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +151,94 @@ def parse_origin(value: str) -> Origin | None:
         except ValueError:
             return None
     return Origin(scheme, host, port)
+
+
+def ends_in_a_number(host: str) -> bool:
+    """WHATWG URL's test: browsers read such a host as an IPv4 address, or refuse the URL."""
+    last = host.rpartition(".")[2]
+    return bool(last) and (last.isdigit() or _ipv4_number(last) is not None)
+
+
+def _ipv4_number(part: str) -> int | None:
+    """One part of an IPv4 address as browsers read it: decimal, `0x` hex or `0` octal."""
+    radix = 10
+    if part[:2] in ("0x", "0X"):
+        part, radix = part[2:], 16
+    elif len(part) > 1 and part.startswith("0"):
+        part, radix = part[1:], 8
+    if not part:
+        return 0 if radix != 10 else None
+    try:
+        return int(part, radix) if part.isalnum() and part.isascii() else None
+    except ValueError:
+        return None
+
+
+def browser_ipv4(host: str) -> str | None:
+    """The dotted-decimal address browsers make of a host that ends in a number (`127.1`,
+    `0x7f.0.0.1`, `017.0.0.1` are all `127.0.0.1`, as in WHATWG URL), None if they refuse it."""
+    parts = host.split(".")
+    numbers = [_ipv4_number(p) for p in parts]
+    if len(parts) > 4 or None in numbers:
+        return None
+    values = [n for n in numbers if n is not None]
+    if any(n > 255 for n in values[:-1]) or values[-1] >= 256 ** (5 - len(values)):
+        return None
+    address = values[-1] + sum(n << (8 * (3 - i)) for i, n in enumerate(values[:-1]))
+    return str(ipaddress.IPv4Address(address))
+
+
+def browser_ipv6(body: str) -> str | None:
+    """The form browsers serialize an IPv6 address in (lower-case, no leading zeros, the
+    first longest run of two or more zero pieces as `::`), None when it is not one."""
+    if "%" in body:
+        return None  # a zone id: `ipaddress` reads it, browsers refuse it
+    try:
+        pieces = [int(p, 16) for p in ipaddress.IPv6Address(body).exploded.split(":")]
+    except ValueError:
+        return None
+    start, length, i = -1, 1, 0
+    while i < 8:
+        j = i
+        while j < 8 and pieces[j] == 0:
+            j += 1
+        if j - i > length:
+            start, length = i, j - i
+        i = max(j, i + 1)
+    if start < 0:
+        return ":".join(f"{p:x}" for p in pieces)
+    head = ":".join(f"{p:x}" for p in pieces[:start])
+    tail = ":".join(f"{p:x}" for p in pieces[start + length :])
+    return f"{head}::{tail}"
+
+
+def _check_ip_host(text: str, scheme: str, host: str, port_text: str) -> None:
+    """Refuse an IP address written other than as browsers send it in `Origin`: such an
+    entry would never match a browser (only hand-made requests)."""
+    if host.startswith("["):
+        canonical = browser_ipv6(host[1:-1])
+        if canonical is None:
+            raise OriginEntryError(
+                f"'{text}' is not a valid IPv6 address",
+                "write it as browsers send it, e.g. 'http://[::1]:3000'",
+            )
+        canonical = f"[{canonical}]"
+    elif ends_in_a_number(host):
+        canonical_v4 = browser_ipv4(host)
+        if canonical_v4 is None:
+            raise OriginEntryError(
+                f"'{text}' is not a valid IPv4 address (browsers refuse a host that ends in a "
+                "number otherwise)",
+                "write four decimal numbers from 0 to 255, e.g. 'http://192.168.0.10:8080'",
+            )
+        canonical = canonical_v4
+    else:
+        return
+    if host != canonical:
+        raise OriginEntryError(
+            f"'{text}' writes the address {canonical} in a form browsers never send",
+            f"write '{scheme}://{canonical}{port_text}'",
+        )
 
 
 class OriginEntryError(ValueError):
@@ -242,6 +352,8 @@ def compile_origin_entry(index: int, text: str) -> tuple[OriginEntry, list[str]]
                 f"'{text}' is not a serialized origin",
                 "expected scheme://host[:port], e.g. 'https://app.example.com:8443'",
             )
+        port = "" if origin.port is None else f":{origin.port}"
+        _check_ip_host(text, origin.scheme, origin.host, port)
         return OriginEntry(index, text, "exact", exact=origin), warnings
     return OriginEntry(index, text, "pattern", pattern=_compile_pattern(text)), warnings
 
@@ -308,6 +420,13 @@ def _compile_pattern(text: str) -> OriginPattern:
     host = _parse_host(fixed)
     if host is None or host.startswith("["):
         raise OriginEntryError(f"bad host in '{text}'", "expected a name like '*.example.com'")
+    if any_subdomain and ends_in_a_number(host):
+        raise OriginEntryError(
+            f"'{text}' puts a wildcard into an IP address, which matches no origin",
+            "list the address itself, e.g. 'http://127.0.0.1:*'",
+        )
+    if not any_subdomain:
+        _check_ip_host(text, scheme, host, ":*" if any_port else port_text and f":{port_text}")
     if any_subdomain:
         labels = host.split(".")
         if len(labels) < 2:
@@ -315,9 +434,10 @@ def _compile_pattern(text: str) -> OriginPattern:
                 f"'{text}' matches every site under the top-level domain '.{host}'",
                 "name your own domain, e.g. 'https://*.example.com'",
             )
-        if host in SHARED_SUFFIXES or (len(labels) == 2 and labels[0] in _SECOND_LEVEL):
+        shared = shared_suffix(host)
+        if shared is not None:
             raise OriginEntryError(
-                f"'{text}' matches sites of anyone who can register under '.{host}'",
+                f"'{text}' matches sites of anyone who can register under '.{shared}'",
                 "list your own sites under it one by one",
             )
     return OriginPattern(scheme, host, any_subdomain, port, bool(any_port))
@@ -423,7 +543,6 @@ class OriginMatcher:
     entries: tuple[OriginEntry, ...]
     any: OriginEntry | None = field(init=False)
     null: OriginEntry | None = field(init=False)
-    patterns: tuple[OriginEntry, ...] = field(init=False)
     regexes: tuple[OriginEntry, ...] = field(init=False)
     _exact: Mapping[tuple[str, str, int | None], OriginEntry] = field(init=False, repr=False)
     _hosts: Mapping[tuple[str, str], tuple[OriginEntry, ...]] = field(init=False, repr=False)
@@ -449,7 +568,6 @@ class OriginMatcher:
         derived = {
             "any": next((e for e in entries if e.kind == "any"), None),
             "null": next((e for e in entries if e.kind == "null"), None),
-            "patterns": tuple(e for e in entries if e.pattern is not None),
             "regexes": regexes,
             "_exact": MappingProxyType(exact),
             "_hosts": MappingProxyType({k: tuple(v) for k, v in hosts.items()}),

@@ -31,7 +31,6 @@ from corsproxy.config import Config, ConfigError
 from corsproxy.cors import (
     Action,
     Decision,
-    Mode,
     RequestView,
     decide_cached,
     is_preflight,
@@ -371,12 +370,10 @@ class ProxyApp:
         exchange.verdict = decision.verdict
         exchange.reason = decision.reason
         exchange.kind = decision.kind.value
-        if decision.action is Action.BAD_REQUEST:
-            return _text_response(400, decision.body().decode().strip(), decision)
         if decision.action is Action.PREFLIGHT:
-            return _bodiless(204, decision, [])  # a whole response: one write
-        if decision.action is Action.REFUSE:
-            return _text_response(403, decision.body().decode().strip(), decision)
+            return _bodiless(decision.status, decision, [])  # a whole response: one write
+        if decision.action is not Action.FORWARD:  # refused (403) or malformed (400) here
+            return _text_response(decision.status, decision.body().decode().strip(), decision)
 
         limit = config.limits.max_body_size
         if limit is not None and (request.content_length or 0) > limit:
@@ -388,10 +385,7 @@ class ProxyApp:
             host=headers.get("Host"),
             preserve_host=route.preserve_host,
             request_id=exchange.request_id,
-            # Report-only changes nothing on the wire, so it keeps them.
-            drop_method_overrides=(
-                bool(view.origin) and not decision.allowed and route.cors.mode is Mode.ENFORCE
-            ),
+            drop_method_overrides=decision.drop_method_overrides,
         )
         target = Target(
             upstream=route.upstream,

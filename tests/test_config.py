@@ -135,6 +135,80 @@ ERRORS = [
         "top-level domain '.com' (name your own domain, e.g. 'https://*.example.com')",
     ),
     (
+        "glob-private-suffix",
+        """\
+        upstream: http://u:1
+        cors:
+          allow_origins: ["https://*.s3.amazonaws.com"]
+        """,
+        "cfg.yaml:3: cors.allow_origins[0]: 'https://*.s3.amazonaws.com' matches sites of "
+        "anyone who can register under '.s3.amazonaws.com' (list your own sites under it one "
+        "by one)",
+    ),
+    (
+        "glob-above-a-private-suffix",
+        """\
+        upstream: http://u:1
+        cors:
+          allow_origins: ["https://*.amazonaws.com"]
+        """,
+        "cfg.yaml:3: cors.allow_origins[0]: 'https://*.amazonaws.com' matches sites of "
+        "anyone who can register under '.compute-1.amazonaws.com' (list your own sites under "
+        "it one by one)",
+    ),
+    (
+        "ipv6-not-canonical",
+        """\
+        upstream: http://u:1
+        cors:
+          allow_origins: ["http://[0:0:0:0:0:0:0:1]:3000"]
+        """,
+        "cfg.yaml:3: cors.allow_origins[0]: 'http://[0:0:0:0:0:0:0:1]:3000' writes the address "
+        "[::1] in a form browsers never send (write 'http://[::1]:3000')",
+    ),
+    (
+        "ipv4-hex",
+        """\
+        upstream: http://u:1
+        cors:
+          allow_origins: ["https://app.example.com", "http://0x7f.0.0.1"]
+        """,
+        "cfg.yaml:3: cors.allow_origins[1]: 'http://0x7f.0.0.1' writes the address 127.0.0.1 "
+        "in a form browsers never send (write 'http://127.0.0.1')",
+    ),
+    (
+        "ipv4-short",
+        """\
+        upstream: http://u:1
+        cors:
+          allow_origins: ["http://127.1:*"]
+        """,
+        "cfg.yaml:3: cors.allow_origins[0]: 'http://127.1:*' writes the address 127.0.0.1 in a "
+        "form browsers never send (write 'http://127.0.0.1:*')",
+    ),
+    (
+        "ipv4-octal",
+        """\
+        upstream: http://u:1
+        routes:
+          - path_prefix: /a
+            cors: {allow_origins: ["http://017.0.0.1:8080"]}
+        """,
+        "cfg.yaml:4: routes[0].cors.allow_origins[0]: 'http://017.0.0.1:8080' writes the "
+        "address 15.0.0.1 in a form browsers never send (write 'http://15.0.0.1:8080')",
+    ),
+    (
+        "ipv4-invalid",
+        """\
+        upstream: http://u:1
+        cors:
+          allow_origins: ["http://10.0.0.256"]
+        """,
+        "cfg.yaml:3: cors.allow_origins[0]: 'http://10.0.0.256' is not a valid IPv4 address "
+        "(browsers refuse a host that ends in a number otherwise) (write four decimal numbers "
+        "from 0 to 255, e.g. 'http://192.168.0.10:8080')",
+    ),
+    (
         "bad-upstream",
         """\
         upstream: legacy:9000

@@ -8,6 +8,7 @@ Where corsproxy deliberately differs from an anchor's recommendation, the case s
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -23,10 +24,13 @@ from corsproxy.cors import (
     ACEH,
     ACMA,
     ACTUAL_VARY,
+    MEMO_ENTRIES,
     PREFLIGHT_VARY,
     Action,
     CorsPolicy,
     Kind,
+    Reason,
+    ReasonCode,
     RequestView,
     decide,
     decide_cached,
@@ -880,7 +884,7 @@ def test_memoized_websocket_decisions_read_the_own_origin() -> None:
     long_host = "http://" + "a" * 600 + ".example"
     pol.decisions.clear()
     assert decide_cached(pol, ws("https://evil.example", own=long_host)).action is Action.REFUSE
-    assert pol.decisions == {}
+    assert len(pol.decisions) == 0
 
 
 @pytest.mark.parametrize(
@@ -914,3 +918,59 @@ def test_a_cross_origin_websocket_on_a_policy_without_credentials_is_forwarded_w
 
 def test_a_same_origin_websocket_on_a_route_without_cors_keeps_its_credentials() -> None:
     assert not decide(cors_false(), ws(PROXY)).strip_credentials
+
+
+@pytest.mark.parametrize(
+    ("reason", "text", "words"),
+    [
+        (Reason(ReasonCode.ORIGIN_ALLOWED), "origin_allowed", "origin_allowed"),
+        (Reason(ReasonCode.NO_ORIGIN), "no_origin", "no_origin"),
+        (Reason(ReasonCode.ORIGIN_NOT_ALLOWED), "origin_not_allowed", "origin not allowed"),
+        (Reason(ReasonCode.ORIGIN_MULTIPLE), "origin_multiple", "more than one Origin header"),
+        (Reason(ReasonCode.METHOD_NOT_ALLOWED, "PUT"), "method_not_allowed:PUT",
+         "method 'PUT' not allowed"),
+        (Reason(ReasonCode.HEADER_NOT_ALLOWED, "x-a"), "header_not_allowed:x-a",
+         "header 'x-a' not allowed"),
+        (Reason(ReasonCode.WEBSOCKET_CROSS_ORIGIN), "websocket_cross_origin",
+         "cross-origin WebSocket to a path without cross-origin access"),
+    ],
+)  # fmt: skip
+def test_a_reason_renders_as_the_code_string_of_logs_and_metrics(
+    reason: Reason, text: str, words: str
+) -> None:
+    """Reason codes are an interface: the typed reason is exactly today's `code[:detail]`."""
+    assert reason == text and str(reason) == text and type(str(reason)) is str
+    assert json.dumps({"reason": reason}) == json.dumps({"reason": text})
+    code, _, detail = text.partition(":")
+    assert (reason.code.value, reason.detail) == (code, detail)
+    assert reason.describe() == words
+
+
+def test_a_refused_preflight_carries_typed_reasons_in_the_order_checked() -> None:
+    pol = policy(allow_origins=[APP])
+    decision = decide(pol, preflight("https://evil.example", "PUT", acrh="x-a, x-b"))
+    assert [(r.code, r.detail) for r in decision.reasons] == [
+        (ReasonCode.ORIGIN_NOT_ALLOWED, ""),
+        (ReasonCode.METHOD_NOT_ALLOWED, "PUT"),
+        (ReasonCode.HEADER_NOT_ALLOWED, "x-a"),
+        (ReasonCode.HEADER_NOT_ALLOWED, "x-b"),
+    ]
+    assert decision.body() == (
+        b"CORS preflight refused: origin not allowed; method 'PUT' not allowed; "
+        b"header 'x-a' not allowed; header 'x-b' not allowed\n"
+    )
+    assert decision.status == 403 and decision.drop_method_overrides
+
+
+def test_hot_decisions_outlive_a_flood_of_one_off_origins() -> None:
+    """The memo is an LRU (two generations): an entry used once per half the memo's size
+    stays memoized however many unique keys hostile traffic sends, and the memo stays bounded."""
+    pol = policy(allow_origins=[APP])
+    hot = [get(APP), preflight(APP, "GET")]
+    first = [decide_cached(pol, r) for r in hot]
+    for i in range(20 * MEMO_ENTRIES):
+        decide_cached(pol, get(f"https://e{i}.evil.example"))
+        assert len(pol.decisions) <= MEMO_ENTRIES
+        if i % 100 == 0:
+            # The same objects: memoized, not decided afresh after a flush.
+            assert all(decide_cached(pol, r) is d for r, d in zip(hot, first, strict=True))

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from corsproxy.config import CONFIG_SPEC, POLICY_SPEC, ROUTE_SPEC
+from corsproxy.cors import ReasonCode
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -32,3 +33,11 @@ def test_every_config_key_is_documented() -> None:
     for spec in (CONFIG_SPEC, POLICY_SPEC, ROUTE_SPEC):
         for key in spec.fields:
             assert f"`{key}`" in README or f"{key}:" in README, key
+
+
+def test_every_decision_reason_code_is_documented() -> None:
+    """Reason codes are an interface (logs, metrics, explain): the README lists each one."""
+    section = README.split("**Reason codes**", 1)[1].split("\n\n", 1)[0]
+    documented = set(re.findall(r"`([a-z_]+)(?::[A-Za-z]+)?`", section))
+    codes = {code.value for code in ReasonCode}
+    assert codes <= documented, codes - documented

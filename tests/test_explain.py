@@ -397,3 +397,32 @@ def test_explain_websocket_shows_credentials_stripped() -> None:
     assert "WITHOUT" not in render_text(kept)
     own = explain(CONFIG, PROXY, path="/public/ws", websocket=True, proxy_origin=PROXY)
     assert own.allowed and not own.strips_credentials
+
+
+def test_a_refused_preflight_reads_as_before_reasons_were_typed() -> None:
+    """Golden text, recorded before reasons became typed: the verdict's code:detail, the
+    checks, the cause in words and the fix all come from the decision's Reason values."""
+    result = explain(CONFIG, APP, "DELETE", "/x", [("X-Trace-Id", "1")])
+    assert render_text(result).splitlines()[10:] == [
+        "     answered by corsproxy (never forwarded): 403",
+        "     ok    origin: allowed",
+        "     FAIL  method DELETE: not in allow_methods (methods are case-sensitive)",
+        "     FAIL  header x-trace-id: not in allow_headers",
+        "       Vary: Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+        "VERDICT: BLOCKED (method_not_allowed:DELETE)",
+        "  Firefox: CORSPreflightDidNotSucceed",
+        "  Chrome:  PreflightMissingAllowOriginHeader: Response to preflight request doesn't "
+        "pass access control check: No 'Access-Control-Allow-Origin' header is present on the "
+        "requested resource.",
+        "  Cause:   method 'DELETE' not allowed (the cause Firefox names CORSMethodNotFound)",
+        "  Fix:     add DELETE to cors.allow_methods (test.yaml:6)",
+    ]
+    assert result.to_json()["reason"] == "method_not_allowed:DELETE"
+    assert result.to_json()["cause"] == (
+        "method 'DELETE' not allowed (the cause Firefox names CORSMethodNotFound)"
+    )
+    ws = explain(CONFIG, "https://evil.example", websocket=True, proxy_origin="http://p.local")
+    assert render_text(ws).splitlines()[-2:] == [
+        "VERDICT: BLOCKED (websocket_origin_not_allowed)",
+        "  Fix:     add 'https://evil.example' to cors.allow_origins (test.yaml:3)",
+    ]

@@ -7,7 +7,16 @@ import tracemalloc
 import pytest
 
 from corsproxy.cors import parse_request_headers
-from corsproxy.origins import Origin, OriginEntryError, compile_origin_entry, parse_origin
+from corsproxy.origins import (
+    Origin,
+    OriginEntryError,
+    browser_ipv4,
+    browser_ipv6,
+    compile_origin_entry,
+    ends_in_a_number,
+    parse_origin,
+    shared_suffix,
+)
 
 ACRH_CASES = [
     (["content-type"], ("content-type",)),
@@ -126,6 +135,19 @@ def test_parse_origin_refuses_non_origins(value: str) -> None:
         ("https://*.com", "top-level domain"),
         ("https://*.co.uk", "anyone who can register"),
         ("https://*.github.io", "anyone who can register"),
+        ("https://*.s3.amazonaws.com", "anyone who can register under '.s3.amazonaws.com'"),
+        ("https://*.amazonaws.com", "anyone who can register under '.compute-1.amazonaws"),
+        ("https://*.blogspot.com", "anyone who can register"),
+        ("https://*.com.au", "anyone who can register"),
+        ("http://[0:0:0:0:0:0:0:1]", "writes the address [::1]"),
+        ("http://0x7f.0.0.1", "writes the address 127.0.0.1"),
+        ("http://127.1", "writes the address 127.0.0.1"),
+        ("http://017.0.0.1", "writes the address 15.0.0.1"),
+        ("http://2130706433:8080", "writes the address 127.0.0.1"),
+        ("http://[::ffff:127.0.0.1]", "writes the address [::ffff:7f00:1]"),
+        ("http://1.2.3.4.5", "not a valid IPv4 address"),
+        ("http://[1::2::3]", "not a valid IPv6 address"),
+        ("http://*.0.0.1", "wildcard into an IP address"),
         ("https://*example.com", "not a whole leading label"),
         ("https://*", "not a whole leading label"),
         ("h*", "no scheme"),
@@ -158,3 +180,84 @@ def test_bad_origin_entries(entry: str, message: str) -> None:
 def test_origin_entry_warnings(entry: str, warns: bool) -> None:
     _, warnings = compile_origin_entry(0, entry)
     assert bool(warnings) is warns
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "https://*.example.com",
+        "https://*.example.co.uk",  # registrable under a public suffix: the operator's own
+        "https://*.alice.github.io",
+        "https://*.city.kawasaki.jp",  # a PSL exception: registrable, not a suffix
+        "https://*.app.localhost",
+        "http://127.0.0.1:8080",
+        "http://[::1]:3000",
+        "http://[::FFFF:7F00:1]",  # folded to lower case, as hosts are
+        "http://10.0.0.255:*",
+        "https://0x7f.example",  # ends in a name, not a number
+    ],
+)
+def test_good_origin_entries_load(entry: str) -> None:
+    compile_origin_entry(0, entry)
+
+
+# The hand-made list the Public Suffix List replaced: each stays refused, except glitch.me,
+# which left the PSL when Glitch stopped hosting projects.
+FORMER_SHARED_SUFFIXES = [
+    "github.io", "gitlab.io", "herokuapp.com", "vercel.app", "netlify.app", "pages.dev",
+    "workers.dev", "web.app", "firebaseapp.com", "appspot.com", "azurewebsites.net",
+    "cloudfront.net", "amazonaws.com", "onrender.com", "fly.dev", "repl.co", "ngrok.io",
+    "ngrok-free.app", "blogspot.com", "co.uk", "com.au", "ac.jp", "or.jp", "ne.jp", "go.jp",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("suffix", FORMER_SHARED_SUFFIXES)
+def test_wildcards_over_shared_suffixes_stay_refused(suffix: str) -> None:
+    assert shared_suffix(suffix) is not None
+    with pytest.raises(OriginEntryError, match="anyone who can register"):
+        compile_origin_entry(0, f"https://*.{suffix}")
+
+
+@pytest.mark.parametrize(
+    ("host", "address"),
+    [
+        # WHATWG URL's IPv4 parser, as browsers apply it to a host that ends in a number.
+        ("127.0.0.1", "127.0.0.1"),
+        ("127.1", "127.0.0.1"),
+        ("127.0.1", "127.0.0.1"),
+        ("0x7f.0.0.1", "127.0.0.1"),
+        ("0X7F.1", "127.0.0.1"),
+        ("017.0.0.1", "15.0.0.1"),
+        ("2130706433", "127.0.0.1"),
+        ("0x", "0.0.0.0"),
+        ("1.2.3.256", None),
+        ("1.2.65536", None),
+        ("4294967296", None),
+        ("1.2.3.4.5", None),
+        ("08.1.1.1", None),
+        ("a.1", None),
+    ],
+)
+def test_ipv4_hosts_read_as_browsers_read_them(host: str, address: str | None) -> None:
+    assert ends_in_a_number(host)
+    assert browser_ipv4(host) == address
+
+
+@pytest.mark.parametrize(
+    ("body", "serialized"),
+    [
+        ("0:0:0:0:0:0:0:1", "::1"),
+        ("::1", "::1"),
+        ("1:0:0:0:0:0:0:0", "1::"),
+        ("0:0:0:0:0:0:0:0", "::"),
+        ("1:0:1:1:1:1:1:1", "1:0:1:1:1:1:1:1"),  # one zero piece is not compressed
+        ("1:0:0:1:0:0:0:1", "1:0:0:1::1"),  # the longest run
+        ("1:0:0:1:0:0:1:1", "1::1:0:0:1:1"),  # the first of equal runs
+        ("2001:DB8::0001", "2001:db8::1"),
+        ("::ffff:127.0.0.1", "::ffff:7f00:1"),
+        ("1::2::3", None),
+        ("fe80::1%eth0", None),
+    ],
+)
+def test_ipv6_hosts_serialize_as_browsers_serialize_them(body: str, serialized: str | None) -> None:
+    assert browser_ipv6(body) == serialized

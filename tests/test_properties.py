@@ -11,7 +11,7 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from corsproxy.config import ConfigError, parse_config
-from corsproxy.cors import Action, Mode, decide, decide_cached
+from corsproxy.cors import Action, Mode, Reason, decide, decide_cached
 from corsproxy.origins import parse_origin
 from tests.helpers import aca, config, policy, request
 
@@ -329,3 +329,20 @@ def test_indexed_origin_matching_agrees_with_a_linear_scan(chosen: list[str], va
     assert match.allowed is linear_allows(entries, value)
     if match.allowed:
         assert match.entry is not None and linear_allows([match.entry], value)
+
+
+@settings(max_examples=400, deadline=None)
+@given(doc=policies, req=requests())
+def test_the_decision_says_whether_method_overrides_are_dropped(
+    doc: dict[str, Any], req: Any
+) -> None:
+    """The server once computed this itself (an Origin line, not allowed, enforce mode): the
+    decision now carries it, so `explain` and the server read the same outcome."""
+    pol = compiled(doc)
+    assume(pol is not None)
+    decision = decide(pol, req)
+    enforce = pol.mode is Mode.ENFORCE
+    assert decision.drop_method_overrides == (bool(req.origin) and not decision.allowed and enforce)
+    if decision.would is not None:  # report-only: what enforce mode would drop
+        assert decision.would.drop_method_overrides == (bool(req.origin) and not decision.allowed)
+    assert decision.reasons and all(type(r) is Reason for r in decision.reasons)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import re
 import signal
@@ -13,6 +14,8 @@ import sys
 import aiohttp
 from yarl import URL
 
+from corsproxy.cors import Reason, ReasonCode
+from corsproxy.logs import _Formatter
 from tests.net import ROOT, Recorder, free_port, rss_kib, running_proxy, start_cli
 
 APP = "https://app.example.com"
@@ -230,3 +233,57 @@ async def test_metrics_memory_stays_flat_under_random_refusal_details(recorder: 
         proc.stderr.close()
         assert proc.stdout is not None
         proc.stdout.close()
+
+
+async def test_reason_codes_in_logs_metrics_and_bodies_are_byte_for_byte_the_interface(
+    recorder: Recorder,
+) -> None:
+    """The typed reason renders as `code[:detail]` in the access log, as `code` in the
+    metrics label and in words in the answer body, exactly as operators' alerts expect."""
+    admin = free_port()
+    args = ("--listen", "127.0.0.1:0", "--upstream", recorder.url, "--allow-origin", APP,
+            "--admin-listen", f"127.0.0.1:{admin}")  # fmt: skip
+    proc, url = await asyncio.to_thread(start_cli, *args)
+    ws = {"Origin": "https://evil.example", "Connection": "Upgrade", "Upgrade": "websocket",
+          "Sec-WebSocket-Version": "13",
+          "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}  # fmt: skip
+    try:
+        async with aiohttp.ClientSession() as client:
+            preflight = {"Origin": APP, "Access-Control-Request-Method": "PUT",
+                         "Access-Control-Request-Headers": "X-A"}  # fmt: skip
+            async with client.options(f"{url}/x", headers=preflight) as r:
+                assert r.status == 403
+                assert await r.text() == (
+                    "CORS preflight refused: method 'PUT' not allowed; header 'x-a' not allowed\n"
+                )
+            async with client.get(f"{url}/ws", headers=ws) as r:
+                assert r.status == 403
+                assert await r.text() == "WebSocket refused: origin not allowed\n"
+            async with client.get(f"{url}/plain") as r:
+                assert r.status == 200
+            async with client.get(f"http://127.0.0.1:{admin}/metrics") as r:
+                text = await r.text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.to_thread(proc.communicate, timeout=20)
+    access = [json.loads(line) for line in err.splitlines() if '"corsproxy.access"' in line]
+    assert [(a["path"], a["cors"], a["reason"]) for a in access] == [
+        ("/x", "refused", "method_not_allowed:PUT"),
+        ("/ws", "refused", "websocket_origin_not_allowed"),
+        ("/plain", "none", "no_origin"),
+    ]
+    decisions = samples(text, "corsproxy_cors_decisions_total")
+    labels = '{{decision="refused",kind="{}",reason="{}",route="default"}}'
+    assert decisions == {
+        labels.format("preflight", "method_not_allowed"): 1,
+        labels.format("actual", "websocket_origin_not_allowed"): 1,
+    }
+
+
+def test_the_text_access_log_prints_a_reason_as_its_code_string() -> None:
+    record = logging.LogRecord("corsproxy.access", logging.WARNING, __file__, 1, "x", None, None)
+    record.fields = {"reason": Reason(ReasonCode.HEADER_NOT_ALLOWED, "x-a"), "cors": "refused"}
+    assert (
+        _Formatter(False).format(record).endswith(" x reason=header_not_allowed:x-a cors=refused")
+    )
+    assert json.loads(_Formatter(True).format(record))["reason"] == "header_not_allowed:x-a"
