@@ -35,7 +35,7 @@ _CASED_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH")
 
 
 class Problem(StrEnum):
-    """What a policy diagnostic is about: its `reason`."""
+    """What a compiler diagnostic is about: its `reason`."""
 
     ORIGIN_ENTRY = "origin-entry"
     WILDCARD_WITH_CREDENTIALS = "wildcard-with-credentials"
@@ -50,6 +50,8 @@ class Problem(StrEnum):
     METHOD_CASE = "method-case"
     MAX_AGE_ABOVE_CAP = "max-age-above-cap"
     REPORT_ONLY = "report-only"
+    NO_UPSTREAM = "no-upstream"
+    DUPLICATE_PREFIX = "duplicate-prefix"
 
 
 _LOOPBACK = re.compile(r"(localhost|[^/]*\.localhost|127(\.\d{1,3}){3}|\[::1\])\Z")
@@ -444,6 +446,7 @@ def _check_upstream(top: Section, ctx: Context) -> None:
             "upstream",
             "no upstream is configured",
             "set upstream: http://HOST:PORT, or --upstream / CORSPROXY_UPSTREAM",
+            reason=Problem.NO_UPSTREAM,
         )
 
 
@@ -476,6 +479,7 @@ def _compile_routes(
                 f"'{prefix}' is already the prefix of the route on line {line}"
                 + (f" ('{spelled}': routes match case-insensitively)" if folded else ""),
                 "merge the two routes" + (", or set routes_case_sensitive: true" if folded else ""),
+                reason=Problem.DUPLICATE_PREFIX,
             )
             continue
         seen[same] = (section.lines["path_prefix"], prefix)
@@ -486,6 +490,7 @@ def _compile_routes(
                 key,
                 "this route has no upstream and there is no top-level upstream",
                 "add upstream: to the route or at the top level",
+                reason=Problem.NO_UPSTREAM,
             )
         route_cors = section.get("cors")
         compiled: tuple[CorsPolicy, dict[str, str]] | Invalid

@@ -186,9 +186,18 @@ def test_no_origin_is_only_said_when_nothing_else_failed() -> None:
     assert errors == {Problem.ORIGIN_ENTRY} and Problem.NO_ORIGIN not in warnings
 
 
+def test_route_problems_have_reasons_too() -> None:
+    errors, _ = _reasons("routes: [{path_prefix: /a}, {path_prefix: /A}]\n")
+    assert errors == {Problem.NO_UPSTREAM, Problem.DUPLICATE_PREFIX}
+    errors, _ = _reasons("cors: false\n")
+    assert errors == {Problem.NO_UPSTREAM}
+
+
 def test_every_reason_is_reachable() -> None:
-    # The two tests above between them meet every Problem: a new one needs a test.
+    # The tests above between them meet every Problem: a new one needs a test.
     met = {
+        Problem.NO_UPSTREAM,
+        Problem.DUPLICATE_PREFIX,
         Problem.ORIGIN_ENTRY,
         Problem.WILDCARD_WITH_CREDENTIALS,
         Problem.NULL_WITH_CREDENTIALS,
