@@ -4,10 +4,13 @@ every concern's problems in one pass, each with a typed reason."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 import corsproxy.config
 from corsproxy.config import (
@@ -23,7 +26,7 @@ from corsproxy.config import (
     parse_config,
 )
 from corsproxy.cors import CorsPolicy
-from corsproxy.spec import NO_DEFAULT, FalseOr, Field, ListOf, Obj, integer, json_value
+from corsproxy.spec import NO_DEFAULT, FalseOr, Field, ListOf, Obj, Scalar, integer, json_value
 
 EMPTY = "upstream: http://u:1\nroutes: [{path_prefix: /r}]\n"
 
@@ -254,3 +257,51 @@ PUBLIC = [
 def test_the_facade_keeps_the_public_names() -> None:
     missing = [name for name in PUBLIC if not hasattr(corsproxy.config, name)]
     assert missing == []
+
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+def _readme_defaults() -> list[tuple[str, str, str | None]]:
+    """(table, key, default as written) of the README's key tables; None: no default."""
+    rows = []
+    for table in ("### Top-level keys", "### Policy keys"):
+        section = README.split(table, 1)[1].split("\n### ", 1)[0]
+        for line in section.splitlines():
+            cells = [c.strip() for c in line.strip("|").split(" | ")]
+            if len(cells) < 4 or not cells[0].startswith("`"):
+                continue
+            keys = re.findall(r"`([a-z_.]+)`", cells[0])
+            values = re.findall(r"`([^`]*)`", cells[2]) or [None]
+            if len(values) == 1:
+                values = values * len(keys)
+            rows += [(table, key, value) for key, value in zip(keys, values, strict=True)]
+    return rows
+
+
+def _key_spec(table: str, key: str) -> tuple[Obj, str]:
+    if table == "### Policy keys":
+        return POLICY_SPEC, key
+    head, _, name = key.rpartition(".")
+    return {"": CONFIG_SPEC, "limits": LIMITS_SPEC, "timeouts": TIMEOUTS_SPEC}.get(
+        head, ADMIN_SPEC
+    ), name
+
+
+@pytest.mark.parametrize(("table", "key", "written"), _readme_defaults())
+def test_the_readme_states_the_dataclass_defaults(
+    table: str, key: str, written: str | None
+) -> None:
+    spec, name = _key_spec(table, key)
+    field = spec.fields[name]
+    if isinstance(field.spec, (Obj, FalseOr, ListOf)):
+        return  # a nested mapping or list: its keys have rows of their own
+    default = spec.defaults.get(name)
+    if written is None:
+        assert default is None, f"{key}: the README says none, the code {default!r}"
+        return
+    value = yaml.safe_load(written)
+    if isinstance(field.spec, Scalar):
+        assert field.spec.convert(value) == default, key
+    else:
+        assert value == json_value(default), key
