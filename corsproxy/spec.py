@@ -7,16 +7,19 @@ after parsing (so a value can never inject structure), and report every problem 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum, StrEnum
 from typing import Any, Generic, TypeVar
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 T = TypeVar("T")
+E = TypeVar("E", bound=StrEnum)
 
 STR_TAG = "tag:yaml.org,2002:str"
 _RETYPED_TAGS = {
@@ -37,6 +40,8 @@ class Diagnostic:
     message: str
     hint: str = ""
     warning: bool = False
+    # What kind of problem, for code and tests (not printed; the message says it for people).
+    reason: StrEnum | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         level = "warning: " if self.warning else ""
@@ -100,6 +105,7 @@ class Context:
     file: str
     env: Mapping[str, str]
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    error_count: int = 0  # of the diagnostics, errors (not warnings)
     # One constructor per document: it caches constructed nodes.
     constructor: yaml.constructor.SafeConstructor = field(
         default_factory=yaml.constructor.SafeConstructor
@@ -116,17 +122,32 @@ class Context:
         return self.source(node), line_of(node)
 
     def error(
-        self, node: Node | int, key: str, message: str, hint: str = "", file: str | None = None
+        self,
+        node: Node | int,
+        key: str,
+        message: str,
+        hint: str = "",
+        file: str | None = None,
+        reason: StrEnum | None = None,
     ) -> Invalid:
         where, line = self._where(node, file)
-        self.diagnostics.append(Diagnostic(where, line, key, message, hint))
+        self.diagnostics.append(Diagnostic(where, line, key, message, hint, reason=reason))
+        self.error_count += 1
         return INVALID
 
     def warn(
-        self, node: Node | int, key: str, message: str, hint: str = "", file: str | None = None
+        self,
+        node: Node | int,
+        key: str,
+        message: str,
+        hint: str = "",
+        file: str | None = None,
+        reason: StrEnum | None = None,
     ) -> None:
         where, line = self._where(node, file)
-        self.diagnostics.append(Diagnostic(where, line, key, message, hint, warning=True))
+        self.diagnostics.append(
+            Diagnostic(where, line, key, message, hint, warning=True, reason=reason)
+        )
 
     def place(self, file: str, line: int, seen_from: str) -> str:
         """How a message about `seen_from` points at a value: 'line 4' in the same file,
@@ -277,16 +298,19 @@ def text(
     return Scalar(convert, {"type": "string", **(schema or {})})
 
 
-def choice(*values: str) -> Scalar[str]:
-    def convert(value: Any) -> str:
-        if value not in values:
-            options = " | ".join(values)
-            close = difflib.get_close_matches(str(value), values, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"one of: {options}"
-            raise SpecError(f"'{value}' is not one of {options}", hint)
-        return str(value)
+def choice(options: type[E]) -> Scalar[E]:
+    """One of a string enum's values, read as its member."""
+    values = [option.value for option in options]
 
-    return Scalar(convert, {"enum": list(values)}, env_ok=False)
+    def convert(value: Any) -> E:
+        if value not in values:
+            listed = " | ".join(values)
+            close = difflib.get_close_matches(str(value), values, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"one of: {listed}"
+            raise SpecError(f"'{value}' is not one of {listed}", hint)
+        return options(value)
+
+    return Scalar(convert, {"enum": values}, env_ok=False)
 
 
 _DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)\s*\Z")
@@ -445,12 +469,38 @@ class StrList(Spec[list[Item[T]] | Star]):
         return {"anyOf": options}
 
 
+class _NoDefault:
+    def __repr__(self) -> str:
+        return "NO_DEFAULT"
+
+
+NO_DEFAULT: Any = _NoDefault()
+
+
 @dataclass(frozen=True)
 class Field:
     spec: Spec[Any]
     doc: str
-    default: Any = None  # shown in the schema only
+    # Only for a key its Obj's target dataclass lacks: the others take the dataclass's default.
+    default: Any = NO_DEFAULT
     required: bool = False
+    # Absent, the key takes the enclosing level's value (a route's preserve_host): no default.
+    inherited: bool = False
+
+
+def json_value(value: Any) -> Any:
+    """A Python default as the schema shows it: enums by value, 5.0 as 5, Listen as text."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (tuple, list)):
+        return [json_value(v) for v in value]
+    if isinstance(value, frozenset):
+        return sorted(json_value(v) for v in value)
+    return str(value)
 
 
 @dataclass
@@ -462,9 +512,14 @@ class Section:
     values: dict[str, Any] = field(default_factory=dict)
     lines: dict[str, int] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # where each key was set
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # the spec's, by key
 
     def get(self, name: str, default: Any = None) -> Any:
         return self.values.get(name, default)
+
+    def value(self, name: str) -> Any:
+        """The value written, else the default (its target dataclass field's)."""
+        return self.values[name] if name in self.values else self.defaults.get(name)
 
     def has(self, name: str) -> bool:
         return name in self.values
@@ -473,15 +528,40 @@ class Section:
         return f"{self.key}.{name}" if self.key else name
 
 
+def _defaults(fields: Mapping[str, Field], target: type | None) -> dict[str, Any]:
+    """Each key's default: the target dataclass field's, or the Field's own for a key the
+    target lacks. Written in both places is an error, so each default has one home."""
+    targets = {f.name: f for f in dataclasses.fields(target)} if target else {}
+    defaults: dict[str, Any] = {}
+    for name, spec_field in fields.items():
+        target_field = targets.get(name)
+        if spec_field.default is not NO_DEFAULT:
+            if target_field is not None:
+                raise TypeError(f"{name}: the default belongs to the target dataclass")
+            defaults[name] = spec_field.default
+        elif isinstance(spec_field.spec, (Obj, FalseOr, ListOf)) or spec_field.inherited:
+            continue  # nested keys carry their own defaults
+        elif target_field is not None and target_field.default is not dataclasses.MISSING:
+            defaults[name] = target_field.default
+        elif target_field is not None and target_field.default_factory is not dataclasses.MISSING:
+            defaults[name] = target_field.default_factory()
+    return defaults
+
+
 class Obj(Spec[Section]):
-    def __init__(self, fields: dict[str, Field], doc: str = "") -> None:
+    """A mapping of known keys. `target` is the dataclass the keys compile into: an absent
+    key takes its field default, in the loader and in the schema alike."""
+
+    def __init__(self, fields: dict[str, Field], doc: str = "", target: type | None = None) -> None:
         self.fields = fields
         self.doc = doc
+        self.target = target
+        self.defaults = _defaults(fields, target)
 
     def parse(self, node: Node, key: str, ctx: Context) -> Section | Invalid:
         if not isinstance(node, MappingNode):
             return ctx.error(node, key or "(top level)", "expected a mapping of keys to values")
-        section = Section(key, line_of(node))
+        section = Section(key, line_of(node), defaults=self.defaults)
         for key_node, value_node in node.value:
             name = key_node.value if isinstance(key_node, ScalarNode) else None
             child = f"{key}.{name}" if key else str(name)
@@ -518,8 +598,8 @@ class Obj(Spec[Section]):
         for name, spec_field in self.fields.items():
             prop = spec_field.spec.schema()
             prop["description"] = spec_field.doc
-            if spec_field.default is not None:
-                prop["default"] = spec_field.default
+            if self.defaults.get(name) is not None:
+                prop["default"] = json_value(self.defaults[name])
             properties[name] = prop
         schema: dict[str, Any] = {
             "type": "object",

@@ -1,0 +1,380 @@
+"""The config's shape: the compiled dataclasses, the checks of single values, and the specs
+that read YAML into them and print the JSON Schema (`corsproxy schema`).
+
+Each spec names its target dataclass, so a key's default is written once, as the field's
+default: the loader, the schema and the compiled objects all read it from there.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from corsproxy.cors import FORBIDDEN_METHODS, TOKEN, CorsPolicy, Mode, OnDisallowed
+from corsproxy.paths import PathError, normalize_path
+from corsproxy.routes import Route, RouteTable, Timeouts, Upstream
+from corsproxy.spec import (
+    Diagnostic,
+    FalseOr,
+    Field,
+    ListOf,
+    Obj,
+    Scalar,
+    SpecError,
+    StrList,
+    boolean,
+    choice,
+    duration,
+    integer,
+    size,
+    text,
+)
+
+_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?\Z")
+# Response headers a browser never exposes to scripts, whatever the server says.
+FORBIDDEN_RESPONSE_HEADERS = frozenset({"set-cookie", "set-cookie2"})
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Admin:
+    listen: Listen
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_body_size: int | None = None
+    idle_timeout: float = 30.0  # idle keep-alive clients, and unfinished request heads
+    # A request body is received up to this much (or whole) before an upstream connection is
+    # taken, so a client that trickles a small body holds no upstream connection.
+    request_buffer: int = 64 * 1024
+    # Kestrel's minimum request body data rate, enforced after the grace period (408 below it).
+    min_body_rate: int = 240
+    min_body_rate_grace: float = 5.0
+    # The same for a streamed answer the client takes (Kestrel's MinResponseDataRate).
+    min_response_rate: int = 240
+    # Open upstream connections per process (connecting ones count).
+    upstream_connections: int = 512
+    # The largest request line or header field line; a larger request head is a 431.
+    max_header_size: int = 8190
+    # The largest WebSocket message either way; a larger one closes with 1009.
+    max_ws_message_size: int = 4 * 1024 * 1024
+    # A worker above this resident memory drains and is replaced (None: no guard).
+    max_worker_rss: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    source: str
+    listen: Listen = Listen("0.0.0.0", 8080)  # noqa: S104 - a proxy listens publicly
+    upstream: Upstream | None = None
+    admin: Admin | None = None
+    timeouts: Timeouts = Timeouts()  # noqa: RUF009 - frozen
+    preserve_host: bool = False
+    limits: Limits = Limits()
+    cors: CorsPolicy
+    routes: RouteTable
+    warnings: tuple[Diagnostic, ...] = ()
+    version: int = 1
+    # Route prefixes match case-insensitively unless the upstream is known to be case-sensitive.
+    routes_case_sensitive: bool = False
+    # With --workers: a worker whose event loop gives no heartbeat this long is replaced.
+    workers_timeout: float = 30.0
+
+
+# --- value checks -------------------------------------------------------------------
+
+
+def parse_listen(value: str) -> Listen:
+    hint = "write HOST:PORT, e.g. '0.0.0.0:8080' or '[::1]:8080'"
+    if value.startswith("["):
+        host, sep, port_text = value[1:].partition("]:")
+        if not sep or not host or not re.fullmatch(r"[0-9A-Fa-f:.]+", host):
+            raise SpecError(f"'{value}' is not HOST:PORT", hint)
+    else:
+        host, sep, port_text = value.rpartition(":")
+        if not sep or not host or ":" in host or not _HOST.match(host):
+            raise SpecError(f"'{value}' is not HOST:PORT", hint)
+    if not port_text.isdigit() or int(port_text) > 65535:
+        raise SpecError(f"bad port '{port_text}'", "a port is a number from 0 to 65535")
+    return Listen(host, int(port_text))
+
+
+def parse_upstream(value: str) -> Upstream:
+    hint = "write an http(s) URL such as 'http://legacy:9000'; a base path may follow"
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise SpecError(f"bad upstream URL '{value}': {exc}", hint) from None
+    if parts.scheme not in ("http", "https"):
+        raise SpecError(f"upstream URL '{value}' must start with http:// or https://", hint)
+    if parts.username is not None or parts.password is not None:
+        raise SpecError("credentials in the upstream URL are not supported", hint)
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        raise SpecError("the upstream URL must not have a query or fragment", hint)
+    host = parts.hostname or ""
+    bracketed = parts.netloc.rpartition("@")[2].startswith("[")
+    if bracketed:
+        if not re.fullmatch(r"[0-9a-f:.]+", host):
+            raise SpecError(f"bad IPv6 address in '{value}'", hint)
+        host = f"[{host}]"
+    elif not _HOST.match(host):
+        raise SpecError(f"upstream URL '{value}' has no valid host", hint)
+    base = parts.path.rstrip("/")
+    if base:
+        try:
+            if normalize_path(base).route_path != base:
+                raise SpecError(f"the upstream base path '{base}' is not normalized", hint)
+        except PathError as exc:
+            raise SpecError(f"bad upstream base path: {exc}", hint) from None
+    default_port = 443 if parts.scheme == "https" else 80
+    return Upstream(parts.scheme, host, port or default_port, base)
+
+
+def check_path_prefix(value: str) -> str:
+    if not value.startswith("/"):
+        raise SpecError(f"'{value}' does not start with '/'", f"write '/{value.lstrip('/')}'")
+    try:
+        normalized = normalize_path(value).route_path
+    except PathError as exc:
+        raise SpecError(f"bad path prefix: {exc}", "write a plain path such as /api/v1") from None
+    if normalized != value or (value != "/" and value.endswith("/")):
+        raise SpecError(
+            f"'{value}' is not a normalized path prefix",
+            f"write '{normalized.rstrip('/') or '/'}'; prefixes match whole segments, so it "
+            "also covers everything below",
+        )
+    return value
+
+
+def check_method(value: str) -> str:
+    if not TOKEN.match(value):
+        raise SpecError(f"'{value}' is not an HTTP method name", "e.g. GET, PUT, PATCH")
+    if value.upper() in FORBIDDEN_METHODS:
+        raise SpecError(f"browsers never send {value.upper()} cross-origin", "remove it")
+    return value
+
+
+def check_header_name(value: str) -> str:
+    if not TOKEN.match(value):
+        raise SpecError(f"'{value}' is not a header name", "e.g. Content-Type, X-Request-Id")
+    return value
+
+
+def check_expose_name(value: str) -> str:
+    check_header_name(value)
+    if value.lower() in FORBIDDEN_RESPONSE_HEADERS:
+        raise SpecError(f"browsers never expose {value} to scripts", "remove it")
+    return value
+
+
+def check_version(value: Any) -> int:
+    if value != 1 or isinstance(value, bool):
+        raise SpecError(f"unsupported config version {value!r}", "this corsproxy reads version 1")
+    return 1
+
+
+# --- the schema ---------------------------------------------------------------------
+
+POLICY_SPEC = Obj(
+    {
+        "allow_origins": Field(
+            StrList(str),  # entries are compiled with the policy, which knows credentials
+            "Origins allowed to read responses: exact ('https://app.example.com'), "
+            "subdomains ('https://*.example.com'), any port ('http://localhost:*'), "
+            "'regex:' full-match patterns, 'null' (only when listed) or '*' (any origin, "
+            "no credentials).",
+            default=(),
+        ),
+        "allow_methods": Field(
+            StrList(check_method, star_ok=True, min_items=1),
+            "Methods a preflight may approve, or '*' (echoes the requested method). "
+            "GET, HEAD and POST never need a preflight.",
+        ),
+        "allow_headers": Field(
+            StrList(check_header_name, star_ok=True),
+            "Request headers a preflight may approve beyond the CORS-safelisted ones, "
+            "or '*' (echoes the requested headers, Authorization included).",
+        ),
+        "expose_headers": Field(
+            StrList(check_expose_name, star_ok=True),
+            "Response headers scripts may read beyond the safelisted ones, or '*' "
+            "(only without credentials).",
+        ),
+        "allow_credentials": Field(
+            boolean(), "Allow cookies and HTTP authentication (never with '*')."
+        ),
+        "allow_insecure_origins": Field(
+            boolean(),
+            "Allow plain-http origins other than loopback together with credentials (anyone "
+            "on the network path can impersonate them).",
+            default=False,
+        ),
+        "max_age": Field(
+            integer(0, 86400),
+            "Seconds browsers may cache a preflight (Safari caps at 600, Chromium at 7200).",
+        ),
+        "allow_private_network": Field(
+            boolean(), "Answer Private Network Access preflights (legacy Chrome)."
+        ),
+        "on_disallowed": Field(
+            choice(OnDisallowed),
+            "A request with a disallowed Origin: 'forward' it without CORS headers, or "
+            "'reject' it with 403 here.",
+        ),
+        "mode": Field(
+            choice(Mode),
+            "'report-only' changes nothing on the wire and only reports decisions.",
+        ),
+    },
+    doc="A CORS policy; a route's keys override the default policy's one by one.",
+    target=CorsPolicy,
+)
+
+TIMEOUTS_SPEC = Obj(
+    {
+        "connect": Field(duration(), "Connecting to the upstream."),
+        "read": Field(duration(), "Waiting for upstream data."),
+        "send": Field(
+            duration(),
+            "How long a write of a streamed answer may wait with the client taking nothing "
+            "(nginx's send_timeout); then the connection is reset.",
+        ),
+    },
+    target=Timeouts,
+)
+
+ROUTE_SPEC = Obj(
+    {
+        "path_prefix": Field(
+            text(check_path_prefix, {"pattern": "^/"}),
+            "Requests under this path (at segment boundaries) use this route.",
+            required=True,
+        ),
+        "name": Field(text(), "A name for logs and metrics (default: the path prefix)."),
+        "upstream": Field(text(parse_upstream), "This route's upstream URL."),
+        "strip_prefix": Field(boolean(), "Remove path_prefix before forwarding."),
+        "timeouts": Field(TIMEOUTS_SPEC, "Overrides the top-level timeouts key by key."),
+        "preserve_host": Field(boolean(), "Forward the client's Host header.", inherited=True),
+        "cors": Field(
+            FalseOr(POLICY_SPEC),
+            "Overrides of the default policy, or false: no cross-origin access.",
+        ),
+    },
+    target=Route,
+)
+
+ADMIN_SPEC = Obj(
+    {
+        "listen": Field(
+            text(parse_listen),
+            "Admin listen address (/healthz, /readyz, /metrics).",
+            required=True,
+        )
+    },
+    target=Admin,
+)
+
+LIMITS_SPEC = Obj(
+    {
+        "max_body_size": Field(size(), "Largest request body, bytes or '10MiB'."),
+        "idle_timeout": Field(
+            duration(),
+            "How long a client connection may sit idle, or take to send a "
+            "request head (slowloris), before it is closed.",
+        ),
+        "request_buffer": Field(
+            size(),
+            "How much of a request body is received before an upstream connection "
+            "is taken (a smaller body is received whole first).",
+        ),
+        "min_body_rate": Field(
+            integer(minimum=0),
+            "Minimum request body data rate in bytes/s, over a sliding window of "
+            "min_body_rate_grace (408 below it); 0 turns it off.",
+        ),
+        "min_body_rate_grace": Field(
+            duration(),
+            "The grace period and window of min_body_rate and min_response_rate: "
+            "how far a body may fall behind the rate.",
+        ),
+        "min_response_rate": Field(
+            integer(minimum=0),
+            "Minimum rate in bytes/s at which a client takes a streamed answer, "
+            "over the same window (the connection is reset below it); 0: off.",
+        ),
+        "upstream_connections": Field(
+            integer(minimum=1),
+            "Open upstream connections per process; a request waiting for one "
+            "longer than timeouts.connect gets a 504.",
+        ),
+        "max_header_size": Field(
+            size(),
+            "Largest request line or header line; a larger request head is a 431.",
+        ),
+        "max_ws_message_size": Field(
+            size(),
+            "Largest WebSocket message either way; a larger one closes with 1009.",
+        ),
+        "max_worker_rss": Field(
+            size(),
+            "Resident memory above which a worker stops accepting, drains and "
+            "exits (with --workers the supervisor replaces it first); absent: no "
+            "guard. Read when a worker starts.",
+        ),
+    },
+    target=Limits,
+)
+
+CONFIG_SPEC = Obj(
+    {
+        "version": Field(Scalar(check_version, {"const": 1}), "The config format version."),
+        "listen": Field(text(parse_listen), "Proxy listen address."),
+        "upstream": Field(
+            text(parse_upstream), "The default upstream; required unless every route has one."
+        ),
+        "admin": Field(ADMIN_SPEC, "The admin listener; absent means none."),
+        "timeouts": Field(TIMEOUTS_SPEC, "Timeouts in seconds or '500ms', '5s', '2m'."),
+        "preserve_host": Field(boolean(), "Forward the client's Host instead of the upstream's."),
+        "routes_case_sensitive": Field(
+            boolean(),
+            "Match route path prefixes case-sensitively (only for upstreams that are).",
+        ),
+        "limits": Field(LIMITS_SPEC, "Request limits."),
+        "workers_timeout": Field(
+            duration(),
+            "With --workers: a worker whose event loop gives no heartbeat for this long (a "
+            "blocking call, a deadlock) is killed and replaced.",
+        ),
+        "cors": Field(
+            FalseOr(POLICY_SPEC), "The default CORS policy, or false: no cross-origin access."
+        ),
+        "routes": Field(
+            ListOf(ROUTE_SPEC), "Per-path routes; the longest matching path_prefix wins."
+        ),
+    },
+    doc="corsproxy configuration",
+    target=Config,
+)
+
+
+def json_schema() -> dict[str, Any]:
+    schema = CONFIG_SPEC.schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://corsproxy.dev/schema/config-v1.json",
+        "title": "corsproxy configuration",
+        **schema,
+    }
