@@ -324,7 +324,8 @@ def serve(
     """
     from corsproxy import logs
 
-    logs.configure(log_format, log_level)
+    # Written by a thread; stopped (the queue written out) as the command ends, however.
+    ctx.call_on_close(logs.configure(log_format, log_level).stop)
     _require_c_parser()
     if config_path is None and Path(DEFAULT_CONFIG).is_file():
         config_path = DEFAULT_CONFIG  # a mounted file, as in the container image
