@@ -32,3 +32,14 @@ def test_every_config_key_is_documented() -> None:
     for spec in (CONFIG_SPEC, POLICY_SPEC, ROUTE_SPEC):
         for key in spec.fields:
             assert f"`{key}`" in README or f"{key}:" in README, key
+
+
+def test_the_module_table_lists_every_module() -> None:
+    table = README.split("| module | owns |", 1)[1].split("\n\n", 1)[0]
+    listed = set(re.findall(r"^\| `(corsproxy/[\w/]+\.py)` \|", table, re.M))
+    modules = {
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "corsproxy").rglob("*.py")
+        if path.name != "__init__.py"
+    }
+    assert listed == modules
