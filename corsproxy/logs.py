@@ -63,6 +63,7 @@ def _escape(match: re.Match[str]) -> str:
 
 QUEUE_SIZE = 10_000  # records waiting for the writer thread; a burst beyond it is dropped
 BATCH = 256  # lines per write at most, so a steady flood still reaches the stream
+STOP_TIMEOUT = 5.0  # seconds stop() waits for the writer: a stuck stream cannot hold up exit
 
 
 class _Enqueue(logging.handlers.QueueHandler):
@@ -73,7 +74,7 @@ class _Enqueue(logging.handlers.QueueHandler):
     def __init__(self, records: queue.Queue[logging.LogRecord]) -> None:
         super().__init__(records)
         self.records = records
-        self.dropped = 0  # written only here (under the handler's lock), read by the writer
+        self.dropped = 0  # counted here (under the handler's lock); the writer reports it
         self.direct: logging.Handler | None = None
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
@@ -167,7 +168,6 @@ class LogWriter(logging.handlers.QueueListener):
             self.writer.flush()
 
 
-STOP_TIMEOUT = 5.0
 _running: LogWriter | None = None
 
 
