@@ -324,7 +324,8 @@ def serve(
     """
     from corsproxy import logs
 
-    logs.configure(log_format, log_level)
+    # Written by a thread; stopped (the queue written out) as the command ends, however.
+    ctx.call_on_close(logs.configure(log_format, log_level).stop)
     _require_c_parser()
     if config_path is None and Path(DEFAULT_CONFIG).is_file():
         config_path = DEFAULT_CONFIG  # a mounted file, as in the container image
@@ -358,7 +359,7 @@ def serve(
             "a number of at least 1, or 'auto'", param_hint="--workers"
         ) from None
     if count > 1 and not is_worker:
-        arguments = sys.argv[sys.argv.index("serve") + 1 :] if "serve" in sys.argv else []
+        arguments = _worker_arguments(ctx)
 
         def read_config() -> tuple[str | None, Config]:
             text = read_config_text(config_path) if config_path is not None else None
@@ -378,6 +379,27 @@ def serve(
     runner = _loop_runner(use_uvloop)
     if runner(main):  # the memory guard stopped it
         sys.exit(EXIT_MEMORY)
+
+
+def _worker_arguments(ctx: click.Context) -> list[str]:
+    """The `serve` options given on the command line, as flags for a worker (those from the
+    environment reach it through the environment; `--workers` is the supervisor's)."""
+    arguments: list[str] = []
+    for param in ctx.command.params:
+        name = param.name
+        if not isinstance(param, click.Option) or name is None or name == "workers":
+            continue
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.COMMANDLINE:
+            continue
+        value = ctx.params[name]
+        flag = max(param.opts, key=len)  # the long spelling
+        if param.is_flag:
+            if value or param.secondary_opts:
+                arguments.append(flag if value else max(param.secondary_opts, key=len))
+        else:
+            for one in value if param.multiple else (value,):
+                arguments += [flag, str(one)]
+    return arguments
 
 
 def _require_c_parser() -> None:

@@ -28,8 +28,9 @@ HOP_BY_HOP = frozenset(
         "http2-settings",
     }
 )
-# Never forwarded upstream: aiohttp answers 100-continue itself and drops trailers, and the
-# proxy computes Host and X-Forwarded-Proto/-Host itself.
+# Never forwarded upstream: `Expect` (server.py answers 100-continue itself, once every check
+# that could refuse the body has passed), and Host and X-Forwarded-Proto/-Host, which the
+# proxy computes itself.
 # `Forwarded` and `X-Real-IP` are dropped rather than passed on: the proxy sets the
 # X-Forwarded-* family itself, and an upstream must never see client-made values of them.
 # Headers some upstreams read as the real path instead of the request line's: a client

@@ -1,10 +1,14 @@
-"""Logging: one access line per request, as text or JSON lines, on stderr."""
+"""Logging: one access line per request, as text or JSON lines, on stderr, written by a
+thread (the stdlib QueueHandler/QueueListener) so the event loop never waits on the stream."""
 
 from __future__ import annotations
 
-import asyncio
+import atexit
+import contextlib
 import json
 import logging
+import logging.handlers
+import queue
 import re
 import sys
 import time
@@ -57,39 +61,67 @@ def _escape(match: re.Match[str]) -> str:
     return json.dumps(match.group())[1:-1]
 
 
-class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Formats each record at once but writes the stream at most every `interval` seconds
-    while an event loop runs: one write for many access lines instead of one each. Without a
-    running loop (start-up, shutdown) it writes at once; `flush()` (also called by logging's
-    exit hook) writes whatever is pending."""
+QUEUE_SIZE = 10_000  # records waiting for the writer thread; a burst beyond it is dropped
+BATCH = 256  # lines per write at most, so a steady flood still reaches the stream
+STOP_TIMEOUT = 5.0  # seconds stop() waits for the writer: a stuck stream cannot hold up exit
 
-    def __init__(self, stream: Any, interval: float = 0.05) -> None:
+
+class _Enqueue(logging.handlers.QueueHandler):
+    """On the logging thread (the event loop): hand the record to the writer thread, never
+    blocking. A full queue drops the record and counts it; once the writer has stopped
+    (exit), records are written at once instead."""
+
+    def __init__(self, records: queue.Queue[logging.LogRecord]) -> None:
+        super().__init__(records)
+        self.records = records
+        self.dropped = 0  # counted here (under the handler's lock); the writer reports it
+        self.direct: logging.Handler | None = None
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        # Merge the message now (its arguments may change later); formatting, the costly
+        # part, is the writer thread's.
+        record.msg, record.args = record.getMessage(), None
+        return record
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.direct is not None:
+            self.direct.handle(record)
+            return
+        try:
+            self.records.put_nowait(self.prepare(record))
+        except queue.Full:
+            self.dropped += 1
+
+
+class _Writer(logging.StreamHandler):  # type: ignore[type-arg]
+    """In the writer thread: formats each record and writes once the queue is empty (or
+    BATCH lines are pending), one write for a burst; says how many records were dropped."""
+
+    def __init__(self, stream: Any, source: _Enqueue) -> None:
         super().__init__(stream)
-        self.interval = interval
+        self.source = source
+        self.reported = 0  # drops already reported
         self.pending: list[str] = []
-        self.scheduled = False
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record) + self.terminator
+            self.pending.append(self.format(record) + self.terminator)
         except Exception:
             self.handleError(record)
             return
-        self.pending.append(line)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        if len(self.pending) >= BATCH or self.source.records.empty():
             self.flush()
-            return
-        if not self.scheduled:
-            self.scheduled = True
-            loop.call_later(self.interval, self._scheduled_flush)
-
-    def _scheduled_flush(self) -> None:
-        self.scheduled = False
-        self.flush()
 
     def flush(self) -> None:
+        dropped = self.source.dropped - self.reported
+        if dropped:
+            self.reported += dropped
+            warning = logging.LogRecord(
+                "corsproxy", logging.WARNING, __file__, 0,
+                "logging: %d log records dropped (more than %d were waiting for a slow log "
+                "stream)", (dropped, self.source.records.maxsize), None,
+            )  # fmt: skip
+            self.pending.append(self.format(warning) + self.terminator)
         if not self.pending:
             return
         text, self.pending = "".join(self.pending), []
@@ -100,12 +132,58 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
             pass
 
 
-def configure(log_format: str | None = None, level: str = "info") -> None:
-    """Text on a terminal, JSON lines otherwise (containers), unless told."""
+class LogWriter(logging.handlers.QueueListener):
+    """The writer thread (stdlib QueueListener). `stop()` writes everything queued, then
+    switches logging to direct writes, so lines logged at exit are not lost either."""
+
+    def __init__(self, stream: Any, json_lines: bool, size: int = QUEUE_SIZE) -> None:
+        self.enqueue = _Enqueue(queue.Queue(size))
+        self.writer = _Writer(stream, self.enqueue)
+        self.writer.setFormatter(_Formatter(json_lines))
+        super().__init__(self.enqueue.queue, self.writer)
+
+    def enqueue_sentinel(self) -> None:
+        # Blocking, unlike the stdlib's put_nowait: a full queue drains, unless the stream
+        # itself is stuck (then stop() gives up after its bound).
+        self.enqueue.records.put(self._sentinel, timeout=STOP_TIMEOUT)  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        """Idempotent; bounded, so a stuck stream cannot hold up the exit."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._thread = None
+        with contextlib.suppress(queue.Full):
+            self.enqueue_sentinel()
+        thread.join(STOP_TIMEOUT)
+        if thread.is_alive():  # stuck in a write: drop what is queued rather than hang the exit
+            return
+        self.enqueue.direct = self.writer
+        while True:  # records queued behind the sentinel, before `direct` was set
+            try:
+                self.writer.handle(self.enqueue.records.get_nowait())
+            except queue.Empty:
+                break
+        with self.writer.lock:  # type: ignore[union-attr]
+            self.writer.flush()
+
+
+_running: LogWriter | None = None
+
+
+def configure(log_format: str | None = None, level: str = "info") -> LogWriter:
+    """Text on a terminal, JSON lines otherwise (containers), unless told. Records are
+    written by a thread, so a slow stderr never blocks the event loop; call `stop()` on the
+    result at exit (also done by an atexit hook) to write what is still queued."""
+    global _running
+    if _running is not None:
+        _running.stop()
     json_lines = log_format == "json" or (log_format is None and not sys.stderr.isatty())
-    handler = BatchingHandler(sys.stderr)
-    handler.setFormatter(_Formatter(json_lines))
+    _running = LogWriter(sys.stderr, json_lines)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_running.enqueue]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").disabled = True
+    _running.start()
+    atexit.register(_running.stop)
+    return _running

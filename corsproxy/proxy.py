@@ -31,7 +31,6 @@ from corsproxy.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse
 
 log = logging.getLogger("corsproxy")
 
-CHUNK = 64 * 1024
 SMALL_BODY = 64 * 1024
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 _OUTQ = array.array("i", [0])  # TIOCOUTQ's answer (a C int); one loop thread uses it

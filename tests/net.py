@@ -93,16 +93,51 @@ class Sentinel:
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
+class RawUpstream:
+    """A raw upstream: each connection runs `script` after the request head was read.
+    `connections` counts them, `heads` keeps the heads read, and `closed_by_proxy` is set
+    once the proxy closed a connection first."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.connections = 0
+        self.heads: list[bytes] = []
+        self.closed_by_proxy = asyncio.Event()
+        self.url = ""
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            self.heads.append(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT))
+            await self.script(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
+            self.closed_by_proxy.set()
+            raise  # raw_server closes the connection
+
+
+@contextlib.asynccontextmanager
+async def scripted_upstream(script: Script) -> AsyncIterator[RawUpstream]:
+    """A RawUpstream on loopback, for tests that count or read what it received."""
+    upstream = RawUpstream(script)
+    async with raw_server(upstream.handle) as url:
+        upstream.url = url
+        yield upstream
+
+
 @contextlib.asynccontextmanager
 async def raw_upstream(script: Script) -> AsyncIterator[str]:
-    """An upstream that answers with scripted bytes after reading the request head."""
+    """The URL of a scripted upstream, for tests that need only its address."""
+    async with scripted_upstream(script) as upstream:
+        yield upstream.url
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
-        await script(reader, writer)
 
-    async with raw_server(handle) as url:
-        yield url
+async def until_closed(reader: asyncio.StreamReader, limit: float = TIMEOUT) -> None:
+    """In a script: wait (bounded) until the proxy closes its side of the connection."""
+    with contextlib.suppress(ConnectionError, TimeoutError):
+        async with asyncio.timeout(limit):
+            while await reader.read(65536):
+                pass
+    raise ConnectionResetError("closed by the proxy")
 
 
 @contextlib.asynccontextmanager

@@ -226,3 +226,43 @@ def test_explain_names_the_reading_of_an_ambiguous_path(runner: CliRunner) -> No
     routed = runner.invoke(cli, [*base, "/INTERNAL/x"])
     assert "route '/internal' (path_prefix /internal" in routed.stdout
     assert "VERDICT: BLOCKED (cors_disabled)" in routed.stdout
+
+
+def test_workers_get_the_parsed_serve_options_not_sys_argv(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In process, sys.argv is pytest's: the arguments must come from what click parsed.
+    import logging
+
+    from corsproxy import workers
+
+    captured: list[list[str]] = []
+
+    def supervise(count: int, argv: list[str], *rest: object) -> int:
+        captured.append(list(argv))
+        return 0
+
+    monkeypatch.setattr(workers, "supervise", supervise)
+    root, access = logging.getLogger(), logging.getLogger("aiohttp.access")
+    for logger, attribute in ((root, "handlers"), (root, "level"), (access, "disabled")):
+        monkeypatch.setattr(logger, attribute, getattr(logger, attribute))  # serve sets them
+    monkeypatch.setenv("CORSPROXY_DRAIN_DELAY", "3")  # reaches workers by the environment
+    monkeypatch.delenv(workers.WORKER_ENV, raising=False)
+    path = write(tmp_path, "upstream: http://127.0.0.1:1\n")
+    result = runner.invoke(
+        cli,
+        [
+            "serve", "-c", path, "--listen", "127.0.0.1:0", "--workers", "2",
+            "--allow-origin", "https://a.example,https://b.example", "--no-allow-credentials",
+            "--log-format", "text", "--shutdown-timeout", "7", "--no-uvloop",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert captured == [
+        [
+            "--config", path, "--listen", "127.0.0.1:0",
+            "--allow-origin", "https://a.example", "--allow-origin", "https://b.example",
+            "--no-allow-credentials", "--log-format", "text", "--shutdown-timeout", "7.0",
+            "--no-uvloop",
+        ]
+    ]  # fmt: skip

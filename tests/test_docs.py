@@ -41,3 +41,14 @@ def test_every_decision_reason_code_is_documented() -> None:
     documented = set(re.findall(r"`([a-z_]+)(?::[A-Za-z]+)?`", section))
     codes = {code.value for code in ReasonCode}
     assert codes <= documented, codes - documented
+
+
+def test_the_module_table_lists_every_module() -> None:
+    table = README.split("| module | owns |", 1)[1].split("\n\n", 1)[0]
+    listed = set(re.findall(r"^\| `(corsproxy/[\w/]+\.py)` \|", table, re.M))
+    modules = {
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "corsproxy").rglob("*.py")
+        if path.name != "__init__.py"
+    }
+    assert listed == modules

@@ -191,7 +191,6 @@ class Driver:
         self.requests: list[ClientRequest] = []
         self.framing: list[tuple[ClientRequest, Framing]] = []
         self.stray: list[tuple[str, bytes]] = []  # bytes after the last answer
-        self.sessions = 0
         self.started = 0.0
 
     async def run(self, seconds: float) -> None:
@@ -206,7 +205,6 @@ class Driver:
             if loop.time() >= deadline:
                 return
             rng = random.Random(f"{self.seed}/c{index}/{number}")
-            self.sessions += 1
             await self._session(rng, f"c{index}-{number}")
 
     async def _session(self, rng: random.Random, conn: str) -> None:

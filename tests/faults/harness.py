@@ -1,6 +1,7 @@
-"""Fault injection against a real `corsproxy serve` process: a scriptable raw upstream, a
-raw client, and the leak checks of security-anchors.md section 7 after every scenario
-(open fds back to baseline, no "Unclosed" or traceback lines, the process alive and serving).
+"""Fault injection against a real `corsproxy serve` process: the process, a raw client, and
+the leak checks of security-anchors.md section 7 after every scenario (open fds back to
+baseline, no "Unclosed" or traceback lines, the process alive and serving). The scriptable
+raw upstream is tests/net.py's `scripted_upstream`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,57 +28,6 @@ BAD_LOG = (
     "Unclosed", "ResourceWarning", "Exception ignored", "Traceback", "Task was destroyed",
     "Task exception was never retrieved", "never awaited", "Fatal error",
 )  # fmt: skip
-
-Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-class Upstream:
-    """A raw upstream: each connection runs `script` after the request head was read.
-    `connections` counts them; `closed` counts those the proxy closed first."""
-
-    def __init__(self, script: Script) -> None:
-        self.script = script
-        self.connections = 0
-        self.heads: list[bytes] = []
-        self.closed_by_proxy = asyncio.Event()
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    async def on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            self.heads.append(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT))
-            await self.script(reader, writer)
-        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
-            self.closed_by_proxy.set()
-        finally:
-            writer.close()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-@contextlib.asynccontextmanager
-async def upstream(script: Script) -> AsyncIterator[Upstream]:
-    up = Upstream(script)
-    up.server = await asyncio.start_server(up.on_connect, "127.0.0.1", 0)
-    up.port = up.server.sockets[0].getsockname()[1]
-    try:
-        yield up
-    finally:
-        up.server.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(up.server.wait_closed(), 2)
-
-
-async def until_closed(reader: asyncio.StreamReader, limit: float = TIMEOUT) -> None:
-    """Wait (bounded) until the proxy closes its side of the upstream connection."""
-    with contextlib.suppress(ConnectionError, TimeoutError):
-        async with asyncio.timeout(limit):
-            while await reader.read(65536):
-                pass
-    raise ConnectionResetError("closed by the proxy")
 
 
 class Proxy:

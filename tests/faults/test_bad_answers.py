@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.harness import APP, POLICY, get, header, proxy, status, until_closed, upstream
-from tests.net import head_and_body
+from tests.faults.harness import APP, POLICY, get, header, proxy, status
+from tests.net import head_and_body, scripted_upstream, until_closed
 
 FINAL = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Final: 1\r\n\r\nfinal"
 FORGED = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nSet-Cookie: stolen=1\r\n\r\nFORGED"
@@ -36,7 +36,10 @@ async def test_an_interim_answer_with_a_body_is_a_502_and_a_closed_connection_no
         await writer.drain()
         await until_closed(reader)
 
-    async with upstream(script) as up, proxy(tmp_path, {"upstream": up.url, "cors": POLICY}) as px:
+    async with (
+        scripted_upstream(script) as up,
+        proxy(tmp_path, {"upstream": up.url, "cors": POLICY}) as px,
+    ):
         before = len(px.log)
         for _ in range(3):
             response = await get(px.url)
@@ -75,7 +78,10 @@ async def test_trailers_never_become_response_headers(tmp_path: Path, later: boo
             await writer.drain()
             await reader.readuntil(b"\r\n\r\n")  # the next request on this connection
 
-    async with upstream(script) as up, proxy(tmp_path, {"upstream": up.url, "cors": POLICY}) as px:
+    async with (
+        scripted_upstream(script) as up,
+        proxy(tmp_path, {"upstream": up.url, "cors": POLICY}) as px,
+    ):
         for _ in range(3):
             response = await get(px.url)
             _, body = head_and_body(response)

@@ -18,15 +18,19 @@ from tests.faults.harness import (
     APP,
     POLICY,
     Proxy,
-    Script,
     get,
     header,
     proxy,
     status,
-    until_closed,
-    upstream,
 )
-from tests.net import free_port, head_and_body, raw_exchange
+from tests.net import (
+    Script,
+    free_port,
+    head_and_body,
+    raw_exchange,
+    scripted_upstream,
+    until_closed,
+)
 
 FAST = {"connect": "1s", "read": "1s"}
 
@@ -66,7 +70,7 @@ async def test_f2_an_upstream_that_never_answers_is_504_and_its_socket_closed(
         await until_closed(reader)
 
     doc = {"cors": POLICY, "timeouts": FAST}
-    async with upstream(silent) as up, proxy(tmp_path, {"upstream": up.url, **doc}) as px:
+    async with scripted_upstream(silent) as up, proxy(tmp_path, {"upstream": up.url, **doc}) as px:
         baseline = px.fds()
         started = time.monotonic()
         response = await get(px.url)
@@ -81,7 +85,7 @@ async def test_f2_an_upstream_that_never_answers_is_504_and_its_socket_closed(
 async def test_f3_a_stalled_body_is_never_presented_as_complete(tmp_path: Path, size: int) -> None:
     head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size
     async with (
-        upstream(answer(head + b"a" * 1024, "stall")) as up,
+        scripted_upstream(answer(head + b"a" * 1024, "stall")) as up,
         proxy(tmp_path, {"upstream": up.url, "cors": POLICY, "timeouts": FAST}) as px,
     ):
         baseline = px.fds()
@@ -106,7 +110,7 @@ async def test_f4_a_reset_mid_body_is_truncation_and_the_connection_is_not_reuse
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         writer.transport.abort()
 
-    async with upstream(reset) as up, proxy(tmp_path, {"upstream": up.url}) as px:
+    async with scripted_upstream(reset) as up, proxy(tmp_path, {"upstream": up.url}) as px:
         baseline = px.fds()
         for _ in range(2):
             response = await get(px.url)
@@ -139,7 +143,7 @@ async def test_f5_f6_f7_b37_b40_b43_malformed_answers_are_a_clean_502(
     tmp_path: Path, reply: bytes
 ) -> None:
     async with (
-        upstream(answer(reply)) as up,
+        scripted_upstream(answer(reply)) as up,
         proxy(tmp_path, {"upstream": up.url, "cors": POLICY}) as px,
     ):
         baseline = px.fds()
@@ -159,7 +163,7 @@ async def test_f8_b38_b39_bad_header_bytes_are_dropped_or_502_never_empty(
     tmp_path: Path, bad: bytes
 ) -> None:
     reply = b"HTTP/1.1 200 OK\r\n" + bad + b"\r\nX-Good: 1\r\nContent-Length: 2\r\n\r\nok"
-    async with upstream(answer(reply)) as up, proxy(tmp_path, {"upstream": up.url}) as px:
+    async with scripted_upstream(answer(reply)) as up, proxy(tmp_path, {"upstream": up.url}) as px:
         baseline = px.fds()
         response = await get(px.url)
         assert status(response) in (200, 502), response[:200]
@@ -184,7 +188,7 @@ async def test_b41_informational_answers_are_skipped_and_b42_bodiless_statuses_s
         writer.write(replies[path])
         await writer.drain()
 
-    async with upstream(script) as up, proxy(tmp_path, {"upstream": up.url}) as px:
+    async with scripted_upstream(script) as up, proxy(tmp_path, {"upstream": up.url}) as px:
         baseline = px.fds()
         early = await get(px.url, "/early")
         assert status(early) == 200 and head_and_body(early)[1] == b"ok"
@@ -209,7 +213,10 @@ async def test_f9_a_stale_pooled_connection_is_retried_once_only_without_a_body(
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nsecond")
         await writer.drain()
 
-    async with upstream(first_then_stale) as up, proxy(tmp_path, {"upstream": up.url}) as px:
+    async with (
+        scripted_upstream(first_then_stale) as up,
+        proxy(tmp_path, {"upstream": up.url}) as px,
+    ):
         baseline = px.fds()
         assert status(await get(px.url)) == 200
         body = "Content-Length: 3\r\n\r\nabc" if method == "POST" else "\r\n"
@@ -232,7 +239,7 @@ async def test_f10_f15_slow_trickles_are_cut_at_the_read_deadline_with_flat_memo
         await asyncio.sleep(2)  # then nothing: the read deadline (1 s) fires
 
     async with (
-        upstream(trickle) as up,
+        scripted_upstream(trickle) as up,
         proxy(tmp_path, {"upstream": up.url, "timeouts": FAST}) as px,
     ):
         baseline, rss = px.fds(), px.rss_mib()
@@ -256,7 +263,7 @@ async def test_f11_f15_a_large_body_to_a_slow_reader_stays_in_bounded_memory(
             writer.write(block)
             await writer.drain()
 
-    async with upstream(big) as up, proxy(tmp_path, {"upstream": up.url}) as px:
+    async with scripted_upstream(big) as up, proxy(tmp_path, {"upstream": up.url}) as px:
         baseline, rss = px.fds(), px.rss_mib()
         reader, writer = await asyncio.open_connection(*px.url[7:].split(":"))
         writer.write(b"GET /big HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n")
@@ -285,7 +292,7 @@ async def test_f12_a_client_gone_mid_upload_aborts_the_upstream_request(tmp_path
                 got.set()
         raise ConnectionResetError  # EOF before the whole body
 
-    async with upstream(sink) as up, proxy(tmp_path, {"upstream": up.url}) as px:
+    async with scripted_upstream(sink) as up, proxy(tmp_path, {"upstream": up.url}) as px:
         baseline = px.fds()
         _, writer = await asyncio.open_connection(*px.url[7:].split(":"))
         writer.write(b"POST /up HTTP/1.1\r\nHost: p\r\nContent-Length: 10485760\r\n\r\n")
@@ -309,7 +316,7 @@ async def test_f13_f14_a_client_gone_releases_the_upstream_within_a_second(
             await writer.drain()
         await until_closed(reader)
 
-    async with upstream(slow) as up, proxy(tmp_path, {"upstream": up.url}) as px:
+    async with scripted_upstream(slow) as up, proxy(tmp_path, {"upstream": up.url}) as px:
         baseline = px.fds()
         reader, writer = await asyncio.open_connection(*px.url[7:].split(":"))
         writer.write(b"GET /dl HTTP/1.1\r\nHost: p\r\n\r\n")
@@ -330,7 +337,7 @@ async def test_f16_f18_slowloris_and_idle_floods_are_reaped_while_others_are_ser
 ) -> None:
     ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
     doc = {"upstream": "", "limits": {"idle_timeout": "2s"}}
-    async with upstream(answer(ok)) as up:
+    async with scripted_upstream(answer(ok)) as up:
         doc["upstream"] = up.url
         async with proxy(tmp_path, doc) as px:
             baseline = px.fds()
@@ -361,7 +368,10 @@ async def test_f17_a_stalled_upload_is_408(tmp_path: Path) -> None:
     async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await until_closed(reader)
 
-    async with upstream(sink) as up, proxy(tmp_path, {"upstream": up.url, "timeouts": FAST}) as px:
+    async with (
+        scripted_upstream(sink) as up,
+        proxy(tmp_path, {"upstream": up.url, "timeouts": FAST}) as px,
+    ):
         baseline = px.fds()
         response = await raw_exchange(
             px.url, b"POST /up HTTP/1.1\r\nHost: p\r\nContent-Length: 100\r\n\r\nab", wait=5
@@ -378,7 +388,10 @@ async def test_f19_bad_reloads_keep_the_policy_and_sigterm_drains_under_load(
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         await writer.drain()
 
-    async with upstream(slowish) as up, proxy(tmp_path, {"upstream": up.url, "cors": POLICY}) as px:
+    async with (
+        scripted_upstream(slowish) as up,
+        proxy(tmp_path, {"upstream": up.url, "cors": POLICY}) as px,
+    ):
         config = tmp_path / "corsproxy.yaml"
         good = config.read_text()
         for bad in [

@@ -16,8 +16,16 @@ from typing import Any
 
 import pytest
 
-from tests.faults.harness import APP, POLICY, Proxy, proxy, upstream
-from tests.net import Recorder, head_and_body, header_values, raw_upstream, replies, running_app
+from tests.faults.harness import APP, POLICY, Proxy, proxy
+from tests.net import (
+    Recorder,
+    head_and_body,
+    header_values,
+    raw_upstream,
+    replies,
+    running_app,
+    scripted_upstream,
+)
 
 EVIL = "https://evil.example"
 # Far below the idle timeout below: a client that gets its answer within this did not wait
@@ -304,7 +312,7 @@ async def test_a_long_target_over_max_header_size_is_431(tmp_path: Path) -> None
 
 async def test_max_header_size_is_configurable(tmp_path: Path) -> None:
     # A raw upstream: aiohttp's (the recording one) would itself refuse a 12 KiB header.
-    async with upstream(replies(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")) as up:
+    async with scripted_upstream(replies(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")) as up:
         doc = {"upstream": up.url, "cors": POLICY, "limits": {"max_header_size": 16384}}
         async with proxy(tmp_path, doc) as px:
             big = "b" * 12 * 1024

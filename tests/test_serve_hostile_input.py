@@ -1,5 +1,6 @@
-"""The second outside review (issue 11, section 6), as an attacker meets a real process:
-catastrophic operator regexes, forged log lines, reload limits, TRACE and Max-Forwards."""
+"""Hostile input, as an attacker meets a real process (the second outside review, issue 11,
+section 6): origins against catastrophic operator regexes, header values that would forge log
+lines, hostile files on reload, TRACE and Max-Forwards, Sec-WebSocket-Origin."""
 
 from __future__ import annotations
 
