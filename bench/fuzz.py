@@ -47,7 +47,8 @@ def target_origin(data: bytes) -> None:
 
 
 def target_request_headers(data: bytes) -> None:
-    from corsproxy.cors import TOKEN, parse_request_headers
+    from corsproxy.cors import parse_request_headers
+    from corsproxy.http_grammar import TOKEN
 
     lines = data.decode("latin-1").split("\n")
     names = parse_request_headers(lines)

@@ -29,10 +29,8 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 
 from corsproxy import __version__
 from corsproxy.cors import Reason
+from corsproxy.http_grammar import STANDARD_METHODS
 
-STANDARD_METHODS = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"}
-)
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 

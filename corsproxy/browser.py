@@ -111,7 +111,7 @@ def preflight_need(method: str, headers: Sequence[tuple[str, str]]) -> Preflight
 
 
 @dataclass(frozen=True, slots=True)
-class Failure:
+class Block:
     """Why the browser blocks: Firefox's reason, Chrome's DevTools name and console text."""
 
     firefox: str
@@ -136,7 +136,7 @@ def _list(headers: Sequence[tuple[str, str]], name: str) -> list[str]:
 
 def cors_check(
     headers: Sequence[tuple[str, str]], origin: str, credentials: bool, preflight: bool = False
-) -> Failure | None:
+) -> Block | None:
     """Fetch's CORS check of a response (the preflight's, or the actual one)."""
     pre = "Preflight" if preflight else ""
     subject = (
@@ -144,13 +144,13 @@ def cors_check(
     )
     acao = _joined(headers, ACAO)
     if acao is None:
-        return Failure(
+        return Block(
             "CORSMissingAllowOrigin",
             f"{pre}MissingAllowOriginHeader",
             f"{subject}No '{ACAO}' header is present on the requested resource.",
         )
     if len(_values(headers, ACAO)) > 1 or "," in acao:
-        return Failure(
+        return Block(
             "CORSMultipleAllowOriginNotAllowed",
             f"{pre}MultipleAllowOriginValues",
             f"{subject}The '{ACAO}' header contains multiple values '{acao}', "
@@ -159,14 +159,14 @@ def cors_check(
     if acao == "*" and not credentials:
         return None
     if acao == "*":
-        return Failure(
+        return Block(
             "CORSNotSupportingCredentials",
             f"{pre}WildcardOriginNotAllowed",
             f"{subject}The value of the '{ACAO}' header in the response must not be the "
             "wildcard '*' when the request's credentials mode is 'include'.",
         )
     if acao != origin:
-        return Failure(
+        return Block(
             "CORSAllowOriginNotMatchingOrigin",
             f"{pre}AllowOriginMismatch",
             f"{subject}The '{ACAO}' header has a value '{acao}' that is not equal to the "
@@ -174,7 +174,7 @@ def cors_check(
         )
     if credentials and _joined(headers, ACAC) != "true":
         value = _joined(headers, ACAC) or ""
-        return Failure(
+        return Block(
             "CORSMIssingAllowCredentials",
             f"{pre}InvalidAllowCredentials",
             f"{subject}The value of the '{ACAC}' header in the response is '{value}' which "
@@ -191,7 +191,7 @@ def preflight_check(
     method: str,
     header_names: Sequence[str],
     private_network: bool = False,
-) -> Failure | None:
+) -> Block | None:
     """The browser's verdict on a preflight response (CORS-preflight fetch, steps 6-7).
 
     Both the CORS check and an ok status are required. Firefox reports a bad status first;
@@ -201,8 +201,8 @@ def preflight_check(
     failure = cors_check(headers, origin, credentials, preflight=True)
     if not 200 <= status <= 299:
         if failure is not None:
-            return Failure("CORSPreflightDidNotSucceed", failure.chrome, failure.message)
-        return Failure(
+            return Block("CORSPreflightDidNotSucceed", failure.chrome, failure.message)
+        return Block(
             "CORSPreflightDidNotSucceed",
             "PreflightInvalidStatus",
             "Response to preflight request doesn't pass access control check: "
@@ -217,7 +217,7 @@ def preflight_check(
         and method not in methods
         and not (wildcard_ok and "*" in methods)
     ):
-        return Failure(
+        return Block(
             "CORSMethodNotFound",
             "MethodDisallowedByPreflightResponse",
             f"Method {method} is not allowed by {ACAM} in preflight response.",
@@ -226,13 +226,13 @@ def preflight_check(
     for name in header_names:
         star = wildcard_ok and "*" in allowed and name != "authorization"
         if name not in allowed and not star:
-            return Failure(
+            return Block(
                 "CORSMissingAllowHeaderFromPreflight",
                 "HeaderDisallowedByPreflightResponse",
                 f"Request header field {name} is not allowed by {ACAH} in preflight response.",
             )
     if private_network and _joined(headers, ACAPN) != "true":
-        return Failure(
+        return Block(
             "(none: Firefox does not implement Private Network Access)",
             "PreflightMissingAllowPrivateNetwork",
             f"No '{ACAPN}' header was present in the preflight response for this private "

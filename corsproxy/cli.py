@@ -23,8 +23,8 @@ from corsproxy.config import (
     parse_config,
     read_config_text,
 )
-from corsproxy.cors import TOKEN
 from corsproxy.explain import explain, render_text, websocket_url
+from corsproxy.http_grammar import TOKEN
 from corsproxy.spec import shown
 
 EXIT_BLOCKED = 1

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from corsproxy.cors import FORBIDDEN_METHODS, TOKEN, CorsPolicy, Mode, OnDisallowed
+from corsproxy.cors import FORBIDDEN_METHODS, CorsPolicy, Mode, OnDisallowed
+from corsproxy.http_grammar import TOKEN
 from corsproxy.paths import PathError, normalize_path
 from corsproxy.routes import Route, RouteTable, Timeouts, Upstream
 from corsproxy.spec import (

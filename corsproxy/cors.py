@@ -7,11 +7,11 @@ The server only executes decisions; `corsproxy explain` runs this very code.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from corsproxy.http_grammar import TOKEN
 from corsproxy.origins import OriginMatcher, parse_origin
 
 SAFELISTED_METHODS = frozenset({"GET", "HEAD", "POST"})
@@ -37,8 +37,6 @@ ACRPN = "Access-Control-Request-Private-Network"
 PREFLIGHT_VARY = ("Origin", ACRM, ACRH)
 ACTUAL_VARY = ("Origin",)
 
-# An HTTP token (RFC 9110 5.6.2): header names and methods.
-TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _OWS = " \t"
 
 # Bounds for parsing Access-Control-Request-Headers (see rs/cors#170): a browser sends one

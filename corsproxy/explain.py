@@ -61,7 +61,7 @@ class Explanation:
     allowed: bool = False
     # The decision's Reason, or another code (a path error, no_route, a browser's error name).
     reason: str = ""
-    failure: browser.Failure | None = None
+    failure: browser.Block | None = None
     fix: str = ""
     readable: tuple[str, ...] = ()
     # A WebSocket handshake forwarded without the page's Cookie and Authorization.
@@ -448,7 +448,7 @@ def _credentials_fix(config: Config, route: Route, policy: CorsPolicy) -> str:
 
 
 def _blocked(
-    result: Explanation, reason: str, failure: browser.Failure | None, fix: str
+    result: Explanation, reason: str, failure: browser.Block | None, fix: str
 ) -> Explanation:
     result.allowed = False
     result.reason = reason

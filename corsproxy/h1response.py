@@ -44,18 +44,11 @@ from typing import Final
 
 import httptools
 
-from corsproxy import forwarding as fw
+from corsproxy import errors
+from corsproxy.errors import UpstreamFailure
 
 MAX_LINE = 8190  # status line, and each header line (aiohttp's and nginx's limit)
 MAX_HEAD = 64 * 1024  # a whole response head
-
-
-class UpstreamFailure(Exception):
-    """The exchange with the upstream failed; `failure` says how, for the client's answer."""
-
-    def __init__(self, failure: fw.Failure, detail: str = "") -> None:
-        super().__init__(f"{failure.reason}: {detail}" if detail else failure.reason)
-        self.failure = failure
 
 
 class LocalProtocolError(RuntimeError):
@@ -258,13 +251,13 @@ class ResponseReader:
             if isinstance(cause, UpstreamFailure):
                 self.fail(cause)
             else:
-                self.fail(UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, str(exc)))
+                self.fail(UpstreamFailure(errors.UPSTREAM_BAD_RESPONSE, str(exc)))
 
     def eof(self, exc: BaseException | None = None) -> None:
         """The connection is gone. A body without length ends here; anything unfinished fails."""
         if self.state in (State.SENDING, State.AWAITING_HEAD, State.READING_BODY):
             detail = f"connection closed: {exc!r}" if exc else "connection closed"
-            self.error = UpstreamFailure(fw.UPSTREAM_DISCONNECTED, detail)
+            self.error = UpstreamFailure(errors.UPSTREAM_DISCONNECTED, detail)
         self._to(Event.EOF)
 
     def fail(self, error: BaseException) -> None:
@@ -311,7 +304,7 @@ class ResponseReader:
         self._count(len(reason))
         self.reason += reason
         if len(self.reason) > MAX_LINE:
-            raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "status line too long")
+            raise UpstreamFailure(errors.UPSTREAM_BAD_RESPONSE, "status line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # The hot path (about ten calls per answer) tests once; `status` is set only when
@@ -326,15 +319,15 @@ class ResponseReader:
 
     def _unusual_field(self, size: int) -> None:
         if size > MAX_LINE:
-            raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "header line too long")
+            raise UpstreamFailure(errors.UPSTREAM_BAD_RESPONSE, "header line too long")
         if not self.status:
-            raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "response head too large")
+            raise UpstreamFailure(errors.UPSTREAM_BAD_RESPONSE, "response head too large")
         # After the head, llhttp reports a chunked body's trailer fields here. They are not
         # relayed (RFC 9110 6.5: never merged into the header section the caller reads),
         # only bounded like a head.
         self._trailer_size += size + 4
         if self._trailer_size > MAX_HEAD:
-            raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "trailer section too large")
+            raise UpstreamFailure(errors.UPSTREAM_BAD_RESPONSE, "trailer section too large")
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -345,7 +338,7 @@ class ResponseReader:
             # answer has no body (RFC 9110 15.2), but llhttp reads one after 104-199 when
             # framing says so: framing on any 1xx is a bad answer, not something to skip.
             if any(name.lower() in _FRAMING for name, _ in self.headers):
-                raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, f"framing on a {status} answer")
+                raise UpstreamFailure(errors.UPSTREAM_BAD_RESPONSE, f"framing on a {status} answer")
             self._informational = True
             self.reason, self.headers = b"", []
             return
@@ -359,7 +352,9 @@ class ResponseReader:
                 # Any coding but chunked (gzip, or an unknown one) would have to be passed
                 # on as a hop-by-hop header or decoded here: refuse, as nginx does.
                 if value.strip().lower() != b"chunked":
-                    raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "unsupported transfer coding")
+                    raise UpstreamFailure(
+                        errors.UPSTREAM_BAD_RESPONSE, "unsupported transfer coding"
+                    )
                 chunked = True
         self.status = status
         self.content_length = length
@@ -383,7 +378,7 @@ class ResponseReader:
             if state is State.SENDING or state is State.AWAITING_HEAD:
                 # A body before any final head (of an interim answer): framing checks in
                 # on_headers_complete keep llhttp from reading one; never a local error.
-                raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "a body on an interim answer")
+                raise UpstreamFailure(errors.UPSTREAM_BAD_RESPONSE, "a body on an interim answer")
             self._to(Event.SURPLUS)  # a body after an answer that has none
             raise _Surplus
         self.body.append(body)
@@ -412,4 +407,4 @@ class ResponseReader:
     def _count(self, size: int) -> None:
         self._head_size += size
         if self._head_size > MAX_HEAD:
-            raise UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, "response head too large")
+            raise UpstreamFailure(errors.UPSTREAM_BAD_RESPONSE, "response head too large")

@@ -18,7 +18,8 @@ from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 
-from corsproxy import forwarding as fw
+from corsproxy import errors
+from corsproxy import headers as hygiene
 from corsproxy.admin import Metrics, admin_app, method_label
 from corsproxy.aiohttp_private import (
     HandlerClassServer,
@@ -38,7 +39,7 @@ from corsproxy.cors import (
 )
 from corsproxy.logs import ACCESS
 from corsproxy.paths import PathError, normalize_path, split_target
-from corsproxy.proxy import (
+from corsproxy.relay import (
     ClientTooSlow,
     Exchange,
     OwnResponse,
@@ -76,18 +77,20 @@ def _new_id() -> str:
 
 
 def _text_response(status: int, text: str, decision: Decision | None = None) -> web.StreamResponse:
-    failure = fw.Failure(status, "", text)
+    failure = errors.Failure(status, "", text)
     return error_response(failure, decision)
 
 
-def _max_forwards(request: web.BaseRequest) -> fw.Failure | None:
+def _max_forwards(request: web.BaseRequest) -> errors.Failure | None:
     headers = request.headers
     # The decision's own test (non-empty values), or an OPTIONS with an empty Origin would
     # be neither answered here nor a preflight, and go upstream with Max-Forwards: 0.
     preflight = is_preflight(
         RequestView.from_pairs(request.method, request.raw_path, headers.items())
     )
-    return fw.max_forwards_answer(request.method, headers.getall("Max-Forwards", ()), preflight)
+    return hygiene.max_forwards_answer(
+        request.method, headers.getall("Max-Forwards", ()), preflight
+    )
 
 
 def _own_origin(request: web.BaseRequest) -> str:
@@ -107,14 +110,14 @@ def _bodiless(status: int, decision: Decision, base: list[tuple[str, str]]) -> O
     return response
 
 
-def _early_response(answer: fw.Failure, decision: Decision) -> web.StreamResponse:
+def _early_response(answer: errors.Failure, decision: Decision) -> web.StreamResponse:
     """TRACE's 405 and the OPTIONS that Max-Forwards: 0 makes ours carry `Allow`; like every
     answer corsproxy writes, with CORS for an allowed origin and no `Server` header."""
     if answer.status == 200:
         response: web.StreamResponse = _bodiless(200, decision, [NOSNIFF])
     else:
         response = error_response(answer, decision)
-    response.headers["Allow"] = fw.ALLOW
+    response.headers["Allow"] = hygiene.ALLOW
     return response
 
 
@@ -155,11 +158,11 @@ class _RequestHandler(RequestHandler):
         if isinstance(exc, LineTooLong) or (
             isinstance(exc, BadHttpMessage) and "Too many headers" in exc.message
         ):
-            failure = fw.HEAD_TOO_LARGE
+            failure = errors.HEAD_TOO_LARGE
         elif status == 500:
-            failure = fw.Failure(500, "", "internal error")
+            failure = errors.Failure(500, "", "internal error")
         else:
-            failure = fw.Failure(status, "", "Bad request: the request could not be parsed")
+            failure = errors.Failure(status, "", "Bad request: the request could not be parsed")
         set_version(request, HttpVersion11)
         response = error_response(failure, None)
         response.force_close()
@@ -273,7 +276,7 @@ class ProxyApp:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         config = self.config  # one snapshot for the whole request
         exchange = Exchange(request.method, request.raw_path, request.remote or "")
-        exchange.request_id = fw.request_id(request.headers.get("X-Request-Id"), _new_id)
+        exchange.request_id = hygiene.request_id(request.headers.get("X-Request-Id"), _new_id)
         if self.metrics is not None:
             self.metrics.in_flight.inc()
         try:
@@ -305,29 +308,29 @@ class ProxyApp:
     ) -> web.StreamResponse:
         method = request.method
         if (method == "OPTIONS" and "Max-Forwards" in request.headers) or (
-            method.upper() in fw.REFUSED_METHODS
+            method.upper() in hygiene.REFUSED_METHODS
         ):
             early = _max_forwards(request)
             if early is not None:
                 exchange.reason = early.reason
                 return _early_response(early, _fallback_decision(request, config))
         if request.version not in (HttpVersion10, HttpVersion11):
-            exchange.reason = fw.BAD_VERSION.reason
+            exchange.reason = errors.BAD_VERSION.reason
             # aiohttp echoes the request's version in the status line ("HTTP/2.0 505"):
             # answer as what we speak, then close.
             set_version(request, HttpVersion11)
-            response = error_response(fw.BAD_VERSION, _fallback_decision(request, config))
+            response = error_response(errors.BAD_VERSION, _fallback_decision(request, config))
             response.force_close()
             return response
         failure = None
         if "Transfer-Encoding" in request.headers:
-            failure = fw.framing_failure(
+            failure = hygiene.framing_failure(
                 request.version == HttpVersion10, request.headers.getall("Transfer-Encoding")
             )
-        if failure is None and fw.head_too_large(
+        if failure is None and hygiene.head_too_large(
             request.raw_path, request.raw_headers, config.limits.max_header_size
         ):
-            failure = fw.HEAD_TOO_LARGE
+            failure = errors.HEAD_TOO_LARGE
         if failure is not None:
             # Where the body ends is in doubt (or it was never read): answer, then close.
             exchange.reason = failure.reason
@@ -335,7 +338,7 @@ class ProxyApp:
             response.force_close()
             return response
         host = request.headers.get("Host")
-        if host is not None and not fw.valid_host(host):
+        if host is not None and not hygiene.valid_host(host):
             exchange.reason = "bad_host"
             decision = _fallback_decision(request, config)
             return _text_response(400, "Bad request: invalid Host header", decision)
@@ -348,11 +351,11 @@ class ProxyApp:
             decision = _fallback_decision(request, config)  # the default policy
             return _text_response(400, f"Bad request: {exc} ({exc.reason})", decision)
         if route is None or route.upstream is None:
-            exchange.reason = fw.NO_ROUTE.reason
-            return error_response(fw.NO_ROUTE, _fallback_decision(request, config))
+            exchange.reason = errors.NO_ROUTE.reason
+            return error_response(errors.NO_ROUTE, _fallback_decision(request, config))
         exchange.route = route.name
         headers = request.headers
-        websocket = "Upgrade" in headers and fw.is_websocket_upgrade(
+        websocket = "Upgrade" in headers and hygiene.is_websocket_upgrade(
             request.method, list(headers.items())
         )
         view = RequestView(
@@ -377,9 +380,9 @@ class ProxyApp:
 
         limit = config.limits.max_body_size
         if limit is not None and (request.content_length or 0) > limit:
-            exchange.reason = fw.BODY_TOO_LARGE.reason
-            return error_response(fw.BODY_TOO_LARGE, decision)
-        forwarding = fw.Forwarding(
+            exchange.reason = errors.BODY_TOO_LARGE.reason
+            return error_response(errors.BODY_TOO_LARGE, decision)
+        forwarding = hygiene.Forwarding(
             peer=request.remote,
             scheme="https" if request.secure else "http",
             host=headers.get("Host"),
@@ -389,8 +392,8 @@ class ProxyApp:
         )
         target = Target(
             upstream=route.upstream,
-            target=route.upstream.target(route.forward_path(path), query),
-            headers=fw.request_headers(list(headers.items()), forwarding),
+            request_target=route.upstream.target(route.forward_path(path), query),
+            headers=hygiene.upstream_request_headers(list(headers.items()), forwarding),
             connect_timeout=route.timeouts.connect,
             read_timeout=route.timeouts.read,
             max_body_size=limit,

@@ -41,11 +41,12 @@ from collections.abc import AsyncIterable, AsyncIterator
 from termios import FIONREAD
 from typing import cast
 
-from corsproxy import forwarding as fw
+from corsproxy import errors
+from corsproxy.errors import RequestRefused, UpstreamFailure
 from corsproxy.h1response import MAX_HEAD as MAX_HEAD
 from corsproxy.h1response import MAX_LINE as MAX_LINE
 from corsproxy.h1response import ResponseReader, State
-from corsproxy.h1response import UpstreamFailure as UpstreamFailure
+from corsproxy.http_grammar import IDEMPOTENT_METHODS, NO_BODY_METHODS
 from corsproxy.routes import Upstream
 
 log = logging.getLogger("corsproxy")
@@ -53,9 +54,6 @@ log = logging.getLogger("corsproxy")
 # Pause reading the upstream once this much of its body waits for the client.
 HIGH_WATER = 256 * 1024
 _COUNT = array.array("i", [0])  # FIONREAD's answer (a C int); one loop thread uses it
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
-# Methods without a defined meaning for a body get no `Content-Length: 0` (RFC 9110 8.6).
-NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT", "DELETE"})
 
 
 class UpstreamResponse:
@@ -138,7 +136,7 @@ class _Connection(asyncio.Protocol):
             reader.feed(data)
         except Exception as exc:  # a bug in the reader: fail this exchange, not the loop
             log.error("upstream answer parser error: %r", exc, exc_info=True)
-            self._fail(UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE, f"parser error: {exc!r}"))
+            self._fail(UpstreamFailure(errors.UPSTREAM_BAD_RESPONSE, f"parser error: {exc!r}"))
             return
         state = reader.state
         if state is State.MUST_CLOSE or state is State.FAILED:
@@ -184,7 +182,7 @@ class _Connection(asyncio.Protocol):
         if not self.closed:
             self.closed = True
             # Whatever is unfinished fails; a whole answer stays readable.
-            self.reader.fail(UpstreamFailure(fw.UPSTREAM_DISCONNECTED, "closed by the proxy"))
+            self.reader.fail(UpstreamFailure(errors.UPSTREAM_DISCONNECTED, "closed by the proxy"))
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
         self.pool.forget(self)  # at once: the slot is free before connection_lost runs
@@ -256,7 +254,7 @@ class _Connection(asyncio.Protocol):
             while not reader.head_ready:
                 await self.wait()
             if reader.state is State.FAILED:
-                raise reader.error or UpstreamFailure(fw.UPSTREAM_BAD_RESPONSE)
+                raise reader.error or UpstreamFailure(errors.UPSTREAM_BAD_RESPONSE)
         except BaseException:  # cancelled, timed out or failed: never back to the pool
             self.finish()
             raise
@@ -275,7 +273,7 @@ class _Connection(asyncio.Protocol):
         try:
             async for chunk in body:
                 if self.closed:
-                    raise UpstreamFailure(fw.UPSTREAM_DISCONNECTED, "closed while sending")
+                    raise UpstreamFailure(errors.UPSTREAM_DISCONNECTED, "closed while sending")
                 if not chunk:
                     continue
                 if chunked:
@@ -324,7 +322,7 @@ class _Connection(asyncio.Protocol):
 
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
-        waiter.set_exception(UpstreamFailure(fw.UPSTREAM_TIMEOUT, "read timeout"))
+        waiter.set_exception(UpstreamFailure(errors.UPSTREAM_TIMEOUT, "read timeout"))
 
 
 class _Pool:
@@ -381,10 +379,10 @@ class _Pool:
                 )
         except TimeoutError as exc:
             conn.close()
-            raise UpstreamFailure(fw.UPSTREAM_CONNECT_TIMEOUT, "connect timeout") from exc
+            raise UpstreamFailure(errors.UPSTREAM_CONNECT_TIMEOUT, "connect timeout") from exc
         except OSError as exc:
             conn.close()
-            raise UpstreamFailure(fw.UPSTREAM_UNREACHABLE, repr(exc)) from exc
+            raise UpstreamFailure(errors.UPSTREAM_UNREACHABLE, repr(exc)) from exc
         return conn
 
     def sweep(self) -> None:
@@ -443,7 +441,7 @@ class UpstreamClient:
                         self.slot_freed()  # we were woken but leave: pass the slot on
                     if isinstance(exc, TimeoutError):
                         raise UpstreamFailure(
-                            fw.UPSTREAM_CONNECT_TIMEOUT,
+                            errors.UPSTREAM_CONNECT_TIMEOUT,
                             "no free upstream connection within timeouts.connect"
                             " (limits.upstream_connections)",
                         ) from exc
@@ -494,9 +492,9 @@ class UpstreamClient:
             stale = (
                 conn.reused
                 and not conn.reader.received_any
-                and exc.failure is fw.UPSTREAM_DISCONNECTED
+                and exc.failure is errors.UPSTREAM_DISCONNECTED
                 and body is None
-                and method in IDEMPOTENT
+                and method in IDEMPOTENT_METHODS
             )
             if not stale:
                 raise
@@ -520,7 +518,7 @@ def encode_head(
 ) -> tuple[bytes, bool]:
     """The request head as bytes, and whether the body goes chunked.
 
-    The caller's headers are already clean (fw.request_headers); this adds Host when the
+    The caller's headers are already clean (hygiene.request_headers); this adds Host when the
     caller did not, and the framing: the client's Content-Length when it sent one (the body is
     relayed as it comes), else chunked for a body of unknown length.
     """
@@ -544,5 +542,7 @@ def encode_head(
     text = "".join(lines)
     # Every CR and LF must be a line end we wrote: a value may never split the head.
     if text.count("\r") != len(lines) or text.count("\n") != len(lines) or "\0" in text:
-        raise ValueError("a request header or target holds CR, LF or NUL")
+        raise RequestRefused(
+            errors.HEAD_UNSENDABLE, "a request header or target holds CR, LF or NUL"
+        )
     return text.encode("utf-8", "surrogateescape"), chunked

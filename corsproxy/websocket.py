@@ -28,10 +28,11 @@ from aiohttp import WSMsgType, web
 from aiohttp.http import HttpVersion11
 from yarl import URL
 
-from corsproxy import forwarding as fw
+from corsproxy import errors
+from corsproxy import headers as hygiene
 from corsproxy.aiohttp_private import DefaultHeadersHook
 from corsproxy.cors import Decision, response_headers
-from corsproxy.proxy import Exchange, Target, error_response
+from corsproxy.relay import Exchange, Target, error_response
 
 log = logging.getLogger("corsproxy")
 
@@ -120,7 +121,7 @@ def make_session(
         cookie_jar=aiohttp.DummyCookieJar(),
         trust_env=False,
         timeout=aiohttp.ClientTimeout(total=None),
-        skip_auto_headers=fw.SKIP_AUTO_HEADERS,  # each only when the client did not send it
+        skip_auto_headers=hygiene.SKIP_AUTO_HEADERS,  # each only when the client did not send it
         max_field_size=max_field_size,
         max_line_size=max_line_size,
         raise_for_status=False,
@@ -129,18 +130,18 @@ def make_session(
     )
 
 
-def _classify(exc: BaseException) -> fw.Failure:
+def _classify(exc: BaseException) -> errors.Failure:
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return fw.UPSTREAM_CONNECT_TIMEOUT
+        return errors.UPSTREAM_CONNECT_TIMEOUT
     if isinstance(exc, (aiohttp.ServerTimeoutError, TimeoutError)):
-        return fw.UPSTREAM_TIMEOUT
+        return errors.UPSTREAM_TIMEOUT
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return fw.UPSTREAM_UNREACHABLE
+        return errors.UPSTREAM_UNREACHABLE
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return fw.UPSTREAM_DISCONNECTED
+        return errors.UPSTREAM_DISCONNECTED
     if isinstance(exc, (aiohttp.ClientResponseError, aiohttp.ClientPayloadError)):
-        return fw.UPSTREAM_BAD_RESPONSE
-    return fw.UPSTREAM_DISCONNECTED
+        return errors.UPSTREAM_BAD_RESPONSE
+    return errors.UPSTREAM_DISCONNECTED
 
 
 async def tunnel(
@@ -157,13 +158,13 @@ async def tunnel(
     The upstream handshake, waiting for a connection slot included, is bounded by the
     route's connect + read timeouts (504). Open client sockets are kept in `registry`, so
     shutdown can close them with 1001."""
-    failure = fw.websocket_handshake_failure(
+    failure = hygiene.websocket_handshake_failure(
         request.version == HttpVersion11, request.headers.items()
     )
     if failure is not None:  # answered here: nothing reaches the upstream
         exchange.reason = failure.reason
         response = error_response(failure, decision)
-        if failure is fw.WS_BAD_VERSION:
+        if failure is errors.WS_BAD_VERSION:
             response.headers["Sec-WebSocket-Version"] = "13"
         return response
     protocols = [
@@ -209,10 +210,12 @@ async def tunnel(
             location = exc.headers.get("Location", "")[:200] if exc.headers else ""
             exchange.error += f" (a redirect to {location!r}, never followed)"
         reason = "upstream_ws_refused"
-        return error_response(fw.Failure(status, reason, "WebSocket handshake refused"), decision)
+        return error_response(
+            errors.Failure(status, reason, "WebSocket handshake refused"), decision
+        )
     except TimeoutError:  # the bound above (aiohttp's own timeouts are not set)
         connecting = phase[0] in (_QUEUED, _CONNECTING)
-        failure = fw.UPSTREAM_CONNECT_TIMEOUT if connecting else fw.UPSTREAM_TIMEOUT
+        failure = errors.UPSTREAM_CONNECT_TIMEOUT if connecting else errors.UPSTREAM_TIMEOUT
         exchange.upstream_error = failure.reason
         exchange.error = (
             f"{failure.reason}: WebSocket handshake not done within {bound:g} s "

@@ -6,9 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corsproxy import forwarding as fw
+from corsproxy import headers as hygiene
 
-PEER = fw.Forwarding(peer="192.0.2.7", scheme="http", host="proxy.example", preserve_host=False)
+PEER = hygiene.Forwarding(
+    peer="192.0.2.7", scheme="http", host="proxy.example", preserve_host=False
+)
 
 
 def names(headers: list[tuple[str, str]]) -> list[str]:
@@ -34,7 +36,7 @@ def names(headers: list[tuple[str, str]]) -> list[str]:
     ],
 )
 def test_request_headers_drop(inbound: list[tuple[str, str]], dropped: int) -> None:
-    out = fw.request_headers(inbound, PEER)
+    out = hygiene.upstream_request_headers(inbound, PEER)
     kept = [
         h for h in out if h[0] not in ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host")
     ]
@@ -48,7 +50,7 @@ def test_protected_headers_survive_connection() -> None:
         ("Cookie", "a=1"),
         ("X-Forwarded-For", "203.0.113.1"),
     ]
-    out = fw.request_headers(inbound, PEER)
+    out = hygiene.upstream_request_headers(inbound, PEER)
     assert ("Origin", "https://a.example") in out and ("Cookie", "a=1") in out
     assert ("X-Forwarded-For", "203.0.113.1, 192.0.2.7") in out
 
@@ -62,15 +64,17 @@ def test_forwarding_headers_are_the_proxys_own_and_last() -> None:
         ("X-Forwarded-For", "2.2.2.2"),
         ("Accept", "*/*"),
     ]
-    out = fw.request_headers(inbound, PEER)
+    out = hygiene.upstream_request_headers(inbound, PEER)
     assert out == [
         ("Accept", "*/*"),
         ("X-Forwarded-For", "1.1.1.1, 2.2.2.2, 192.0.2.7"),
         ("X-Forwarded-Proto", "http"),
         ("X-Forwarded-Host", "proxy.example"),
     ]
-    keep = fw.Forwarding(peer=None, scheme="https", host="api.example", preserve_host=True)
-    assert ("Host", "api.example") in fw.request_headers([("Host", "api.example")], keep)
+    keep = hygiene.Forwarding(peer=None, scheme="https", host="api.example", preserve_host=True)
+    assert ("Host", "api.example") in hygiene.upstream_request_headers(
+        [("Host", "api.example")], keep
+    )
 
 
 @pytest.mark.parametrize(
@@ -111,7 +115,7 @@ def test_forwarding_headers_are_the_proxys_own_and_last() -> None:
 def test_response_headers(
     raw: list[tuple[bytes, bytes]], expected: list[tuple[str, str]], invalid: int
 ) -> None:
-    assert fw.response_headers(raw) == (expected, invalid)
+    assert hygiene.relayable_response_headers(raw) == (expected, invalid)
 
 
 @pytest.mark.parametrize(
@@ -126,7 +130,7 @@ def test_response_headers(
     ],
 )
 def test_clean_reason(reason: str | None, expected: str | None) -> None:
-    assert fw.clean_reason(reason) == expected
+    assert hygiene.clean_reason(reason) == expected
 
 
 @pytest.mark.parametrize(
@@ -142,7 +146,7 @@ def test_clean_reason(reason: str | None, expected: str | None) -> None:
 def test_websocket_upgrade_detection(
     method: str, headers: list[tuple[str, str]], upgrade: bool
 ) -> None:
-    assert fw.is_websocket_upgrade(method, headers) is upgrade
+    assert hygiene.is_websocket_upgrade(method, headers) is upgrade
 
 
 _HEADER_BYTES = st.binary(max_size=12) | st.sampled_from(
@@ -156,8 +160,8 @@ def test_response_header_checks_agree_with_one_header_at_a_time(
     raw: list[tuple[bytes, bytes]],
 ) -> None:
     # The fast path scans all names and values at once; each pair alone takes the slow one.
-    kept, invalid = fw.response_headers(raw)
-    singly = [fw.response_headers([pair]) for pair in raw]
+    kept, invalid = hygiene.relayable_response_headers(raw)
+    singly = [hygiene.relayable_response_headers([pair]) for pair in raw]
     if not any(n.lower() == b"connection" for n, _ in raw):
         assert kept == [h for out, _ in singly for h in out]
         assert invalid == sum(bad for _, bad in singly)

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from corsproxy import forwarding as fw
+from corsproxy import errors
 from corsproxy.h1response import (
     MAX_LINE,
     TRANSITIONS,
@@ -234,7 +234,7 @@ def test_eof_before_the_end_of_a_framed_body_fails_after_what_arrived() -> None:
     assert reader.take_body() == b"ab"
     with pytest.raises(UpstreamFailure) as caught:
         reader.take_body()
-    assert caught.value.failure is fw.UPSTREAM_DISCONNECTED
+    assert caught.value.failure is errors.UPSTREAM_DISCONNECTED
 
 
 def test_informational_answers_are_skipped() -> None:
@@ -282,17 +282,17 @@ def test_malformed_answers_fail_as_bad_responses(reply: bytes, detail: str) -> N
     reader = exchange(reply)
     assert reader.state is S.FAILED and not reader.reusable
     assert isinstance(reader.error, UpstreamFailure)
-    assert reader.error.failure is fw.UPSTREAM_BAD_RESPONSE
+    assert reader.error.failure is errors.UPSTREAM_BAD_RESPONSE
     assert detail in str(reader.error)
 
 
 def test_a_failure_after_a_whole_answer_keeps_the_answer_but_not_the_connection() -> None:
     reader = exchange(OK)
-    reader.fail(UpstreamFailure(fw.UPSTREAM_TIMEOUT))
+    reader.fail(UpstreamFailure(errors.UPSTREAM_TIMEOUT))
     assert reader.state is S.MUST_CLOSE and reader.error is None
     assert reader.take_body() == b"ok"
     unfinished = exchange(OK[:-1])
-    unfinished.fail(UpstreamFailure(fw.UPSTREAM_TIMEOUT))
+    unfinished.fail(UpstreamFailure(errors.UPSTREAM_TIMEOUT))
     assert unfinished.state is S.FAILED and unfinished.error is not None
 
 
@@ -330,7 +330,7 @@ def test_an_interim_answer_with_framing_is_a_bad_answer_never_a_local_error(
         reader.feed(piece)  # never raises
     assert reader.state is S.FAILED and not reader.reusable
     assert isinstance(reader.error, UpstreamFailure)
-    assert reader.error.failure is fw.UPSTREAM_BAD_RESPONSE
+    assert reader.error.failure is errors.UPSTREAM_BAD_RESPONSE
     assert reader.status == 0 and reader.body == []  # the 200 after it is never read
 
 

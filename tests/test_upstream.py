@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 import pytest
 import trustme
 
-from corsproxy import forwarding as fw
+from corsproxy import errors
+from corsproxy.errors import RequestRefused, UpstreamFailure
 from corsproxy.routes import Upstream
-from corsproxy.upstream import MAX_LINE, UpstreamClient, UpstreamFailure, encode_head
+from corsproxy.upstream import MAX_LINE, UpstreamClient, encode_head
 from tests.net import head_and_body, raw_exchange, raw_upstream, replies, running_proxy
 
 # (connection number, request number on it, request head) -> reply bytes, or None to close.
@@ -206,7 +207,7 @@ async def test_oversized_or_malformed_answers_fail_as_bad_responses(reply: bytes
     async with scripted(lambda c, i, h: reply) as up, client() as c:
         with pytest.raises(UpstreamFailure) as caught:
             await get(c, up.upstream)
-    assert caught.value.failure is fw.UPSTREAM_BAD_RESPONSE
+    assert caught.value.failure is errors.UPSTREAM_BAD_RESPONSE
 
 
 async def test_a_read_timeout_between_arrivals_fails_the_body() -> None:
@@ -219,7 +220,7 @@ async def test_a_read_timeout_between_arrivals_fails_the_body() -> None:
         port = int(url.rsplit(":", 1)[1])
         with pytest.raises(UpstreamFailure) as caught:
             await get(c, Upstream("http", "127.0.0.1", port), read_timeout=0.3)
-    assert caught.value.failure is fw.UPSTREAM_TIMEOUT
+    assert caught.value.failure is errors.UPSTREAM_TIMEOUT
 
 
 async def test_an_early_answer_during_an_upload_is_relayed_and_the_connection_dropped() -> None:
@@ -285,7 +286,7 @@ async def test_the_connection_bound_queues_requests_and_times_out_waiting() -> N
         response = c.request(up, "GET", "/", [], None, connect_timeout=0.3, read_timeout=5)
         with pytest.raises(UpstreamFailure) as caught:
             await response
-        assert caught.value.failure is fw.UPSTREAM_CONNECT_TIMEOUT
+        assert caught.value.failure is errors.UPSTREAM_CONNECT_TIMEOUT
         second = asyncio.create_task(get(c, up))
         await asyncio.sleep(0.1)
         release.set()
@@ -342,7 +343,7 @@ def test_request_heads(
      ("/a", [("X", "a\x00b")])],
 )  # fmt: skip
 def test_request_heads_never_split(target: str, headers: list[tuple[str, str]]) -> None:
-    with pytest.raises(ValueError, match="CR, LF or NUL"):
+    with pytest.raises(RequestRefused, match="CR, LF or NUL"):
         encode_head("GET", target, "up", headers, False)
 
 

@@ -23,11 +23,12 @@ from aiohttp import web
 from aiohttp.http import HttpVersion10
 from multidict import CIMultiDict
 
-from corsproxy import forwarding as fw
+from corsproxy import errors
+from corsproxy import headers as hygiene
 from corsproxy.aiohttp_private import DefaultHeadersHook
 from corsproxy.cors import Decision, response_headers
 from corsproxy.routes import Upstream
-from corsproxy.upstream import UpstreamClient, UpstreamFailure, UpstreamResponse
+from corsproxy.upstream import UpstreamClient, UpstreamResponse
 
 log = logging.getLogger("corsproxy")
 
@@ -56,7 +57,7 @@ class Exchange:
     kind: str = "none"  # preflight | actual | none, as in the decision
     upstream_error: str = ""  # a failure kind, for metrics
     request_id: str = ""
-    body_error: fw.Failure | None = None
+    body_error: errors.Failure | None = None
     # time.monotonic, not loop.time(): get_running_loop() costs a getpid() syscall.
     started: float = field(default_factory=time.monotonic)
 
@@ -96,7 +97,7 @@ class OwnResponse(DefaultHeadersHook, web.Response):
     versions (Python, aiohttp) to every client, so it goes."""
 
 
-def error_response(failure: fw.Failure, decision: Decision | None) -> web.Response:
+def error_response(failure: errors.Failure, decision: Decision | None) -> web.Response:
     """A proxy-generated error that carries CORS headers for an allowed origin."""
     base = [
         ("Content-Type", "text/plain; charset=utf-8"),
@@ -156,7 +157,7 @@ class _Body:
             if slow:
                 self.waited += max(timeout, 0.0)
                 self._too_slow()
-            self.exchange.body_error = fw.BODY_TIMEOUT
+            self.exchange.body_error = errors.BODY_TIMEOUT
             raise
         waited = time.monotonic() - started
         self.waited += waited
@@ -165,12 +166,12 @@ class _Body:
             self.credit = min(self.cap, self.credit - waited * rate + len(chunk))
         limit = target.max_body_size
         if limit is not None and self.total > limit:
-            self.exchange.body_error = fw.BODY_TOO_LARGE
-            raise ValueError("request body over the limit")
+            self.exchange.body_error = errors.BODY_TOO_LARGE
+            raise errors.RequestRefused(errors.BODY_TOO_LARGE, "request body over the limit")
         return chunk
 
     def _too_slow(self) -> None:
-        self.exchange.body_error = fw.BODY_TOO_SLOW
+        self.exchange.body_error = errors.BODY_TOO_SLOW
         raise TimeoutError(
             f"request body below min_body_rate: {self.total} bytes in {self.waited:.1f} s"
         )
@@ -333,20 +334,22 @@ class Target:
     """Where and how to forward one request (all decided before any I/O)."""
 
     upstream: Upstream
-    target: str  # origin-form: the upstream's base path, the forwarded path, the raw query
+    # Origin-form: the upstream's base path, the forwarded path, the raw query.
+    request_target: str
     headers: list[tuple[str, str]]
+    # The route's timeouts and the limits, as compiled (their defaults live in the config).
     connect_timeout: float
     read_timeout: float
     max_body_size: int | None
-    request_buffer: int = 64 * 1024
-    min_body_rate: int = 0  # bytes/s; 0: not enforced
-    min_body_rate_grace: float = 5.0
-    send_timeout: float = 60.0
-    min_response_rate: int = 0  # bytes/s; 0: not enforced
+    request_buffer: int
+    min_body_rate: int  # bytes/s; 0: not enforced
+    min_body_rate_grace: float
+    send_timeout: float
+    min_response_rate: int  # bytes/s; 0: not enforced
 
     @property
     def url(self) -> str:
-        return f"{self.upstream.origin}{self.target}"
+        return f"{self.upstream.origin}{self.request_target}"
 
 
 async def forward(
@@ -374,7 +377,7 @@ async def forward(
         upstream = await client.request(
             target.upstream,
             request.method,
-            target.target,
+            target.request_target,
             headers,
             body,
             connect_timeout=target.connect_timeout,
@@ -384,13 +387,13 @@ async def forward(
             return await _relay(request, upstream, decision, exchange, target)
         finally:
             upstream.release()
-    except (UpstreamFailure, TimeoutError, ValueError) as exc:
+    except (errors.ProxyFailure, TimeoutError) as exc:
         if exchange.status:  # headers already went out: abort, never fake completion
             raise
         failure = exchange.body_error or (
-            exc.failure if isinstance(exc, UpstreamFailure) else fw.UPSTREAM_TIMEOUT
+            exc.failure if isinstance(exc, errors.ProxyFailure) else errors.UPSTREAM_TIMEOUT
         )
-        if exchange.body_error is None:
+        if exchange.body_error is None and not isinstance(exc, errors.RequestRefused):
             exchange.upstream_error = failure.reason
         exchange.error = f"{failure.reason}: {exc!r}"[:300]
         response = error_response(failure, decision)
@@ -422,15 +425,15 @@ async def _relay(
 ) -> web.StreamResponse:
     exchange.upstream_status = upstream.status
     if not 200 <= upstream.status <= 599:
-        exchange.upstream_error = fw.UPSTREAM_BAD_RESPONSE.reason
+        exchange.upstream_error = errors.UPSTREAM_BAD_RESPONSE.reason
         exchange.error = f"upstream status {upstream.status}"
-        return error_response(fw.UPSTREAM_BAD_RESPONSE, decision)
-    relayed, invalid = fw.response_headers(upstream.raw_headers)
+        return error_response(errors.UPSTREAM_BAD_RESPONSE, decision)
+    relayed, invalid = hygiene.relayable_response_headers(upstream.raw_headers)
     if invalid:
         log.warning("dropped %d invalid header(s) from the upstream for %s", invalid, exchange.path)
     headers = response_headers(decision, relayed)
     names = {n.lower() for n, _ in headers}
-    reason = fw.clean_reason(upstream.reason)
+    reason = hygiene.clean_reason(upstream.reason)
     empty = _empty_body(request.method, upstream.status)
     length = upstream.content_length
     chunked = upstream.chunked

@@ -11,23 +11,9 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from corsproxy.cors import TOKEN
+from corsproxy import errors
+from corsproxy.http_grammar import HOP_BY_HOP, TCHARS, TOKEN
 
-# RFC 9110 7.6.1 plus the de-facto ones (Proxy-Connection, Keep-Alive, HTTP2-Settings).
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "http2-settings",
-    }
-)
 # Never forwarded upstream: `Expect` (server.py answers 100-continue itself, once every check
 # that could refuse the body has passed), and Host and X-Forwarded-Proto/-Host, which the
 # proxy computes itself.
@@ -140,7 +126,7 @@ SKIP_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Conte
 # Field values: visible ASCII, SP, HTAB and obs-text; no CR, LF, NUL or other controls.
 _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*\Z")
 # The same rules over names or values joined by LF (which neither may contain).
-_TCHARS = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_TCHARS = TCHARS.encode()
 _TOKEN_LINES = re.compile(_TCHARS + rb"(?:\n" + _TCHARS + rb")*\Z")
 _VALUE_LINES = re.compile(rb"[\t\n\x20-\x7e\x80-\xff]*\Z")
 
@@ -172,7 +158,7 @@ class Forwarding:
     drop_method_overrides: bool = False  # set for requests from a disallowed origin
 
 
-def request_headers(
+def upstream_request_headers(
     inbound: Sequence[tuple[str, str]], forwarding: Forwarding
 ) -> list[tuple[str, str]]:
     """The headers to send upstream, in the client's order, duplicates kept.
@@ -231,7 +217,9 @@ def request_id(inbound: str | None, generate: Callable[[], str]) -> str:
     return generate()
 
 
-def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> tuple[list[tuple[str, str]], int]:
+def relayable_response_headers(
+    raw: Iterable[tuple[bytes, bytes]],
+) -> tuple[list[tuple[str, str]], int]:
     """The upstream response headers worth relaying, and how many were dropped as invalid.
 
     Hop-by-hop headers and every name the upstream listed in `Connection` go; so does a
@@ -279,34 +267,9 @@ def is_websocket_upgrade(method: str, headers: Iterable[tuple[str, str]]) -> boo
     return method == "GET" and upgrade and "upgrade" in connection_tokens(pairs)
 
 
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """A proxy-generated error answer: status and a stable reason code."""
-
-    status: int
-    reason: str
-    message: str
-
-
-UPSTREAM_UNREACHABLE = Failure(502, "upstream_unreachable", "the upstream cannot be reached")
-UPSTREAM_CONNECT_TIMEOUT = Failure(
-    504, "upstream_connect_timeout", "connecting to the upstream timed out"
-)
-UPSTREAM_TIMEOUT = Failure(504, "upstream_timeout", "the upstream did not answer in time")
-UPSTREAM_DISCONNECTED = Failure(
-    502, "upstream_disconnected", "the upstream closed the connection without an answer"
-)
-UPSTREAM_BAD_RESPONSE = Failure(502, "upstream_bad_response", "the upstream sent an invalid answer")
-BODY_TOO_LARGE = Failure(413, "body_too_large", "the request body is too large")
-BODY_TIMEOUT = Failure(408, "body_timeout", "the request body stalled")
-BODY_TOO_SLOW = Failure(408, "body_too_slow", "the request body arrived too slowly")
-NO_ROUTE = Failure(404, "no_route", "no route for this path")
-BAD_VERSION = Failure(505, "http_version_not_supported", "only HTTP/1.0 and HTTP/1.1 are served")
-WS_BAD_VERSION = Failure(426, "websocket_bad_version", "only WebSocket version 13 is served")
-WS_BAD_HANDSHAKE = Failure(400, "websocket_bad_handshake", "not a valid WebSocket handshake")
-
-
-def websocket_handshake_failure(http11: bool, headers: Iterable[tuple[str, str]]) -> Failure | None:
+def websocket_handshake_failure(
+    http11: bool, headers: Iterable[tuple[str, str]]
+) -> errors.Failure | None:
     """What is wrong with a client's WebSocket handshake (RFC 6455 4.2.1), checked before
     anything goes upstream: HTTP/1.1, one `Sec-WebSocket-Version: 13` (else 426, which
     names the version served, 4.4) and one key of 16 bytes in base64."""
@@ -314,11 +277,11 @@ def websocket_handshake_failure(http11: bool, headers: Iterable[tuple[str, str]]
     versions = [v for n, v in pairs if n == "sec-websocket-version"]
     keys = [v for n, v in pairs if n == "sec-websocket-key"]
     if not http11:
-        return WS_BAD_HANDSHAKE
+        return errors.WS_BAD_HANDSHAKE
     if versions != ["13"]:
-        return WS_BAD_VERSION
+        return errors.WS_BAD_VERSION
     if len(keys) != 1 or not _WS_KEY.match(keys[0]):
-        return WS_BAD_HANDSHAKE
+        return errors.WS_BAD_HANDSHAKE
     return None
 
 
@@ -332,8 +295,6 @@ _WS_KEY = re.compile(r"[A-Za-z0-9+/]{22}==\Z")
 # read the answer (cross-site tracing): never forwarded. Browsers never send them.
 REFUSED_METHODS = frozenset({"TRACE", "TRACK"})
 ALLOW = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
-TRACE_REFUSED = Failure(405, "trace_refused", "TRACE is not served here")
-BAD_MAX_FORWARDS = Failure(400, "bad_max_forwards", "Max-Forwards must be one decimal number")
 
 
 def _decrement(value: str) -> str:
@@ -343,31 +304,23 @@ def _decrement(value: str) -> str:
     return value
 
 
-def max_forwards_answer(method: str, values: Sequence[str], preflight: bool) -> Failure | None:
+def max_forwards_answer(
+    method: str, values: Sequence[str], preflight: bool
+) -> errors.Failure | None:
     """What the proxy answers itself before routing: a refused TRACE, or for an OPTIONS
     with `Max-Forwards: 0` (this hop is its final recipient) a 200 carrying `Allow`, here
     a Failure with status 200. A CORS preflight is left to the CORS decision."""
     if method.upper() in REFUSED_METHODS:
-        return TRACE_REFUSED
+        return errors.TRACE_REFUSED
     if method != "OPTIONS" or not values or preflight:
         return None
     value = values[0]
     if len(values) > 1 or not (value.isascii() and value.isdigit()):
-        return BAD_MAX_FORWARDS
-    return MAX_FORWARDS_REACHED if not value.lstrip("0") else None
+        return errors.BAD_MAX_FORWARDS
+    return errors.MAX_FORWARDS_REACHED if not value.lstrip("0") else None
 
 
-MAX_FORWARDS_REACHED = Failure(200, "max_forwards_reached", "")
-
-
-HEAD_TOO_LARGE = Failure(431, "header_too_large", "the request line or header fields are too large")
-HTTP10_TRANSFER_ENCODING = Failure(400, "bad_framing", "Transfer-Encoding in an HTTP/1.0 request")
-TRANSFER_CODING_NOT_IMPLEMENTED = Failure(
-    501, "transfer_coding_not_implemented", "only the transfer coding 'chunked' is accepted"
-)
-
-
-def framing_failure(http10: bool, transfer_encoding: Sequence[str]) -> Failure | None:
+def framing_failure(http10: bool, transfer_encoding: Sequence[str]) -> errors.Failure | None:
     """A request body framed in a way some hop may read differently: refused, then the
     connection is closed (the body's end is in doubt).
 
@@ -379,9 +332,9 @@ def framing_failure(http10: bool, transfer_encoding: Sequence[str]) -> Failure |
     if not transfer_encoding:
         return None
     if http10:  # RFC 9112 6.1: a 1.0 recipient reads no TE, so the framing is faulty
-        return HTTP10_TRANSFER_ENCODING
+        return errors.HTTP10_TRANSFER_ENCODING
     if len(transfer_encoding) != 1 or transfer_encoding[0].strip(" \t").lower() != "chunked":
-        return TRANSFER_CODING_NOT_IMPLEMENTED
+        return errors.TRANSFER_CODING_NOT_IMPLEMENTED
     return None
 
 
