@@ -28,7 +28,7 @@ OUT = ROOT / "bench" / ".cache" / "fuzz"
 
 
 def target_origin(data: bytes) -> None:
-    from corsproxy.origins import OriginMatcher, compile_origin_entry, parse_origin
+    from corsproxy.policy.origins import OriginMatcher, compile_origin_entry, parse_origin
 
     text = data.decode("utf-8", "surrogateescape")
     started = time.perf_counter()
@@ -47,8 +47,8 @@ def target_origin(data: bytes) -> None:
 
 
 def target_request_headers(data: bytes) -> None:
-    from corsproxy.cors import parse_request_headers
-    from corsproxy.http_grammar import TOKEN
+    from corsproxy.policy.cors import parse_request_headers
+    from corsproxy.policy.http_grammar import TOKEN
 
     lines = data.decode("latin-1").split("\n")
     names = parse_request_headers(lines)
@@ -73,8 +73,8 @@ def run_one(name: str) -> None:
     import atheris
 
     with atheris.instrument_imports():
-        import corsproxy.cors
-        import corsproxy.origins  # noqa: F401
+        import corsproxy.policy.cors
+        import corsproxy.policy.origins  # noqa: F401
 
     target = TARGETS[name]
     atheris.Setup(sys.argv, target)

@@ -18,8 +18,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from corsproxy.config import parse_config
-from corsproxy.cors import RequestView, decide
-from corsproxy.paths import normalize_path
+from corsproxy.policy.cors import RequestView, decide
+from corsproxy.policy.paths import normalize_path
 
 
 def config(exact: int, globs: int, regexes: int, routes: int) -> object:

@@ -1,3 +1,3 @@
-from corsproxy.cli import main
+from corsproxy.commands.cli import main
 
 main()

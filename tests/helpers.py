@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from corsproxy.config import Config, parse_config
-from corsproxy.cors import CorsPolicy, Decision, RequestView, decide
+from corsproxy.policy.cors import CorsPolicy, Decision, RequestView, decide
 
 UPSTREAM = "http://127.0.0.1:9"
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from corsproxy.server import serve
+from corsproxy.http.server import serve
 from tests.helpers import config as compile_config
 
 ROOT = Path(__file__).resolve().parent.parent

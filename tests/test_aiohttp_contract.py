@@ -1,4 +1,4 @@
-"""The contracts corsproxy/aiohttp_private.py relies on, checked against the installed aiohttp.
+"""The contracts corsproxy/http/aiohttp_private.py relies on, checked against the installed aiohttp.
 
 Each test exercises one seam for real (a server on loopback, raw bytes where the wire
 matters), so an aiohttp release that renames or changes a private attribute or method fails
@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.test_utils import make_mocked_request
 
-from corsproxy.aiohttp_private import (
+from corsproxy.http.aiohttp_private import (
     DefaultHeadersHook,
     HandlerClassServer,
     RequestHandler,

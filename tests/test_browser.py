@@ -496,8 +496,8 @@ def test_explain_predicts_what_chromium_reports(
     headers: dict[str, str],
     credentials: bool,
 ) -> None:
+    from corsproxy.commands.explain import explain
     from corsproxy.config import load_config
-    from corsproxy.explain import explain
 
     predicted = explain(
         load_config(world["config"], env={}),

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from corsproxy import __version__
-from corsproxy.cli import cli
+from corsproxy.commands.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = str(ROOT / "config.example.yaml")
@@ -234,7 +234,7 @@ def test_workers_get_the_parsed_serve_options_not_sys_argv(
     # In process, sys.argv is pytest's: the arguments must come from what click parsed.
     import logging
 
-    from corsproxy import workers
+    from corsproxy.ops import workers
 
     captured: list[list[str]] = []
 

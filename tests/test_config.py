@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from corsproxy.config import ConfigError, json_schema, load_config, parse_config
-from corsproxy.cors import Mode, OnDisallowed
-from corsproxy.origins import compile_origin_entry
-from corsproxy.spec import shown
+from corsproxy.config.spec import shown
+from corsproxy.policy.cors import Mode, OnDisallowed
+from corsproxy.policy.origins import compile_origin_entry
 
 ROOT = Path(__file__).resolve().parent.parent
 

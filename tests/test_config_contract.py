@@ -25,8 +25,17 @@ from corsproxy.config import (
     json_schema,
     parse_config,
 )
-from corsproxy.cors import CorsPolicy
-from corsproxy.spec import NO_DEFAULT, FalseOr, Field, ListOf, Obj, Scalar, integer, json_value
+from corsproxy.config.spec import (
+    NO_DEFAULT,
+    FalseOr,
+    Field,
+    ListOf,
+    Obj,
+    Scalar,
+    integer,
+    json_value,
+)
+from corsproxy.policy.cors import CorsPolicy
 
 EMPTY = "upstream: http://u:1\nroutes: [{path_prefix: /r}]\n"
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from corsproxy.cors import (
+from corsproxy.policy.cors import (
     ACAC,
     ACAH,
     ACAM,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
 from corsproxy.config import CONFIG_SPEC, POLICY_SPEC, ROUTE_SPEC
-from corsproxy.cors import ReasonCode
+from corsproxy.policy.cors import ReasonCode
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -43,12 +44,18 @@ def test_every_decision_reason_code_is_documented() -> None:
     assert codes <= documented, codes - documented
 
 
+def _has_code(path: Path) -> bool:
+    body = ast.parse(path.read_text()).body
+    return any(not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)) for n in body)
+
+
 def test_the_module_table_lists_every_module() -> None:
-    table = README.split("| module | owns |", 1)[1].split("\n\n", 1)[0]
+    architecture = (ROOT / "docs" / "architecture.md").read_text()
+    table = architecture.split("| module | owns |", 1)[1].split("\n\n", 1)[0]
     listed = set(re.findall(r"^\| `(corsproxy/[\w/]+\.py)` \|", table, re.M))
     modules = {
         str(path.relative_to(ROOT))
         for path in (ROOT / "corsproxy").rglob("*.py")
-        if path.name != "__init__.py"
+        if path.name != "__init__.py" or _has_code(path)  # a package's docstring is no module
     }
     assert listed == modules

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from corsproxy.browser import is_safelisted_request_header, preflight_need
-from corsproxy.explain import explain, render_text, websocket_url
+from corsproxy.commands.explain import explain, render_text, websocket_url
+from corsproxy.policy.browser import is_safelisted_request_header, preflight_need
 from tests.helpers import config
 
 APP = "https://app.example.com"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corsproxy import headers as hygiene
+from corsproxy.http import headers as hygiene
 
 PEER = hygiene.Forwarding(
     peer="192.0.2.7", scheme="http", host="proxy.example", preserve_host=False

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from corsproxy import errors
-from corsproxy.h1response import (
+from corsproxy.http import errors
+from corsproxy.http.h1response import (
     MAX_LINE,
     TRANSITIONS,
     Event,

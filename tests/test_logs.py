@@ -12,8 +12,8 @@ import threading
 
 import pytest
 
-from corsproxy import logs
-from corsproxy.logs import LogWriter
+from corsproxy.ops import logs
+from corsproxy.ops.logs import LogWriter
 from tests.net import raw_exchange, start_cli
 
 

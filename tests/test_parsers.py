@@ -6,8 +6,8 @@ import tracemalloc
 
 import pytest
 
-from corsproxy.cors import parse_request_headers
-from corsproxy.origins import (
+from corsproxy.policy.cors import parse_request_headers
+from corsproxy.policy.origins import (
     Origin,
     OriginEntryError,
     browser_ipv4,

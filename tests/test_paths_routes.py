@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 
 from corsproxy.config import Config
-from corsproxy.paths import PathError, has_other_readings, normalize_path, readings_of, split_target
-from corsproxy.routes import AmbiguousPath, Upstream
+from corsproxy.policy.paths import (
+    PathError,
+    has_other_readings,
+    normalize_path,
+    readings_of,
+    split_target,
+)
+from corsproxy.policy.routes import AmbiguousPath, Upstream
 from tests.helpers import config
 
 # raw path -> (route path, forwarded path)

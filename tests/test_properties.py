@@ -11,8 +11,8 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from corsproxy.config import ConfigError, parse_config
-from corsproxy.cors import Action, Mode, Reason, decide, decide_cached
-from corsproxy.origins import parse_origin
+from corsproxy.policy.cors import Action, Mode, Reason, decide, decide_cached
+from corsproxy.policy.origins import parse_origin
 from tests.helpers import aca, config, policy, request
 
 ORIGIN_ENTRIES = [
@@ -321,7 +321,7 @@ def linear_allows(entries: list[Any], value: str) -> bool:
 @example(chosen=[SCALE_ENTRIES[5], SCALE_ENTRIES[8]], value="https://CASE.test")
 @example(chosen=[SCALE_ENTRIES[0], SCALE_ENTRIES[1]], value="https://a.b.example.com")
 def test_indexed_origin_matching_agrees_with_a_linear_scan(chosen: list[str], value: str) -> None:
-    from corsproxy.origins import OriginMatcher, compile_origin_entry
+    from corsproxy.policy.origins import OriginMatcher, compile_origin_entry
 
     entries = [compile_origin_entry(i, text)[0] for i, text in enumerate(chosen)]
     matcher = OriginMatcher(tuple(entries))

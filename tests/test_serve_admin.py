@@ -14,8 +14,8 @@ import sys
 import aiohttp
 from yarl import URL
 
-from corsproxy.cors import Reason, ReasonCode
-from corsproxy.logs import _Formatter
+from corsproxy.ops.logs import _Formatter
+from corsproxy.policy.cors import Reason, ReasonCode
 from tests.net import ROOT, Recorder, free_port, rss_kib, running_proxy, start_cli
 
 APP = "https://app.example.com"

@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from corsproxy import logs
+from corsproxy.ops import logs
 from tests.net import (
     ROOT,
     Recorder,

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 
-from corsproxy.explain import explain, websocket_url
+from corsproxy.commands.explain import explain, websocket_url
 from tests.helpers import config as compile_config
 from tests.net import Recorder, raw_upstream, rss_kib, running_app, running_proxy, start_cli
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 import pytest
 import trustme
 
-from corsproxy import errors
-from corsproxy.errors import RequestRefused, UpstreamFailure
-from corsproxy.routes import Upstream
-from corsproxy.upstream import MAX_LINE, UpstreamClient, encode_head
+from corsproxy.http import errors
+from corsproxy.http.errors import RequestRefused, UpstreamFailure
+from corsproxy.http.upstream import MAX_LINE, UpstreamClient, encode_head
+from corsproxy.policy.routes import Upstream
 from tests.net import head_and_body, raw_exchange, raw_upstream, replies, running_proxy
 
 # (connection number, request number on it, request head) -> reply bytes, or None to close.

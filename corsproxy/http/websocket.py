@@ -28,11 +28,11 @@ from aiohttp import WSMsgType, web
 from aiohttp.http import HttpVersion11
 from yarl import URL
 
-from corsproxy import errors
-from corsproxy import headers as hygiene
-from corsproxy.aiohttp_private import DefaultHeadersHook
-from corsproxy.cors import Decision, response_headers
-from corsproxy.relay import Exchange, Target, error_response
+from corsproxy.http import errors
+from corsproxy.http import headers as hygiene
+from corsproxy.http.aiohttp_private import DefaultHeadersHook
+from corsproxy.http.relay import Exchange, Target, error_response
+from corsproxy.policy.cors import Decision, response_headers
 
 log = logging.getLogger("corsproxy")
 

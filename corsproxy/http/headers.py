@@ -11,8 +11,8 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from corsproxy import errors
-from corsproxy.http_grammar import HOP_BY_HOP, TCHARS, TOKEN
+from corsproxy.http import errors
+from corsproxy.policy.http_grammar import HOP_BY_HOP, TCHARS, TOKEN
 
 # Never forwarded upstream: `Expect` (server.py answers 100-continue itself, once every check
 # that could refuse the body has passed), and Host and X-Forwarded-Proto/-Host, which the

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from corsproxy import browser
 from corsproxy.config import Config
-from corsproxy.cors import (
+from corsproxy.policy import browser
+from corsproxy.policy.cors import (
     ACRH,
     ACRM,
     ACRPN,
@@ -32,9 +32,9 @@ from corsproxy.cors import (
     response_headers,
     same_origin,
 )
-from corsproxy.origins import parse_origin
-from corsproxy.paths import PathError, normalize_path, split_target
-from corsproxy.routes import AmbiguousPath, Route
+from corsproxy.policy.origins import parse_origin
+from corsproxy.policy.paths import PathError, normalize_path, split_target
+from corsproxy.policy.routes import AmbiguousPath, Route
 
 
 @dataclass

@@ -23,12 +23,12 @@ from aiohttp import web
 from aiohttp.http import HttpVersion10
 from multidict import CIMultiDict
 
-from corsproxy import errors
-from corsproxy import headers as hygiene
-from corsproxy.aiohttp_private import DefaultHeadersHook
-from corsproxy.cors import Decision, response_headers
-from corsproxy.routes import Upstream
-from corsproxy.upstream import UpstreamClient, UpstreamResponse
+from corsproxy.http import errors
+from corsproxy.http import headers as hygiene
+from corsproxy.http.aiohttp_private import DefaultHeadersHook
+from corsproxy.http.upstream import UpstreamClient, UpstreamResponse
+from corsproxy.policy.cors import Decision, response_headers
+from corsproxy.policy.routes import Upstream
 
 log = logging.getLogger("corsproxy")
 

@@ -14,9 +14,10 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-from corsproxy.config_schema import POLICY_SPEC, Admin, Config, Limits
-from corsproxy.cors import CorsPolicy, Mode
-from corsproxy.origins import (
+from corsproxy.config.schema import POLICY_SPEC, Admin, Config, Limits
+from corsproxy.config.spec import INVALID, STAR, Context, Invalid, Item, Section
+from corsproxy.policy.cors import CorsPolicy, Mode
+from corsproxy.policy.origins import (
     OriginEntry,
     OriginEntryError,
     OriginMatcher,
@@ -25,8 +26,7 @@ from corsproxy.origins import (
     near_misses,
     probe,
 )
-from corsproxy.routes import Route, RouteTable, Timeouts, Upstream
-from corsproxy.spec import INVALID, STAR, Context, Invalid, Item, Section
+from corsproxy.policy.routes import Route, RouteTable, Timeouts, Upstream
 
 SAFARI_MAX_AGE = 600
 CHROMIUM_MAX_AGE = 7200

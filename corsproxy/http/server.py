@@ -18,28 +18,18 @@ from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 
-from corsproxy import errors
-from corsproxy import headers as hygiene
-from corsproxy.admin import Metrics, admin_app, method_label
-from corsproxy.aiohttp_private import (
+from corsproxy.config import Config, ConfigError
+from corsproxy.config.spec import shown
+from corsproxy.http import errors
+from corsproxy.http import headers as hygiene
+from corsproxy.http.aiohttp_private import (
     HandlerClassServer,
     RequestHandler,
     bound_sockets,
     send_interim,
     set_version,
 )
-from corsproxy.config import Config, ConfigError
-from corsproxy.cors import (
-    Action,
-    Decision,
-    RequestView,
-    decide_cached,
-    is_preflight,
-    response_headers,
-)
-from corsproxy.logs import ACCESS
-from corsproxy.paths import PathError, normalize_path, split_target
-from corsproxy.relay import (
+from corsproxy.http.relay import (
     ClientTooSlow,
     Exchange,
     OwnResponse,
@@ -47,9 +37,19 @@ from corsproxy.relay import (
     error_response,
     forward,
 )
-from corsproxy.spec import shown
-from corsproxy.upstream import UpstreamClient
-from corsproxy.websocket import make_session, tunnel
+from corsproxy.http.upstream import UpstreamClient
+from corsproxy.http.websocket import make_session, tunnel
+from corsproxy.ops.admin import Metrics, admin_app, method_label
+from corsproxy.ops.logs import ACCESS
+from corsproxy.policy.cors import (
+    Action,
+    Decision,
+    RequestView,
+    decide_cached,
+    is_preflight,
+    response_headers,
+)
+from corsproxy.policy.paths import PathError, normalize_path, split_target
 
 log = logging.getLogger("corsproxy")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-from corsproxy.config_compile import (
+from corsproxy.config.compiler import (
     ATTACKER_PROBES,
     CHROMIUM_MAX_AGE,
     INSECURE_PROBES,
@@ -24,7 +24,7 @@ from corsproxy.config_compile import (
     Problem,
     compile_config,
 )
-from corsproxy.config_schema import (
+from corsproxy.config.schema import (
     ADMIN_SPEC,
     CONFIG_SPEC,
     FORBIDDEN_RESPONSE_HEADERS,
@@ -45,7 +45,7 @@ from corsproxy.config_schema import (
     parse_listen,
     parse_upstream,
 )
-from corsproxy.config_source import (
+from corsproxy.config.source import (
     MAX_ALIAS_NODES,
     MAX_CONFIG_SIZE,
     MAX_EXPANDED_BYTES,
@@ -55,7 +55,7 @@ from corsproxy.config_source import (
     compose_document,
     read_config_text,
 )
-from corsproxy.spec import Context, Invalid
+from corsproxy.config.spec import Context, Invalid
 
 __all__ = [
     "ADMIN_SPEC",

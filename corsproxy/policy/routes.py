@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from corsproxy.cors import CorsPolicy
-from corsproxy.paths import (
+from corsproxy.policy.cors import CorsPolicy
+from corsproxy.policy.paths import (
     ALL_READINGS,
     NormalizedPath,
     PathError,

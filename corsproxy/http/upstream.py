@@ -41,13 +41,13 @@ from collections.abc import AsyncIterable, AsyncIterator
 from termios import FIONREAD
 from typing import cast
 
-from corsproxy import errors
-from corsproxy.errors import RequestRefused, UpstreamFailure
-from corsproxy.h1response import MAX_HEAD as MAX_HEAD
-from corsproxy.h1response import MAX_LINE as MAX_LINE
-from corsproxy.h1response import ResponseReader, State
-from corsproxy.http_grammar import IDEMPOTENT_METHODS, NO_BODY_METHODS
-from corsproxy.routes import Upstream
+from corsproxy.http import errors
+from corsproxy.http.errors import RequestRefused, UpstreamFailure
+from corsproxy.http.h1response import MAX_HEAD as MAX_HEAD
+from corsproxy.http.h1response import MAX_LINE as MAX_LINE
+from corsproxy.http.h1response import ResponseReader, State
+from corsproxy.policy.http_grammar import IDEMPOTENT_METHODS, NO_BODY_METHODS
+from corsproxy.policy.routes import Upstream
 
 log = logging.getLogger("corsproxy")
 

@@ -28,8 +28,8 @@ from prometheus_client import (
 from prometheus_client import multiprocess as prometheus_multiprocess
 
 from corsproxy import __version__
-from corsproxy.cors import Reason
-from corsproxy.http_grammar import STANDARD_METHODS
+from corsproxy.policy.cors import Reason
+from corsproxy.policy.http_grammar import STANDARD_METHODS
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from corsproxy import __version__
+from corsproxy.commands.explain import explain, render_text, websocket_url
 from corsproxy.config import (
     Config,
     ConfigError,
@@ -23,9 +24,8 @@ from corsproxy.config import (
     parse_config,
     read_config_text,
 )
-from corsproxy.explain import explain, render_text, websocket_url
-from corsproxy.http_grammar import TOKEN
-from corsproxy.spec import shown
+from corsproxy.config.spec import shown
+from corsproxy.policy.http_grammar import TOKEN
 
 EXIT_BLOCKED = 1
 EXIT_CONFIG = 2
@@ -322,7 +322,7 @@ def serve(
     SIGHUP reloads the config (an invalid one is logged and the old one kept); SIGTERM
     finishes requests in flight, then exits.
     """
-    from corsproxy import logs
+    from corsproxy.ops import logs
 
     # Written by a thread; stopped (the queue written out) as the command ends, however.
     ctx.call_on_close(logs.configure(log_format, log_level).stop)
@@ -332,7 +332,7 @@ def serve(
     overrides = _overrides(ctx)
     if demo and listen is None:
         overrides.append(Override(("listen",), "127.0.0.1:8080", "--demo"))
-    from corsproxy.workers import EXIT_MEMORY, SNAPSHOT_ENV, WORKER_ENV, supervise, worker_count
+    from corsproxy.ops.workers import EXIT_MEMORY, SNAPSHOT_ENV, WORKER_ENV, supervise, worker_count
 
     is_worker = os.environ.get(WORKER_ENV) == "1"
     # A worker starts from the supervisor's copy of the last file that loaded (workers.py).
@@ -405,7 +405,7 @@ def _worker_arguments(ctx: click.Context) -> list[str]:
 def _require_c_parser() -> None:
     """Refuse to serve on aiohttp's pure-Python request parser: most of aiohttp's request
     smuggling advisories were in that parser only (AIOHTTP_NO_EXTENSIONS, or no wheel)."""
-    from corsproxy.aiohttp_private import uses_c_parser
+    from corsproxy.http.aiohttp_private import uses_c_parser
 
     if not uses_c_parser():
         click.echo(
@@ -433,7 +433,7 @@ def _loop_runner(use_uvloop: bool) -> Callable[[Coroutine[Any, Any, _T]], _T]:
 
 
 def _demo_policy(allow_origins: list[str]) -> list[Override]:
-    from corsproxy.demo import DEMO_POLICY_ORIGINS
+    from corsproxy.commands.demo import DEMO_POLICY_ORIGINS
 
     policy = [
         Override(("cors", "allow_methods"), ["GET", "HEAD", "POST", "PUT", "DELETE"], "--demo"),
@@ -456,13 +456,13 @@ async def _serve(
     document: str | None = None,
 ) -> bool:
     """Serve until stopped; True when the memory guard stopped it."""
-    from corsproxy.server import serve as run_server
-    from corsproxy.server import tune_gc
-    from corsproxy.workers import WorkerLink
+    from corsproxy.http.server import serve as run_server
+    from corsproxy.http.server import tune_gc
+    from corsproxy.ops.workers import WorkerLink
 
     demo_runner: Any = None
     if demo:
-        from corsproxy.demo import start_demo_upstream
+        from corsproxy.commands.demo import start_demo_upstream
 
         demo_runner, demo_url = await start_demo_upstream()
         overrides = [

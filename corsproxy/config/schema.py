@@ -12,11 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from corsproxy.cors import FORBIDDEN_METHODS, CorsPolicy, Mode, OnDisallowed
-from corsproxy.http_grammar import TOKEN
-from corsproxy.paths import PathError, normalize_path
-from corsproxy.routes import Route, RouteTable, Timeouts, Upstream
-from corsproxy.spec import (
+from corsproxy.config.spec import (
     Diagnostic,
     FalseOr,
     Field,
@@ -32,6 +28,10 @@ from corsproxy.spec import (
     size,
     text,
 )
+from corsproxy.policy.cors import FORBIDDEN_METHODS, CorsPolicy, Mode, OnDisallowed
+from corsproxy.policy.http_grammar import TOKEN
+from corsproxy.policy.paths import PathError, normalize_path
+from corsproxy.policy.routes import Route, RouteTable, Timeouts, Upstream
 
 _HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?\Z")
 # Response headers a browser never exposes to scripts, whatever the server says.

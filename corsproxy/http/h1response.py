@@ -44,8 +44,8 @@ from typing import Final
 
 import httptools
 
-from corsproxy import errors
-from corsproxy.errors import UpstreamFailure
+from corsproxy.http import errors
+from corsproxy.http.errors import UpstreamFailure
 
 MAX_LINE = 8190  # status line, and each header line (aiohttp's and nginx's limit)
 MAX_HEAD = 64 * 1024  # a whole response head

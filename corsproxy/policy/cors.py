@@ -11,8 +11,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from corsproxy.http_grammar import TOKEN
-from corsproxy.origins import OriginMatcher, parse_origin
+from corsproxy.policy.http_grammar import TOKEN
+from corsproxy.policy.origins import OriginMatcher, parse_origin
 
 SAFELISTED_METHODS = frozenset({"GET", "HEAD", "POST"})
 # Fetch's forbidden methods, matched byte-case-insensitively: no page can ever send them.

@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from corsproxy.cors import ACAC, ACAH, ACAM, ACAO, ACAPN, ACEH, SAFELISTED_METHODS
+from corsproxy.policy.cors import ACAC, ACAH, ACAM, ACAO, ACAPN, ACEH, SAFELISTED_METHODS
 
 SAFELISTED_RESPONSE_HEADERS = (
     "Cache-Control",

@@ -16,7 +16,7 @@ from types import MappingProxyType
 
 from publicsuffixlist import PSLFILE, PublicSuffixList
 
-from corsproxy.regexes import (
+from corsproxy.policy.regexes import (
     BACKREFERENCE,
     EXPONENTIAL,
     MAX_REGEX_INPUT,

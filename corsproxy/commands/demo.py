@@ -6,7 +6,7 @@ import json
 
 from aiohttp import web
 
-from corsproxy.aiohttp_private import bound_sockets
+from corsproxy.http.aiohttp_private import bound_sockets
 
 DEMO_POLICY_ORIGINS = ["http://localhost:*", "http://127.0.0.1:*"]
 
