@@ -353,10 +353,10 @@ def serve(
     _load(config_path, overrides=checked, document=document)
     try:
         count = worker_count(workers)
-    except ValueError:
-        raise click.BadParameter(
-            "a number of at least 1, or 'auto'", param_hint="--workers"
-        ) from None
+    except ValueError as exc:
+        from_env = ctx.get_parameter_source("workers") is click.core.ParameterSource.ENVIRONMENT
+        hint = "CORSPROXY_WORKERS" if from_env else "--workers"
+        raise click.BadParameter(str(exc), param_hint=hint) from None
     if count > 1 and not is_worker:
         arguments = sys.argv[sys.argv.index("serve") + 1 :] if "serve" in sys.argv else []
 
@@ -436,7 +436,7 @@ async def _serve(
     """Serve until stopped; True when the memory guard stopped it."""
     from corsproxy.server import serve as run_server
     from corsproxy.server import tune_gc
-    from corsproxy.workers import WorkerLink
+    from corsproxy.workers import WorkerLink, pinned
 
     demo_runner: Any = None
     if demo:
@@ -456,6 +456,7 @@ async def _serve(
         config = parse_config(document, config_path, os.environ, overrides)
     else:
         config = loader()
+    config = pinned(config)  # a respawn binds what the supervisor started with
     stop = asyncio.Event()
     link = WorkerLink(config, stop.set)  # heartbeat and memory guard
 

@@ -68,6 +68,8 @@ SAFARI_MAX_AGE = 600
 CHROMIUM_MAX_AGE = 7200
 DEFAULT_MAX_AGE = 600
 DEFAULT_METHODS = ("GET", "HEAD", "POST")
+MIN_WORKERS_TIMEOUT = 2.0
+MIN_WORKER_RSS = 64 * 1024 * 1024  # below: about what an idle worker holds (a warning)
 _HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?\Z")
 # Response headers a browser never exposes to scripts, whatever the server says.
 FORBIDDEN_RESPONSE_HEADERS = frozenset({"set-cookie", "set-cookie2"})
@@ -480,7 +482,11 @@ CONFIG_SPEC = Obj(
             "Request limits.",
         ),
         "workers_timeout": Field(
-            duration(),
+            duration(
+                MIN_WORKERS_TIMEOUT,
+                "a worker beats every min(1s, workers_timeout / 4): a shorter timeout kills "
+                "workers for one slow turn of their loop",
+            ),
             "With --workers: a worker whose event loop gives no heartbeat for this long (a "
             "blocking call, a deadlock) is killed and replaced.",
             default=30,
@@ -840,6 +846,15 @@ def compile_config(top: Section, ctx: Context) -> Config | None:
         )
     admin_section: Section | None = top.get("admin")
     limits_section: Section | None = top.get("limits")
+    max_rss = limits_section.get("max_worker_rss") if limits_section else None
+    if limits_section and max_rss is not None and max_rss < MIN_WORKER_RSS:
+        ctx.warn(
+            limits_section.lines.get("max_worker_rss", limits_section.line),
+            "limits.max_worker_rss",
+            f"{max_rss / 2**20:g} MiB is below {MIN_WORKER_RSS >> 20} MiB, about what an idle "
+            "worker holds: every worker would be replaced as soon as it starts",
+            "set it well above a worker's usual resident memory",
+        )
     return Config(
         source=ctx.file,
         version=top.get("version", 1),
