@@ -23,7 +23,9 @@ counts all; a dead worker's live gauges are removed so they stop counting.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import fcntl
 import logging
 import os
 import selectors
@@ -58,6 +60,7 @@ RETIRE_GRACE = 10.0  # a memory guard tripping this soon after ready counts as a
 REASONS = ("exit", "signal", "timeout", "memory")
 WORKERS_PER_CPU = 8  # --workers above this many per CPU is refused (a typo, not a plan)
 MAX_WORKERS = 1024
+TEMP_PREFIX = "corsproxy-"
 NO_ADMIN_ENV = "CORSPROXY_WORKER_NO_ADMIN"  # the supervisor started without admin: keep none
 
 
@@ -127,8 +130,10 @@ class WorkerLink:
         self.max_rss = config.limits.max_worker_rss
         self.stop = stop
         self.retired = False  # the memory guard tripped: exit with EXIT_MEMORY
+        self.lock = -1  # a shared flock on the supervisor's directory while this worker lives
         if self.fd is not None:
             os.set_blocking(self.fd, False)
+            self.lock = _share(os.environ.get(MULTIPROCESS_DIR, ""))
         if self.max_rss is not None and rss_bytes() is None:
             log.warning("limits.max_worker_rss: no /proc/self/statm here, the guard is off")
             self.max_rss = None
@@ -169,7 +174,44 @@ class WorkerLink:
         except OSError:
             log.error("the supervisor is gone: stopping")
             self.fd = None
+            atexit.register(_orphaned, self.lock, os.environ.get(MULTIPROCESS_DIR, ""))
             self.stop()
+
+
+def _base(metrics: str) -> str | None:
+    """The supervisor's private directory (holding the metrics directory), or None."""
+    base = os.path.dirname(metrics.rstrip("/"))
+    if os.path.basename(metrics.rstrip("/")) != "metrics":
+        return None
+    if not os.path.basename(base).startswith(TEMP_PREFIX):
+        return None
+    return base
+
+
+def _share(metrics: str) -> int:
+    base = _base(metrics)
+    if base is None:
+        return -1
+    try:
+        fd = os.open(os.path.join(base, "workers.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return -1
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
+def _orphaned(lock: int, metrics: str) -> None:
+    """At the exit of a worker whose supervisor died (SIGKILL: no cleanup of its own): the
+    last such worker to exit removes the supervisor's directory (snapshot, metrics)."""
+    base = _base(metrics)
+    if lock < 0 or base is None:
+        return
+    fcntl.flock(lock, fcntl.LOCK_UN)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # no other worker holds it
+    except OSError:
+        return
+    shutil.rmtree(base, ignore_errors=True)
 
 
 # --- the supervisor -----------------------------------------------------------------
@@ -226,7 +268,7 @@ class Supervisor:
         self.early_deaths = 0  # workers dead before ready since one was last ready
         self.failed_starts = 0  # of which on their own (an exit status, a spawn error)
         self.next_spawn = 0.0
-        self.base = tempfile.mkdtemp(prefix="corsproxy-")  # 0700: the snapshot lives here
+        self.base = tempfile.mkdtemp(prefix=TEMP_PREFIX)  # 0700: the snapshot lives here
         self.metrics = os.path.join(self.base, "metrics")
         os.mkdir(self.metrics)
         self.snapshot = os.path.join(self.base, "config.yaml")

@@ -558,3 +558,28 @@ def test_a_stopped_supervisor_kills_no_worker_when_it_resumes(
         proxy.proc.send_signal(signal.SIGCONT)
         code = proxy.stop()
     assert code == 0
+
+
+def test_workers_of_a_killed_supervisor_exit_and_the_last_removes_its_directory(
+    tmp_path: Path, upstream: int
+) -> None:
+    port = free_port()
+    proxy = started(tmp_path, port, upstream)
+    workers = proxy.serving()
+    environ = Path(f"/proc/{min(workers)}/environ").read_bytes().split(b"\0")
+    metrics = next(v for v in environ if v.startswith(b"PROMETHEUS_MULTIPROC_DIR="))
+    base = Path(metrics.split(b"=", 1)[1].decode()).parent
+    assert (base / "config.yaml").is_file()
+    try:
+        proxy.proc.kill()  # no cleanup of its own
+        proxy.proc.wait(TIMEOUT)
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in workers):
+            time.sleep(0.05)
+        assert not any(Path(f"/proc/{p}").exists() for p in workers)  # noticed, drained
+        assert not base.exists()  # the snapshot and metrics went with the last worker
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proxy.stop()
