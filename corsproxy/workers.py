@@ -3,18 +3,23 @@
 Each worker binds with SO_REUSEPORT (the kernel spreads connections across them) and owns
 its upstream pool. The supervisor, in the spirit of gunicorn's arbiter and nginx's master:
 
-- forwards SIGTERM, SIGINT and SIGHUP to every worker;
+- forwards SIGTERM and SIGINT to every worker; on SIGHUP reads the file on a thread (its
+  loop keeps reading heartbeats; SIGHUPs meanwhile make one more reload), then passes it on;
 - replaces a worker that dies at once (a worker that dies before it is ready, with
-  exponential backoff), logs why, and counts it in `corsproxy_worker_restarts_total`;
+  exponential backoff, one step per round), logs why, and counts it in
+  `corsproxy_worker_restarts_total`;
 - kills and replaces a worker whose event loop stops sending heartbeats for
-  `workers_timeout` (a byte on a pipe from a periodic callback: a blocked loop stops it);
+  `workers_timeout` (a byte on a pipe from a periodic callback: a blocked loop stops it),
+  judged only on freshly read beats, and by the larger of its start-time and current timeout;
 - starts a replacement first when a worker's memory guard (`limits.max_worker_rss`) trips,
-  then lets the old one drain;
+  then lets the old one drain (at most N retiring workers; a guard tripping right after
+  start counts as a failed start, with backoff);
 - starts every worker from the configuration that last loaded successfully (a snapshot of
-  the file it keeps), so a respawn never fails on a file broken since, nor serves a
-  different policy from the others;
-- gives up (drains the rest, exits 1) when fresh workers cannot start at all: the first
-  worker fails before any was ready, or MAX_START_FAILURES fail in a row.
+  the file it keeps), with the listen and admin addresses it started with, so a respawn
+  never fails on a file broken since, nor serves a different policy from the others;
+- gives up (drains the rest, exits 1) only when fresh workers cannot start and none
+  serves: the first worker fails before any was ready, or MAX_START_FAILURES exit on their
+  own in a row (a worker killed for a slow boot is no such failure).
 
 The workers share one PROMETHEUS_MULTIPROC_DIR so /metrics, whichever worker answers it,
 counts all; a dead worker's live gauges are removed so they stop counting.
