@@ -354,10 +354,10 @@ def serve(
     _load(config_path, overrides=checked, document=document)
     try:
         count = worker_count(workers)
-    except ValueError:
-        raise click.BadParameter(
-            "a number of at least 1, or 'auto'", param_hint="--workers"
-        ) from None
+    except ValueError as exc:
+        from_env = ctx.get_parameter_source("workers") is click.core.ParameterSource.ENVIRONMENT
+        hint = "CORSPROXY_WORKERS" if from_env else "--workers"
+        raise click.BadParameter(str(exc), param_hint=hint) from None
     if count > 1 and not is_worker:
         arguments = _worker_arguments(ctx)
 
@@ -458,7 +458,7 @@ async def _serve(
     """Serve until stopped; True when the memory guard stopped it."""
     from corsproxy.http.server import serve as run_server
     from corsproxy.http.server import tune_gc
-    from corsproxy.ops.workers import WorkerLink
+    from corsproxy.ops.workers import WorkerLink, pinned
 
     demo_runner: Any = None
     if demo:
@@ -478,6 +478,7 @@ async def _serve(
         config = parse_config(document, config_path, os.environ, overrides)
     else:
         config = loader()
+    config = pinned(config)  # a respawn binds what the supervisor started with
     stop = asyncio.Event()
     link = WorkerLink(config, stop.set)  # heartbeat and memory guard
 

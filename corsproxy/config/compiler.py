@@ -14,7 +14,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-from corsproxy.config.schema import POLICY_SPEC, Admin, Config, Limits
+from corsproxy.config.schema import MIN_WORKER_RSS, POLICY_SPEC, Admin, Config, Limits
 from corsproxy.config.spec import INVALID, STAR, Context, Invalid, Item, Section
 from corsproxy.policy.cors import CorsPolicy, Mode
 from corsproxy.policy.origins import (
@@ -519,6 +519,18 @@ def _compile_routes(
     return routes
 
 
+def _check_worker_rss(limits: Section | None, ctx: Context) -> None:
+    max_rss = limits.get("max_worker_rss") if limits else None
+    if limits and max_rss is not None and max_rss < MIN_WORKER_RSS:
+        ctx.warn(
+            limits.lines.get("max_worker_rss", limits.line),
+            "limits.max_worker_rss",
+            f"{max_rss / 2**20:g} MiB is below {MIN_WORKER_RSS >> 20} MiB, about what an idle "
+            "worker holds: every worker would be replaced as soon as it starts",
+            "set it well above a worker's usual resident memory",
+        )
+
+
 def compile_config(top: Section, ctx: Context) -> Config | None:
     """The Config, or None after reporting every problem in the context."""
     timeouts = _timeouts(Timeouts(), top.get("timeouts"))
@@ -543,6 +555,7 @@ def compile_config(top: Section, ctx: Context) -> Config | None:
         )
     admin: Section | None = top.get("admin")
     limits: Section | None = top.get("limits")
+    _check_worker_rss(limits, ctx)
     case_sensitive: bool = top.value("routes_case_sensitive")
     return Config(
         source=ctx.file,

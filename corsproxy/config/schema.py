@@ -33,6 +33,8 @@ from corsproxy.policy.http_grammar import TOKEN
 from corsproxy.policy.paths import PathError, normalize_path
 from corsproxy.policy.routes import Route, RouteTable, Timeouts, Upstream
 
+MIN_WORKERS_TIMEOUT = 2.0
+MIN_WORKER_RSS = 64 * 1024 * 1024  # below: about what an idle worker holds (a warning)
 _HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?\Z")
 # Response headers a browser never exposes to scripts, whatever the server says.
 FORBIDDEN_RESPONSE_HEADERS = frozenset({"set-cookie", "set-cookie2"})
@@ -355,7 +357,11 @@ CONFIG_SPEC = Obj(
         ),
         "limits": Field(LIMITS_SPEC, "Request limits."),
         "workers_timeout": Field(
-            duration(),
+            duration(
+                MIN_WORKERS_TIMEOUT,
+                "a worker beats every min(1s, workers_timeout / 4): a shorter timeout kills "
+                "workers for one slow turn of their loop",
+            ),
             "With --workers: a worker whose event loop gives no heartbeat for this long (a "
             "blocking call, a deadlock) is killed and replaced.",
         ),

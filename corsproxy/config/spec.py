@@ -374,8 +374,17 @@ SIZE_SCHEMA = {
 }
 
 
-def duration() -> Scalar[float]:
-    return Scalar(parse_duration, DURATION_SCHEMA, env_ok=False)
+def duration(minimum: float = 0.0, hint: str = "") -> Scalar[float]:
+    if not minimum:
+        return Scalar(parse_duration, DURATION_SCHEMA, env_ok=False)
+
+    def convert(value: Any) -> float:
+        seconds = parse_duration(value)
+        if seconds < minimum:
+            raise SpecError(f"must be at least {minimum:g}s, got {seconds:g}s", hint)
+        return seconds
+
+    return Scalar(convert, DURATION_SCHEMA, env_ok=False)
 
 
 def size() -> Scalar[int]:

@@ -3,18 +3,23 @@
 Each worker binds with SO_REUSEPORT (the kernel spreads connections across them) and owns
 its upstream pool. The supervisor, in the spirit of gunicorn's arbiter and nginx's master:
 
-- forwards SIGTERM, SIGINT and SIGHUP to every worker;
+- forwards SIGTERM and SIGINT to every worker; on SIGHUP reads the file on a thread (its
+  loop keeps reading heartbeats; SIGHUPs meanwhile make one more reload), then passes it on;
 - replaces a worker that dies at once (a worker that dies before it is ready, with
-  exponential backoff), logs why, and counts it in `corsproxy_worker_restarts_total`;
+  exponential backoff, one step per round), logs why, and counts it in
+  `corsproxy_worker_restarts_total`;
 - kills and replaces a worker whose event loop stops sending heartbeats for
-  `workers_timeout` (a byte on a pipe from a periodic callback: a blocked loop stops it);
+  `workers_timeout` (a byte on a pipe from a periodic callback: a blocked loop stops it),
+  judged only on freshly read beats, and by the larger of its start-time and current timeout;
 - starts a replacement first when a worker's memory guard (`limits.max_worker_rss`) trips,
-  then lets the old one drain;
+  then lets the old one drain (at most N retiring workers; a guard tripping right after
+  start counts as a failed start, with backoff);
 - starts every worker from the configuration that last loaded successfully (a snapshot of
-  the file it keeps), so a respawn never fails on a file broken since, nor serves a
-  different policy from the others;
-- gives up (drains the rest, exits 1) when fresh workers cannot start at all: the first
-  worker fails before any was ready, or MAX_START_FAILURES fail in a row.
+  the file it keeps), with the listen and admin addresses it started with, so a respawn
+  never fails on a file broken since, nor serves a different policy from the others;
+- gives up (drains the rest, exits 1) only when fresh workers cannot start and none
+  serves: the first worker fails before any was ready, or MAX_START_FAILURES exit on their
+  own in a row (a worker killed for a slow boot is no such failure).
 
 The workers share one PROMETHEUS_MULTIPROC_DIR so /metrics, whichever worker answers it,
 counts all; a dead worker's live gauges are removed so they stop counting.
@@ -23,7 +28,9 @@ counts all; a dead worker's live gauges are removed so they stop counting.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import fcntl
 import logging
 import os
 import selectors
@@ -32,13 +39,15 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any
 
 from corsproxy.config import Config, ConfigError
+from corsproxy.config.spec import shown
 
 log = logging.getLogger("corsproxy")
 WORKER_ENV = "CORSPROXY_WORKER"
@@ -52,20 +61,51 @@ BACKOFF = 0.5  # first delay after a worker died before it was ready; doubles, u
 MAX_START_FAILURES = 5  # in a row, no worker ready in between: give up (about 8 s of tries)
 BOOT_TIMEOUT = 10.0  # at least this long for a new worker to become ready
 RETIRE_WAIT = 10.0  # a memory-guarded worker drains once its replacement is ready, or then
+RETIRE_GRACE = 10.0  # a memory guard tripping this soon after ready counts as a failed start
 REASONS = ("exit", "signal", "timeout", "memory")
+WORKERS_PER_CPU = 8  # --workers above this many per CPU is refused (a typo, not a plan)
+MAX_WORKERS = 1024
+TEMP_PREFIX = "corsproxy-"
+NO_ADMIN_ENV = "CORSPROXY_WORKER_NO_ADMIN"  # the supervisor started without admin: keep none
+
+
+def cpus() -> int:
+    """The CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def max_workers() -> int:
+    return min(MAX_WORKERS, WORKERS_PER_CPU * cpus())
 
 
 def worker_count(value: str) -> int:
+    """`--workers`: a count, or 'auto'; ValueError (saying why) for anything else."""
     if value == "auto":
-        return (
-            len(os.sched_getaffinity(0))
-            if hasattr(os, "sched_getaffinity")
-            else os.cpu_count() or 1
-        )
-    count = int(value)
+        return cpus()
+    try:
+        count = int(value)
+    except ValueError:
+        raise ValueError("a number of at least 1, or 'auto'") from None
     if count < 1:
-        raise ValueError("workers must be at least 1")
+        raise ValueError("a number of at least 1, or 'auto'")
+    if count > max_workers():
+        raise ValueError(
+            f"{value} is more than {max_workers()} (at most {WORKERS_PER_CPU} per CPU, "
+            f"{cpus()} CPUs here, and at most {MAX_WORKERS})"
+        )
     return count
+
+
+def pinned(config: Config) -> Config:
+    """A worker's first configuration keeps the supervisor's start-time addresses: listen
+    and admin come pinned in its environment, and "no admin" by NO_ADMIN_ENV (a reloaded
+    file that adds one must not make a respawned worker bind it; a new address needs a
+    restart, as without workers)."""
+    if os.environ.get(WORKER_ENV) == "1" and os.environ.get(NO_ADMIN_ENV) == "1":
+        return replace(config, admin=None)
+    return config
 
 
 # --- in the worker ------------------------------------------------------------------
@@ -95,8 +135,10 @@ class WorkerLink:
         self.max_rss = config.limits.max_worker_rss
         self.stop = stop
         self.retired = False  # the memory guard tripped: exit with EXIT_MEMORY
+        self.lock = -1  # a shared flock on the supervisor's directory while this worker lives
         if self.fd is not None:
             os.set_blocking(self.fd, False)
+            self.lock = _share(os.environ.get(MULTIPROCESS_DIR, ""))
         if self.max_rss is not None and rss_bytes() is None:
             log.warning("limits.max_worker_rss: no /proc/self/statm here, the guard is off")
             self.max_rss = None
@@ -112,9 +154,13 @@ class WorkerLink:
                 self.retired = True
                 log.warning(
                     "memory guard: resident memory %d MiB is above limits.max_worker_rss "
-                    "(%d MiB): draining and exiting",
+                    "(%d MiB): %s",
                     rss >> 20,
                     self.max_rss >> 20,
+                    "draining and exiting"
+                    if self.fd is None
+                    else "asking the supervisor for a replacement (this worker drains once "
+                    "it is ready)",
                 )
                 if self.fd is None:
                     self.stop()
@@ -133,7 +179,44 @@ class WorkerLink:
         except OSError:
             log.error("the supervisor is gone: stopping")
             self.fd = None
+            atexit.register(_orphaned, self.lock, os.environ.get(MULTIPROCESS_DIR, ""))
             self.stop()
+
+
+def _base(metrics: str) -> str | None:
+    """The supervisor's private directory (holding the metrics directory), or None."""
+    base = os.path.dirname(metrics.rstrip("/"))
+    if os.path.basename(metrics.rstrip("/")) != "metrics":
+        return None
+    if not os.path.basename(base).startswith(TEMP_PREFIX):
+        return None
+    return base
+
+
+def _share(metrics: str) -> int:
+    base = _base(metrics)
+    if base is None:
+        return -1
+    try:
+        fd = os.open(os.path.join(base, "workers.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return -1
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
+def _orphaned(lock: int, metrics: str) -> None:
+    """At the exit of a worker whose supervisor died (SIGKILL: no cleanup of its own): the
+    last such worker to exit removes the supervisor's directory (snapshot, metrics)."""
+    base = _base(metrics)
+    if lock < 0 or base is None:
+        return
+    fcntl.flock(lock, fcntl.LOCK_UN)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # no other worker holds it
+    except OSError:
+        return
+    shutil.rmtree(base, ignore_errors=True)
 
 
 # --- the supervisor -----------------------------------------------------------------
@@ -147,7 +230,9 @@ class _Worker:
     proc: subprocess.Popen[bytes]
     fd: int  # the read end of its heartbeat pipe
     started: float
+    timeout: float  # the workers_timeout it started with: its beats' pace
     beat: float | None = None  # the last heartbeat; None until ready
+    ready: float | None = None  # when its first heartbeat came
     retiring: float | None = None  # when its memory guard asked for a replacement
     terminated: bool = False  # SIGTERM sent after retiring
     killed: bool = False  # by the supervisor, for missing heartbeats
@@ -188,13 +273,17 @@ class Supervisor:
         self.early_deaths = 0  # workers dead before ready since one was last ready
         self.failed_starts = 0  # of which on their own (an exit status, a spawn error)
         self.next_spawn = 0.0
-        self.base = tempfile.mkdtemp(prefix="corsproxy-")  # 0700: the snapshot lives here
+        self.base = tempfile.mkdtemp(prefix=TEMP_PREFIX)  # 0700: the snapshot lives here
         self.metrics = os.path.join(self.base, "metrics")
         os.mkdir(self.metrics)
         self.snapshot = os.path.join(self.base, "config.yaml")
         self.timeout = 30.0
         self.env: dict[str, str] = {}
         self.restarts: dict[str, Any] = {}
+        self.wake = -1  # the write end of the wakeup pipe (a finished reload writes to it)
+        self.reloader: threading.Thread | None = None  # reads the file off the loop
+        self.reloaded: tuple[str | None, Config] | Exception | None = None
+        self.reload_again = False  # SIGHUPs during a reload: one more, not one each
 
     # -- set-up and the loop
 
@@ -207,10 +296,19 @@ class Supervisor:
             shutil.rmtree(self.base, ignore_errors=True)
             return 2
         self._take(document, config)
-        # Addresses are bound once: a reload cannot move a respawned worker elsewhere.
+        # Addresses are bound once: a reload cannot move a respawned worker elsewhere, nor
+        # give it an admin listener the others do not have (pinned() in the worker).
         pinned = {"CORSPROXY_LISTEN": str(config.listen)}
         if config.admin is not None:
             pinned["CORSPROXY_ADMIN_LISTEN"] = str(config.admin.listen)
+        else:
+            pinned[NO_ADMIN_ENV] = "1"
+        if self.count > cpus():
+            log.warning(
+                "%d workers on %d CPUs: more workers than CPUs add no throughput",
+                self.count,
+                cpus(),
+            )
         os.environ[MULTIPROCESS_DIR] = self.metrics
         self.env = {
             **os.environ,
@@ -223,6 +321,7 @@ class Supervisor:
         wake_read, wake_write = os.pipe()
         os.set_blocking(wake_read, False)
         os.set_blocking(wake_write, False)
+        self.wake = wake_write
         self.selector.register(wake_read, selectors.EVENT_READ, None)
         previous_wakeup = signal.set_wakeup_fd(wake_write)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
@@ -240,17 +339,20 @@ class Supervisor:
             while not self.stopping:
                 self._wait(wake_read)
                 now = time.monotonic()
-                if now - last > 5:  # the supervisor itself was stopped: its clock, not theirs
+                # A long gap between turns is the supervisor's own (stopped, starved): the
+                # workers' silence meanwhile proves nothing. (_murder reads queued beats too.)
+                if now - last > min(5.0, self.timeout / 2):
                     for worker in self.workers:
                         worker.started = now
                         if worker.beat is not None:
                             worker.beat = now
-                last = now
                 self._signals()
+                self._reloaded()
                 self._reap()
                 self._murder()
                 self._retire()
                 self._fill()
+                last = time.monotonic()
             return self._shutdown()
         finally:
             signal.set_wakeup_fd(previous_wakeup)
@@ -277,6 +379,12 @@ class Supervisor:
             else:
                 self._heard(key.data)
 
+    def _drain(self) -> None:
+        """Read every heartbeat already queued (before judging anyone by them)."""
+        for key, _ in self.selector.select(0):
+            if key.data is not None:
+                self._heard(key.data)
+
     def _heard(self, worker: _Worker) -> None:
         try:
             data = os.read(worker.fd, 4096)
@@ -288,19 +396,31 @@ class Supervisor:
             worker.fd = -1
             return
         now = time.monotonic()
+        retire = RETIRE in data and worker.retiring is None
         if worker.beat is None:
             log.info("worker %d ready", worker.pid)
             self.ever_ready = True
-            self.early_deaths = self.failed_starts = 0
+            worker.ready = now
+            if not retire:  # over its memory limit at once is no successful start
+                self.early_deaths = self.failed_starts = 0
             if worker.hup_pending:
                 self._signal(worker, signal.SIGHUP)
         worker.beat = now
-        if RETIRE in data and worker.retiring is None:
+        if retire:
             worker.retiring = now
             self._count("memory")
-            log.warning(
-                "worker %d is above limits.max_worker_rss: starting its replacement", worker.pid
-            )
+            if worker.ready is not None and now - worker.ready < RETIRE_GRACE:
+                log.warning(
+                    "worker %d is above limits.max_worker_rss right after it started (is the "
+                    "limit below what a worker needs?): replacing it, with backoff",
+                    worker.pid,
+                )
+                self._died_early(own=False)
+            else:
+                log.warning(
+                    "worker %d is above limits.max_worker_rss: starting its replacement",
+                    worker.pid,
+                )
 
     # -- the steps of one turn
 
@@ -312,11 +432,6 @@ class Supervisor:
                 self.stop_signal = signal.Signals(signum)
             elif signum == signal.SIGHUP:
                 self._reload()
-                for worker in self.workers:
-                    if worker.beat is None:  # not listening for it yet: sent once ready
-                        worker.hup_pending = True
-                    else:
-                        self._signal(worker, signal.SIGHUP)
 
     def _reap(self) -> None:
         for worker in list(self.workers):
@@ -338,15 +453,20 @@ class Supervisor:
                 log.error("worker %d %s: replacing it", worker.pid, _describe(code))
             self._count(reason)
             if worker.beat is None:
-                self._died_early(own=code > 0 or worker.killed)
+                # Killed (slow to boot, on an overloaded host) is no proof it cannot start.
+                self._died_early(own=code > 0 and not worker.killed)
 
     def _murder(self) -> None:
+        self._drain()
         now = time.monotonic()
         for worker in self.workers:
             if worker.killed:
                 continue
             since = worker.beat or worker.started
-            limit = self.timeout if worker.beat is not None else max(self.timeout, BOOT_TIMEOUT)
+            # A lower workers_timeout reloaded since it started: it still beats at its pace.
+            limit = max(self.timeout, worker.timeout)
+            if worker.beat is None:
+                limit = max(limit, BOOT_TIMEOUT)
             if now - since > limit:
                 log.error(
                     "worker %d gave no heartbeat for %.1f s (workers_timeout %g s): killing it",
@@ -363,13 +483,16 @@ class Supervisor:
         for worker in self.workers:
             if worker.retiring is None or worker.terminated:
                 continue
-            if ready >= self.count or now - worker.retiring > RETIRE_WAIT:
+            # (or RETIRE_WAIT after its replacement could start: not during a backoff)
+            if ready >= self.count or now - max(worker.retiring, self.next_spawn) > RETIRE_WAIT:
                 worker.terminated = True
                 self._signal(worker, signal.SIGTERM)
 
     def _fill(self) -> None:
         while not self.stopping and time.monotonic() >= self.next_spawn:
             if sum(1 for w in self.workers if w.retiring is None) >= self.count:
+                return
+            if len(self.workers) >= 2 * self.count:  # at most N retiring ones on top
                 return
             self._spawn()
 
@@ -394,17 +517,24 @@ class Supervisor:
             if write >= 0:
                 os.close(write)  # the worker's alone: its exit closes the pipe
         os.set_blocking(read, False)
-        worker = _Worker(proc, read, time.monotonic())
+        worker = _Worker(proc, read, time.monotonic(), self.timeout)
         self.selector.register(read, selectors.EVENT_READ, worker)
         self.workers.append(worker)
         if self.ever_ready:
             log.info("worker %d started", proc.pid)
 
+    def _serving(self) -> bool:
+        return any(w.beat is not None and not w.killed and not w.terminated for w in self.workers)
+
     def _died_early(self, own: bool) -> None:
-        """A worker died before it was ready: back off; give up when they cannot start."""
-        self.early_deaths += 1
+        """A worker did not start (`own`: failed by itself, not killed): back off; give up
+        only when they cannot start and none is serving."""
         self.failed_starts += own
-        if own and (not self.ever_ready or self.failed_starts >= MAX_START_FAILURES):
+        if (
+            own
+            and not self._serving()
+            and (not self.ever_ready or self.failed_starts >= MAX_START_FAILURES)
+        ):
             log.error(
                 "cannot start workers (%d failed in a row%s): stopping",
                 self.failed_starts,
@@ -413,22 +543,61 @@ class Supervisor:
             self.stopping = True
             self.status = 1
             return
+        now = time.monotonic()
+        if now < self.next_spawn:
+            return  # a backoff is already pending: one step per round, not per worker
+        self.early_deaths += 1
         delay = min(BACKOFF * 2 ** (self.early_deaths - 1), 8.0)
-        self.next_spawn = time.monotonic() + delay
+        self.next_spawn = now + delay
         log.warning("next worker start in %.1f s", delay)
 
     def _reload(self) -> None:
-        try:
-            document, config = self.read_config()
-        except ConfigError as exc:
-            log.error(
-                "reload failed (%d errors): new workers keep starting from the last good "
-                "configuration",
-                len(exc.errors),
-            )
+        """Read and compile the file on a thread (a large policy takes seconds: the loop
+        must keep reading heartbeats); SIGHUPs meanwhile make one more reload after it."""
+        if self.reloader is not None:
+            self.reload_again = True
             return
-        self._take(document, config)
-        log.info("supervisor: configuration reloaded; new workers start from it")
+
+        def read() -> None:
+            try:
+                self.reloaded = self.read_config()
+            except Exception as exc:  # reported on the loop
+                self.reloaded = exc
+            with contextlib.suppress(OSError):
+                os.write(self.wake, b"r")
+
+        self.reloader = threading.Thread(target=read, name="corsproxy-reload", daemon=True)
+        self.reloader.start()
+
+    def _reloaded(self) -> None:
+        """A finished reload: keep it for new workers, then pass the SIGHUP on."""
+        if self.reloader is None or self.reloader.is_alive():
+            return
+        self.reloader.join()
+        result, self.reloader, self.reloaded = self.reloaded, None, None
+        if isinstance(result, ConfigError):
+            for line in shown(result.diagnostics):
+                log.error("reload: %s", line)
+            count = len(result.errors)
+            log.error(
+                "reload failed (%d error%s): new workers keep starting from the last good "
+                "configuration",
+                count,
+                "" if count == 1 else "s",
+            )
+        elif isinstance(result, Exception) or result is None:
+            log.error("reload failed (%r): new workers keep the last good one", result)
+        else:
+            self._take(*result)
+            log.info("supervisor: configuration reloaded; new workers start from it")
+        for worker in self.workers:
+            if worker.beat is None:  # not listening for it yet: sent once ready
+                worker.hup_pending = True
+            else:
+                self._signal(worker, signal.SIGHUP)
+        if self.reload_again:
+            self.reload_again = False
+            self._reload()
 
     def _take(self, document: str | None, config: Config) -> None:
         if document is not None:
