@@ -28,7 +28,13 @@ OUT = ROOT / "bench" / ".cache" / "fuzz"
 
 
 def target_origin(data: bytes) -> None:
-    from corsproxy.policy.origins import OriginMatcher, compile_origin_entry, parse_origin
+    from corsproxy.policy.origins import (
+        OriginEntryError,
+        OriginMatcher,
+        compile_origin_entry,
+        ends_in_a_number,
+        parse_origin,
+    )
 
     text = data.decode("utf-8", "surrogateescape")
     started = time.perf_counter()
@@ -40,7 +46,12 @@ def target_origin(data: bytes) -> None:
     serialized = f"{origin.scheme}://{origin.host}{port}"
     assert parse_origin(serialized) == origin, (text, serialized)
     assert all(c.isascii() and c.isprintable() for c in serialized), serialized
-    entry, _ = compile_origin_entry(0, serialized)
+    try:
+        entry, _ = compile_origin_entry(0, serialized)
+    except OriginEntryError:
+        # Refused at load only as an IP address written other than as browsers send it.
+        assert origin.host.startswith("[") or ends_in_a_number(origin.host), serialized
+        return
     matcher = OriginMatcher((entry,))
     assert matcher.match(serialized).allowed
     assert not matcher.match(serialized + ".evil.example").allowed

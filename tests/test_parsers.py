@@ -116,6 +116,8 @@ def test_parse_origin(value: str, parsed: Origin) -> None:
         "https://a b.example",
         "https://[::1",
         "https://[zz]",
+        "http://[c:1:]:3000",  # found by the atheris fuzzer: the IPv6 grammar alone let it by
+        "http://[1:2:3:4:5:6:7:8:9]",
         "1http://x",
         "https://" + "a" * 1100,
     ],

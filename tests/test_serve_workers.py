@@ -32,11 +32,11 @@ TIMEOUT = 20.0
 class Supervised:
     """`corsproxy serve --workers 2` with its JSON log lines collected from stderr."""
 
-    def __init__(self, config: Path, *args: str) -> None:
+    def __init__(self, config: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "corsproxy", "serve", "--log-format", "json",
              "--shutdown-timeout", "5", "-c", str(config), *args],
-            stderr=subprocess.PIPE, text=True, cwd=ROOT,
+            stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, **(env or {})},
         )  # fmt: skip
         self.lines: list[dict[str, Any]] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -583,3 +583,26 @@ def test_workers_of_a_killed_supervisor_exit_and_the_last_removes_its_directory(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         proxy.stop()
+
+
+def test_workers_that_take_long_to_load_a_large_policy_are_waited_for(
+    tmp_path: Path, upstream: int
+) -> None:
+    """A policy that takes a worker longer to compile than the minimum boot time (1 s here,
+    10 s by default) and than `workers_timeout` (2 s) is no hung worker: the supervisor
+    measured how long the configuration took it to load and waits for new workers
+    accordingly, instead of killing every one at the minimum for ever."""
+    port = free_port()
+    extra = "workers_timeout: 2s\n" + slow_policy(3000)
+    config = write_config(tmp_path / "c.yaml", port, upstream, extra)
+    proxy = Supervised(config, "--workers", "2", env={"CORSPROXY_BOOT_TIMEOUT": "1"})
+    try:
+        proxy.wait(lambda: len(proxy.serving()) == 2, timeout=90)
+        assert not any("was not ready within" in m for m in proxy.messages()), proxy.messages()
+        assert (
+            get(port, origin="https://app7-x.example.com")[1].get("access-control-allow-origin")
+            == "https://app7-x.example.com"
+        )
+    finally:
+        code = proxy.stop()
+    assert code == 0

@@ -59,7 +59,12 @@ EXIT_MEMORY = 3  # a worker that drained because of limits.max_worker_rss
 BEAT, RETIRE = b".", b"M"  # heartbeat; "replace me" from the memory guard
 BACKOFF = 0.5  # first delay after a worker died before it was ready; doubles, up to 8 s
 MAX_START_FAILURES = 5  # in a row, no worker ready in between: give up (about 8 s of tries)
+BOOT_ENV = "CORSPROXY_BOOT_TIMEOUT"  # seconds; the minimum below, for slow hosts (and tests)
 BOOT_TIMEOUT = 10.0  # at least this long for a new worker to become ready
+# A worker compiles the configuration before its loop can beat, and a large policy takes
+# seconds: a new worker also gets this many times what loading it took the supervisor,
+# times the workers per CPU that may be compiling at once.
+BOOT_LOAD_FACTOR = 3.0
 RETIRE_WAIT = 10.0  # a memory-guarded worker drains once its replacement is ready, or then
 RETIRE_GRACE = 10.0  # a memory guard tripping this soon after ready counts as a failed start
 REASONS = ("exit", "signal", "timeout", "memory")
@@ -278,16 +283,19 @@ class Supervisor:
         os.mkdir(self.metrics)
         self.snapshot = os.path.join(self.base, "config.yaml")
         self.timeout = 30.0
+        self.boot_minimum = _seconds(os.environ.get(BOOT_ENV), BOOT_TIMEOUT)
+        self.boot_limit = self.boot_minimum  # grows with the time the configuration takes to load
         self.env: dict[str, str] = {}
         self.restarts: dict[str, Any] = {}
         self.wake = -1  # the write end of the wakeup pipe (a finished reload writes to it)
         self.reloader: threading.Thread | None = None  # reads the file off the loop
-        self.reloaded: tuple[str | None, Config] | Exception | None = None
+        self.reloaded: tuple[str | None, Config, float] | Exception | None = None
         self.reload_again = False  # SIGHUPs during a reload: one more, not one each
 
     # -- set-up and the loop
 
     def run(self) -> int:
+        started = time.monotonic()
         try:
             document, config = self.read_config()
         except ConfigError as exc:  # changed since the command checked it
@@ -295,7 +303,7 @@ class Supervisor:
                 log.error("%s", line)
             shutil.rmtree(self.base, ignore_errors=True)
             return 2
-        self._take(document, config)
+        self._take(document, config, time.monotonic() - started)
         # Addresses are bound once: a reload cannot move a respawned worker elsewhere, nor
         # give it an admin listener the others do not have (pinned() in the worker).
         pinned = {"CORSPROXY_LISTEN": str(config.listen)}
@@ -466,7 +474,18 @@ class Supervisor:
             # A lower workers_timeout reloaded since it started: it still beats at its pace.
             limit = max(self.timeout, worker.timeout)
             if worker.beat is None:
-                limit = max(limit, BOOT_TIMEOUT)
+                limit = max(limit, self.boot_limit)
+                if now - since > limit:
+                    log.error(
+                        "worker %d was not ready within %.1f s (loading the configuration"
+                        " takes about %.1f s per worker here): killing it",
+                        worker.pid,
+                        now - since,
+                        (self.boot_limit - self.boot_minimum) / BOOT_LOAD_FACTOR,
+                    )
+                    worker.killed = True
+                    self._signal(worker, signal.SIGKILL)
+                continue
             if now - since > limit:
                 log.error(
                     "worker %d gave no heartbeat for %.1f s (workers_timeout %g s): killing it",
@@ -559,8 +578,9 @@ class Supervisor:
             return
 
         def read() -> None:
+            started = time.monotonic()
             try:
-                self.reloaded = self.read_config()
+                self.reloaded = (*self.read_config(), time.monotonic() - started)
             except Exception as exc:  # reported on the loop
                 self.reloaded = exc
             with contextlib.suppress(OSError):
@@ -599,7 +619,10 @@ class Supervisor:
             self.reload_again = False
             self._reload()
 
-    def _take(self, document: str | None, config: Config) -> None:
+    def _take(self, document: str | None, config: Config, load_seconds: float) -> None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        at_once = -(-self.count // max(1, cpus))  # workers per CPU compiling together
+        self.boot_limit = self.boot_minimum + BOOT_LOAD_FACTOR * at_once * load_seconds
         if document is not None:
             partial = self.snapshot + ".new"
             with open(partial, "w", encoding="utf-8") as file:
@@ -659,6 +682,14 @@ def _mark_dead(pid: int) -> None:
 
     with contextlib.suppress(OSError):
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def _seconds(value: str | None, default: float) -> float:
+    try:
+        seconds = float(value) if value else default
+    except ValueError:
+        return default
+    return seconds if seconds > 0 else default
 
 
 def supervise(

@@ -102,7 +102,8 @@ def _parse_host(host: str) -> str | None:
     if host.startswith("["):
         if not host.endswith("]") or not _IPV6_BODY.match(host[1:-1]) or "::::" in host:
             return None
-        return host
+        # An IPv6 literal must be an address (`[c:1:]` is not): browsers refuse the URL.
+        return host if browser_ipv6(host[1:-1]) is not None else None
     labels = host.split(".")
     if not all(_LABEL.match(label) for label in labels):
         return None
@@ -347,6 +348,9 @@ def compile_origin_entry(index: int, text: str) -> tuple[OriginEntry, list[str]]
         )
     if "*" not in rest:
         origin = parse_origin(text)
+        bracket = rest.find("]")
+        if origin is None and rest.startswith("[") and bracket > 0:
+            _check_ip_host(text, scheme, rest[: bracket + 1], "")  # says why, with a hint
         if origin is None:
             raise OriginEntryError(
                 f"'{text}' is not a serialized origin",
