@@ -620,8 +620,7 @@ class Supervisor:
             self._reload()
 
     def _take(self, document: str | None, config: Config, load_seconds: float) -> None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-        at_once = -(-self.count // max(1, cpus))  # workers per CPU compiling together
+        at_once = -(-self.count // cpus())  # workers per CPU compiling together
         self.boot_limit = self.boot_minimum + BOOT_LOAD_FACTOR * at_once * load_seconds
         if document is not None:
             partial = self.snapshot + ".new"
