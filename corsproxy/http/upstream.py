@@ -165,13 +165,17 @@ class _Connection(asyncio.Protocol):
             reason = tls_reason(exc)
             log.warning("upstream %s: TLS failed: %s", self.pool.label, reason)
             reader.error = UpstreamFailure(errors.UPSTREAM_TLS, f"TLS failed: {reason}")
-        elif self.pool.context is not None and not self.reused and not reader.received_any:
-            if reader.error is not None:  # closed with no TLS alert, before any answer byte
-                log.warning(
-                    "upstream %s closed a new TLS connection before answering (a server that "
-                    "refuses the client certificate under TLS 1.3 may do this without an alert)",
-                    self.pool.label,
-                )
+        elif (
+            self.pool.context is not None
+            and not self.reused
+            and not reader.received_any
+            and reader.error is not None
+        ):  # a new TLS connection closed with no alert, before any answer byte
+            log.warning(
+                "upstream %s closed a new TLS connection before answering (a server that "
+                "refuses the client certificate under TLS 1.3 may do this without an alert)",
+                self.pool.label,
+            )
         self._wake()
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.set_result(None)
