@@ -259,6 +259,15 @@ def explain(
             )
         )
 
+    if private_network:  # Local Network Access replaced the PNA preflight in Chromium 142
+        steps.append(
+            Step(
+                "Local Network Access",
+                "info",
+                browser.local_network_access_notes(policy.allow_private_network),
+            )
+        )
+
     # 4. The preflight, answered by corsproxy.
     if need.needed:
         pre_headers = [(ACRM, method)]

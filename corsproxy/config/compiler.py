@@ -16,6 +16,7 @@ from typing import Any
 
 from corsproxy.config.schema import MIN_WORKER_RSS, POLICY_SPEC, Admin, Config, Limits
 from corsproxy.config.spec import INVALID, STAR, Context, Invalid, Item, Section
+from corsproxy.config.upstream_tls import with_upstream_tls
 from corsproxy.policy.cors import CorsPolicy, Mode
 from corsproxy.policy.origins import (
     OriginEntry,
@@ -484,6 +485,8 @@ def _compile_routes(
             continue
         seen[same] = (section.lines["path_prefix"], prefix)
         route_upstream: Upstream | None = section.get("upstream", upstream)
+        if section.has("upstream_tls"):  # its own settings (for its own or the default upstream)
+            route_upstream = with_upstream_tls(route_upstream, section.get("upstream_tls"), ctx)
         if route_upstream is None and not upstream_written and "upstream" not in section.lines:
             ctx.error(
                 section.line,
@@ -536,6 +539,10 @@ def compile_config(top: Section, ctx: Context) -> Config | None:
     timeouts = _timeouts(Timeouts(), top.get("timeouts"))
     default_layer = _layer(top.get("cors"))
     default_policy = compile_policy([default_layer], ctx, "cors")
+    if top.has("upstream_tls"):  # the default upstream carries its TLS settings, for routes too
+        upstream_tls = with_upstream_tls(top.get("upstream"), top.get("upstream_tls"), ctx)
+        if upstream_tls is not None:
+            top.values["upstream"] = upstream_tls
     _check_upstream(top, ctx)
     routes = _compile_routes(top, default_layer, default_policy, timeouts, ctx)
     if ctx.failed or isinstance(default_policy, Invalid):

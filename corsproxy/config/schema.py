@@ -28,6 +28,7 @@ from corsproxy.config.spec import (
     size,
     text,
 )
+from corsproxy.config.upstream_tls import UPSTREAM_TLS_SPEC
 from corsproxy.policy.cors import FORBIDDEN_METHODS, CorsPolicy, Mode, OnDisallowed
 from corsproxy.policy.http_grammar import TOKEN
 from corsproxy.policy.paths import PathError, normalize_path
@@ -268,6 +269,9 @@ ROUTE_SPEC = Obj(
         ),
         "name": Field(text(), "A name for logs and metrics (default: the path prefix)."),
         "upstream": Field(text(parse_upstream), "This route's upstream URL."),
+        "upstream_tls": Field(
+            UPSTREAM_TLS_SPEC, "TLS to this route's upstream (not inherited from the top level)."
+        ),
         "strip_prefix": Field(boolean(), "Remove path_prefix before forwarding."),
         "timeouts": Field(TIMEOUTS_SPEC, "Overrides the top-level timeouts key by key."),
         "preserve_host": Field(boolean(), "Forward the client's Host header.", inherited=True),
@@ -348,6 +352,7 @@ CONFIG_SPEC = Obj(
         "upstream": Field(
             text(parse_upstream), "The default upstream; required unless every route has one."
         ),
+        "upstream_tls": Field(UPSTREAM_TLS_SPEC, "TLS to the default upstream."),
         "admin": Field(ADMIN_SPEC, "The admin listener; absent means none."),
         "timeouts": Field(TIMEOUTS_SPEC, "Timeouts in seconds or '500ms', '5s', '2m'."),
         "preserve_host": Field(boolean(), "Forward the client's Host instead of the upstream's."),

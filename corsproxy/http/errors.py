@@ -26,6 +26,7 @@ UPSTREAM_DISCONNECTED = Failure(
     502, "upstream_disconnected", "the upstream closed the connection without an answer"
 )
 UPSTREAM_BAD_RESPONSE = Failure(502, "upstream_bad_response", "the upstream sent an invalid answer")
+UPSTREAM_TLS = Failure(502, "upstream_tls_failed", "the TLS handshake with the upstream failed")
 BODY_TOO_LARGE = Failure(413, "body_too_large", "the request body is too large")
 BODY_TIMEOUT = Failure(408, "body_timeout", "the request body stalled")
 BODY_TOO_SLOW = Failure(408, "body_too_slow", "the request body arrived too slowly")

@@ -20,6 +20,7 @@ from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineToo
 
 from corsproxy.config import Config, ConfigError
 from corsproxy.config.spec import shown
+from corsproxy.config.upstream_tls import insecure_warnings
 from corsproxy.http import errors
 from corsproxy.http import headers as hygiene
 from corsproxy.http.aiohttp_private import (
@@ -261,6 +262,8 @@ class ProxyApp:
         if self.metrics is not None:
             self.metrics.reloads.labels("success").inc()
         for line in shown(config.warnings):
+            log.warning("reload: %s", line)
+        for line in insecure_warnings(config.routes):
             log.warning("reload: %s", line)
         if config.listen != self.config.listen or config.admin != self.config.admin:
             log.warning("reload: new listen or admin addresses take effect only after a restart")
@@ -518,6 +521,8 @@ async def serve(
     host = f"[{address[0]}]" if ":" in address[0] else address[0]
     url = f"http://{host}:{address[1]}"
     log.info("corsproxy listening on %s, upstream %s", url, config.upstream or "(per route)")
+    for line in insecure_warnings(config.routes):
+        log.warning("%s", line)
     if ready is not None:
         ready(url)
     await stop.wait()

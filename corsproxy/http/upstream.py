@@ -25,7 +25,11 @@ Rules it keeps (each has a test):
 - 1xx answers are skipped (one with framing headers is a bad answer); trailers are dropped;
   a body without length or chunking ends at EOF and is never reused;
 - nothing the upstream sends raises out of `data_received`: peer input maps to the reader's
-  states, and a bug there fails the exchange (502) with one log line, never a transport error.
+  states, and a bug there fails the exchange (502) with one log line, never a transport error;
+- a pool holds the connections of one `Upstream`, and its identity includes the compiled
+  `upstream_tls` (CA, client certificate, server name, verification): a connection made with
+  one route's TLS settings never serves another's. Connecting (DNS cache, Happy Eyeballs,
+  the TLS handshake) is `connect.py`'s.
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ from collections.abc import AsyncIterable, AsyncIterator
 from termios import FIONREAD
 from typing import cast
 
+from corsproxy.config.upstream_tls import UpstreamTLS, default_context
 from corsproxy.http import errors
+from corsproxy.http.connect import Resolver, open_connection, tls_reason
 from corsproxy.http.errors import RequestRefused, UpstreamFailure
 from corsproxy.http.h1response import MAX_HEAD as MAX_HEAD
 from corsproxy.http.h1response import MAX_LINE as MAX_LINE
@@ -152,7 +158,24 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.forget(self)
-        self.reader.eof(exc)
+        reader = self.reader
+        reader.eof(exc)
+        if isinstance(exc, ssl.SSLError) and not reader.received_any and reader.error is not None:
+            # TLS 1.3: a refused client certificate is an alert after our handshake ended.
+            reason = tls_reason(exc)
+            log.warning("upstream %s: TLS failed: %s", self.pool.label, reason)
+            reader.error = UpstreamFailure(errors.UPSTREAM_TLS, f"TLS failed: {reason}")
+        elif (
+            self.pool.context is not None
+            and not self.reused
+            and not reader.received_any
+            and reader.error is not None
+        ):  # a new TLS connection closed with no alert, before any answer byte
+            log.warning(
+                "upstream %s closed a new TLS connection before answering (a server that "
+                "refuses the client certificate under TLS 1.3 may do this without an alert)",
+                self.pool.label,
+            )
         self._wake()
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.set_result(None)
@@ -333,7 +356,15 @@ class _Pool:
         self.loop = clients.loop
         self.host = upstream.host.strip("[]")
         self.port = upstream.port
-        self.tls = upstream.scheme == "https"
+        self.label = upstream.origin
+        self.context: ssl.SSLContext | None = None
+        self.server_name: str | None = None
+        if upstream.scheme == "https":
+            tls = upstream.tls if isinstance(upstream.tls, UpstreamTLS) else None
+            self.context = tls.context if tls and tls.context else clients.ssl_context()
+            self.server_name = (tls.server_name if tls else None) or self.host
+            if tls and tls.server_name:
+                self.label += f" (server name {tls.server_name})"
         self.idle: deque[_Connection] = deque()
 
     def release(self, conn: _Connection) -> None:
@@ -366,23 +397,21 @@ class _Pool:
         return None
 
     async def connect(self, connect_timeout: float) -> _Connection:
-        context = self.clients.ssl_context() if self.tls else None
         conn = _Connection(self)
         try:
-            async with asyncio.timeout(connect_timeout):
-                await self.loop.create_connection(
-                    lambda: conn,
-                    self.host,
-                    self.port,
-                    ssl=context,
-                    server_hostname=self.host if context else None,
-                )
-        except TimeoutError as exc:
+            await open_connection(
+                lambda: conn,
+                self.clients.resolver,
+                self.host,
+                self.port,
+                context=self.context,
+                server_name=self.server_name,
+                label=self.label,
+                connect_timeout=connect_timeout,
+            )
+        except BaseException:
             conn.close()
-            raise UpstreamFailure(errors.UPSTREAM_CONNECT_TIMEOUT, "connect timeout") from exc
-        except OSError as exc:
-            conn.close()
-            raise UpstreamFailure(errors.UPSTREAM_UNREACHABLE, repr(exc)) from exc
+            raise
         return conn
 
     def sweep(self) -> None:
@@ -398,7 +427,9 @@ class UpstreamClient:
         self.loop = asyncio.get_running_loop()
         self.limit = limit
         self.keepalive = keepalive  # below common upstream idle timeouts (uvicorn: 5 s)
-        self.pools: dict[tuple[str, str, int], _Pool] = {}
+        # By Upstream: scheme, host, port, base path and the compiled upstream_tls.
+        self.pools: dict[Upstream, _Pool] = {}
+        self.resolver = Resolver()
         self.all: dict[_Connection, None] = {}
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
         self._connecting = 0
@@ -407,7 +438,7 @@ class UpstreamClient:
 
     def ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
-            self._ssl = ssl.create_default_context()
+            self._ssl = default_context()
         return self._ssl
 
     def _sweep(self) -> None:
@@ -480,10 +511,9 @@ class UpstreamClient:
         read_timeout: float,
     ) -> UpstreamResponse:
         """Send one request; the caller must `release()` the answer it gets."""
-        key = (upstream.scheme, upstream.host, upstream.port)
-        pool = self.pools.get(key)
+        pool = self.pools.get(upstream)
         if pool is None:
-            pool = self.pools[key] = _Pool(self, upstream)
+            pool = self.pools[upstream] = _Pool(self, upstream)
         head, chunked = encode_head(method, target, upstream.authority, headers, body is not None)
         conn = await self._acquire(pool, connect_timeout, fresh=False)
         try:

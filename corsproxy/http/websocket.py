@@ -28,6 +28,7 @@ from aiohttp import WSMsgType, web
 from aiohttp.http import HttpVersion11
 from yarl import URL
 
+from corsproxy.config.upstream_tls import upstream_tls_of
 from corsproxy.http import errors
 from corsproxy.http import headers as hygiene
 from corsproxy.http.aiohttp_private import DefaultHeadersHook
@@ -187,6 +188,8 @@ async def tunnel(
     ws_url = URL(target.url, encoded=True)
     ws_url = ws_url.with_scheme("wss" if ws_url.scheme == "https" else "ws")
     bound = target.connect_timeout + target.read_timeout
+    # A wss upstream gets the route's upstream_tls (aiohttp's connector, not upstream.py's).
+    tls = upstream_tls_of(target.upstream)
     phase = ["starting the handshake"]
     _phase.set(phase)
     try:
@@ -201,6 +204,8 @@ async def tunnel(
                 decode_text=False,
                 compress=0,  # no permessage-deflate offered (see the client side)
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT),
+                ssl=tls.context if tls is not None and tls.context is not None else True,
+                server_hostname=tls.server_name if tls is not None else None,
             )
     except aiohttp.WSServerHandshakeError as exc:
         exchange.upstream_status = exc.status

@@ -251,3 +251,45 @@ def readable_headers(headers: Sequence[tuple[str, str]], credentials: bool) -> t
         h for h in exposed if h.lower() not in {s.lower() for s in SAFELISTED_RESPONSE_HEADERS}
     ]
     return SAFELISTED_RESPONSE_HEADERS + tuple(extra)
+
+
+# --- Local Network Access (formerly Private Network Access) ------------------------------
+# Checked for issue 14 against these sources:
+PNA_PREFLIGHT_SOURCE = "https://developer.chrome.com/blog/private-network-access-preflight"
+PNA_ON_HOLD_SOURCE = "https://developer.chrome.com/blog/pna-on-hold"
+LNA_SOURCE = "https://developer.chrome.com/blog/local-network-access"
+LNA_EXPLAINER = "https://github.com/WICG/local-network-access/blob/main/explainer.md"
+LNA_SPEC = "https://wicg.github.io/local-network-access/"
+# The last Chromium that sends the PNA preflight, and the first that prompts instead.
+LAST_PNA_PREFLIGHT_CHROMIUM = 141
+FIRST_LNA_CHROMIUM = 142
+
+
+def local_network_access_notes(allow_private_network: bool) -> list[str]:
+    """What a browser does with a request from a public page to a private address, by
+    Chromium version, and what the server in front of it can still do (for `explain`)."""
+    answered = (
+        "corsproxy answers it with Access-Control-Allow-Private-Network: true "
+        "(allow_private_network is true)"
+        if allow_private_network
+        else "corsproxy does not allow it (allow_private_network is false): those versions "
+        "only warn in DevTools unless enforcement was turned on by flag or enterprise policy"
+    )
+    return [
+        f"Chromium 104 to {LAST_PNA_PREFLIGHT_CHROMIUM} (Private Network Access) send a "
+        "preflight with Access-Control-Request-Private-Network: true before a public page's "
+        f"request to a private or loopback address; {answered} ({PNA_PREFLIGHT_SOURCE}; "
+        f"enforcement was put on hold: {PNA_ON_HOLD_SOURCE})",
+        f"Chromium {FIRST_LNA_CHROMIUM} and later (Local Network Access) send no such "
+        "preflight: the user is asked for the 'local network access' permission instead, "
+        f"and no response header can grant it ({LNA_SOURCE}; {LNA_EXPLAINER})",
+        "the permission can only be granted to a secure context (an https page); requests "
+        "from an http page to a local address are blocked",
+        "an https page may call an http local address only with fetch(url, "
+        "{targetAddressSpace: 'local'}) (or 'loopback'), or to a private IP literal or "
+        "a .local name; serving this API over https avoids mixed content altogether",
+        "an iframe needs the 'local-network-access' permission policy from its embedder "
+        f'(allow="local-network-access"); {LNA_SPEC}',
+        "the CORS response headers still decide whether the page may read the answer; "
+        "Firefox and Safari implement neither",
+    ]

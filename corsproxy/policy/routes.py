@@ -30,6 +30,9 @@ class Upstream:
     host: str  # IPv6 literals keep their brackets
     port: int
     base_path: str = ""  # no trailing slash
+    # The compiled `upstream_tls` (config/upstream_tls.py: UpstreamTLS), opaque here; part of
+    # the identity: the upstream client pools connections per Upstream.
+    tls: object | None = None
 
     @property
     def authority(self) -> str:

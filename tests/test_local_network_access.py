@@ -1,0 +1,73 @@
+"""`explain --private-network`: what Chromium does now that Local Network Access (a
+permission prompt, Chromium 142) replaced the Private Network Access preflight, with sources."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from corsproxy.commands.explain import explain, render_text
+from corsproxy.policy import browser
+from tests.helpers import config
+from tests.net import ROOT
+
+APP = "https://app.example.com"
+DOC = {
+    "upstream": "http://192.168.1.20:9000",
+    "cors": {"allow_origins": [APP], "allow_methods": ["PUT"]},
+    "routes": [{"path_prefix": "/device", "cors": {"allow_private_network": True}}],
+}
+SOURCES = (
+    "https://developer.chrome.com/blog/private-network-access-preflight",
+    "https://developer.chrome.com/blog/local-network-access",
+    "https://github.com/WICG/local-network-access/blob/main/explainer.md",
+)
+
+
+def _step(text: str) -> str:
+    start = text.index("Local Network Access")
+    return text[start : text.index("\n5. ", start)]
+
+
+def test_explain_says_which_chromium_sends_the_preflight_and_which_prompts() -> None:
+    text = render_text(
+        explain(config(DOC), APP, method="PUT", path="/device/x", private_network=True)
+    )
+    step = _step(text)
+    assert "Chromium 104 to 141" in step and "Access-Control-Request-Private-Network" in step
+    assert "answers it with Access-Control-Allow-Private-Network: true" in step
+    assert "Chromium 142 and later" in step and "no response header can grant it" in step
+    assert "secure context" in step
+    assert "targetAddressSpace: 'local'" in step
+    assert "local-network-access" in step
+    for url in SOURCES:
+        assert url in step
+    # The legacy preflight is still answered for the browsers that send it.
+    assert "Access-Control-Allow-Private-Network: true" in text.split("5. Preflight")[1]
+
+
+def test_explain_says_when_the_legacy_preflight_is_not_allowed() -> None:
+    text = render_text(explain(config(DOC), APP, method="PUT", path="/x", private_network=True))
+    assert "allow_private_network is false" in _step(text)
+    assert "only warn in DevTools" in _step(text)
+
+
+def test_no_local_network_step_without_private_network() -> None:
+    text = render_text(explain(config(DOC), APP, method="PUT", path="/device/x"))
+    assert "Local Network Access" not in text
+
+
+def test_the_cli_prints_it(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(DOC))
+    result = subprocess.run(
+        [sys.executable, "-m", "corsproxy", "explain", "--config", str(path), "--origin", APP,
+         "--method", "PUT", "--path", "/device/x", "--private-network"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Chromium 142 and later (Local Network Access)" in result.stdout
+    assert browser.FIRST_LNA_CHROMIUM == browser.LAST_PNA_PREFLIGHT_CHROMIUM + 1
