@@ -7,25 +7,32 @@ URL prefix a trusted proxy in front already stripped, and the forwarding headers
 upstream.
 
 - From a peer in `trusted_proxies` (as Traefik's `forwardedHeaders.trustedIPs` and nginx's
-  `set_real_ip_from`): X-Forwarded-Proto, -Host, -Port, -Prefix and `Forwarded` are read and
-  kept; a value that would be unsafe (not http/https, a host with bad characters, a port out
-  of range) is ignored and the connection's own is used. Of a field with several values
-  (comma-separated or repeated lines) the first is used, as Traefik, Spring and Gorilla do:
-  the value the outermost proxy wrote. corsproxy sends on the one value it used, so the
-  upstream cannot read the field another way. `Forwarded` (RFC 7239) is read element by
-  element from the right, skipping those whose `for=` is itself a trusted proxy: the first
-  other element describes the request the client made. corsproxy appends its own element to
-  a `Forwarded` chain a trusted peer sent; it never starts one (an app that prefers
-  `Forwarded`, such as Spring's ForwardedHeaderFilter, reads the first element, and one
-  written here would describe the hop from the proxy in front, `proto=http`).
+  `set_real_ip_from`), the forwarding headers of the family that peer speaks are read and
+  kept: X-Forwarded-Proto, -Host, -Port and -Prefix when it sent X-Forwarded-Proto or -Host
+  (then a `Forwarded` is not read nor sent on: nginx, Traefik, HAProxy and the cloud load
+  balancers set X-Forwarded-* and pass a client's `Forwarded` through untouched), else
+  `Forwarded` (then X-Forwarded-Port and -Prefix are not read nor sent on, for the same
+  reason the other way round). A value that would be unsafe (not http/https, a host with bad
+  characters, a port out of range, a prefix with `..`) is ignored and the connection's own
+  is used. Of a field with several values (comma-separated or repeated lines) the first is
+  used, as Spring's ForwardedHeaderFilter does: the value the outermost proxy wrote when each
+  hop appends (Werkzeug's ProxyFix counts hops from the right instead; both agree when one
+  proxy sets the field, as nginx's `proxy_set_header` does). corsproxy sends on the one
+  value it used, so the upstream cannot read the field another way. `Forwarded` (RFC 7239)
+  is read element by element from the right, skipping those whose `for=` is itself a
+  trusted proxy: the first other element describes the request the client made.
+  corsproxy appends its own element to a `Forwarded` chain a trusted peer sent; it never
+  starts one (an app that prefers `Forwarded`, such as Spring's ForwardedHeaderFilter,
+  reads the first element, and one written here would describe the hop from the proxy in
+  front, `proto=http`).
 - From anyone else, the client's values are never read nor sent: X-Forwarded-Proto and -Host
   are corsproxy's own (the connection's scheme, the Host header), and X-Forwarded-Prefix only
   names the prefix a route strips. No X-Forwarded-Port is sent (the Host the client sent
   carries its port; the listener's own port can differ behind a port mapping) and no
   `Forwarded` (X-Forwarded-* say the same, and the contract has always been that none goes).
 - The client address for the log is the rightmost X-Forwarded-For entry that is not itself
-  a trusted proxy (else `Forwarded`'s `for=`), as nginx's `real_ip_recursive on`; the peer's
-  own address when the peer is not trusted.
+  a trusted proxy (`Forwarded`'s `for=` when that is the family), as nginx's
+  `real_ip_recursive on`; the peer's own address when the peer is not trusted.
 """
 
 from __future__ import annotations
@@ -428,19 +435,27 @@ def resolve(
         origin = _origin(scheme, host, None, fallback_host)
         return ClientView(False, origin, peer or "", "", tuple(own))
     found = _values(headers)
-    xfp = _proto(found.get("x-forwarded-proto", ()))
-    xfh = _host(found.get("x-forwarded-host", ()))
-    xport = _port(found.get("x-forwarded-port", ()))
-    prefix = clean_prefix(_first(found.get("x-forwarded-prefix", ()))) or ""
-    elements = parse_forwarded(found["forwarded"]) if "forwarded" in found else None
+    # One family per request: the one the proxy in front speaks. A proxy that sets
+    # X-Forwarded-Proto or -Host (nginx, Traefik, ALB, ...) passes a client's Forwarded on
+    # untouched, and a proxy that speaks only RFC 7239 passes a client's X-Forwarded-*.
+    if "x-forwarded-proto" in found or "x-forwarded-host" in found:
+        xfp = _proto(found.get("x-forwarded-proto", ()))
+        xfh = _host(found.get("x-forwarded-host", ()))
+        xport = _port(found.get("x-forwarded-port", ()))
+        prefix = clean_prefix(_first(found.get("x-forwarded-prefix", ()))) or ""
+        elements = None
+    else:
+        xfp = xfh = xport = None
+        prefix = ""
+        elements = parse_forwarded(found["forwarded"]) if "forwarded" in found else None
     element: Element = {}
-    named = ""
     if elements:
         element, named = _client_element(elements, trusted)
-    if "x-forwarded-for" in found:
+        client = named or peer or ""
+    elif "x-forwarded-for" in found:
         client = _client_from_xff(found["x-forwarded-for"], peer or "", trusted)
     else:
-        client = named or peer or ""
+        client = peer or ""
     f_proto = element.get("proto", "").lower()
     f_host = element.get("host")
     proto = xfp or (f_proto if f_proto in DEFAULT_PORTS else None) or scheme

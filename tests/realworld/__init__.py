@@ -1,0 +1,1 @@
+"""Real servers for black-box tests: nginx, gunicorn with small Flask and Django apps."""
