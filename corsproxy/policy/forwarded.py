@@ -37,10 +37,11 @@ upstream.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from corsproxy.policy.http_grammar import TCHARS, TOKEN
 
@@ -153,9 +154,10 @@ def split_host(value: str) -> tuple[str, int | None] | None:
     return host, port
 
 
-@dataclass(frozen=True, slots=True)
-class PublicOrigin:
-    """The origin the client used: what an absolute URL handed back to it must start with."""
+class PublicOrigin(NamedTuple):
+    """The origin the client used: what an absolute URL handed back to it must start with.
+    (Named tuples, here and below: built on every request, at a fifth of a frozen
+    dataclass's cost.)"""
 
     scheme: str  # "http" or "https"
     host: str  # lower case; an IPv6 address without brackets; "" when nothing said
@@ -172,6 +174,7 @@ class PublicOrigin:
         return f"{self.scheme}://{self.authority}"
 
 
+@functools.lru_cache(maxsize=1024)  # the same few Host values on nearly every request
 def _origin(scheme: str, host: str | None, port: str | None, fallback: str | None) -> PublicOrigin:
     """The origin from a scheme, a `host[:port]` (else the fallback's) and a port that
     overrides the host's (X-Forwarded-Port, as Werkzeug's ProxyFix does)."""
@@ -342,8 +345,7 @@ def forwarded_element(peer: str | None, proto: str, host: str | None) -> str:
 # --- the rule --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ClientView:
+class ClientView(NamedTuple):
     """The client's side of one request, as corsproxy believes it."""
 
     trusted: bool  # the peer is a trusted proxy
