@@ -126,3 +126,17 @@ async def test_reload_changes_trust_in_every_worker(tmp_path: Path) -> None:
         finally:
             proc.send_signal(signal.SIGTERM)
             await asyncio.to_thread(proc.communicate, timeout=15)
+
+
+async def test_ipv6_trusted_peer_appends_a_quoted_forwarded_element(recorder: Recorder) -> None:
+    doc = {"upstream": recorder.url, "cors": False, "listen": "[::1]:0"}
+    chain = 'for=203.0.113.9;proto=https;host="api.example.com"'
+    async with running_proxy({**doc, "trusted_proxies": ["::1/128"]}) as proxy:
+        port = proxy.rsplit(":", 1)[1]
+        assert await get(f"{proxy}/a", {"Forwarded": chain, "X-Forwarded-Port": "1"}) == 200
+    assert forwarding(recorder.seen[-1]) == {
+        "x-forwarded-for": "::1",
+        "x-forwarded-proto": "https",
+        "x-forwarded-host": "api.example.com",
+        "forwarded": f'{chain}, for="[::1]";proto=http;host="[::1]:{port}"',
+    }

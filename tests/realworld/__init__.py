@@ -1,1 +1,0 @@
-"""Real servers for black-box tests: nginx, gunicorn with small Flask and Django apps."""
