@@ -306,3 +306,24 @@ def test_config_warns_when_everyone_is_trusted(tmp_path: Path) -> None:
     assert config.trusted_proxies.trusts("10.1.2.3") and config.trusted_proxies.trusts("::1")
     assert not config.trusted_proxies.trusts("10.1.2.4")
     assert any("trusts every peer" in d.message for d in config.warnings)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    hops=st.lists(st.tuples(st.ip_addresses(v=4).map(str), st.booleans()), min_size=1, max_size=6)
+)
+def test_client_is_the_rightmost_untrusted_hop(hops: list[tuple[str, bool]]) -> None:
+    """Any chain of hops, some of them trusted proxies: the client is the rightmost address
+    that is not trusted (the leftmost when every one is), by X-Forwarded-For and by
+    Forwarded alike."""
+    peer = "192.0.2.1"
+    trusted = TrustedProxies(
+        dict.fromkeys([parse_network(peer), *(parse_network(a) for a, t in hops if t)])
+    )
+    addresses = [a for a, _ in hops]
+    untrusted = [a for a in addresses if not trusted.trusts(a)]
+    expected = untrusted[-1] if untrusted else addresses[0]
+    xff = resolve(peer, False, "h", [("X-Forwarded-For", ", ".join(addresses))], trusted)
+    assert xff.client == expected
+    chain = ", ".join(f"for={a}" for a in addresses)
+    assert resolve(peer, False, "h", [("Forwarded", chain)], trusted).client == expected

@@ -82,7 +82,7 @@ http {{
 
     def __enter__(self) -> Nginx:
         check = subprocess.run(
-            [self.binary, "-t", "-p", str(self.dir), "-c", str(self.conf)],
+            [self.binary, "-t", *self.args()],
             capture_output=True,
             timeout=TIMEOUT,
             check=False,
@@ -91,7 +91,7 @@ http {{
             self.cleanup()
             pytest.fail(f"nginx refused its config:\n{check.stderr.decode(errors='replace')}")
         self.proc = subprocess.Popen(
-            [self.binary, "-p", str(self.dir), "-c", str(self.conf)],
+            [self.binary, *self.args()],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -108,6 +108,11 @@ http {{
         self.stop()
         self.cleanup()
         pytest.fail(f"nginx did not start on port {self.port}:\n{log}")
+
+    def args(self) -> list[str]:
+        # -e: the error log before the config is read (else the compiled-in path under
+        # /var/log, which a user other than root cannot open).
+        return ["-p", str(self.dir), "-c", str(self.conf), "-e", str(self.dir / "error.log")]
 
     def error_log(self) -> str:
         path = self.dir / "error.log"
