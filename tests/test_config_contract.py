@@ -205,6 +205,13 @@ def test_route_problems_have_reasons_too() -> None:
     assert errors == {Problem.NO_UPSTREAM}
 
 
+def test_trusting_every_peer_has_a_reason() -> None:
+    config = parse_config("upstream: http://u:1\ncors: false\ntrusted_proxies: ['::/0']\n",
+                          "cfg.yaml", {})  # fmt: skip
+    assert [d.reason for d in config.warnings] == [Problem.TRUST_EVERYONE]
+    assert str(config.warnings[0]).startswith("cfg.yaml:3: trusted_proxies[0]: warning:")
+
+
 def test_every_reason_is_reachable() -> None:
     # The tests above between them meet every Problem: a new one needs a test.
     met = {
@@ -223,6 +230,7 @@ def test_every_reason_is_reachable() -> None:
         Problem.PRIVATE_NETWORK_WILDCARD,
         Problem.REDUNDANT_ORIGINS,
         Problem.NO_ORIGIN,
+        Problem.TRUST_EVERYONE,
     }
     assert met == set(Problem)
 

@@ -18,6 +18,7 @@ from corsproxy.config.schema import MIN_WORKER_RSS, POLICY_SPEC, Admin, Config, 
 from corsproxy.config.spec import INVALID, STAR, Context, Invalid, Item, Section
 from corsproxy.config.upstream_tls import with_upstream_tls
 from corsproxy.policy.cors import CorsPolicy, Mode
+from corsproxy.policy.forwarded import Network, TrustedProxies
 from corsproxy.policy.origins import (
     OriginEntry,
     OriginEntryError,
@@ -53,6 +54,7 @@ class Problem(StrEnum):
     REPORT_ONLY = "report-only"
     NO_UPSTREAM = "no-upstream"
     DUPLICATE_PREFIX = "duplicate-prefix"
+    TRUST_EVERYONE = "trust-everyone"
 
 
 _LOOPBACK = re.compile(r"(localhost|[^/]*\.localhost|127(\.\d{1,3}){3}|\[::1\])\Z")
@@ -534,6 +536,24 @@ def _check_worker_rss(limits: Section | None, ctx: Context) -> None:
         )
 
 
+def _trusted_proxies(top: Section, ctx: Context) -> TrustedProxies:
+    items: list[Item[Network]] | TrustedProxies = top.value("trusted_proxies")
+    if isinstance(items, TrustedProxies):  # not written: the default
+        return items
+    for item in items:
+        if item.value.prefixlen == 0:
+            ctx.warn(
+                item.line,
+                item.key,
+                f"'{item.value}' trusts every peer: any client can set the scheme, host and "
+                "address the upstream sees",
+                "list only the addresses of the proxies in front of corsproxy",
+                file=item.file,
+                reason=Problem.TRUST_EVERYONE,
+            )
+    return TrustedProxies(dict.fromkeys(i.value for i in items))
+
+
 def compile_config(top: Section, ctx: Context) -> Config | None:
     """The Config, or None after reporting every problem in the context."""
     timeouts = _timeouts(Timeouts(), top.get("timeouts"))
@@ -564,6 +584,7 @@ def compile_config(top: Section, ctx: Context) -> Config | None:
     limits: Section | None = top.get("limits")
     _check_worker_rss(limits, ctx)
     case_sensitive: bool = top.value("routes_case_sensitive")
+    trusted = _trusted_proxies(top, ctx)
     return Config(
         source=ctx.file,
         version=top.value("version"),
@@ -579,4 +600,5 @@ def compile_config(top: Section, ctx: Context) -> Config | None:
         warnings=tuple(dict.fromkeys(d for d in ctx.diagnostics if d.warning)),
         routes_case_sensitive=case_sensitive,
         workers_timeout=top.value("workers_timeout"),
+        trusted_proxies=trusted,
     )

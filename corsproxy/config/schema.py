@@ -30,6 +30,7 @@ from corsproxy.config.spec import (
 )
 from corsproxy.config.upstream_tls import UPSTREAM_TLS_SPEC
 from corsproxy.policy.cors import FORBIDDEN_METHODS, CorsPolicy, Mode, OnDisallowed
+from corsproxy.policy.forwarded import NO_PROXIES, Network, TrustedProxies, parse_network
 from corsproxy.policy.http_grammar import TOKEN
 from corsproxy.policy.paths import PathError, normalize_path
 from corsproxy.policy.routes import Route, RouteTable, Timeouts, Upstream
@@ -95,6 +96,8 @@ class Config:
     routes_case_sensitive: bool = False
     # With --workers: a worker whose event loop gives no heartbeat this long is replaced.
     workers_timeout: float = 30.0
+    # Peers whose X-Forwarded-*/Forwarded headers are believed (policy/forwarded.py).
+    trusted_proxies: TrustedProxies = NO_PROXIES
 
 
 # --- value checks -------------------------------------------------------------------
@@ -182,6 +185,16 @@ def check_expose_name(value: str) -> str:
     if value.lower() in FORBIDDEN_RESPONSE_HEADERS:
         raise SpecError(f"browsers never expose {value} to scripts", "remove it")
     return value
+
+
+def check_trusted_proxy(value: str) -> Network:
+    try:
+        return parse_network(value)
+    except ValueError as exc:
+        raise SpecError(
+            str(exc),
+            "write an address or a CIDR: '10.0.0.0/8', '192.168.1.10', 'fd00::/8'",
+        ) from None
 
 
 def check_version(value: Any) -> int:
@@ -369,6 +382,12 @@ CONFIG_SPEC = Obj(
             ),
             "With --workers: a worker whose event loop gives no heartbeat for this long (a "
             "blocking call, a deadlock) is killed and replaced.",
+        ),
+        "trusted_proxies": Field(
+            StrList(check_trusted_proxy),
+            "Addresses or CIDRs of the proxies in front (a TLS terminator, a load balancer) "
+            "whose X-Forwarded-Proto/-Host/-Port/-Prefix and Forwarded headers are kept and "
+            "believed; from any other peer they are replaced.",
         ),
         "cors": Field(
             FalseOr(POLICY_SPEC), "The default CORS policy, or false: no cross-origin access."

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from corsproxy.http import errors
+from corsproxy.policy.forwarded import ClientView, resolve
 from corsproxy.policy.http_grammar import HOP_BY_HOP, TCHARS, TOKEN
 
 # Never forwarded upstream: `Expect` (server.py answers 100-continue itself, once every check
@@ -100,6 +101,7 @@ CLIENT_IP_OVERRIDES = frozenset(
 )
 REQUEST_DROP = HOP_BY_HOP | PATH_OVERRIDES | SCHEME_OVERRIDES | CLIENT_IP_OVERRIDES | {
     "expect", "host", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip",
+    "x-forwarded-port", "x-forwarded-prefix",  # set from policy/forwarded.py's view
     "sec-websocket-origin",  # the hybi drafts' Origin: upstreams of that era check it
 }  # fmt: skip
 # A client's `Connection` header may not remove these: they are end to end, carry framing,
@@ -156,6 +158,14 @@ class Forwarding:
     preserve_host: bool
     request_id: str = ""
     drop_method_overrides: bool = False  # set for requests from a disallowed origin
+    # The client's view (policy/forwarded.py); None: resolved here, no proxy trusted.
+    view: ClientView | None = None
+    stripped_prefix: str = ""  # the route's path_prefix when it strips it
+
+    def proxy_headers(self) -> list[tuple[str, str]]:
+        """X-Forwarded-Proto/-Host/-Port/-Prefix and Forwarded, as policy/forwarded.py says."""
+        view = self.view or resolve(self.peer, self.scheme == "https", self.host)
+        return view.upstream_headers(self.stripped_prefix)
 
 
 def upstream_request_headers(
@@ -189,9 +199,7 @@ def upstream_request_headers(
         forwarded_for.append(forwarding.peer)
     if forwarded_for:
         out.append(("X-Forwarded-For", ", ".join(forwarded_for)))
-    out.append(("X-Forwarded-Proto", forwarding.scheme))
-    if forwarding.host:
-        out.append(("X-Forwarded-Host", forwarding.host))
+    out.extend(forwarding.proxy_headers())
     if forwarding.request_id:
         out.append(("X-Request-Id", forwarding.request_id))
     return out

@@ -28,6 +28,7 @@ from corsproxy.http import headers as hygiene
 from corsproxy.http.aiohttp_private import DefaultHeadersHook
 from corsproxy.http.upstream import UpstreamClient, UpstreamResponse
 from corsproxy.policy.cors import Decision, response_headers
+from corsproxy.policy.forwarded import ClientView
 from corsproxy.policy.routes import Upstream
 
 log = logging.getLogger("corsproxy")
@@ -58,6 +59,7 @@ class Exchange:
     upstream_error: str = ""  # a failure kind, for metrics
     request_id: str = ""
     body_error: errors.Failure | None = None
+    view: ClientView | None = None  # the client behind trusted proxies (policy/forwarded.py)
     # time.monotonic, not loop.time(): get_running_loop() costs a getpid() syscall.
     started: float = field(default_factory=time.monotonic)
 

@@ -50,6 +50,7 @@ from corsproxy.policy.cors import (
     is_preflight,
     response_headers,
 )
+from corsproxy.policy.forwarded import resolve
 from corsproxy.policy.paths import PathError, normalize_path, split_target
 
 log = logging.getLogger("corsproxy")
@@ -98,6 +99,16 @@ def _own_origin(request: web.BaseRequest) -> str:
     """The proxy's own origin as the client addressed it (for WebSocket handshakes)."""
     scheme = "https" if request.secure else "http"
     return f"{scheme}://{request.headers.get('Host', '')}"
+
+
+def _local_authority(request: web.BaseRequest) -> str | None:
+    """The listener's own `host:port`, for the origin of a request without a Host header."""
+    transport = request.transport
+    sockname = transport.get_extra_info("sockname") if transport is not None else None
+    if not isinstance(sockname, tuple) or len(sockname) < 2:
+        return None
+    host = str(sockname[0])
+    return f"[{host}]:{sockname[1]}" if ":" in host else f"{host}:{sockname[1]}"
 
 
 NOSNIFF = ("X-Content-Type-Options", "nosniff")
@@ -280,6 +291,15 @@ class ProxyApp:
         config = self.config  # one snapshot for the whole request
         exchange = Exchange(request.method, request.raw_path, request.remote or "")
         exchange.request_id = hygiene.request_id(request.headers.get("X-Request-Id"), _new_id)
+        host = request.headers.get("Host")
+        exchange.view = resolve(
+            request.remote,
+            request.secure,
+            host,
+            request.headers.items(),
+            config.trusted_proxies,
+            None if host else _local_authority(request),
+        )
         if self.metrics is not None:
             self.metrics.in_flight.inc()
         try:
@@ -392,6 +412,8 @@ class ProxyApp:
             preserve_host=route.preserve_host,
             request_id=exchange.request_id,
             drop_method_overrides=decision.drop_method_overrides,
+            view=exchange.view,
+            stripped_prefix=route.path_prefix if route.strip_prefix else "",
         )
         target = Target(
             upstream=route.upstream,
@@ -443,6 +465,7 @@ class ProxyApp:
             "pid": _WORKER_PID,
             "request_id": exchange.request_id,
             "peer": exchange.peer,
+            "client": exchange.view.client if exchange.view else exchange.peer,
             "method": exchange.method,
             "path": exchange.path,
             "status": status,
