@@ -408,9 +408,9 @@ def test_watch_debounces_a_burst_into_one_reload_and_keeps_a_bad_file_out(
     config = tmp_path / "config.yaml"
     write_config(config, upstream, port, pki.issue(), "watch: true\n")
     with serving(config) as proxy:
-        for i in range(6):  # an editor's or a deployment tool's burst of writes
+        for i in range(8):  # a burst of writes over more than one poll (0.5 s)
             write_config(config, upstream, port, pki.issue(), f"watch: true\n# {i}\n")
-            time.sleep(0.05)
+            time.sleep(0.08)
         wait_for(lambda: reloads(proxy) >= 1, proxy)
         time.sleep(3)  # several polls: no second reload comes
         assert reloads(proxy) == 1, proxy.messages()
