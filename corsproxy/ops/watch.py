@@ -96,7 +96,7 @@ class Watcher:
                 first = first if first is not None else now
                 if now - first < self.max_delay:
                     continue  # still changing: wait for a quiet poll
-            if first is None:
+            if first is None or self.stopped.is_set():
                 continue
             log.info("watch: %s changed: reloading", ", ".join(pending))
             try:
