@@ -331,7 +331,7 @@ def start_cli(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess
             break
         with contextlib.suppress(json.JSONDecodeError):
             record = json.loads(line)
-            found = re.search(r"listening on (http://\S+),", record.get("message", ""))
+            found = re.search(r"listening on (https?://\S+),", record.get("message", ""))
             if found:
                 return proc, found.group(1)
     proc.kill()

@@ -299,10 +299,12 @@ def _readme_defaults() -> list[tuple[str, str, str | None]]:
 def _key_spec(table: str, key: str) -> tuple[Obj, str]:
     if table == "### Policy keys":
         return POLICY_SPEC, key
-    head, _, name = key.rpartition(".")
-    return {"": CONFIG_SPEC, "limits": LIMITS_SPEC, "timeouts": TIMEOUTS_SPEC}.get(
-        head, ADMIN_SPEC
-    ), name
+    *heads, name = key.split(".")
+    spec: Any = CONFIG_SPEC
+    for head in heads:  # a nested key (admin.tls.cert_file): down its mappings
+        spec = spec.fields[head].spec
+        spec = spec.inner if isinstance(spec, FalseOr) else spec
+    return spec, name
 
 
 @pytest.mark.parametrize(("table", "key", "written"), _readme_defaults())

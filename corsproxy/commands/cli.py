@@ -194,6 +194,7 @@ OVERRIDES = (
         "CORSPROXY_ALLOW_CREDENTIALS",
         ("cors", "allow_credentials"),
     ),
+    ("watch", "--watch", "CORSPROXY_WATCH", ("watch",)),
 )
 
 
@@ -299,6 +300,13 @@ def _split_origins(
     show_envvar=True,
     help="Use uvloop's event loop when it is installed.",
 )
+@click.option(
+    "--watch/--no-watch",
+    default=None,
+    envvar="CORSPROXY_WATCH",
+    show_envvar=True,
+    help="Reload when the config file or a file it names changes (config key: watch).",
+)
 @click.option("--demo", is_flag=True, help="Run a built-in demo upstream behind a demo policy.")
 @click.pass_context
 def serve(
@@ -315,12 +323,13 @@ def serve(
     drain_delay: float,
     workers: str,
     use_uvloop: bool,
+    watch: bool | None,
     demo: bool,
 ) -> None:
     """Run the proxy. Flags override the file; each flag has an environment variable.
 
-    SIGHUP reloads the config (an invalid one is logged and the old one kept); SIGTERM
-    finishes requests in flight, then exits.
+    SIGHUP reloads the config (an invalid one is logged and the old one kept), and so does
+    a change of a watched file with --watch; SIGTERM finishes requests in flight, then exits.
     """
     from corsproxy.ops import logs
 
@@ -351,7 +360,7 @@ def serve(
             *_demo_policy(allow_origins),
         ]
         checked = [*overrides, *demo_overrides]
-    _load(config_path, overrides=checked, document=document)
+    loaded = _load(config_path, overrides=checked, document=document)
     try:
         count = worker_count(workers)
     except ValueError as exc:
@@ -365,7 +374,7 @@ def serve(
             text = read_config_text(config_path) if config_path is not None else None
             return text, parse_config(text, config_path or "command line", None, checked)
 
-        sys.exit(supervise(count, arguments, shutdown_timeout, read_config))
+        sys.exit(supervise(count, arguments, shutdown_timeout, read_config, loaded.watch))
     main = _serve(
         config_path,
         overrides,
@@ -375,6 +384,7 @@ def serve(
         drain_delay=drain_delay,
         reuse_port=is_worker,
         document=document,
+        watch=loaded.watch and not is_worker,  # with workers, the supervisor watches
     )
     runner = _loop_runner(use_uvloop)
     if runner(main):  # the memory guard stopped it
@@ -454,6 +464,7 @@ async def _serve(
     drain_delay: float,
     reuse_port: bool,
     document: str | None = None,
+    watch: bool = False,
 ) -> bool:
     """Serve until stopped; True when the memory guard stopped it."""
     from corsproxy.http.server import serve as run_server
@@ -497,6 +508,7 @@ async def _serve(
             shutdown_timeout=shutdown_timeout,
             drain_delay=drain_delay,
             reuse_port=reuse_port,
+            watch=watch,
         )
     finally:
         if demo_runner is not None:

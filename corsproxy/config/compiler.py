@@ -16,6 +16,7 @@ from typing import Any
 
 from corsproxy.config.schema import MIN_WORKER_RSS, POLICY_SPEC, Admin, Config, Limits
 from corsproxy.config.spec import INVALID, STAR, Context, Invalid, Item, Section
+from corsproxy.config.tls import compile_tls
 from corsproxy.config.upstream_tls import with_upstream_tls
 from corsproxy.policy.cors import CorsPolicy, Mode
 from corsproxy.policy.forwarded import Network, TrustedProxies
@@ -565,6 +566,8 @@ def compile_config(top: Section, ctx: Context) -> Config | None:
             top.values["upstream"] = upstream_tls
     _check_upstream(top, ctx)
     routes = _compile_routes(top, default_layer, default_policy, timeouts, ctx)
+    admin: Section | None = top.get("admin")
+    tls, admin_tls = compile_tls(top.get("tls"), ctx), compile_tls(admin and admin.get("tls"), ctx)
     if ctx.failed or isinstance(default_policy, Invalid):
         return None
     policy, sources = default_policy
@@ -580,7 +583,6 @@ def compile_config(top: Section, ctx: Context) -> Config | None:
             preserve_host=top.value("preserve_host"),
             cors_sources=MappingProxyType(sources),
         )
-    admin: Section | None = top.get("admin")
     limits: Section | None = top.get("limits")
     _check_worker_rss(limits, ctx)
     case_sensitive: bool = top.value("routes_case_sensitive")
@@ -590,7 +592,7 @@ def compile_config(top: Section, ctx: Context) -> Config | None:
         version=top.value("version"),
         listen=top.value("listen"),
         upstream=upstream,
-        admin=Admin(**admin.values) if admin else None,
+        admin=Admin(**{**admin.values, "tls": admin_tls}) if admin else None,
         timeouts=timeouts,
         preserve_host=top.value("preserve_host"),
         # The spec admits exactly Limits' fields; absent keys keep the dataclass defaults.
@@ -601,4 +603,6 @@ def compile_config(top: Section, ctx: Context) -> Config | None:
         routes_case_sensitive=case_sensitive,
         workers_timeout=top.value("workers_timeout"),
         trusted_proxies=trusted,
+        tls=tls,
+        watch=top.value("watch"),
     )

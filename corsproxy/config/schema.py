@@ -28,7 +28,8 @@ from corsproxy.config.spec import (
     size,
     text,
 )
-from corsproxy.config.upstream_tls import UPSTREAM_TLS_SPEC
+from corsproxy.config.tls import ListenerTls
+from corsproxy.config.upstream_tls import UPSTREAM_TLS_SPEC, UpstreamTLS
 from corsproxy.policy.cors import FORBIDDEN_METHODS, CorsPolicy, Mode, OnDisallowed
 from corsproxy.policy.forwarded import NO_PROXIES, Network, TrustedProxies, parse_network
 from corsproxy.policy.http_grammar import TOKEN
@@ -55,6 +56,7 @@ class Listen:
 @dataclass(frozen=True, slots=True)
 class Admin:
     listen: Listen
+    tls: ListenerTls | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,23 @@ class Config:
     workers_timeout: float = 30.0
     # Peers whose X-Forwarded-*/Forwarded headers are believed (policy/forwarded.py).
     trusted_proxies: TrustedProxies = NO_PROXIES
+    tls: ListenerTls | None = None
+    # Reload when the config file or a file it names changes (read at start).
+    watch: bool = False
+
+    def watched_files(self) -> tuple[str, ...]:
+        """The files `--watch` follows: the config file and every file it names. A new key
+        naming a file adds its path here (one line)."""
+        files = [self.source] if self.source != "command line" else []
+        if self.tls is not None:
+            files += self.tls.files()
+        if self.admin is not None and self.admin.tls is not None:
+            files += self.admin.tls.files()
+        upstreams = [self.upstream, *(route.upstream for route in self.routes.routes)]
+        for upstream in upstreams:
+            if upstream is not None and isinstance(upstream.tls, UpstreamTLS):
+                files += upstream.tls.files
+        return tuple(dict.fromkeys(files))
 
 
 # --- value checks -------------------------------------------------------------------
@@ -296,13 +315,28 @@ ROUTE_SPEC = Obj(
     target=Route,
 )
 
+TLS_SPEC = Obj(
+    {
+        "cert_file": Field(
+            text(),
+            "PEM certificate chain, the server's certificate first (relative paths start at "
+            "the config file's directory). Re-read on reload.",
+            required=True,
+        ),
+        "key_file": Field(text(), "PEM private key of the certificate.", required=True),
+    },
+    doc="Serve this listener over TLS 1.2 and 1.3 (Mozilla's intermediate profile).",
+    target=ListenerTls,
+)
+
 ADMIN_SPEC = Obj(
     {
         "listen": Field(
             text(parse_listen),
             "Admin listen address (/healthz, /readyz, /metrics).",
             required=True,
-        )
+        ),
+        "tls": Field(TLS_SPEC, "Serve the admin listener over TLS."),
     },
     target=Admin,
 )
@@ -374,6 +408,12 @@ CONFIG_SPEC = Obj(
             "Match route path prefixes case-sensitively (only for upstreams that are).",
         ),
         "limits": Field(LIMITS_SPEC, "Request limits."),
+        "tls": Field(TLS_SPEC, "Serve the proxy's listener over TLS (HTTPS)."),
+        "watch": Field(
+            boolean(),
+            "Reload when the config file or a file it names changes (as on SIGHUP); read "
+            "at start. Same as serve --watch.",
+        ),
         "workers_timeout": Field(
             duration(
                 MIN_WORKERS_TIMEOUT,

@@ -38,10 +38,12 @@ from corsproxy.http.relay import (
     error_response,
     forward,
 )
+from corsproxy.http.tls_listener import rotating_context
 from corsproxy.http.upstream import UpstreamClient
 from corsproxy.http.websocket import make_session, tunnel
 from corsproxy.ops.admin import Metrics, admin_app, method_label
 from corsproxy.ops.logs import ACCESS
+from corsproxy.ops.watch import Watcher
 from corsproxy.policy.cors import (
     Action,
     Decision,
@@ -195,6 +197,13 @@ def _peer(transport: asyncio.BaseTransport | None) -> str:
     return str(peer[0]) if peer else "-"
 
 
+def _tls_changed(old: Config, new: Config) -> bool:
+    """TLS turned on or off on a listener (a new certificate pair is no such change)."""
+    old_admin = old.admin is not None and old.admin.tls is not None
+    new_admin = new.admin is not None and new.admin.tls is not None
+    return (old.tls is None) != (new.tls is None) or old_admin != new_admin
+
+
 class ProxyApp:
     """Serves requests under the current config; a reload swaps it atomically."""
 
@@ -278,6 +287,8 @@ class ProxyApp:
             log.warning("reload: %s", line)
         if config.listen != self.config.listen or config.admin != self.config.admin:
             log.warning("reload: new listen or admin addresses take effect only after a restart")
+        if _tls_changed(self.config, config):
+            log.warning("reload: turning TLS on or off takes effect only after a restart")
         if config.limits.max_header_size > self.header_cap:
             log.warning(
                 "reload: limits.max_header_size above %d takes effect only after a restart",
@@ -494,8 +505,10 @@ async def serve(
     ready: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
     signals: bool = True,
+    watch: bool = False,
 ) -> None:
-    """Run until SIGTERM/SIGINT (or `stop`), reloading on SIGHUP."""
+    """Run until SIGTERM/SIGINT (or `stop`), reloading on SIGHUP (and, with `watch`, when
+    the files the configuration names change)."""
     app = ProxyApp(config, loader)
     await app.start()
     server = HandlerClassServer(
@@ -511,8 +524,14 @@ async def serve(
     )
     runner = web.ServerRunner(server, shutdown_timeout=shutdown_timeout)
     await runner.setup()
+    tls = config.tls
     site = web.TCPSite(
-        runner, config.listen.host, config.listen.port, reuse_address=True, reuse_port=reuse_port
+        runner,
+        config.listen.host,
+        config.listen.port,
+        reuse_address=True,
+        reuse_port=reuse_port,
+        ssl_context=rotating_context(tls, lambda: app.config.tls) if tls else None,
     )
     admin_runner: web.AppRunner | None = None
     try:
@@ -524,8 +543,18 @@ async def serve(
             )
             await admin_runner.setup()
             admin = config.admin.listen
+            admin_tls = config.admin.tls
             await web.TCPSite(
-                admin_runner, admin.host, admin.port, reuse_address=True, reuse_port=reuse_port
+                admin_runner,
+                admin.host,
+                admin.port,
+                reuse_address=True,
+                reuse_port=reuse_port,
+                ssl_context=rotating_context(
+                    admin_tls, lambda: app.config.admin.tls if app.config.admin else None
+                )
+                if admin_tls
+                else None,
             ).start()
     except OSError as exc:
         await runner.cleanup()
@@ -542,13 +571,22 @@ async def serve(
     sockets = bound_sockets(site)
     address = sockets[0].getsockname() if sockets else (config.listen.host, config.listen.port)
     host = f"[{address[0]}]" if ":" in address[0] else address[0]
-    url = f"http://{host}:{address[1]}"
+    url = f"{'https' if tls else 'http'}://{host}:{address[1]}"
     log.info("corsproxy listening on %s, upstream %s", url, config.upstream or "(per route)")
     for line in insecure_warnings(config.routes):
         log.warning("%s", line)
+    watcher = None
+    if watch:
+        watcher = Watcher(
+            lambda: app.config.watched_files(),
+            lambda _: loop.call_soon_threadsafe(app.request_reload),
+        )
+        watcher.start()
     if ready is not None:
         ready(url)
     await stop.wait()
+    if watcher is not None:
+        watcher.stop()
     app.draining = True  # /readyz answers 503 from now on
     if drain_delay > 0:
         log.info("draining: /readyz is 503; still serving for %.1f s", drain_delay)

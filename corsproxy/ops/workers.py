@@ -5,6 +5,8 @@ its upstream pool. The supervisor, in the spirit of gunicorn's arbiter and nginx
 
 - forwards SIGTERM and SIGINT to every worker; on SIGHUP reads the file on a thread (its
   loop keeps reading heartbeats; SIGHUPs meanwhile make one more reload), then passes it on;
+  with `--watch` it watches the files the configuration names and reloads as on SIGHUP (the
+  workers do not watch: each reloads on the SIGHUP it passes on);
 - replaces a worker that dies at once (a worker that dies before it is ready, with
   exponential backoff, one step per round), logs why, and counts it in
   `corsproxy_worker_restarts_total`;
@@ -48,6 +50,7 @@ from typing import Any
 
 from corsproxy.config import Config, ConfigError
 from corsproxy.config.spec import shown
+from corsproxy.ops.watch import Watcher
 
 log = logging.getLogger("corsproxy")
 WORKER_ENV = "CORSPROXY_WORKER"
@@ -263,6 +266,7 @@ class Supervisor:
         argv: Sequence[str],
         shutdown_timeout: float,
         read_config: ConfigReader,
+        watch: bool = False,
     ) -> None:
         self.count = count
         self.command = [sys.executable, "-m", "corsproxy", "serve", *argv, "--workers", "1"]
@@ -291,6 +295,9 @@ class Supervisor:
         self.reloader: threading.Thread | None = None  # reads the file off the loop
         self.reloaded: tuple[str | None, Config, float] | Exception | None = None
         self.reload_again = False  # SIGHUPs during a reload: one more, not one each
+        self.watch = watch  # --watch: the supervisor watches, then reloads as on SIGHUP
+        self.watched: tuple[str, ...] = ()  # the files the last good configuration names
+        self.files_changed = threading.Event()  # set by the watcher's thread
 
     # -- set-up and the loop
 
@@ -332,6 +339,7 @@ class Supervisor:
         self.wake = wake_write
         self.selector.register(wake_read, selectors.EVENT_READ, None)
         previous_wakeup = signal.set_wakeup_fd(wake_write)
+        watcher = Watcher(lambda: self.watched, self._files_changed) if self.watch else None
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(signum, self._on_signal)
         try:
@@ -343,6 +351,8 @@ class Supervisor:
                 self.count,
                 [w.pid for w in self.workers],
             )
+            if watcher is not None:
+                watcher.start()
             last = time.monotonic()
             while not self.stopping:
                 self._wait(wake_read)
@@ -355,6 +365,9 @@ class Supervisor:
                         if worker.beat is not None:
                             worker.beat = now
                 self._signals()
+                if self.files_changed.is_set():
+                    self.files_changed.clear()
+                    self._reload()
                 self._reloaded()
                 self._reap()
                 self._murder()
@@ -363,6 +376,8 @@ class Supervisor:
                 last = time.monotonic()
             return self._shutdown()
         finally:
+            if watcher is not None:
+                watcher.stop()
             signal.set_wakeup_fd(previous_wakeup)
             self.selector.close()
             for fd in (wake_read, wake_write):
@@ -374,6 +389,12 @@ class Supervisor:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.pending.append(signum)  # the wakeup fd ends the select at once
+
+    def _files_changed(self, paths: list[str]) -> None:
+        """From the watcher's thread: reload on the loop, as a SIGHUP does."""
+        self.files_changed.set()
+        with contextlib.suppress(OSError):
+            os.write(self.wake, b"w")
 
     def _wait(self, wake_read: int) -> None:
         now = time.monotonic()
@@ -628,6 +649,7 @@ class Supervisor:
                 file.write(document)
             os.replace(partial, self.snapshot)  # a worker starting now reads one or the other
         self.timeout = config.workers_timeout
+        self.watched = config.watched_files()
 
     def _signal(self, worker: _Worker, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -692,7 +714,11 @@ def _seconds(value: str | None, default: float) -> float:
 
 
 def supervise(
-    count: int, argv: Sequence[str], shutdown_timeout: float, read_config: ConfigReader
+    count: int,
+    argv: Sequence[str],
+    shutdown_timeout: float,
+    read_config: ConfigReader,
+    watch: bool = False,
 ) -> int:
     """Run `count` workers with the same arguments; returns the exit status."""
-    return Supervisor(count, argv, shutdown_timeout, read_config).run()
+    return Supervisor(count, argv, shutdown_timeout, read_config, watch).run()
