@@ -84,7 +84,7 @@ class Config:
     upstream: Upstream | None = None
     admin: Admin | None = None
     timeouts: Timeouts = Timeouts()  # noqa: RUF009 - frozen
-    preserve_host: bool = False
+    preserve_host: bool = True
     limits: Limits = Limits()
     cors: CorsPolicy
     routes: RouteTable
@@ -350,7 +350,11 @@ CONFIG_SPEC = Obj(
         ),
         "admin": Field(ADMIN_SPEC, "The admin listener; absent means none."),
         "timeouts": Field(TIMEOUTS_SPEC, "Timeouts in seconds or '500ms', '5s', '2m'."),
-        "preserve_host": Field(boolean(), "Forward the client's Host instead of the upstream's."),
+        "preserve_host": Field(
+            boolean(),
+            "Forward the client's Host (the default, as Traefik and Caddy do); false: the "
+            "upstream's own.",
+        ),
         "routes_case_sensitive": Field(
             boolean(),
             "Match route path prefixes case-sensitively (only for upstreams that are).",

@@ -70,7 +70,7 @@ class Route:
     upstream: Upstream | None
     cors: CorsPolicy
     timeouts: Timeouts = Timeouts()
-    preserve_host: bool = False
+    preserve_host: bool = True
     strip_prefix: bool = False
     line: int = 0
     # Where each effective CORS key was set ("config.yaml:27"), for explanations.
