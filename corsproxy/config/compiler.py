@@ -14,6 +14,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from corsproxy.config.rewrite_keys import REWRITE_KEYS
 from corsproxy.config.schema import MIN_WORKER_RSS, POLICY_SPEC, Admin, Config, Limits
 from corsproxy.config.spec import INVALID, STAR, Context, Invalid, Item, Section
 from corsproxy.policy.cors import CorsPolicy, Mode
@@ -512,6 +513,7 @@ def _compile_routes(
                 timeouts=_timeouts(timeouts, section.get("timeouts")),
                 preserve_host=section.get("preserve_host", preserve_host),
                 strip_prefix=section.value("strip_prefix"),
+                **{k: section.get(k, top.value(k)) for k in REWRITE_KEYS},
                 line=section.line,
                 cors_sources=MappingProxyType(sources),
             )
@@ -552,6 +554,7 @@ def compile_config(top: Section, ctx: Context) -> Config | None:
             timeouts=timeouts,
             preserve_host=top.value("preserve_host"),
             cors_sources=MappingProxyType(sources),
+            **{k: top.value(k) for k in REWRITE_KEYS},
         )
     admin: Section | None = top.get("admin")
     limits: Section | None = top.get("limits")
@@ -565,6 +568,7 @@ def compile_config(top: Section, ctx: Context) -> Config | None:
         admin=Admin(**admin.values) if admin else None,
         timeouts=timeouts,
         preserve_host=top.value("preserve_host"),
+        **{k: top.value(k) for k in REWRITE_KEYS},
         # The spec admits exactly Limits' fields; absent keys keep the dataclass defaults.
         limits=Limits(**limits.values) if limits else Limits(),
         cors=policy,
