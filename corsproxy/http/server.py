@@ -402,6 +402,7 @@ class ProxyApp:
             min_body_rate_grace=config.limits.min_body_rate_grace,
             send_timeout=route.timeouts.send,
             min_response_rate=config.limits.min_response_rate,
+            route=route,
         )
         assert self.session is not None
         if websocket:
