@@ -105,8 +105,11 @@ async def test_host_tricks_and_double_slashes_go_to_the_configured_upstream(upst
             # A Host with userinfo is malformed (RFC 9112 3.2): 400, never forwarded.
             assert response.startswith(b"HTTP/1.1 400" if "@" in host else b"HTTP/1.1 200")
     assert sentinel.connections == 0
-    authority = upstream.url.removeprefix("http://")
-    assert [headers_of(s)["host"] for s in upstream.seen] == [[authority]] * 2
+    # The client's Host is passed on (preserve_host, the default since issue 14), never used.
+    assert [headers_of(s)["host"] for s in upstream.seen] == [
+        [f"127.0.0.1:{sentinel.port}"],
+        ["evil.com"],
+    ]
     assert [s["raw_path"] for s in upstream.seen] == [f"/127.0.0.1:{sentinel.port}/x"] * 2
 
 
@@ -170,7 +173,7 @@ async def test_request_header_hygiene(upstream: Any) -> None:
     assert got["x-forwarded-for"] == ["203.0.113.9, 127.0.0.1"]
     assert got["x-forwarded-proto"] == ["http"]
     assert got["x-forwarded-host"] == ["proxy.example:8080"]
-    assert got["host"] == [upstream.url.removeprefix("http://")]
+    assert got["host"] == ["proxy.example:8080"]  # preserve_host: the default since issue 14
     assert got["x-multi"] == ["1", "2"]
     # aiohttp's client must not invent headers the client did not send
     for name in ("user-agent", "accept", "accept-encoding", "content-type"):
@@ -178,9 +181,22 @@ async def test_request_header_hygiene(upstream: Any) -> None:
 
 
 async def test_preserve_host(upstream: Any) -> None:
-    async with running_proxy({"upstream": upstream.url, "preserve_host": True}) as proxy:
+    """true is the default (issue 14); false sends the upstream's own name, per route too."""
+    doc = {
+        "upstream": upstream.url,
+        "routes": [{"path_prefix": "/own", "preserve_host": False}],
+    }
+    async with running_proxy(doc) as proxy:
+        for path in ("/x", "/own/x"):
+            request = f"GET {path} HTTP/1.1\r\nHost: api.example:8080\r\n\r\n"
+            await raw_exchange(proxy, request.encode(), wait=3)
+    assert [headers_of(s)["host"] for s in upstream.seen] == [
+        ["api.example:8080"],
+        [upstream.url.removeprefix("http://")],
+    ]
+    async with running_proxy({"upstream": upstream.url, "preserve_host": False}) as proxy:
         await raw_exchange(proxy, b"GET /x HTTP/1.1\r\nHost: api.example:8080\r\n\r\n", wait=3)
-    assert headers_of(upstream.seen[-1])["host"] == ["api.example:8080"]
+    assert headers_of(upstream.seen[-1])["host"] == [upstream.url.removeprefix("http://")]
 
 
 async def test_body_headers_are_forwarded_unchanged(upstream: Any) -> None:

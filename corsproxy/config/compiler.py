@@ -14,6 +14,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from corsproxy.config.rewrite_keys import REWRITE_KEYS
 from corsproxy.config.schema import MIN_WORKER_RSS, POLICY_SPEC, Admin, Config, Limits
 from corsproxy.config.spec import INVALID, STAR, Context, Invalid, Item, Section
 from corsproxy.config.tls import compile_tls
@@ -518,6 +519,7 @@ def _compile_routes(
                 timeouts=_timeouts(timeouts, section.get("timeouts")),
                 preserve_host=section.get("preserve_host", preserve_host),
                 strip_prefix=section.value("strip_prefix"),
+                **{k: section.get(k, top.value(k)) for k in REWRITE_KEYS},
                 line=section.line,
                 cors_sources=MappingProxyType(sources),
             )
@@ -582,6 +584,7 @@ def compile_config(top: Section, ctx: Context) -> Config | None:
             timeouts=timeouts,
             preserve_host=top.value("preserve_host"),
             cors_sources=MappingProxyType(sources),
+            **{k: top.value(k) for k in REWRITE_KEYS},
         )
     limits: Section | None = top.get("limits")
     _check_worker_rss(limits, ctx)
@@ -595,6 +598,7 @@ def compile_config(top: Section, ctx: Context) -> Config | None:
         admin=Admin(**{**admin.values, "tls": admin_tls}) if admin else None,
         timeouts=timeouts,
         preserve_host=top.value("preserve_host"),
+        **{k: top.value(k) for k in REWRITE_KEYS},
         # The spec admits exactly Limits' fields; absent keys keep the dataclass defaults.
         limits=Limits(**limits.values) if limits else Limits(),
         cors=policy,

@@ -8,10 +8,12 @@ default: the loader, the schema and the compiled objects all read it from there.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from corsproxy.config.rewrite_keys import rewrite_fields
 from corsproxy.config.spec import (
     Diagnostic,
     FalseOr,
@@ -34,7 +36,7 @@ from corsproxy.policy.cors import FORBIDDEN_METHODS, CorsPolicy, Mode, OnDisallo
 from corsproxy.policy.forwarded import NO_PROXIES, Network, TrustedProxies, parse_network
 from corsproxy.policy.http_grammar import TOKEN
 from corsproxy.policy.paths import PathError, normalize_path
-from corsproxy.policy.routes import Route, RouteTable, Timeouts, Upstream
+from corsproxy.policy.routes import Route, RouteTable, Timeouts, Upstream, no_mapping
 
 MIN_WORKERS_TIMEOUT = 2.0
 MIN_WORKER_RSS = 64 * 1024 * 1024  # below: about what an idle worker holds (a warning)
@@ -88,7 +90,10 @@ class Config:
     upstream: Upstream | None = None
     admin: Admin | None = None
     timeouts: Timeouts = Timeouts()  # noqa: RUF009 - frozen
-    preserve_host: bool = False
+    preserve_host: bool = True
+    rewrite_redirects: bool = True
+    cookie_path: Mapping[str, str] = field(default_factory=no_mapping)
+    cookie_domain: Mapping[str, str] = field(default_factory=no_mapping)
     limits: Limits = Limits()
     cors: CorsPolicy
     routes: RouteTable
@@ -307,6 +312,7 @@ ROUTE_SPEC = Obj(
         "strip_prefix": Field(boolean(), "Remove path_prefix before forwarding."),
         "timeouts": Field(TIMEOUTS_SPEC, "Overrides the top-level timeouts key by key."),
         "preserve_host": Field(boolean(), "Forward the client's Host header.", inherited=True),
+        **rewrite_fields(inherited=True),
         "cors": Field(
             FalseOr(POLICY_SPEC),
             "Overrides of the default policy, or false: no cross-origin access.",
@@ -402,7 +408,12 @@ CONFIG_SPEC = Obj(
         "upstream_tls": Field(UPSTREAM_TLS_SPEC, "TLS to the default upstream."),
         "admin": Field(ADMIN_SPEC, "The admin listener; absent means none."),
         "timeouts": Field(TIMEOUTS_SPEC, "Timeouts in seconds or '500ms', '5s', '2m'."),
-        "preserve_host": Field(boolean(), "Forward the client's Host instead of the upstream's."),
+        "preserve_host": Field(
+            boolean(),
+            "Forward the client's Host (the default, as Traefik and Caddy do); false: the "
+            "upstream's own.",
+        ),
+        **rewrite_fields(inherited=False),
         "routes_case_sensitive": Field(
             boolean(),
             "Match route path prefixes case-sensitively (only for upstreams that are).",

@@ -509,6 +509,8 @@ def json_value(value: Any) -> Any:
         return [json_value(v) for v in value]
     if isinstance(value, frozenset):
         return sorted(json_value(v) for v in value)
+    if isinstance(value, Mapping):
+        return {str(k): json_value(v) for k, v in value.items()}
     return str(value)
 
 

@@ -26,10 +26,12 @@ from multidict import CIMultiDict
 from corsproxy.http import errors
 from corsproxy.http import headers as hygiene
 from corsproxy.http.aiohttp_private import DefaultHeadersHook
+from corsproxy.http.public_origin import public_origin
 from corsproxy.http.upstream import UpstreamClient, UpstreamResponse
 from corsproxy.policy.cors import Decision, response_headers
 from corsproxy.policy.forwarded import ClientView
-from corsproxy.policy.routes import Upstream
+from corsproxy.policy.routes import Route, Upstream
+from corsproxy.policy.url_rewrite import REWRITTEN_HEADERS, response_rewrite
 
 log = logging.getLogger("corsproxy")
 
@@ -348,6 +350,8 @@ class Target:
     min_body_rate_grace: float
     send_timeout: float
     min_response_rate: int  # bytes/s; 0: not enforced
+    # The route whose answers get their URLs and cookies rewritten (None: relayed as sent).
+    route: Route | None = None
 
     @property
     def url(self) -> str:
@@ -433,6 +437,15 @@ async def _relay(
     relayed, invalid = hygiene.relayable_response_headers(upstream.raw_headers)
     if invalid:
         log.warning("dropped %d invalid header(s) from the upstream for %s", invalid, exchange.path)
+    if target.route is not None and any(n.lower() in REWRITTEN_HEADERS for n, _ in relayed):
+        view = exchange.view
+        if view is not None and view.trusted and view.origin.host:
+            # Behind a trusted proxy: its scheme, host and prefix are the client's.
+            rewrite = response_rewrite(target.route, view.origin.serialize(), view.inherited_prefix)
+        else:
+            rewrite = response_rewrite(target.route, public_origin(request))
+        if rewrite is not None:
+            relayed = rewrite.headers(relayed)
     headers = response_headers(decision, relayed)
     names = {n.lower() for n, _ in headers}
     reason = hygiene.clean_reason(upstream.reason)

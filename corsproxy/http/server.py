@@ -52,7 +52,7 @@ from corsproxy.policy.cors import (
     is_preflight,
     response_headers,
 )
-from corsproxy.policy.forwarded import resolve
+from corsproxy.policy.forwarded import ClientView, resolve
 from corsproxy.policy.paths import PathError, normalize_path, split_target
 
 log = logging.getLogger("corsproxy")
@@ -97,8 +97,11 @@ def _max_forwards(request: web.BaseRequest) -> errors.Failure | None:
     )
 
 
-def _own_origin(request: web.BaseRequest) -> str:
-    """The proxy's own origin as the client addressed it (for WebSocket handshakes)."""
+def _own_origin(request: web.BaseRequest, view: ClientView | None) -> str:
+    """The proxy's own origin as the client addressed it (for WebSocket handshakes): behind
+    a trusted proxy, the origin it says the client used."""
+    if view is not None and view.trusted and view.origin.host:
+        return view.origin.serialize()
     scheme = "https" if request.secure else "http"
     return f"{scheme}://{request.headers.get('Host', '')}"
 
@@ -400,7 +403,7 @@ class ProxyApp:
             tuple(headers.getall("Access-Control-Request-Headers", ())),
             tuple(headers.getall("Access-Control-Request-Private-Network", ())),
             websocket,
-            _own_origin(request) if websocket else "",
+            _own_origin(request, exchange.view) if websocket else "",
         )
         decision = decide_cached(route.cors, view)
         exchange.origin = view.origin[0] if view.origin else ""
@@ -438,6 +441,7 @@ class ProxyApp:
             min_body_rate_grace=config.limits.min_body_rate_grace,
             send_timeout=route.timeouts.send,
             min_response_rate=config.limits.min_response_rate,
+            route=route,
         )
         assert self.session is not None
         if websocket:

@@ -22,6 +22,10 @@ from corsproxy.policy.paths import (
 )
 
 
+def no_mapping() -> Mapping[str, str]:
+    return MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class Upstream:
     """Where requests go. Only ever combined with a request's path and query."""
@@ -73,9 +77,14 @@ class Route:
     upstream: Upstream | None
     cors: CorsPolicy
     timeouts: Timeouts = Timeouts()
-    preserve_host: bool = False
+    preserve_host: bool = True
     strip_prefix: bool = False
     line: int = 0
+    # What the answers get rewritten (policy/url_rewrite.py): URLs pointing at the upstream,
+    # and cookies' Path and Domain attributes (from -> to, in the order written).
+    rewrite_redirects: bool = True
+    cookie_path: Mapping[str, str] = field(default_factory=no_mapping)
+    cookie_domain: Mapping[str, str] = field(default_factory=no_mapping)
     # Where each effective CORS key was set ("config.yaml:27"), for explanations.
     cors_sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 

@@ -1,0 +1,1 @@
+"""A minimal Django project with the admin, for the black-box tests (tests/realworld)."""

@@ -1,0 +1,141 @@
+"""Redirects, links and cookies an upstream sends, as a client of a running corsproxy sees
+them (policy/url_rewrite.py applied by the relay), and preserve_host's new default."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from multidict import CIMultiDict
+
+from tests.net import head_and_body, header_values, raw_exchange, running_app, running_proxy
+
+# What the upstream answers, by path; `{up}` is its own origin.
+ANSWERS: dict[str, list[tuple[str, str]]] = {
+    "/redirect": [("Location", "{up}/api/me?x=1")],
+    "/relative": [("Location", "/get")],
+    "/other": [("Location", "http://other.example/x")],
+    "/all": [
+        ("Location", "{up}/base/a"),
+        ("Content-Location", "{up}/b"),  # not under the base path: not this route's
+        ("Refresh", "5; URL='/c'"),
+        ("Link", '</d>; rel="next"; title="x, y", <{up}/base/e>; rel=prev'),
+        ("Set-Cookie", "sid=1; Path=/; Domain=legacy.internal; HttpOnly"),
+        ("Set-Cookie", "pref=dark; path=/admin; SameSite=Lax"),
+        ("X-Location", "{up}/untouched"),
+    ],
+}
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[tuple[str, list[str]]]:
+    hosts: list[str] = []
+    base: list[str] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        hosts.append(request.headers.get("Host", ""))
+        path = request.path.removeprefix("/base")
+        headers = CIMultiDict(
+            (name, value.format(up=base[0])) for name, value in ANSWERS.get(path, [])
+        )
+        status = 302 if "Location" in headers else 200
+        if path == "/big":  # streamed, not read whole: the other branch of the relay
+            response = web.StreamResponse(status=302, headers={"Location": "/big-target"})
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            await response.write(b"x" * 200_000)
+            await response.write_eof()
+            return response
+        return web.Response(status=status, headers=headers, text="body")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    async with running_app(app) as url:
+        base.append(url)
+        yield url, hosts
+
+
+def location(response: bytes) -> list[str]:
+    return header_values(head_and_body(response)[0], "Location")
+
+
+async def get(proxy: str, path: str, host: str | None = "public.example:8443") -> bytes:
+    head = f"GET {path} HTTP/1.1\r\n" if host is not None else f"GET {path} HTTP/1.0\r\n"
+    if host is not None:
+        head += f"Host: {host}\r\nConnection: close\r\n"
+    return await raw_exchange(proxy, (head + "\r\n").encode(), wait=5)
+
+
+async def test_an_upstream_redirect_lands_on_the_address_the_client_used(upstream: Any) -> None:
+    url, hosts = upstream
+    async with running_proxy({"upstream": url}) as proxy:
+        assert location(await get(proxy, "/redirect")) == ["http://public.example:8443/api/me?x=1"]
+        assert location(await get(proxy, "/relative")) == ["/get"]
+        assert location(await get(proxy, "/other")) == ["http://other.example/x"]
+        # No Host (HTTP/1.0): the listener's own address.
+        assert location(await get(proxy, "/redirect", host=None)) == [f"{proxy}/api/me?x=1"]
+        # A Host that is valid but makes no clean origin: the listener's address too.
+        assert location(await get(proxy, "/redirect", host="a,b")) == [f"{proxy}/api/me?x=1"]
+    # preserve_host is the default now: the upstream saw the client's Host.
+    assert hosts[:3] == ["public.example:8443"] * 3
+
+
+async def test_a_stripped_prefix_and_base_path_are_mapped_back_in_every_header(
+    upstream: Any,
+) -> None:
+    url, _ = upstream
+    doc = {
+        "upstream": url,
+        "routes": [
+            {
+                "path_prefix": "/svc",
+                "upstream": f"{url}/base",
+                "strip_prefix": True,
+                "cookie_path": {"/": "/svc/"},
+                "cookie_domain": {"legacy.internal": "api.example.com"},
+            }
+        ],
+    }
+    async with running_proxy(doc) as proxy:
+        lines, _ = head_and_body(await get(proxy, "/svc/all"))
+        big = await get(proxy, "/svc/big")
+    assert header_values(lines, "Location") == ["http://public.example:8443/svc/a"]
+    assert header_values(lines, "Content-Location") == [f"{url}/b"]
+    assert header_values(lines, "Refresh") == ["5; URL='/svc/c'"]
+    assert header_values(lines, "Link") == [
+        '</svc/d>; rel="next"; title="x, y", <http://public.example:8443/svc/e>; rel=prev'
+    ]
+    assert header_values(lines, "Set-Cookie") == [
+        "sid=1; Path=/svc/; Domain=api.example.com; HttpOnly",
+        "pref=dark; path=/svc/admin; SameSite=Lax",
+    ]
+    assert header_values(lines, "X-Location") == [f"{url}/untouched"]  # not a URL header
+    assert location(big) == ["/svc/big-target"]
+    assert len(head_and_body(big)[1]) > 200_000  # chunked body relayed whole
+
+
+async def test_rewrite_redirects_false_and_preserve_host_false(upstream: Any) -> None:
+    url, hosts = upstream
+    doc = {
+        "upstream": url,
+        "rewrite_redirects": False,  # the default for routes ...
+        "routes": [
+            {"path_prefix": "/off", "strip_prefix": True},
+            {
+                "path_prefix": "/on",
+                "strip_prefix": True,
+                "rewrite_redirects": True,  # ... which a route overrides
+                "preserve_host": False,
+            },
+        ],
+    }
+    async with running_proxy(doc) as proxy:
+        assert location(await get(proxy, "/off/relative")) == ["/get"]
+        assert location(await get(proxy, "/off/redirect")) == [f"{url}/api/me?x=1"]
+        assert location(await get(proxy, "/on/relative")) == ["/on/get"]
+        assert location(await get(proxy, "/on/redirect")) == [
+            "http://public.example:8443/on/api/me?x=1"
+        ]
+    assert hosts == ["public.example:8443"] * 2 + [url.removeprefix("http://")] * 2

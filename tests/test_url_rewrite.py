@@ -1,0 +1,344 @@
+"""The URL and cookie rewriting of answers (policy/url_rewrite.py), without sockets: a table
+of URL forms, the header grammars (Refresh, Link, Set-Cookie), and properties."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from urllib.parse import urlsplit
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from corsproxy.config.schema import parse_upstream
+from corsproxy.policy.routes import Route
+from corsproxy.policy.url_rewrite import (
+    ResponseRewrite,
+    UrlMap,
+    link_url_spans,
+    refresh_url_span,
+    response_rewrite,
+    rewrite_link,
+    rewrite_refresh,
+    rewrite_set_cookie,
+    url_map,
+)
+from tests.helpers import policy
+
+PUBLIC = "https://api.example.com"
+
+
+def urls(upstream: str = "http://127.0.0.1:19003", prefix: str = "") -> UrlMap:
+    made = url_map(parse_upstream(upstream), prefix, PUBLIC)
+    assert made is not None
+    return made
+
+
+PLAIN = urls()
+STRIPPED = urls(prefix="/svc")
+BASED = urls("http://legacy:9000/api", prefix="/svc")
+
+# (map, URL from the upstream, what the client gets; None: untouched)
+TABLE: list[tuple[UrlMap, str, str | None]] = [
+    # the upstream's origin, every way of writing it
+    (PLAIN, "http://127.0.0.1:19003/api/me", f"{PUBLIC}/api/me"),
+    (PLAIN, "HTTP://127.0.0.1:19003/api/me?x=1#f", f"{PUBLIC}/api/me?x=1#f"),
+    (PLAIN, "http://127.0.0.1:19003", PUBLIC),
+    (PLAIN, "http://127.0.0.1:19003?q", f"{PUBLIC}?q"),
+    (PLAIN, "http://127.0.0.1:019003/x", f"{PUBLIC}/x"),
+    (urls("http://legacy"), "http://LEGACY:80/x", f"{PUBLIC}/x"),
+    (urls("http://legacy"), "http://legacy:/x", f"{PUBLIC}/x"),
+    (urls("https://legacy"), "https://legacy:443/x", f"{PUBLIC}/x"),
+    (urls("http://[::1]:8000"), "http://[::1]:8000/x", f"{PUBLIC}/x"),
+    (PLAIN, "//127.0.0.1:19003/x", "//api.example.com/x"),
+    # not the upstream's origin: untouched
+    (PLAIN, "https://127.0.0.1:19003/x", None),  # other scheme
+    (PLAIN, "http://127.0.0.1:19004/x", None),  # other port
+    (PLAIN, "http://127.0.0.2:19003/x", None),
+    (PLAIN, "http://evil.example/x", None),
+    (PLAIN, "//evil.example/x", None),
+    (PLAIN, "http://user@127.0.0.1:19003/x", None),  # userinfo: not read
+    (PLAIN, "http://127.0.0.1:19003\\@evil/x", None),  # backslash: not read
+    (PLAIN, "http://127.0.0.1:99999/x", None),
+    (PLAIN, "http://[bad/x", None),
+    (PLAIN, "http:/127.0.0.1:19003/x", None),
+    (PLAIN, "data:text/plain,hi", None),
+    (PLAIN, "mailto:a@b", None),
+    (PLAIN, "javascript:alert(1)", None),
+    (PLAIN, f"{PUBLIC}/x", None),  # already public (preserve_host: the app built it)
+    (PLAIN, "x/y", None),
+    (PLAIN, "../x", None),
+    (PLAIN, "?page=2", None),
+    (PLAIN, "#top", None),
+    (PLAIN, "", None),
+    (PLAIN, "/get", None),  # no prefix stripped, no base: nothing to change
+    (PLAIN, "/a b", None),  # whitespace: not read
+    (PLAIN, "/\\evil.example", None),  # browsers read '\' as '/': never touched
+    # a stripped prefix is put back
+    (STRIPPED, "/get", "/svc/get"),
+    (STRIPPED, "/", "/svc/"),
+    (STRIPPED, "/get?a=/b#c", "/svc/get?a=/b#c"),
+    (STRIPPED, "http://127.0.0.1:19003/get", f"{PUBLIC}/svc/get"),
+    (STRIPPED, "http://127.0.0.1:19003", f"{PUBLIC}/svc"),
+    (STRIPPED, "/svc/get", None),  # already under it (X-Forwarded-Prefix aware apps)
+    (STRIPPED, "/SVC/get", None),
+    (STRIPPED, "/svcx", "/svc/svcx"),  # segments, not characters
+    (STRIPPED, f"{PUBLIC}/get", None),
+    (STRIPPED, "get", None),
+    # an upstream base path is taken off
+    (BASED, "http://legacy:9000/api/items", f"{PUBLIC}/svc/items"),
+    (BASED, "http://legacy:9000/api", f"{PUBLIC}/svc"),
+    (BASED, "http://legacy:9000/other", None),  # not under the base
+    (BASED, "http://legacy:9000/apix", None),
+    (BASED, "http://legacy:9000", None),
+    (BASED, "/api/items", "/svc/items"),
+    (BASED, "/api", "/svc"),
+    (BASED, "/other", "/svc/other"),
+    (urls("http://legacy:9000/api"), "/api/items", "/items"),
+    (urls("http://legacy:9000/api"), "/api", "/"),
+    (urls("http://legacy:9000/api"), "/other", None),
+]
+
+
+@pytest.mark.parametrize(("urlmap", "url", "expected"), TABLE)
+def test_url_forms(urlmap: UrlMap, url: str, expected: str | None) -> None:
+    got = urlmap.url(url)
+    assert got == (url if expected is None else expected)
+    if expected is None:
+        assert got is url  # the very same string, byte for byte
+    assert urlmap.url(got) == got  # idempotent
+
+
+def test_the_public_origin_wins_when_it_is_the_upstreams_too() -> None:
+    same = url_map(parse_upstream("http://shared:8080"), "/svc", "http://shared:8080")
+    assert same is not None
+    assert same.url("http://shared:8080/x") == "http://shared:8080/x"
+    assert same.url("/x") == "/svc/x"  # a path is still the upstream's
+
+
+def test_no_public_origin_means_no_url_rewriting() -> None:
+    assert url_map(parse_upstream("http://up:1"), "", "") is None
+    assert url_map(parse_upstream("http://up:1"), "", "not an origin") is None
+
+
+# --- Refresh --------------------------------------------------------------------------
+
+REFRESH = [
+    ("5; url=/get", "5; url=/svc/get"),
+    ("5;url=/get", "5;url=/svc/get"),
+    ("5 ; URL = /get", "5 ; URL = /svc/get"),
+    ("0; Url='/get'", "0; Url='/svc/get'"),
+    ('0; url="/get" trailing', '0; url="/svc/get" trailing'),
+    ("0;url='/get", "0;url='/svc/get"),  # unclosed quote: to the end
+    ("3, /get", "3, /svc/get"),
+    ("3 /get", "3 /svc/get"),
+    ("3;/get", "3;/svc/get"),
+    ("1.5; url=/get", "1.5; url=/svc/get"),
+    (".5; url=/get", ".5; url=/svc/get"),
+    ("  5;   url=/get  ", "  5;   url=/svc/get  "),
+    ("5; url=http://127.0.0.1:19003/get", f"5; url={PUBLIC}/svc/get"),
+    ("5; ur=/get", None),  # 'ur=/get' is the URL: relative, untouched
+    ("5; u", None),
+    ("5", None),  # no URL
+    ("5;", None),
+    ("x; url=/get", None),  # not a refresh
+    ("5x; url=/get", None),
+    ("5; url=http://evil.example/", None),
+]
+
+
+@pytest.mark.parametrize(("value", "expected"), REFRESH)
+def test_refresh(value: str, expected: str | None) -> None:
+    assert rewrite_refresh(value, STRIPPED) == (value if expected is None else expected)
+
+
+def test_refresh_spans() -> None:
+    assert refresh_url_span("5") is None
+    assert refresh_url_span("5; url=/a") == (7, 9)
+    assert refresh_url_span("0; url='/a' b") == (8, 10)
+
+
+# --- Link -----------------------------------------------------------------------------
+
+LINK = [
+    ('</get>; rel="next"', '</svc/get>; rel="next"'),
+    (
+        '</a>; rel="next", <http://127.0.0.1:19003/b>; rel=prev',
+        f'</svc/a>; rel="next", <{PUBLIC}/svc/b>; rel=prev',
+    ),
+    (
+        '</a>; title="x, <not-a-link>", </b>; rel=x',
+        '</svc/a>; title="x, <not-a-link>", </svc/b>; rel=x',
+    ),
+    ('</a>; title="q\\"uote, </c>", </b>', '</svc/a>; title="q\\"uote, </c>", </svc/b>'),
+    (
+        "<https://cdn.example/x.css>; rel=preload, </x>",
+        "<https://cdn.example/x.css>; rel=preload, </svc/x>",
+    ),
+    ("  ,, </a>;rel=a,</b>", "  ,, </svc/a>;rel=a,</svc/b>"),
+    ('</a>; title="unclosed, </b>', '</svc/a>; title="unclosed, </b>'),
+    ("garbage, </b>", "garbage, </svc/b>"),
+    ("</a", None),
+    ("<rel/x>; rel=a", None),
+]
+
+
+@pytest.mark.parametrize(("value", "expected"), LINK)
+def test_link(value: str, expected: str | None) -> None:
+    assert rewrite_link(value, STRIPPED) == (value if expected is None else expected)
+
+
+def test_link_spans() -> None:
+    assert link_url_spans("</a>, </b>") == [(1, 3), (7, 9)]
+
+
+# --- Set-Cookie -----------------------------------------------------------------------
+
+PATHS = MappingProxyType({"/two/": "/", "/": "/svc/"})
+DOMAINS = MappingProxyType({"legacy.internal": "api.example.com"})
+COOKIES = [
+    ("sid=1; Path=/", "sid=1; Path=/svc/"),
+    ("sid=1; path=/x; HttpOnly", "sid=1; path=/svc/x; HttpOnly"),
+    ("sid=1;Path = /x ;Secure", "sid=1;Path = /svc/x ;Secure"),
+    ("sid=1; Path=/two/some/uri/", "sid=1; Path=/some/uri/"),  # the first match wins
+    ("sid=1; PATH=/a; Path=/b", "sid=1; PATH=/svc/a; Path=/svc/b"),
+    ("sid=1; Domain=legacy.internal", "sid=1; Domain=api.example.com"),
+    ("sid=1; domain=.LEGACY.Internal; Path=/", "sid=1; domain=.api.example.com; Path=/svc/"),
+    ("sid=1; Domain=other.internal", None),
+    ("sid=1; Domain=sub.legacy.internal", None),
+    ("sid=1; Path=relative", None),
+    ("sid=1; Path=", None),
+    ("sid=1; Path", None),
+    ("Path=/; Domain=x", None),  # the cookie's own name and value are never attributes
+    ("sid=Path=/; Max-Age=5", None),
+    ('sid="a;b"; Expires=Wed, 21 Oct 2015 07:28:00 GMT', None),
+    ("sid=1; Xpath=/", None),
+]
+
+
+@pytest.mark.parametrize(("value", "expected"), COOKIES)
+def test_set_cookie(value: str, expected: str | None) -> None:
+    assert rewrite_set_cookie(value, PATHS, DOMAINS) == (value if expected is None else expected)
+
+
+def test_response_rewrite_touches_only_its_headers() -> None:
+    route = Route(
+        "svc",
+        "/svc",
+        parse_upstream("http://127.0.0.1:19003"),
+        policy(),
+        strip_prefix=True,
+        cookie_path=PATHS,
+    )
+    rewrite = response_rewrite(route, PUBLIC)
+    assert rewrite is not None
+    headers = [
+        ("Location", "/get"),
+        ("content-location", " http://127.0.0.1:19003/x "),
+        ("Refresh", "0; url=/r"),
+        ("Link", "</l>; rel=next"),
+        ("Set-Cookie", "a=1; Path=/"),
+        ("X-Location", "/get"),
+        ("Content-Security-Policy", "default-src http://127.0.0.1:19003/"),
+    ]
+    assert rewrite.headers(headers) == [
+        ("Location", "/svc/get"),
+        ("content-location", f" {PUBLIC}/svc/x "),
+        ("Refresh", "0; url=/svc/r"),
+        ("Link", "</svc/l>; rel=next"),
+        ("Set-Cookie", "a=1; Path=/svc/"),
+        ("X-Location", "/get"),
+        ("Content-Security-Policy", "default-src http://127.0.0.1:19003/"),
+    ]
+    off = response_rewrite(
+        Route("x", "/x", route.upstream, policy(), strip_prefix=True, rewrite_redirects=False),
+        PUBLIC,
+    )
+    assert off is None  # rewrite_redirects: false and no cookie maps: nothing at all
+    cookies_only = response_rewrite(
+        Route("x", "/x", route.upstream, policy(), rewrite_redirects=False, cookie_path=PATHS),
+        PUBLIC,
+    )
+    assert cookies_only is not None
+    assert cookies_only.headers(headers[:1] + headers[4:5]) == [
+        ("Location", "/get"),
+        ("Set-Cookie", "a=1; Path=/svc/"),
+    ]
+
+
+def test_a_rewritten_value_is_never_unclean() -> None:
+    """The guard behind the construction: a public origin that somehow held a control
+    character leaves the upstream's value as it was."""
+    bad = UrlMap(STRIPPED.upstream, "", "/svc", None, "http://a\r\nX-Evil: 1")
+    rewrite = ResponseRewrite(bad)
+    value = "http://127.0.0.1:19003/x"
+    assert bad.url(value) != value  # the map alone would splice it in ...
+    assert rewrite.header("Location", value) == value  # ... the header guard refuses
+
+
+# --- properties -----------------------------------------------------------------------
+
+URL_CHARS = st.sampled_from([*list("/:?#@[]%.-_~!$&'()*+,;=aAzZ09 \\\t\"<>"), "//", "http://"])
+UPSTREAM_URLS = st.sampled_from(
+    [
+        "http://127.0.0.1:19003",
+        "HTTP://127.0.0.1:19003",
+        "//127.0.0.1:19003",
+        "http://127.0.0.1:19003/api",
+        "",
+        "/",
+        "/api",
+        PUBLIC,
+    ]
+)
+MAPS = st.sampled_from([PLAIN, STRIPPED, BASED, urls("http://127.0.0.1:19003/api", "/s/t")])
+CONTROL = {chr(c) for c in range(32) if c != 9} | {"\x7f"}
+
+
+@settings(max_examples=600, deadline=None)
+@given(MAPS, UPSTREAM_URLS, st.lists(URL_CHARS, max_size=12).map("".join))
+@example(STRIPPED, "http://127.0.0.1:19003", "")
+@example(BASED, "/api", "/x")
+def test_properties(urlmap: UrlMap, head: str, tail: str) -> None:
+    url = head + tail
+    got = urlmap.url(url)
+    assert urlmap.url(got) == got, "idempotent"
+    assert not CONTROL & set(got)
+    if got is url:
+        return
+    assert got != url
+    # A rewritten URL parses, and is on the public origin or a path under the prefix.
+    parts = urlsplit(got)
+    if got.startswith("/") and not got.startswith("//"):
+        assert parts.scheme == "" and parts.netloc == ""
+        if urlmap.prefix:
+            assert got.lower().startswith(urlmap.prefix.lower())
+    else:
+        assert parts.scheme == ("" if got.startswith("//") else "https")
+        assert parts.netloc == "api.example.com"
+        assert parts.path.startswith(urlmap.prefix)
+
+
+HEADER_TEXT = st.text(
+    alphabet=st.sampled_from([*list("<>;,=\"'\\ /:aurlURLPathDomain.0123456789"), "\t"]),
+    max_size=40,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(HEADER_TEXT)
+def test_header_parsers_never_break_a_value(value: str) -> None:
+    """Whatever the header holds: no exception, no control byte, and the parts outside the
+    URLs stay as they were (only spans the parsers found change)."""
+    rewrite = ResponseRewrite(STRIPPED, PATHS, DOMAINS)
+    for name in ("Location", "Refresh", "Link", "Set-Cookie"):
+        got = rewrite.header(name, value)
+        assert not CONTROL & set(got)
+        assert rewrite.header(name, value) == got
+        if name == "Refresh" and (span := refresh_url_span(value)) is not None:
+            start, end = span
+            assert got.startswith(value[:start]) and got.endswith(value[end:])
+        if name == "Link":
+            spans = link_url_spans(value)
+            if not spans:
+                assert got == value
