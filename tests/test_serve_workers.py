@@ -607,3 +607,35 @@ def test_workers_that_take_long_to_load_a_large_policy_are_waited_for(
     finally:
         code = proxy.stop()
     assert code == 0
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_stop_during_a_slow_reload_exits_at_once_and_cleanly(
+    tmp_path: Path, upstream: int, workers: str
+) -> None:
+    """A SIGTERM while a reload is still compiling a large policy: the compile's result is
+    of no use, so the process exits without waiting for it (a worker used to wait for its
+    executor past the supervisor's deadline and be killed: exit 1) and without unwinding the
+    thread inside RE2 at interpreter exit (the supervisor died of SIGABRT: 'terminate called
+    without an active exception')."""
+    port = free_port()
+    config = write_config(tmp_path / "c.yaml", port, upstream)
+    proxy = Supervised(config, "--workers", workers)
+    try:
+        if workers == "2":
+            proxy.wait(lambda: len(proxy.serving()) == 2)
+        else:
+            proxy.wait(lambda: any(m.startswith("corsproxy listening") for m in proxy.messages()))
+        write_config(config, port, upstream, slow_policy(15000))  # ~15 s to compile here
+        proxy.proc.send_signal(signal.SIGHUP)
+        if workers == "2":  # the supervisor compiles first, then the workers do
+            done = "supervisor: configuration reloaded; new workers start from it"
+            proxy.wait(lambda: done in proxy.messages(), 90)
+        time.sleep(1.0)  # the process (or every worker) is compiling now
+        stopped = time.monotonic()
+    finally:
+        code = proxy.stop()
+    took = time.monotonic() - stopped
+    assert code == 0, proxy.messages()[-10:]
+    assert took < 10, took  # the shutdown (at most 5 s here), not the compile
+    assert not any("terminate called" in m for m in proxy.messages())

@@ -25,6 +25,7 @@ from corsproxy.config import (
     read_config_text,
 )
 from corsproxy.config.spec import shown
+from corsproxy.ops.threads import exit_process
 from corsproxy.policy.http_grammar import TOKEN
 
 EXIT_BLOCKED = 1
@@ -374,7 +375,7 @@ def serve(
             text = read_config_text(config_path) if config_path is not None else None
             return text, parse_config(text, config_path or "command line", None, checked)
 
-        sys.exit(supervise(count, arguments, shutdown_timeout, read_config, loaded.watch))
+        exit_process(supervise(count, arguments, shutdown_timeout, read_config, loaded.watch))
     main = _serve(
         config_path,
         overrides,
@@ -387,8 +388,7 @@ def serve(
         watch=loaded.watch and not is_worker,  # with workers, the supervisor watches
     )
     runner = _loop_runner(use_uvloop)
-    if runner(main):  # the memory guard stopped it
-        sys.exit(EXIT_MEMORY)
+    exit_process(EXIT_MEMORY if runner(main) else 0)  # EXIT_MEMORY: the memory guard stopped it
 
 
 def _worker_arguments(ctx: click.Context) -> list[str]:

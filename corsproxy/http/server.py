@@ -43,6 +43,7 @@ from corsproxy.http.upstream import UpstreamClient
 from corsproxy.http.websocket import make_session, tunnel
 from corsproxy.ops.admin import Metrics, admin_app, method_label
 from corsproxy.ops.logs import ACCESS
+from corsproxy.ops.threads import off_loop
 from corsproxy.ops.watch import Watcher
 from corsproxy.policy.cors import (
     Action,
@@ -267,7 +268,7 @@ class ProxyApp:
             return False
         loader = self.loader
         try:
-            config = await asyncio.to_thread(loader)
+            config = await off_loop(loader, "reload")
         except ConfigError as exc:
             return self._reloaded(exc)
         return self._reloaded(config)  # the swap happens here, on the loop

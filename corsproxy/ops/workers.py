@@ -50,6 +50,7 @@ from typing import Any
 
 from corsproxy.config import Config, ConfigError
 from corsproxy.config.spec import shown
+from corsproxy.ops.threads import OFF_LOOP
 from corsproxy.ops.watch import Watcher
 
 log = logging.getLogger("corsproxy")
@@ -607,7 +608,7 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 os.write(self.wake, b"r")
 
-        self.reloader = threading.Thread(target=read, name="corsproxy-reload", daemon=True)
+        self.reloader = threading.Thread(target=read, name=f"{OFF_LOOP}-reload", daemon=True)
         self.reloader.start()
 
     def _reloaded(self) -> None:
