@@ -8,14 +8,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import re
+import signal
 import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import aiohttp
+import pytest
 import trustme
+import yaml
 from aiohttp import web
 
-from tests.net import TIMEOUT
+from tests.net import ROOT, TIMEOUT, start_cli
 from tests.test_upstream_tls import APP, CORS, PKI, corsproxy, get, pki, tls_upstream
 
 __all__ = ["pki"]  # the fixture, imported for the tests below
@@ -123,3 +132,96 @@ async def test_a_tls12_upstream_refusing_the_client_certificate_is_said_in_words
     assert [json.loads(line)["error"].split(":")[0] for line in access] == [
         "upstream_tls_failed"
     ] * 2, "\n".join(logs)
+
+
+# --- 2. a FIFO named as a certificate file never blocks check, reload or exit ---------------
+
+
+def _check_quickly(directory: Path, doc: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    path = directory / "check.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return subprocess.run(
+        [sys.executable, "-m", "corsproxy", "check", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,  # a FIFO opened for reading would wait here for a writer
+        cwd=ROOT,
+    )
+
+
+@pytest.mark.parametrize("key", ["ca_file", "cert_file", "key_file"])
+def test_a_fifo_as_a_tls_file_is_refused_by_check_at_once(pki: PKI, key: str) -> None:
+    client = pki.ca.issue_cert("proxy.internal")
+    pki.write("client.pem", client.cert_chain_pems[0])
+    pki.write("client.key", client.private_key_pem)
+    os.mkfifo(pki.dir / "fifo.pem")
+    tls = {"ca_file": "ca.pem", "cert_file": "client.pem", "key_file": "client.key"}
+    doc = {"upstream": "https://api.internal", "cors": CORS,
+           "upstream_tls": {**tls, key: "fifo.pem"}}  # fmt: skip
+    result = _check_quickly(pki.dir, doc)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert re.search(
+        rf"check.yaml:\d+: upstream_tls.{key}: cannot read '[^']*fifo.pem': it is a FIFO, "
+        "not a regular file",
+        result.stderr,
+    ), result.stderr
+
+
+def test_a_symlinked_tls_file_is_read_as_kubernetes_mounts_it(pki: PKI) -> None:
+    """A Secret volume: ca.pem -> ..data/ca.pem, ..data -> ..2026_11_30/ (a directory)."""
+    stamped = pki.dir / "..2026_11_30"
+    stamped.mkdir()
+    (pki.dir / "ca.pem").rename(stamped / "ca.pem")
+    (pki.dir / "..data").symlink_to(stamped.name)
+    (pki.dir / "ca.pem").symlink_to("..data/ca.pem")
+    doc = {"upstream": "https://api.internal", "cors": CORS, "upstream_tls": {"ca_file": "ca.pem"}}
+    result = _check_quickly(pki.dir, doc)
+    assert result.returncode == 0, result.stderr
+    (pki.dir / "dir.pem").symlink_to(stamped.name)  # a symlink to a directory is refused
+    result = _check_quickly(pki.dir, {**doc, "upstream_tls": {"ca_file": "dir.pem"}})
+    assert result.returncode == 2 and "it is a directory" in result.stderr, result.stderr
+
+
+async def test_a_reload_naming_a_fifo_fails_and_later_reloads_and_exit_still_work(
+    pki: PKI,
+) -> None:
+    os.mkfifo(pki.dir / "fifo.pem")
+    other = "https://other.example.com"
+    async with tls_upstream(pki.server_context("127.0.0.1")) as up:
+        path = pki.dir / "corsproxy.yaml"
+
+        def write(ca_file: str, *origins: str) -> None:
+            doc = {
+                "listen": "127.0.0.1:0",
+                "upstream": up.url,
+                "upstream_tls": {"ca_file": ca_file},
+                "cors": {"allow_origins": list(origins)},
+            }
+            path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+        write("ca.pem", APP)
+        proc, url = await asyncio.to_thread(start_cli, "--config", str(path))
+        try:
+            assert (await get(f"{url}/x"))[0] == 200
+            write("fifo.pem", APP, other)
+            proc.send_signal(signal.SIGHUP)
+            await asyncio.sleep(0.5)
+            assert (await get(f"{url}/x"))[:1] == (200,)  # the old config still serves
+            assert (await get(f"{url}/x", other))[2] is None
+            write("ca.pem", APP, other)
+            proc.send_signal(signal.SIGHUP)
+            for _ in range(100):  # bounded: until the next reload took effect
+                if (await get(f"{url}/x", other))[2] == other:
+                    break
+                await asyncio.sleep(0.1)
+            assert (await get(f"{url}/x", other))[2] == other
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(proc.wait, TIMEOUT)  # it exits (no thread stuck on a FIFO)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            _, err = await asyncio.to_thread(proc.communicate, timeout=TIMEOUT)
+    failed = [line for line in err.splitlines() if "reload failed" in line]
+    assert failed and "it is a FIFO" in err, err
+    assert proc.returncode == 0, err
