@@ -225,3 +225,37 @@ async def test_a_reload_naming_a_fifo_fails_and_later_reloads_and_exit_still_wor
     failed = [line for line in err.splitlines() if "reload failed" in line]
     assert failed and "it is a FIFO" in err, err
     assert proc.returncode == 0, err
+
+
+# --- 5. a route naming the default upstream itself does not inherit upstream_tls: check says so
+
+
+def test_check_warns_when_a_route_names_the_default_upstream_without_its_tls(pki: PKI) -> None:
+    top = {"upstream": "https://api.internal:8443", "upstream_tls": {"ca_file": "ca.pem"},
+           "cors": CORS}  # fmt: skip
+    routes = [
+        {"path_prefix": "/same", "upstream": "https://api.internal:8443"},
+        {"path_prefix": "/v2", "upstream": "https://api.internal:8443/v2"},
+        {"path_prefix": "/own", "upstream": "https://api.internal:8443",
+         "upstream_tls": {"ca_file": "ca.pem"}},
+        {"path_prefix": "/other", "upstream": "https://other.internal"},
+        {"path_prefix": "/default"},
+    ]  # fmt: skip
+    result = _check_quickly(pki.dir, {**top, "routes": routes})
+    assert result.returncode == 0, result.stderr
+    warned = re.findall(r"check.yaml:(\d+): (routes\[\d\]\.upstream): warning: (.*)", result.stderr)
+    assert [key for _, key, _ in warned] == ["routes[0].upstream", "routes[1].upstream"], (
+        result.stderr
+    )
+    lines = (pki.dir / "check.yaml").read_text().splitlines()
+    for line, _, _ in warned:  # the line is the route's upstream line
+        assert lines[int(line) - 1].strip().startswith("upstream: https://api.internal:8443")
+    assert "does not inherit the top-level upstream_tls" in warned[0][2]
+    assert (
+        "give the route its own upstream_tls or drop its upstream to use the default's"
+        in result.stderr
+    )
+    # Without a top-level upstream_tls there is nothing to inherit: no warning.
+    plain_top = {k: v for k, v in top.items() if k != "upstream_tls"}
+    plain = _check_quickly(pki.dir, {**plain_top, "routes": routes[:1]})
+    assert plain.returncode == 0 and "warning" not in plain.stderr, plain.stderr
