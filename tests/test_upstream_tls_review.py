@@ -24,6 +24,9 @@ import trustme
 import yaml
 from aiohttp import web
 
+from corsproxy.http.upstream import UpstreamClient, UpstreamResponse
+from corsproxy.policy.routes import Upstream
+from tests.helpers import config as compile_config
 from tests.net import ROOT, TIMEOUT, start_cli
 from tests.test_upstream_tls import APP, CORS, PKI, corsproxy, get, pki, tls_upstream
 
@@ -259,3 +262,62 @@ def test_check_warns_when_a_route_names_the_default_upstream_without_its_tls(pki
     plain_top = {k: v for k, v in top.items() if k != "upstream_tls"}
     plain = _check_quickly(pki.dir, {**plain_top, "routes": routes[:1]})
     assert plain.returncode == 0 and "warning" not in plain.stderr, plain.stderr
+
+
+# --- 6. pools of settings no config uses any more are dropped --------------------------------
+
+
+async def test_pools_of_old_tls_settings_are_dropped_and_a_busy_pool_is_kept(pki: PKI) -> None:
+    """Each round is a reload that changed the CA file (a new digest, so a new Upstream and a
+    new pool); the pools left behind go once they have no connection, idle or in use."""
+    extra = [trustme.CA().cert_pem.bytes() for _ in range(3)]
+    ca = pki.dir / "ca.pem"
+
+    def reload(round_: int) -> Upstream:
+        ca.write_bytes(pki.ca.cert_pem.bytes() + extra[round_ % 3] + b"\n" * round_)
+        config = compile_config(
+            {"upstream": up.url, "upstream_tls": {"ca_file": str(ca)}, "cors": CORS}
+        )
+        assert config.upstream is not None
+        return config.upstream
+
+    async def fetch(upstream: Upstream) -> UpstreamResponse:
+        return await c.request(upstream, "GET", "/x", [], None, connect_timeout=5, read_timeout=5)
+
+    async with tls_upstream(pki.server_context("127.0.0.1")) as up:
+        c = UpstreamClient(keepalive=0.2)
+        try:
+            most = 0
+            for round_ in range(60):
+                response = await fetch(reload(round_))
+                assert response.status == 200
+                await response.read()
+                response.release()
+                most = max(most, len(c.pools))
+                if round_ % 20 == 19:
+                    await asyncio.sleep(1.5)  # the sweeper runs (every second)
+            assert most <= 21, most
+            await asyncio.sleep(1.5)
+            assert (len(c.pools), len(c.all)) == (0, 0)
+            # A pool with a connection in use is kept through sweeps, and the connection
+            # goes back to it when released.
+            upstream = reload(100)
+            busy = await fetch(upstream)
+            pool = c.pools[upstream]
+            await asyncio.sleep(1.5)
+            assert c.pools.get(upstream) is pool and not pool.dropped
+            await busy.read()
+            busy.release()
+            assert list(pool.idle) and len(c.all) == 1
+            await asyncio.sleep(1.5)
+            assert pool.dropped and (len(c.pools), len(c.all)) == (0, 0)
+            # A connection released into a pool that was dropped is closed, not kept.
+            upstream = reload(101)
+            late = await fetch(upstream)
+            pool = c.pools.pop(upstream)
+            pool.dropped = True
+            await late.read()
+            late.release()
+            assert not pool.idle and len(c.all) == 0
+        finally:
+            await c.close()
