@@ -212,6 +212,16 @@ def test_trusting_every_peer_has_a_reason() -> None:
     assert str(config.warnings[0]).startswith("cfg.yaml:3: trusted_proxies[0]: warning:")
 
 
+def test_a_route_naming_the_default_upstream_without_its_tls_has_a_reason() -> None:
+    config = parse_config(
+        "upstream: https://api.internal\nupstream_tls: {server_name: api.internal}\ncors: false\n"
+        "routes: [{path_prefix: /a, upstream: 'https://api.internal/v2'}]\n",
+        "cfg.yaml",
+        {},
+    )
+    assert [d.reason for d in config.warnings] == [Problem.UPSTREAM_TLS_NOT_INHERITED]
+
+
 def test_every_reason_is_reachable() -> None:
     # The tests above between them meet every Problem: a new one needs a test.
     met = {
@@ -231,6 +241,7 @@ def test_every_reason_is_reachable() -> None:
         Problem.REDUNDANT_ORIGINS,
         Problem.NO_ORIGIN,
         Problem.TRUST_EVERYONE,
+        Problem.UPSTREAM_TLS_NOT_INHERITED,
     }
     assert met == set(Problem)
 

@@ -71,3 +71,52 @@ def test_the_cli_prints_it(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "Chromium 142 and later (Local Network Access)" in result.stdout
     assert browser.FIRST_LNA_CHROMIUM == browser.LAST_PNA_PREFLIGHT_CHROMIUM + 1
+
+
+def _cli(tmp_path: Path, *args: str) -> str:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(DOC))
+    result = subprocess.run(
+        [sys.executable, "-m", "corsproxy", "explain", "--config", str(path), "--origin", APP,
+         "--private-network", *args],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_a_simple_request_says_no_cors_preflight_but_the_pna_one(tmp_path: Path) -> None:
+    """Step 3 and step 4 agree: no CORS preflight, yet Chromium 104-141 send the PNA one."""
+    out = _cli(tmp_path, "--path", "/device/x")
+    step3 = out[out.index("3. Preflight needed?") : out.index("\n4. ")]
+    assert "no CORS preflight" in step3
+    assert "Chromium 104-141 still send a Private Network Access preflight, see step 4" in step3
+    assert "\n4. Local Network Access" in out
+    assert "even before a simple request" in _step(out)
+
+
+def test_the_permission_split_local_to_loopback_and_the_iframe_directives() -> None:
+    step = _step(
+        render_text(explain(config(DOC), APP, method="PUT", path="/device/x", private_network=True))
+    )
+    assert "'local-network' (private addresses) and 'loopback-network' (localhost)" in step
+    assert "from Chromium 145" in step and "'local-network-access' kept as an alias" in step
+    assert "a local (intranet) page's request to loopback" in step
+    assert 'allow="local-network"' in step and 'allow="loopback-network"' in step
+    assert "https://chromestatus.com/feature/5152728072060928" in step
+    assert "Permissions-Policy/local-network" in step
+    assert "does not yet cover WebSockets, WebTransport or WebRTC" in step
+
+
+def test_a_websocket_path_says_local_network_access_does_not_cover_it(tmp_path: Path) -> None:
+    out = _cli(tmp_path, "--path", "ws://proxy.example.com/device/x")
+    assert "3. Local Network Access" in out, out
+    step = out[out.index("3. Local Network Access") : out.index("\n4. ")]
+    assert "not covered: a WebSocket to a local or loopback address" in step
+    assert "WebSockets, WebTransport and WebRTC are separate, later features" in step
+    assert "4. WebSocket handshake" in out
+    # Without --private-network the WebSocket explanation is as before.
+    plain = render_text(
+        explain(config(DOC), APP, path="/device/x", websocket=True, proxy_origin="http://p")
+    )
+    assert "Local Network Access" not in plain

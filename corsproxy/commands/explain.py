@@ -241,7 +241,9 @@ def explain(
     if websocket:
         own, own_lines = websocket_own_origin(proxy_origin)
         route_lines += own_lines
-        return _explain_websocket(config, route, origin, normalized.route_path, target, own, result)
+        return _explain_websocket(
+            config, route, origin, normalized.route_path, target, own, result, private_network
+        )
 
     # 2. The origin against the allow-list.
     steps.append(_origin_step(config, route, policy, origin))
@@ -255,7 +257,16 @@ def explain(
             Step(
                 "Preflight needed?",
                 "info",
-                [f"no: {method} with only CORS-safelisted headers is a simple request"],
+                [
+                    f"no CORS preflight: {method} with only CORS-safelisted headers is a "
+                    "simple request"
+                    + (
+                        "; Chromium 104-141 still send a Private Network Access preflight, "
+                        f"see step {len(steps) + 2}"
+                        if private_network
+                        else ""
+                    )
+                ],
             )
         )
 
@@ -382,6 +393,7 @@ def _explain_websocket(
     target: str,
     own: str,
     result: Explanation,
+    private_network: bool = False,
 ) -> Explanation:
     """A WebSocket handshake: no preflight and no CORS in the browser, so the decision's
     Origin check is all that stands between a page and every message."""
@@ -398,6 +410,8 @@ def _explain_websocket(
             else f"{origin} is not known to be the proxy's own origin (see --proxy-origin)"
         )
         steps.append(Step("Origin", "ok" if same else "blocked", [line]))
+    if private_network:  # said, never silently dropped
+        steps.append(Step("Local Network Access", "info", browser.websocket_local_network_notes()))
     view = RequestView.from_pairs("GET", path, [("Origin", origin)], True, own)
     decision = _enforced(decide(policy, view))
     lines = [

@@ -57,6 +57,7 @@ class Problem(StrEnum):
     NO_UPSTREAM = "no-upstream"
     DUPLICATE_PREFIX = "duplicate-prefix"
     TRUST_EVERYONE = "trust-everyone"
+    UPSTREAM_TLS_NOT_INHERITED = "upstream-tls-not-inherited"
 
 
 _LOOPBACK = re.compile(r"(localhost|[^/]*\.localhost|127(\.\d{1,3}){3}|\[::1\])\Z")
@@ -455,6 +456,29 @@ def _check_upstream(top: Section, ctx: Context) -> None:
         )
 
 
+def _warn_tls_not_inherited(
+    route_upstream: Upstream | None,
+    default: Upstream | None,
+    section: Section,
+    key: str,
+    ctx: Context,
+) -> None:
+    """A route that names the default upstream's server itself gets none of the top-level
+    upstream_tls (documented), which is easily missed: say so."""
+    if route_upstream is None or default is None or default.tls is None:
+        return
+    if route_upstream.tls is None and route_upstream.origin == default.origin:
+        ctx.warn(
+            section.lines["upstream"],
+            f"{key}.upstream",
+            f"the route's upstream {route_upstream} is the default upstream's server, but a "
+            "route's own upstream does not inherit the top-level upstream_tls: it is used "
+            "without those TLS settings",
+            "give the route its own upstream_tls or drop its upstream to use the default's",
+            reason=Problem.UPSTREAM_TLS_NOT_INHERITED,
+        )
+
+
 def _compile_routes(
     top: Section,
     default_layer: _Layer,
@@ -491,6 +515,8 @@ def _compile_routes(
         route_upstream: Upstream | None = section.get("upstream", upstream)
         if section.has("upstream_tls"):  # its own settings (for its own or the default upstream)
             route_upstream = with_upstream_tls(route_upstream, section.get("upstream_tls"), ctx)
+        elif "upstream" in section.lines:
+            _warn_tls_not_inherited(route_upstream, upstream, section, key, ctx)
         if route_upstream is None and not upstream_written and "upstream" not in section.lines:
             ctx.error(
                 section.line,

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from corsproxy.config.files import ConfigFileError, read_config_file
 from corsproxy.config.spec import INVALID, Context, Field, Invalid, Obj, Section, boolean, text
 
 if TYPE_CHECKING:
@@ -132,14 +133,6 @@ def _base_dir(file: str) -> str:
     return os.path.dirname(os.path.abspath(file)) if os.path.isfile(file) else os.getcwd()
 
 
-def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        data = f.read(MAX_PEM_SIZE + 1)
-    if len(data) > MAX_PEM_SIZE:
-        raise ValueError(f"larger than {MAX_PEM_SIZE >> 20} MiB")
-    return data
-
-
 def compile_upstream_tls(section: Section, ctx: Context) -> UpstreamTLS | Invalid:
     """The settings of one `upstream_tls` mapping with their context, or INVALID after
     reporting (file, line, key) every problem."""
@@ -154,13 +147,13 @@ def compile_upstream_tls(section: Section, ctx: Context) -> UpstreamTLS | Invali
         path = os.path.normpath(os.path.join(_base_dir(file), os.path.expanduser(value)))
         paths[name] = path
         try:
-            contents[name] = _read(path)
-        except (OSError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            # A regular file (symlinks followed), read without blocking: a FIFO is refused.
+            contents[name] = read_config_file(path, key, MAX_PEM_SIZE)
+        except ConfigFileError as exc:
             ctx.error(
                 line,
                 key,
-                f"cannot read '{path}': {reason}",
+                str(exc),
                 "give a readable PEM file",
                 file,
                 TLSProblem.UNREADABLE,

@@ -83,8 +83,16 @@ class Resolver:
         self._cache.clear()
 
 
+RESET_DURING_HANDSHAKE = (
+    "connection reset during the TLS handshake (the upstream may have refused the client "
+    "certificate, or speaks no TLS)"
+)
+
+
 def tls_reason(exc: BaseException) -> str:
     """OpenSSL's reason for a failed handshake, in words."""
+    if isinstance(exc, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
+        return RESET_DURING_HANDSHAKE
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"certificate verify failed: {exc.verify_message}"
     if isinstance(exc, ssl.SSLError):
@@ -136,6 +144,7 @@ async def open_connection(
             sock.close()
         if context is not None and sock is not None and isinstance(exc, ConnectionError):
             # Connected, then reset during the handshake: a TLS refusal more often than not.
-            log.warning("upstream %s: TLS handshake failed: %r", label, exc)
-            raise UpstreamFailure(errors.UPSTREAM_TLS, f"TLS handshake failed: {exc!r}") from exc
+            reason = tls_reason(exc)
+            log.warning("upstream %s: TLS handshake failed: %s", label, reason)
+            raise UpstreamFailure(errors.UPSTREAM_TLS, f"TLS handshake failed: {reason}") from exc
         raise UpstreamFailure(errors.UPSTREAM_UNREACHABLE, repr(exc)) from exc

@@ -28,7 +28,9 @@ Rules it keeps (each has a test):
   states, and a bug there fails the exchange (502) with one log line, never a transport error;
 - a pool holds the connections of one `Upstream`, and its identity includes the compiled
   `upstream_tls` (CA, client certificate, server name, verification): a connection made with
-  one route's TLS settings never serves another's. Connecting (DNS cache, Happy Eyeballs,
+  one route's TLS settings never serves another's. A pool with no connection (idle or in use) and no
+  request acquiring one is dropped by the sweep (reloads make new pools), and a connection
+  released into a dropped pool is closed. Connecting (DNS cache, Happy Eyeballs,
   the TLS handshake) is `connect.py`'s.
 """
 
@@ -366,8 +368,15 @@ class _Pool:
             if tls and tls.server_name:
                 self.label += f" (server name {tls.server_name})"
         self.idle: deque[_Connection] = deque()
+        # Requests between finding this pool and holding a connection of it (waiting for a
+        # slot, connecting): the pool is not dropped under them.
+        self.acquiring = 0
+        self.dropped = False  # out of UpstreamClient.pools: nothing comes back to it
 
     def release(self, conn: _Connection) -> None:
+        if self.dropped:  # no one will take it from here: close, do not keep
+            conn.close()
+            return
         conn.idle_since = time.monotonic()
         self.idle.append(conn)
         self.clients.slot_freed()
@@ -444,7 +453,19 @@ class UpstreamClient:
     def _sweep(self) -> None:
         for pool in self.pools.values():
             pool.sweep()
+        self._drop_unused_pools()
         self._sweeper = self.loop.call_later(1.0, self._sweep)
+
+    def _drop_unused_pools(self) -> None:
+        """Forget the pools with no connection, idle or in use, and no request acquiring one:
+        pools are keyed on the whole Upstream with its TLS settings, so every reload that
+        changes an upstream or a certificate makes new ones, and the old would stay for ever.
+        A pool still in use is recreated on its next request (an empty pool costs nothing)."""
+        used = {conn.pool for conn in self.all}
+        for upstream, pool in list(self.pools.items()):
+            if not pool.idle and not pool.acquiring and pool not in used:
+                pool.dropped = True
+                del self.pools[upstream]
 
     def slot_freed(self) -> None:
         while self._slot_waiters:
@@ -492,6 +513,13 @@ class UpstreamClient:
         self.all[conn] = None
         return conn
 
+    async def _acquire_from(self, pool: _Pool, connect_timeout: float, fresh: bool) -> _Connection:
+        pool.acquiring += 1
+        try:
+            return await self._acquire(pool, connect_timeout, fresh)
+        finally:
+            pool.acquiring -= 1
+
     def _evict_idle(self) -> bool:
         for pool in self.pools.values():
             if pool.idle:
@@ -515,7 +543,7 @@ class UpstreamClient:
         if pool is None:
             pool = self.pools[upstream] = _Pool(self, upstream)
         head, chunked = encode_head(method, target, upstream.authority, headers, body is not None)
-        conn = await self._acquire(pool, connect_timeout, fresh=False)
+        conn = await self._acquire_from(pool, connect_timeout, fresh=False)
         try:
             return await conn.send(head, body, chunked, read_timeout, method == "HEAD")
         except UpstreamFailure as exc:
@@ -528,7 +556,7 @@ class UpstreamClient:
             )
             if not stale:
                 raise
-        conn = await self._acquire(pool, connect_timeout, fresh=True)
+        conn = await self._acquire_from(pool, connect_timeout, fresh=True)
         return await conn.send(head, body, chunked, read_timeout, method == "HEAD")
 
     async def close(self) -> None:

@@ -32,6 +32,7 @@ from corsproxy.config.upstream_tls import upstream_tls_of
 from corsproxy.http import errors
 from corsproxy.http import headers as hygiene
 from corsproxy.http.aiohttp_private import DefaultHeadersHook
+from corsproxy.http.connect import tls_reason
 from corsproxy.http.relay import Exchange, Target, error_response
 from corsproxy.policy.cors import Decision, response_headers
 
@@ -129,6 +130,23 @@ def make_session(
         trace_configs=[_trace_config()],
         middlewares=(_no_redirects,),
     )
+
+
+def _tls_failure(exc: BaseException, tls_upstream: bool) -> str | None:
+    """OpenSSL's reason, in the words http's connect uses, when `exc` is a failed TLS
+    handshake to the upstream (a reset while connecting to a wss upstream counts: a refused
+    TCP connect is ECONNREFUSED, a reset comes once connected, in the handshake)."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return tls_reason(exc.certificate_error)
+    if isinstance(exc, aiohttp.ClientConnectorSSLError):
+        return tls_reason(exc.os_error)
+    if (
+        tls_upstream
+        and isinstance(exc, aiohttp.ClientConnectorError)
+        and isinstance(exc.os_error, (ConnectionResetError, ConnectionAbortedError))
+    ):
+        return tls_reason(exc.os_error)
+    return None
 
 
 def _classify(exc: BaseException) -> errors.Failure:
@@ -229,6 +247,13 @@ async def tunnel(
         return error_response(failure, decision)
     except aiohttp.ClientError as exc:
         failure = _classify(exc)
+        tls_failed = _tls_failure(exc, ws_url.scheme == "wss")
+        if tls_failed is not None:
+            failure = errors.UPSTREAM_TLS
+            label = target.upstream.origin
+            if tls is not None and tls.server_name:
+                label = f"{label} (server name {tls.server_name})"
+            log.warning("upstream %s: TLS handshake failed: %s", label, tls_failed)
         exchange.upstream_error = failure.reason
         exchange.error = f"{failure.reason}: {exc!r}"[:300]
         return error_response(failure, decision)

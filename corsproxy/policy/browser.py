@@ -260,14 +260,24 @@ PNA_ON_HOLD_SOURCE = "https://developer.chrome.com/blog/pna-on-hold"
 LNA_SOURCE = "https://developer.chrome.com/blog/local-network-access"
 LNA_EXPLAINER = "https://github.com/WICG/local-network-access/blob/main/explainer.md"
 LNA_SPEC = "https://wicg.github.io/local-network-access/"
+LNA_STATUS = "https://chromestatus.com/feature/5152728072060928"
+LNA_POLICY_MDN = (
+    "https://developer.mozilla.org/en-US/docs/Web/HTTP/Reference/Headers/Permissions-Policy/"
+    "local-network"
+)
+LNA_WEBTRANSPORT_STATUS = "https://chromestatus.com/feature/5126430912544768"
+LNA_WEBSOCKETS_INTENT = "https://groups.google.com/a/chromium.org/g/blink-dev/c/7v-JbvYUClg"
 # The last Chromium that sends the PNA preflight, and the first that prompts instead.
 LAST_PNA_PREFLIGHT_CHROMIUM = 141
 FIRST_LNA_CHROMIUM = 142
+# The first Chromium with the two permissions 'local-network' and 'loopback-network'.
+SPLIT_LNA_CHROMIUM = 145
 
 
 def local_network_access_notes(allow_private_network: bool) -> list[str]:
-    """What a browser does with a request from a public page to a private address, by
-    Chromium version, and what the server in front of it can still do (for `explain`)."""
+    """What a browser does with a request from a public page to a local or loopback address
+    (or from a local page to loopback), by Chromium version, and what the server in front of
+    it can still do (for `explain`)."""
     answered = (
         "corsproxy answers it with Access-Control-Allow-Private-Network: true "
         "(allow_private_network is true)"
@@ -278,18 +288,42 @@ def local_network_access_notes(allow_private_network: bool) -> list[str]:
     return [
         f"Chromium 104 to {LAST_PNA_PREFLIGHT_CHROMIUM} (Private Network Access) send a "
         "preflight with Access-Control-Request-Private-Network: true before a public page's "
-        f"request to a private or loopback address; {answered} ({PNA_PREFLIGHT_SOURCE}; "
+        "request to a private or loopback address, even before a simple request that needs "
+        f"no CORS preflight; {answered} ({PNA_PREFLIGHT_SOURCE}; "
         f"enforcement was put on hold: {PNA_ON_HOLD_SOURCE})",
         f"Chromium {FIRST_LNA_CHROMIUM} and later (Local Network Access) send no such "
-        "preflight: the user is asked for the 'local network access' permission instead, "
-        f"and no response header can grant it ({LNA_SOURCE}; {LNA_EXPLAINER})",
+        "preflight: a public page's request to a local (private) or loopback address, and a "
+        "local (intranet) page's request to loopback, need the user's permission instead, "
+        f"and no response header can grant it ({LNA_SOURCE}; {LNA_EXPLAINER}; {LNA_STATUS})",
+        f"the permission: 'local-network-access' in Chromium {FIRST_LNA_CHROMIUM} to "
+        f"{SPLIT_LNA_CHROMIUM - 1}; from Chromium {SPLIT_LNA_CHROMIUM} two permissions, "
+        "'local-network' (private addresses) and 'loopback-network' (localhost), with "
+        f"'local-network-access' kept as an alias for both ({LNA_STATUS})",
         "the permission can only be granted to a secure context (an https page); requests "
         "from an http page to a local address are blocked",
         "an https page may call an http local address only with fetch(url, "
         "{targetAddressSpace: 'local'}) (or 'loopback'), or to a private IP literal or "
         "a .local name; serving this API over https avoids mixed content altogether",
-        "an iframe needs the 'local-network-access' permission policy from its embedder "
-        f'(allow="local-network-access"); {LNA_SPEC}',
+        "a cross-origin iframe needs the permission delegated by its embedder: "
+        'allow="local-network" or allow="loopback-network" (the Permissions-Policy directives '
+        'of the same names), allow="local-network-access" before Chromium '
+        f"{SPLIT_LNA_CHROMIUM} ({LNA_POLICY_MDN}; {LNA_SPEC})",
+        "Local Network Access does not yet cover WebSockets, WebTransport or WebRTC: each is "
+        f"its own, later Chromium feature ({LNA_WEBSOCKETS_INTENT}; {LNA_WEBTRANSPORT_STATUS})",
         "the CORS response headers still decide whether the page may read the answer; "
         "Firefox and Safari implement neither",
+    ]
+
+
+def websocket_local_network_notes() -> list[str]:
+    """Local Network Access and a WebSocket (for `explain --private-network` of a ws:// path):
+    neither mechanism gates it yet."""
+    return [
+        "not covered: a WebSocket to a local or loopback address gets no preflight of any "
+        f"kind (none in Chromium 104 to {LAST_PNA_PREFLIGHT_CHROMIUM} either) and, so far, no "
+        f"Local Network Access permission prompt (Chromium {FIRST_LNA_CHROMIUM} and later "
+        "gate fetches, subresources and iframes; WebSockets, WebTransport and WebRTC are "
+        f"separate, later features: {LNA_WEBSOCKETS_INTENT}; {LNA_WEBTRANSPORT_STATUS})",
+        "so allow_private_network plays no part here: the Origin check of the handshake "
+        "below is what protects the private API",
     ]
