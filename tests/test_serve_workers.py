@@ -639,3 +639,54 @@ def test_a_stop_during_a_slow_reload_exits_at_once_and_cleanly(
     assert code == 0, proxy.messages()[-10:]
     assert took < 10, took  # the shutdown (at most 5 s here), not the compile
     assert not any("terminate called" in m for m in proxy.messages())
+
+
+def test_starting_workers_are_judged_by_their_cpu_not_the_clock_on_a_busy_machine(
+    tmp_path: Path, upstream: int
+) -> None:
+    """The machine gets busy after the supervisor measured how long the policy takes to
+    load: the workers then take several times longer in wall time, but not in CPU time, and
+    are not killed as hung (they were, under a loaded CI run)."""
+    port = free_port()
+    extra = "workers_timeout: 2s\n" + slow_policy(3000)
+    config = write_config(tmp_path / "c.yaml", port, upstream, extra)
+    proxy = Supervised(config, "--workers", "2", env={"CORSPROXY_BOOT_TIMEOUT": "1"})
+    burners: list[subprocess.Popen[bytes]] = []
+    try:
+        proxy.wait(lambda: any("started 2 workers" in m for m in proxy.messages()), timeout=60)
+        burners = [  # a bounded busy machine: 6 CPU burners on (typically) 2 CPUs
+            subprocess.Popen([sys.executable, "-c", "import time\nt=time.monotonic()+40\n"
+                              "while time.monotonic()<t: pass"])
+            for _ in range(6)
+        ]  # fmt: skip
+        proxy.wait(lambda: len(proxy.serving()) == 2, timeout=120)
+        assert not any("killing it" in m for m in proxy.messages()), proxy.messages()
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+        code = proxy.stop()
+    assert code == 0
+
+
+def test_a_starting_worker_that_uses_no_cpu_is_killed_as_hung(
+    tmp_path: Path, upstream: int
+) -> None:
+    """Judging by CPU does not spare a worker that is stuck while starting (stopped here):
+    no CPU progress for the minimum boot time and it is replaced."""
+    port = free_port()
+    config = write_config(tmp_path / "c.yaml", port, upstream, slow_policy(3000))
+    proxy = Supervised(config, "--workers", "2", env={"CORSPROXY_BOOT_TIMEOUT": "2"})
+    try:
+        first = proxy.wait(lambda: proxy.children(), timeout=60)
+        victim = min(first)
+        os.kill(victim, signal.SIGSTOP)
+        proxy.wait(
+            lambda: any(f"worker {victim} " in m and "killing it" in m for m in proxy.messages()),
+            timeout=60,
+        )
+        assert any("used no CPU" in m for m in proxy.messages() if str(victim) in m)
+        proxy.wait(lambda: len(proxy.serving()) == 2, timeout=90)
+    finally:
+        code = proxy.stop()
+    assert code == 0

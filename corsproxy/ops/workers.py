@@ -246,10 +246,29 @@ class _Worker:
     terminated: bool = False  # SIGTERM sent after retiring
     killed: bool = False  # by the supervisor, for missing heartbeats
     hup_pending: bool = False  # a SIGHUP came while it was starting
+    boot_cpu: float = 0.0  # CPU seconds used while starting, at the last look
+    progress: float = 0.0  # when that last grew (monotonic; 0: not yet looked)
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time of a process (Linux /proc), or None where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            stat = file.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()  # after the command name, which may hold spaces
+    try:
+        return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14, 15)
+    except (IndexError, ValueError):
+        return None
 
 
 def _describe(code: int) -> str:
@@ -290,6 +309,7 @@ class Supervisor:
         self.timeout = 30.0
         self.boot_minimum = _seconds(os.environ.get(BOOT_ENV), BOOT_TIMEOUT)
         self.boot_limit = self.boot_minimum  # grows with the time the configuration takes to load
+        self.load_seconds = 0.0  # what loading the configuration took the supervisor, last time
         self.env: dict[str, str] = {}
         self.restarts: dict[str, Any] = {}
         self.wake = -1  # the write end of the wakeup pipe (a finished reload writes to it)
@@ -496,15 +516,9 @@ class Supervisor:
             # A lower workers_timeout reloaded since it started: it still beats at its pace.
             limit = max(self.timeout, worker.timeout)
             if worker.beat is None:
-                limit = max(limit, self.boot_limit)
-                if now - since > limit:
-                    log.error(
-                        "worker %d was not ready within %.1f s (loading the configuration"
-                        " takes about %.1f s per worker here): killing it",
-                        worker.pid,
-                        now - since,
-                        (self.boot_limit - self.boot_minimum) / BOOT_LOAD_FACTOR,
-                    )
+                stuck = self._stuck_starting(worker, now, max(limit, self.boot_limit))
+                if stuck:
+                    log.error("worker %d %s: killing it", worker.pid, stuck)
                     worker.killed = True
                     self._signal(worker, signal.SIGKILL)
                 continue
@@ -641,8 +655,40 @@ class Supervisor:
             self.reload_again = False
             self._reload()
 
+    def _stuck_starting(self, worker: _Worker, now: float, limit: float) -> str | None:
+        """Why a worker that is not ready yet counts as hung, or None.
+
+        Where the kernel tells how much CPU a process used (Linux), a starting worker is
+        judged by it, not by the clock: on a busy machine compiling a large policy takes
+        longer in wall time but not in CPU time. Hung is no CPU progress for the minimum
+        boot time (blocked: a deadlock, a stuck read), or more CPU than loading the
+        configuration took the supervisor, three times over, plus the minimum (a loop).
+        Elsewhere, wall time against `limit` (the minimum plus the load time, per CPU)."""
+        used = _cpu_seconds(worker.pid)
+        if used is None:
+            if now - worker.started <= limit:
+                return None
+            return (
+                f"was not ready within {now - worker.started:.1f} s (loading the configuration"
+                f" takes about {self.load_seconds:.1f} s per worker here)"
+            )
+        if used > worker.boot_cpu or not worker.progress:
+            worker.boot_cpu, worker.progress = used, now
+        if now - worker.progress > self.boot_minimum:
+            return (
+                f"was not ready within {now - worker.started:.1f} s and used no CPU for"
+                f" {now - worker.progress:.1f} s (hung while starting)"
+            )
+        if used > self.boot_minimum + BOOT_LOAD_FACTOR * self.load_seconds:
+            return (
+                f"was not ready after {used:.1f} s of CPU (loading the configuration takes"
+                f" about {self.load_seconds:.1f} s here)"
+            )
+        return None
+
     def _take(self, document: str | None, config: Config, load_seconds: float) -> None:
         at_once = -(-self.count // cpus())  # workers per CPU compiling together
+        self.load_seconds = load_seconds
         self.boot_limit = self.boot_minimum + BOOT_LOAD_FACTOR * at_once * load_seconds
         if document is not None:
             partial = self.snapshot + ".new"
