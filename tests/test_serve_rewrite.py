@@ -3,14 +3,26 @@ them (policy/url_rewrite.py applied by the relay), and preserve_host's new defau
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from tests.net import head_and_body, header_values, raw_exchange, running_app, running_proxy
+from tests.net import (
+    TIMEOUT,
+    head_and_body,
+    header_values,
+    raw_exchange,
+    running_app,
+    running_proxy,
+    start_cli,
+)
 
 # What the upstream answers, by path; `{up}` is its own origin.
 ANSWERS: dict[str, list[tuple[str, str]]] = {
@@ -26,6 +38,17 @@ ANSWERS: dict[str, list[tuple[str, str]]] = {
         ("Set-Cookie", "pref=dark; path=/admin; SameSite=Lax"),
         ("X-Location", "{up}/untouched"),
     ],
+    # The upstream's own (same-origin) paths that a careless rewrite turns into another host
+    # or a path outside the prefix.
+    "/evil": [
+        ("Location", "/base//evil.example/"),
+        ("Content-Location", "/base//evil.example/x"),
+        ("Refresh", "0; url=/base//evil.example/"),
+        ("Link", "</base//evil.example/>; rel=next"),
+        ("Vary", "Accept"),
+    ],
+    "/dots": [("Location", "{up}/base/../admin"), ("Content-Location", "/base/%2e%2e/admin")],
+    "/absolute": [("Location", "{up}/base/a"), ("Vary", "Accept")],
 }
 
 
@@ -139,3 +162,43 @@ async def test_rewrite_redirects_false_and_preserve_host_false(upstream: Any) ->
             "http://public.example:8443/on/api/me?x=1"
         ]
     assert hosts == ["public.example:8443"] * 2 + [url.removeprefix("http://")] * 2
+
+
+async def test_a_base_path_taken_off_never_makes_a_url_to_another_host(
+    upstream: Any, tmp_path: Path
+) -> None:
+    """A real corsproxy process, upstream with a base path, no prefix put back: the
+    upstream's `/base//evil.example/` would become `//evil.example/` (a browser leaves for
+    evil.example); a path with dot segments would resolve elsewhere. Both stay as sent.
+    An answer whose URL got the client's origin varies on Host."""
+    url, _ = upstream
+    config = tmp_path / "corsproxy.yaml"
+    config.write_text(
+        "listen: 127.0.0.1:0\n"
+        f"upstream: {url}/base\n"
+        "routes:\n"
+        "  - path_prefix: /\n"
+        "    strip_prefix: true\n"
+    )
+    proc, proxy = await asyncio.to_thread(start_cli, "--config", str(config))
+    try:
+        lines, _ = head_and_body(await get(proxy, "/evil"))
+        dots, _ = head_and_body(await get(proxy, "/dots"))
+        absolute, _ = head_and_body(await get(proxy, "/absolute"))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(proc.communicate, timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            await asyncio.to_thread(proc.communicate, timeout=TIMEOUT)
+    assert lines[0].startswith("HTTP/1.1 302"), lines
+    assert header_values(lines, "Location") == ["/base//evil.example/"]
+    assert header_values(lines, "Content-Location") == ["/base//evil.example/x"]
+    assert header_values(lines, "Refresh") == ["0; url=/base//evil.example/"]
+    assert header_values(lines, "Link") == ["</base//evil.example/>; rel=next"]
+    assert header_values(lines, "Vary") == ["Accept, Origin"]  # nothing rewritten: no Host
+    assert header_values(dots, "Location") == [f"{url}/base/../admin"]
+    assert header_values(dots, "Content-Location") == ["/base/%2e%2e/admin"]
+    assert header_values(absolute, "Location") == ["http://public.example:8443/a"]
+    assert header_values(absolute, "Vary") == ["Accept, Host, Origin"]

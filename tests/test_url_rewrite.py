@@ -3,8 +3,9 @@ of URL forms, the header grammars (Refresh, Link, Set-Cookie), and properties.""
 
 from __future__ import annotations
 
+import re
 from types import MappingProxyType
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import pytest
 from hypothesis import example, given, settings
@@ -22,6 +23,7 @@ from corsproxy.policy.url_rewrite import (
     rewrite_refresh,
     rewrite_set_cookie,
     url_map,
+    with_vary_host,
 )
 from tests.helpers import policy
 
@@ -37,6 +39,10 @@ def urls(upstream: str = "http://127.0.0.1:19003", prefix: str = "") -> UrlMap:
 PLAIN = urls()
 STRIPPED = urls(prefix="/svc")
 BASED = urls("http://legacy:9000/api", prefix="/svc")
+# A base path and no prefix put back (no strip_prefix, or the prefix `/`).
+BASE_ONLY = urls("http://127.0.0.1:19003/base")
+BASE_SLASH = urls("http://127.0.0.1:19003/base", prefix="/")
+V6 = urls("http://[0:0::1]:8000")
 
 # (map, URL from the upstream, what the client gets; None: untouched)
 TABLE: list[tuple[UrlMap, str, str | None]] = [
@@ -97,6 +103,51 @@ TABLE: list[tuple[UrlMap, str, str | None]] = [
     (urls("http://legacy:9000/api"), "/api/items", "/items"),
     (urls("http://legacy:9000/api"), "/api", "/"),
     (urls("http://legacy:9000/api"), "/other", None),
+    # the base taken off must never leave `//host` (a browser's protocol-relative URL)
+    (BASE_ONLY, "/base//evil.example/", None),
+    (BASE_SLASH, "/base//evil.example/", None),
+    (BASE_ONLY, "/base//evil.example", None),
+    (BASE_ONLY, "/base//", None),
+    (BASE_ONLY, "/base/", "/"),
+    (BASE_ONLY, "/base/x//y", "/x//y"),
+    (BASE_ONLY, "http://127.0.0.1:19003/base//evil.example/", f"{PUBLIC}//evil.example/"),
+    (BASE_ONLY, "//127.0.0.1:19003/base//evil.example/", "//api.example.com//evil.example/"),
+    (BASED, "/api//evil.example/", "/svc//evil.example/"),  # under the prefix: a path
+    # a network-path reference without a port has the upstream scheme's default port
+    (PLAIN, "//127.0.0.1/x", None),
+    (PLAIN, "//127.0.0.1:/x", None),
+    (PLAIN, "//127.0.0.1:0/x", None),
+    (urls("http://legacy"), "//legacy/x", "//api.example.com/x"),
+    (urls("http://legacy"), "//legacy:/x", "//api.example.com/x"),
+    (urls("http://legacy"), "//legacy:443/x", None),
+    (urls("https://legacy"), "//legacy/x", "//api.example.com/x"),
+    (urls("https://legacy"), "//legacy:80/x", None),
+    (urls("http://legacy:80"), "//legacy/x", "//api.example.com/x"),
+    # IP literals compare as addresses, names without case
+    (V6, "http://[::1]:8000/y", f"{PUBLIC}/y"),
+    (V6, "http://[0:0:0:0:0:0:0:1]:8000/y", f"{PUBLIC}/y"),
+    (V6, "//[::0001]:8000/y", "//api.example.com/y"),
+    (urls("http://[::1]:8000"), "http://[0::1]:8000/y", f"{PUBLIC}/y"),
+    (urls("http://[fe80::abcd]:8000"), "http://[FE80:0::ABCD]:8000/y", f"{PUBLIC}/y"),
+    (V6, "http://[::2]:8000/y", None),
+    (V6, "http://[::1:]:8000/y", None),  # not an address: not read
+    (V6, "http://[::ffff:127.0.0.1]:8000/y", None),  # v4-mapped is another host
+    (PLAIN, "http://[::ffff:127.0.0.1]:19003/y", None),
+    (urls("http://Legacy.Internal:9000"), "http://LEGACY.internal:9000/y", f"{PUBLIC}/y"),
+    # dot segments: where the URL resolves is not where its text says, never rewritten
+    (BASED, "http://legacy:9000/api/../admin", None),
+    (BASED, "http://legacy:9000/api/./x", None),
+    (BASED, "http://legacy:9000/api/%2e%2E/admin", None),
+    (BASED, "http://legacy:9000/api/.%2e/admin", None),
+    (BASED, "http://legacy:9000/api/x/..", None),
+    (BASED, "/api/../admin", None),
+    (BASED, "/api/%2E./admin", None),
+    (BASED, "/other/../x", None),
+    (STRIPPED, "/../admin", None),
+    (STRIPPED, "/a/.", None),
+    (STRIPPED, "//127.0.0.1:19003/a/../../b", None),
+    (STRIPPED, "/a/..b/.c/...", "/svc/a/..b/.c/..."),  # not dot segments
+    (STRIPPED, "/a?next=/../x#/../y", "/svc/a?next=/../x#/../y"),  # query, fragment: not path
 ]
 
 
@@ -266,6 +317,43 @@ def test_response_rewrite_touches_only_its_headers() -> None:
     ]
 
 
+def test_no_header_gets_a_protocol_relative_url_from_a_path() -> None:
+    """Base path `/base`, no prefix put back: the upstream's same-origin `/base//evil/`
+    would be `//evil/` (another host for a browser) in every URL header: kept as sent."""
+    rewrite = ResponseRewrite(BASE_SLASH)
+    evil = "/base//evil.example/"
+    headers = [
+        ("Location", evil),
+        ("Content-Location", evil),
+        ("Refresh", f"0; url={evil}"),
+        ("Link", f"<{evil}>; rel=next, </base/ok>; rel=prev"),
+    ]
+    assert rewrite.rewritten(headers) == (
+        [*headers[:3], ("Link", f"<{evil}>; rel=next, </ok>; rel=prev")],
+        False,
+    )
+
+
+def test_only_an_absolute_rewrite_makes_the_answer_vary_on_host() -> None:
+    rewrite = ResponseRewrite(STRIPPED, PATHS)
+    absolute = ("Location", "http://127.0.0.1:19003/x")
+    assert rewrite.rewritten([("Location", "/x")])[1] is False
+    assert rewrite.rewritten([("Set-Cookie", "a=1; Path=/")])[1] is False
+    assert rewrite.rewritten([("Location", "http://other/x")])[1] is False
+    assert rewrite.rewritten([absolute])[1] is True
+    assert rewrite.rewritten([("Link", "</a>, <//127.0.0.1:19003/b>")])[1] is True
+    assert rewrite.rewritten([("Refresh", "1;url=http://127.0.0.1:19003/")])[1] is True
+    # a rewrite the field-value guard refused wrote nothing
+    bad = ResponseRewrite(UrlMap(STRIPPED.upstream, "", "", None, "http://a\r\nX: 1"))
+    assert bad.rewritten([absolute]) == ([absolute], False)
+    assert with_vary_host([("A", "1"), ("Vary", "Origin"), ("vary", "accept, host")]) == [
+        ("A", "1"),
+        ("Vary", "Origin, accept, host"),
+    ]
+    assert with_vary_host([("Vary", "*")]) == [("Vary", "*")]
+    assert with_vary_host([("A", "1")]) == [("A", "1"), ("Vary", "Host")]
+
+
 def test_a_rewritten_value_is_never_unclean() -> None:
     """The guard behind the construction: a public origin that somehow held a control
     character leaves the upstream's value as it was."""
@@ -278,7 +366,9 @@ def test_a_rewritten_value_is_never_unclean() -> None:
 
 # --- properties -----------------------------------------------------------------------
 
-URL_CHARS = st.sampled_from([*list("/:?#@[]%.-_~!$&'()*+,;=aAzZ09 \\\t\"<>"), "//", "http://"])
+URL_CHARS = st.sampled_from(
+    [*list("/:?#@[]%.-_~!$&'()*+,;=aAzZ09 \\\t\"<>"), "//", "http://", "..", "%2e", "%2E"]
+)
 UPSTREAM_URLS = st.sampled_from(
     [
         "http://127.0.0.1:19003",
@@ -288,10 +378,21 @@ UPSTREAM_URLS = st.sampled_from(
         "",
         "/",
         "/api",
+        "/api/",
+        "//127.0.0.1",
         PUBLIC,
     ]
 )
-MAPS = st.sampled_from([PLAIN, STRIPPED, BASED, urls("http://127.0.0.1:19003/api", "/s/t")])
+MAPS = st.sampled_from(
+    [
+        PLAIN,
+        STRIPPED,
+        BASED,
+        urls("http://127.0.0.1:19003/api", "/s/t"),
+        urls("http://127.0.0.1:19003/api"),
+        urls("http://127.0.0.1:19003/api", "/"),
+    ]
+)
 CONTROL = {chr(c) for c in range(32) if c != 9} | {"\x7f"}
 
 
@@ -299,6 +400,8 @@ CONTROL = {chr(c) for c in range(32) if c != 9} | {"\x7f"}
 @given(MAPS, UPSTREAM_URLS, st.lists(URL_CHARS, max_size=12).map("".join))
 @example(STRIPPED, "http://127.0.0.1:19003", "")
 @example(BASED, "/api", "/x")
+@example(urls("http://127.0.0.1:19003/api"), "/api/", "/evil.example")
+@example(STRIPPED, "/", "../x")
 def test_properties(urlmap: UrlMap, head: str, tail: str) -> None:
     url = head + tail
     got = urlmap.url(url)
@@ -307,6 +410,16 @@ def test_properties(urlmap: UrlMap, head: str, tail: str) -> None:
     if got is url:
         return
     assert got != url
+    # Never a network-path reference made from a path (a browser goes to that host) ...
+    if got.startswith(("//", "/\\")):
+        assert url.startswith("//") and urlsplit(got).netloc == "api.example.com"
+    # ... and never a URL that resolves (dot segments, %2e as browsers read it) elsewhere
+    # than on the public origin, under the prefix.
+    resolved = urlsplit(urljoin(f"{PUBLIC}/a/b/c", re.sub("%2e", ".", got, flags=re.I)))
+    assert resolved.netloc == "api.example.com"
+    if urlmap.prefix:
+        path = resolved.path.lower()
+        assert path == urlmap.prefix.lower() or path.startswith(urlmap.prefix.lower() + "/")
     # A rewritten URL parses, and is on the public origin or a path under the prefix.
     parts = urlsplit(got)
     if got.startswith("/") and not got.startswith("//"):

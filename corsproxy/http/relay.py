@@ -31,7 +31,7 @@ from corsproxy.http.upstream import UpstreamClient, UpstreamResponse
 from corsproxy.policy.cors import Decision, response_headers
 from corsproxy.policy.forwarded import ClientView
 from corsproxy.policy.routes import Route, Upstream
-from corsproxy.policy.url_rewrite import REWRITTEN_HEADERS, response_rewrite
+from corsproxy.policy.url_rewrite import REWRITTEN_HEADERS, response_rewrite, with_vary_host
 
 log = logging.getLogger("corsproxy")
 
@@ -445,7 +445,9 @@ async def _relay(
         else:
             rewrite = response_rewrite(target.route, public_origin(request))
         if rewrite is not None:
-            relayed = rewrite.headers(relayed)
+            relayed, absolute = rewrite.rewritten(relayed)
+            if absolute:  # the client's Host is in the answer now: caches must key on it
+                relayed = with_vary_host(relayed)
     headers = response_headers(decision, relayed)
     names = {n.lower() for n, _ in headers}
     reason = hygiene.clean_reason(upstream.reason)

@@ -14,6 +14,13 @@ route's upstream are put back on the public side:
 - every other URL (other origins, the public origin itself, relative `x/y`, `//other-host`,
   `data:`, anything this strict parser does not read) is left byte for byte.
 
+Hosts compare as addresses when they are IP literals (`[0:0::1]` is `[::1]`), as names
+without case otherwise; a network-path reference (`//host/x`) has the upstream's scheme, so
+no port means that scheme's default port. Never rewritten, so that no rewrite can point
+outside the prefix or at another host: a URL whose path holds a dot segment (`.`, `..`,
+`%2e` in any case), and a path-absolute result that would start with `//` or `/\\` (a
+browser reads that as another host: `/base//evil.example/` with the base taken off).
+
 `Set-Cookie` gets nginx's `proxy_cookie_path` (the first mapping whose `from` is a prefix of
 the Path attribute replaces that prefix) and `proxy_cookie_domain` (a Domain attribute equal
 to `from` without case, a leading dot kept, becomes `to`); the rest of the line is untouched.
@@ -26,10 +33,13 @@ check keeps the upstream's value whenever a rewritten one would not be a clean f
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from corsproxy.policy.cors import merge_vary
 from corsproxy.policy.forwarded import join_prefix
 from corsproxy.policy.routes import Route, Upstream, no_mapping
 
@@ -59,14 +69,29 @@ class Origin:
 def parse_origin(text: str) -> Origin | None:
     """`scheme://host[:port]` (an http or https origin), or None."""
     parts = _split(text)
-    if parts is None or parts[0] is None or parts[2] or parts[3]:
+    if parts is None or parts[0] is None or parts[1] or parts[2] or parts[3]:
         return None
     return parts[0]
 
 
-def _split(url: str) -> tuple[Origin | None, bool, str, str] | None:
+def _host(text: str) -> str | None:
+    """A host as compared: an IP literal as its address (`[0:0::1]` is `[::1]`), a name
+    in lower case; None for a bracketed literal that is no IPv6 address."""
+    if text.startswith("["):
+        try:
+            return f"[{ipaddress.IPv6Address(text[1:-1]).compressed}]"
+        except ValueError:
+            return None
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        return text.lower()
+
+
+def _split(url: str, network_scheme: str = "") -> tuple[Origin | None, bool, str, str] | None:
     """(origin or None, network-path, path, rest from '?' or '#') of a URL this module reads,
-    or None. A network-path reference (`//host/x`) gets scheme "" in its origin."""
+    or None. A network-path reference (`//host/x`) takes `network_scheme` (none: not read)
+    and that scheme's default port when it has none."""
     if _UNPARSED.search(url):
         return None
     scheme = ""
@@ -81,24 +106,38 @@ def _split(url: str) -> tuple[Origin | None, bool, str, str] | None:
             return None
         cut = _cut(rest)
         return None, False, rest[:cut], rest[cut:]
+    network_path = not scheme
+    if network_path:
+        scheme = network_scheme
+        if scheme not in _DEFAULT_PORTS:
+            return None
     end = _cut(rest, 2, "/")
     authority = _AUTHORITY.match(rest, 2, end)
     if authority is None:
         return None
     port_text = authority.group(2)
-    default = _DEFAULT_PORTS.get(scheme, 0)
-    port = int(port_text) if port_text else default
-    if port > 65535:
+    port = int(port_text) if port_text else _DEFAULT_PORTS[scheme]
+    host = _host(authority.group(1))
+    if port > 65535 or host is None:
         return None
-    origin = Origin(scheme, authority.group(1).lower(), port)
+    origin = Origin(scheme, host, port)
     cut = _cut(rest, end)
-    return origin, not scheme, rest[end:cut], rest[cut:]
+    return origin, network_path, rest[end:cut], rest[cut:]
 
 
 def _cut(text: str, start: int = 0, also: str = "") -> int:
     """Where the part from `start` ends: at the first '?', '#' (or `also`), else the end."""
     ends = [i for c in "?#" + also if (i := text.find(c, start)) >= 0]
     return min(ends, default=len(text))
+
+
+_DOT_SEGMENT = re.compile(r"(?:\A|/)(?:\.|%2e){1,2}(?:/|\Z)", re.IGNORECASE)
+
+
+def _has_dot_segment(path: str) -> bool:
+    """Whether a path holds a `.` or `..` segment, percent-encoded or not: where it
+    resolves is not where its text says (`/api/../admin` is not under `/api`)."""
+    return _DOT_SEGMENT.search(path) is not None
 
 
 def _under(path: str, prefix: str) -> bool:
@@ -136,8 +175,10 @@ class UrlMap:
     def url(self, url: str) -> str:
         """The rewritten URL reference, or `url` itself (the same object) when it does not
         point at the upstream."""
-        parts = _split(url)
-        if parts is None:
+        # A network-path reference has the scheme of the URL it is resolved against: the
+        # upstream's, as the upstream built it for its own address.
+        parts = _split(url, self.upstream.scheme)
+        if parts is None or _has_dot_segment(parts[2]):
             return url
         origin, network_path, path, rest = parts
         if origin is None:  # relative: only a path-absolute one is mapped
@@ -146,10 +187,10 @@ class UrlMap:
             mapped = self.path(path, absolute=False)
             if mapped is None or mapped == path:
                 return url
-            return (mapped or "/") + rest
-        if network_path:
-            # Resolved against the public URL; it is the upstream's when host and port are.
-            origin = Origin(self.upstream.scheme, origin.host, origin.port or self.upstream.port)
+            mapped = mapped or "/"
+            if mapped.startswith(("//", "/\\")):
+                return url  # a browser would read a host there (`/base//evil.example/`)
+            return mapped + rest
         if origin == self.public or origin != self.upstream or not self.public_text:
             return url
         mapped = self.path((path or "/") if self.base_path else path, absolute=True)
@@ -173,7 +214,26 @@ def url_map(upstream: Upstream, prefix: str, public_origin: str) -> UrlMap | Non
 # --- where the URLs are in each header ------------------------------------------------
 
 
-def _rewrite_span(value: str, start: int, end: int, urls: UrlMap) -> str:
+class UrlRewriter(Protocol):
+    def url(self, url: str) -> str: ...
+
+
+@dataclass(slots=True)
+class _Recorder:
+    """A UrlMap that notes whether it wrote the public origin into a URL (the answer then
+    depends on the client's Host: `Vary: Host`)."""
+
+    urls: UrlMap
+    absolute: bool = False
+
+    def url(self, url: str) -> str:
+        new = self.urls.url(url)
+        if new is not url and (not new.startswith("/") or new.startswith("//")):
+            self.absolute = True
+        return new
+
+
+def _rewrite_span(value: str, start: int, end: int, urls: UrlRewriter) -> str:
     """`value` with the URL in [start, end) rewritten; C0 and spaces at its ends are kept,
     as the URL parser trims them."""
     while start < end and value[start] in _URL_TRIM:
@@ -185,7 +245,7 @@ def _rewrite_span(value: str, start: int, end: int, urls: UrlMap) -> str:
     return value if new is url else value[:start] + new + value[end:]
 
 
-def rewrite_location(value: str, urls: UrlMap) -> str:
+def rewrite_location(value: str, urls: UrlRewriter) -> str:
     """`Location` and `Content-Location`: the whole value is one URL reference."""
     return _rewrite_span(value, 0, len(value), urls)
 
@@ -236,7 +296,7 @@ def refresh_url_span(value: str) -> tuple[int, int] | None:
     return start, n
 
 
-def rewrite_refresh(value: str, urls: UrlMap) -> str:
+def rewrite_refresh(value: str, urls: UrlRewriter) -> str:
     span = refresh_url_span(value)
     return value if span is None else _rewrite_span(value, *span, urls)
 
@@ -275,7 +335,7 @@ def link_url_spans(value: str) -> list[tuple[int, int]]:
     return spans
 
 
-def rewrite_link(value: str, urls: UrlMap) -> str:
+def rewrite_link(value: str, urls: UrlRewriter) -> str:
     # Right to left, so the spans still to rewrite keep their places.
     for start, end in reversed(link_url_spans(value)):
         url = value[start:end]
@@ -351,23 +411,50 @@ class ResponseRewrite:
     def header(self, name: str, value: str) -> str:
         """One header's value, rewritten; the upstream's own value when nothing applies or
         when the result would not be a clean field value."""
+        return self._header(name, value, self.urls)
+
+    def _header(self, name: str, value: str, urls: UrlRewriter | None) -> str:
         lower = name.lower()
         if lower == "set-cookie":
             if not (self.cookie_path or self.cookie_domain):
                 return value
             new = rewrite_set_cookie(value, self.cookie_path, self.cookie_domain)
-        elif self.urls is None or lower not in URL_HEADERS:
+        elif urls is None or lower not in URL_HEADERS:
             return value
         elif lower == "refresh":
-            new = rewrite_refresh(value, self.urls)
+            new = rewrite_refresh(value, urls)
         elif lower == "link":
-            new = rewrite_link(value, self.urls)
+            new = rewrite_link(value, urls)
         else:
-            new = rewrite_location(value, self.urls)
+            new = rewrite_location(value, urls)
         return new if _FIELD_VALUE.match(new) else value
 
     def headers(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        return [(name, self.header(name, value)) for name, value in headers]
+        return self.rewritten(headers)[0]
+
+    def rewritten(self, headers: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], bool]:
+        """The headers rewritten, and whether the public origin (from the client's Host or
+        a trusted proxy's view) was written into one of them: a cache must then key the
+        answer on it, as it does not with a path-absolute rewrite (`Vary: Host`)."""
+        recorder = None if self.urls is None else _Recorder(self.urls)
+        out = []
+        for name, value in headers:
+            before = recorder is not None and recorder.absolute
+            new = self._header(name, value, recorder)
+            if new is value and recorder is not None:
+                recorder.absolute = before  # nothing written (or the rewrite was refused)
+            out.append((name, new))
+        return out, recorder is not None and recorder.absolute
+
+
+def with_vary_host(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """`headers` with `Host` merged into its `Vary` (one line, where the first was)."""
+    lines = [value for name, value in headers if name.lower() == "vary"]
+    merged = merge_vary(lines, ("Host",))
+    out = [h for h in headers if h[0].lower() != "vary"]
+    where = next((i for i, h in enumerate(headers) if h[0].lower() == "vary"), len(out))
+    out.insert(where, ("Vary", merged))
+    return out
 
 
 def response_rewrite(
