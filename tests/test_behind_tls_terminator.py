@@ -60,6 +60,12 @@ def readme_nginx(corsproxy_port: int) -> str:
     section = readme.split("### Behind a TLS terminator or load balancer", 1)[1]
     block = section.split("```nginx\n", 1)[1].split("```", 1)[0]
     assert block.count("http://corsproxy:8080") == block.count("proxy_pass") >= 2, block
+    # Every location sets every header of the family (a header it leaves alone is the
+    # client's) and clears Forwarded (corsproxy ignores it; an app behind might not).
+    for location in re.findall(r"location [^{]*\{[^}]*\}", block):
+        for name in ("Proto", "Host", "Port", "For", "Prefix"):
+            assert f"proxy_set_header X-Forwarded-{name} " in location, (name, location)
+        assert 'proxy_set_header Forwarded "";' in location, location
     block = block.replace("http://corsproxy:8080", f"http://127.0.0.1:{corsproxy_port}")
     return re.sub(r"(proxy_pass [^;]*;)", r"\1 proxy_bind 127.0.0.2;", block)
 

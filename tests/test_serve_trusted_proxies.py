@@ -170,3 +170,13 @@ async def test_client_address_claims_never_reach_the_upstream(recorder: Recorder
         names = {n.lower() for n, _ in recorder.seen[-1]["headers"]}
         assert not names & {n.lower() for n in CLIENT_IP_CLAIMS}, (trusted, names)
         assert "6.6.6.6" not in repr(recorder.seen[-1]["headers"])
+
+
+async def test_ipv4_mapped_entries_trust_the_ipv4_peer(recorder: Recorder) -> None:
+    """`::ffff:127.0.0.1` and `::ffff:0:0/96` name IPv4 peers (read at load as 127.0.0.1
+    and 0.0.0.0/0): a request from 127.0.0.1 is a trusted proxy's."""
+    doc = {"upstream": recorder.url, "cors": False}
+    for entry in ("::ffff:127.0.0.1", "::ffff:0:0/96"):
+        async with running_proxy({**doc, "trusted_proxies": [entry]}) as proxy:
+            assert await get(f"{proxy}/a", {"X-Forwarded-Proto": "https"}) == 200
+        assert forwarding(recorder.seen[-1])["x-forwarded-proto"] == "https", entry
