@@ -13,6 +13,7 @@ from corsproxy.config import ConfigError, load_config
 from corsproxy.http import headers as hygiene
 from corsproxy.policy.forwarded import (
     NO_PROXIES,
+    ForwardedHeaders,
     PublicOrigin,
     TrustedProxies,
     parse_forwarded,
@@ -22,6 +23,7 @@ from corsproxy.policy.forwarded import (
 )
 
 EDGE = TrustedProxies([parse_network("10.0.0.0/8"), parse_network("2001:db8::/32")])
+RFC7239 = ForwardedHeaders.FORWARDED
 FORWARDING_NAMES = (
     "X-Forwarded-Proto",
     "X-Forwarded-Host",
@@ -99,23 +101,118 @@ def test_trusted_peer_keeps_the_x_forwarded_family() -> None:
 def test_trusted_peer_forwarded_chain() -> None:
     inbound = [
         ("Forwarded", 'for=198.51.100.17;proto=https;host="api.example.com", for=10.1.1.1'),
-        ("Forwarded", 'For="[2001:db8:cafe::17]:4711";proto=http'),  # a third trusted hop
+        ("Forwarded", 'For="[2001:db8:cafe::17]:4711";proto=https;host=edge.example'),
         ("X-Forwarded-Port", "1"),  # the other family: not read, not sent
         ("X-Forwarded-Prefix", "/evil"),
+        ("X-Forwarded-Host", "evil.example"),
+        ("X-Forwarded-For", "6.6.6.6"),
     ]
-    view = resolve("2001:db8::5", True, "corsproxy", inbound, EDGE)
-    # for=2001:db8:cafe::17 and for=10.1.1.1 are trusted hops: the first element is the
-    # outermost proxy's, describing what the client used.
-    assert view.origin.serialize() == "https://api.example.com"
+    view = resolve("2001:db8::5", True, "corsproxy", inbound, EDGE, family=RFC7239)
+    # for=2001:db8:cafe::17 and for=10.1.1.1 are trusted hops: the client is the first
+    # untrusted for= from the right; the scheme and host are those of the rightmost element,
+    # the one the peer wrote.
+    assert view.origin.serialize() == "https://edge.example"
     assert view.client == "198.51.100.17"
     assert view.prefix() == ""
+    assert view.forwarded_for == "198.51.100.17, 10.1.1.1, 2001:db8:cafe::17, 2001:db8::5"
     assert sent(view.upstream_headers()) == {
         "X-Forwarded-Proto": "https",
-        "X-Forwarded-Host": "api.example.com",
+        "X-Forwarded-Host": "edge.example",
         "Forwarded": 'for=198.51.100.17;proto=https;host="api.example.com", for=10.1.1.1, '
-        'For="[2001:db8:cafe::17]:4711";proto=http, '
+        'For="[2001:db8:cafe::17]:4711";proto=https;host=edge.example, '
         'for="[2001:db8::5]";proto=https;host=corsproxy',
     }
+
+
+# What a client can put in front of the headers its trusted proxy writes, in each family.
+CLIENT_FORWARDED = 'for=6.6.6.6;proto=https;host="evil.example:4443"'
+CLIENT_X_FORWARDED = [
+    ("X-Forwarded-Proto", "https"),
+    ("X-Forwarded-Host", "evil.example"),
+    ("X-Forwarded-Port", "4443"),
+    ("X-Forwarded-Prefix", "/evil"),
+]
+
+
+def test_x_forwarded_family_never_believes_forwarded() -> None:
+    """The default family. A front that sets only X-Forwarded-For (nginx's minimal set-up)
+    passes a client's `Forwarded` on: it is neither read nor sent, whatever else is there."""
+    inbound = [("Forwarded", CLIENT_FORWARDED), ("X-Forwarded-For", "6.6.6.6, 203.0.113.9")]
+    view = resolve("10.0.0.5", False, "corsproxy:8080", inbound, EDGE)
+    assert view.origin == PublicOrigin("http", "corsproxy", 8080)
+    assert view.client == "203.0.113.9"
+    assert view.forwarded_for is None  # the client's X-Forwarded-For, the peer appended
+    assert view.upstream_headers() == [
+        ("X-Forwarded-Proto", "http"),
+        ("X-Forwarded-Host", "corsproxy:8080"),
+    ]
+    out = hygiene.upstream_request_headers(
+        inbound, hygiene.Forwarding("10.0.0.5", "http", "corsproxy:8080", False, view=view)
+    )
+    assert "evil" not in repr(out) and "forwarded" not in {n.lower() for n, _ in out}
+
+
+def test_forwarded_family_never_believes_x_forwarded() -> None:
+    """`forwarded_headers: forwarded`: the client's X-Forwarded-* pass through a front that
+    writes only `Forwarded`; they are replaced by corsproxy's, from what it believes."""
+    element = 'for=203.0.113.9;proto=https;host="api.example.com"'
+    inbound = [*CLIENT_X_FORWARDED, ("X-Forwarded-For", "6.6.6.6"), ("Forwarded", element)]
+    view = resolve("10.0.0.5", False, "corsproxy:8080", inbound, EDGE, family=RFC7239)
+    assert view.origin == PublicOrigin("https", "api.example.com", 443)
+    assert view.client == "203.0.113.9"
+    assert view.prefix("/svc") == "/svc"
+    out = hygiene.upstream_request_headers(
+        inbound, hygiene.Forwarding("10.0.0.5", "http", "corsproxy:8080", False, view=view)
+    )
+    assert [(n, v) for n, v in out if n != "Forwarded"] == [
+        ("X-Forwarded-For", "203.0.113.9, 10.0.0.5"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "api.example.com"),
+    ]
+    assert sent(out)["Forwarded"] == f'{element}, for=10.0.0.5;proto=http;host="corsproxy:8080"'
+    # No Forwarded at all: the connection's scheme and Host; the client is the peer.
+    view = resolve("10.0.0.5", False, "corsproxy", CLIENT_X_FORWARDED, EDGE, family=RFC7239)
+    assert view.origin == PublicOrigin("http", "corsproxy", 80)
+    assert view.client == "10.0.0.5" and view.forwarded_for == "10.0.0.5"
+    assert "Forwarded" not in sent(view.upstream_headers())  # corsproxy starts no chain
+
+
+@pytest.mark.parametrize(
+    "client_wrote",
+    [
+        CLIENT_FORWARDED,  # well-formed: before the client's own element, the walk stops
+        'for="unterminated',
+        "for=6.6.6.6;for=7.7.7.7",
+        "garbage",
+        'for=6.6.6.6;host="a,b,c,d,e,f,g"',
+        "for=6.6.6.6;proto=https;;",
+        "",
+    ],
+)
+def test_forwarded_appended_by_the_front_wins_over_the_client(client_wrote: str) -> None:
+    """nginx `proxy_set_header Forwarded "$http_forwarded, for=$remote_addr;..."`: whatever
+    the client wrote on the left, the element the front appended on the right decides."""
+    front = 'for=203.0.113.9;proto=https;host="api.example.com"'
+    inbound = [("Forwarded", f"{client_wrote}, {front}")]
+    view = resolve("10.0.0.5", False, "corsproxy", inbound, EDGE, family=RFC7239)
+    assert view.origin == PublicOrigin("https", "api.example.com", 443)
+    assert view.client == "203.0.113.9"
+    assert sent(view.upstream_headers())["Forwarded"] == (
+        f"{front}, for=10.0.0.5;proto=http;host=corsproxy"
+    )
+    # A client inside a trusted range: the walk reaches its element, but the scheme and
+    # host stay those of the rightmost element, the one the peer wrote.
+    inbound = [("Forwarded", f"{client_wrote}, {front.replace('203.0.113.9', '10.9.9.9')}")]
+    view = resolve("10.0.0.5", False, "corsproxy", inbound, EDGE, family=RFC7239)
+    assert view.origin == PublicOrigin("https", "api.example.com", 443)
+
+
+def test_a_malformed_rightmost_element_is_not_believed() -> None:
+    inbound = [("Forwarded", 'for=203.0.113.9;proto=https;host="api.example.com", for="x')]
+    view = resolve("10.0.0.5", False, "corsproxy", inbound, EDGE, family=RFC7239)
+    assert view.origin == PublicOrigin("http", "corsproxy", 80)
+    assert view.client == "10.0.0.5"
+    assert "Forwarded" not in sent(view.upstream_headers())
 
 
 def test_all_hops_trusted_gives_the_leftmost() -> None:
@@ -161,6 +258,17 @@ def test_client_address_from_x_forwarded_for(xff: str, client: str) -> None:
         ("X-Forwarded-Prefix", "edge"),
         ("X-Forwarded-Prefix", "/a?b"),
         ("X-Forwarded-Prefix", "/a%zz"),
+        # Encodings of `..` and `//`, path parameters, backslashes: all refused.
+        ("X-Forwarded-Prefix", "/%2e%2e/admin"),
+        ("X-Forwarded-Prefix", "/a/.%2e"),
+        ("X-Forwarded-Prefix", "/..;/x"),
+        ("X-Forwarded-Prefix", "/%2F%2Fevil.com"),
+        ("X-Forwarded-Prefix", "/a;b"),
+        ("X-Forwarded-Prefix", "/a\\..\\b"),
+        ("X-Forwarded-Prefix", "/%61"),
+        ("X-Forwarded-Prefix", "/a//b"),
+        ("X-Forwarded-Prefix", "/a/./b"),
+        ("X-Forwarded-Prefix", "/user@evil"),
     ],
 )
 def test_unsafe_values_from_a_trusted_peer_are_ignored(name: str, value: str) -> None:
@@ -187,7 +295,8 @@ def test_unsafe_values_from_a_trusted_peer_are_ignored(name: str, value: str) ->
 )
 def test_malformed_forwarded_is_ignored_whole(value: str) -> None:
     assert parse_forwarded([value]) is None
-    view = resolve("10.0.0.1", False, "proxy.example", [("Forwarded", value)], EDGE)
+    view = resolve("10.0.0.1", False, "proxy.example", [("Forwarded", value)], EDGE,
+                   family=RFC7239)  # fmt: skip
     assert view.origin == PublicOrigin("http", "proxy.example", 80)
     assert "Forwarded" not in sent(view.upstream_headers())
 
@@ -203,8 +312,20 @@ def test_forwarded_syntax() -> None:
     ]
     assert parse_forwarded(['for="a\\"b"']) == [{"for": 'a"b'}]
     # A host in quotes with a comma is not a host a URL may carry: the connection's is used.
-    view = resolve("10.0.0.1", False, "own", [("Forwarded", 'host="a,b";proto=https')], EDGE)
+    view = resolve("10.0.0.1", False, "own", [("Forwarded", 'host="a,b";proto=https')], EDGE,
+                   family=RFC7239)  # fmt: skip
     assert view.origin == PublicOrigin("https", "own", 443)
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [("/edge", "/edge"), ("/edge/", "/edge"), ("/a-b_c.d~e/v1", "/a-b_c.d~e/v1"),
+     ("/x!$&'()*+,=", "/x!$&'()*+"), ("/...", "/..."), ("/", "")],
+)  # fmt: skip
+def test_plain_prefixes_are_kept(value: str, kept: str) -> None:
+    # (Of a comma-separated value the first part is read: "/x!$&'()*+".)
+    view = resolve("10.0.0.1", False, "h", [("X-Forwarded-Prefix", value)], EDGE)
+    assert view.prefix() == kept
 
 
 def test_prefix_joins_trusted_and_route() -> None:
@@ -227,6 +348,27 @@ def test_trusted_proxies_entries() -> None:
     assert not EDGE.trusts("garbage") and not EDGE.trusts(None)
 
 
+@pytest.mark.parametrize(
+    ("entry", "matches", "misses"),
+    [
+        ("::ffff:127.0.0.2", ["127.0.0.2", "::ffff:127.0.0.2"], ["127.0.0.1", "::1"]),
+        ("[::ffff:127.0.0.2]", ["127.0.0.2"], ["127.0.0.3"]),
+        ("::ffff:10.0.0.0/104", ["10.1.2.3", "::ffff:10.9.9.9"], ["11.0.0.1"]),
+        ("::ffff:0:0/96", ["127.0.0.1", "203.0.113.9"], ["::1", "2001:db8::1"]),
+    ],
+)
+def test_ipv4_mapped_entries_match_ipv4_peers(
+    entry: str, matches: list[str], misses: list[str]
+) -> None:
+    """Peers are matched in their IPv4 form (a dual-stack listener reports ::ffff:a.b.c.d):
+    an IPv4-mapped entry is read as the IPv4 network it names, as nginx matches them."""
+    network = parse_network(entry)
+    assert network.version == 4
+    trusted = TrustedProxies([network])
+    assert all(trusted.trusts(a) for a in matches)
+    assert not any(trusted.trusts(a) for a in misses)
+
+
 # --- the upstream's headers, through header hygiene -------------------------------------
 
 addresses = st.one_of(
@@ -246,14 +388,14 @@ spoofs = st.lists(
 
 
 @settings(max_examples=400, deadline=None)
-@given(peer=addresses, inbound=spoofs, tls=st.booleans())
+@given(peer=addresses, inbound=spoofs, tls=st.booleans(), family=st.sampled_from(ForwardedHeaders))
 def test_untrusted_peers_never_reach_the_upstream(
-    peer: str, inbound: list[tuple[str, str]], tls: bool
+    peer: str, inbound: list[tuple[str, str]], tls: bool, family: ForwardedHeaders
 ) -> None:
     trusted = TrustedProxies([parse_network("192.0.2.0/24")])
     if trusted.trusts(peer):
         return
-    view = resolve(peer, tls, "proxy.example", inbound, trusted)
+    view = resolve(peer, tls, "proxy.example", inbound, trusted, family=family)
     forwarding = hygiene.Forwarding(peer, "https" if tls else "http", "proxy.example", False,
                                     view=view)  # fmt: skip
     out = hygiene.upstream_request_headers(inbound, forwarding)
@@ -265,12 +407,19 @@ def test_untrusted_peers_never_reach_the_upstream(
 
 
 @settings(max_examples=400, deadline=None)
-@given(peer=addresses, inbound=spoofs, tls=st.booleans(), host=values)
+@given(
+    peer=addresses,
+    inbound=spoofs,
+    tls=st.booleans(),
+    host=values,
+    family=st.sampled_from(ForwardedHeaders),
+)
 def test_the_rule_never_crashes_and_sends_only_safe_values(
-    peer: str, inbound: list[tuple[str, str]], tls: bool, host: str
+    peer: str, inbound: list[tuple[str, str]], tls: bool, host: str, family: ForwardedHeaders
 ) -> None:
     # The server answers 400 to a Host that is not valid before anything is forwarded.
-    view = resolve(peer, tls, host if host and hygiene.valid_host(host) else None, inbound, EDGE)
+    valid = host if host and hygiene.valid_host(host) else None
+    view = resolve(peer, tls, valid, inbound, EDGE, family=family)
     for name, value in view.upstream_headers("/svc"):
         assert "\r" not in value and "\n" not in value, (name, value)
         if name == "X-Forwarded-Proto":
@@ -295,6 +444,19 @@ def test_config_refuses_bad_entries_with_file_and_line(tmp_path: Path) -> None:
     assert f"{path}:5: trusted_proxies[1]: '10.0.0.1/8' has host bits set" in text
     assert f"{path}:6: trusted_proxies[2]: 'proxy.internal' is not an IP address" in text
     assert "write an address or a CIDR" in text
+
+
+def test_config_forwarded_headers(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("upstream: http://127.0.0.1:9\ncors: false\n")
+    assert load_config(str(path)).forwarded_headers is ForwardedHeaders.X_FORWARDED
+    path.write_text("upstream: http://127.0.0.1:9\ncors: false\nforwarded_headers: forwarded\n")
+    assert load_config(str(path)).forwarded_headers is ForwardedHeaders.FORWARDED
+    path.write_text("upstream: http://127.0.0.1:9\ncors: false\nforwarded_headers: forward\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    assert f"{path}:3: forwarded_headers: 'forward' is not one of" in str(info.value)
+    assert "did you mean 'forwarded'?" in str(info.value)
 
 
 def test_config_warns_when_everyone_is_trusted(tmp_path: Path) -> None:
@@ -326,4 +488,5 @@ def test_client_is_the_rightmost_untrusted_hop(hops: list[tuple[str, bool]]) -> 
     xff = resolve(peer, False, "h", [("X-Forwarded-For", ", ".join(addresses))], trusted)
     assert xff.client == expected
     chain = ", ".join(f"for={a}" for a in addresses)
-    assert resolve(peer, False, "h", [("Forwarded", chain)], trusted).client == expected
+    by_forwarded = resolve(peer, False, "h", [("Forwarded", chain)], trusted, family=RFC7239)
+    assert by_forwarded.client == expected

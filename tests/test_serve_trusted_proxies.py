@@ -131,12 +131,52 @@ async def test_reload_changes_trust_in_every_worker(tmp_path: Path) -> None:
 async def test_ipv6_trusted_peer_appends_a_quoted_forwarded_element(recorder: Recorder) -> None:
     doc = {"upstream": recorder.url, "cors": False, "listen": "[::1]:0"}
     chain = 'for=203.0.113.9;proto=https;host="api.example.com"'
-    async with running_proxy({**doc, "trusted_proxies": ["::1/128"]}) as proxy:
+    trust = {"trusted_proxies": ["::1/128"], "forwarded_headers": "forwarded"}
+    async with running_proxy({**doc, **trust}) as proxy:
         port = proxy.rsplit(":", 1)[1]
-        assert await get(f"{proxy}/a", {"Forwarded": chain, "X-Forwarded-Port": "1"}) == 200
+        spoof = {"Forwarded": chain, "X-Forwarded-Port": "1", "X-Forwarded-For": "6.6.6.6"}
+        assert await get(f"{proxy}/a", spoof) == 200
     assert forwarding(recorder.seen[-1]) == {
-        "x-forwarded-for": "::1",
+        "x-forwarded-for": "203.0.113.9, ::1",  # from Forwarded, the peer appended
         "x-forwarded-proto": "https",
         "x-forwarded-host": "api.example.com",
         "forwarded": f'{chain}, for="[::1]";proto=http;host="[::1]:{port}"',
     }
+
+
+# Client-address claims that request-ip, remix-utils and the PaaS platforms read: never sent
+# on, from an untrusted peer or a trusted one (corsproxy's X-Forwarded-For says who it is).
+CLIENT_IP_CLAIMS = {
+    "X-Forwarded": "for=6.6.6.6",
+    "Forwarded-For": "6.6.6.6",
+    "X-AppEngine-User-IP": "6.6.6.6",
+    "Fly-Client-IP": "6.6.6.6",
+    "DO-Connecting-IP": "6.6.6.6",
+    "X-NF-Client-Connection-IP": "6.6.6.6",
+    "True-Client-IP": "6.6.6.6",
+    "CF-Connecting-IP": "6.6.6.6",
+    "X-Client-IP": "6.6.6.6",
+    "X-Cluster-Client-IP": "6.6.6.6",
+    "Fastly-Client-IP": "6.6.6.6",
+    "X-Real-IP": "6.6.6.6",
+}
+
+
+async def test_client_address_claims_never_reach_the_upstream(recorder: Recorder) -> None:
+    doc = {"upstream": recorder.url, "cors": False}
+    for trusted in ([], ["127.0.0.1"]):
+        async with running_proxy({**doc, "trusted_proxies": trusted}) as proxy:
+            assert await get(f"{proxy}/a", CLIENT_IP_CLAIMS) == 200
+        names = {n.lower() for n, _ in recorder.seen[-1]["headers"]}
+        assert not names & {n.lower() for n in CLIENT_IP_CLAIMS}, (trusted, names)
+        assert "6.6.6.6" not in repr(recorder.seen[-1]["headers"])
+
+
+async def test_ipv4_mapped_entries_trust_the_ipv4_peer(recorder: Recorder) -> None:
+    """`::ffff:127.0.0.1` and `::ffff:0:0/96` name IPv4 peers (read at load as 127.0.0.1
+    and 0.0.0.0/0): a request from 127.0.0.1 is a trusted proxy's."""
+    doc = {"upstream": recorder.url, "cors": False}
+    for entry in ("::ffff:127.0.0.1", "::ffff:0:0/96"):
+        async with running_proxy({**doc, "trusted_proxies": [entry]}) as proxy:
+            assert await get(f"{proxy}/a", {"X-Forwarded-Proto": "https"}) == 200
+        assert forwarding(recorder.seen[-1])["x-forwarded-proto"] == "https", entry

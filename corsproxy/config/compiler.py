@@ -633,6 +633,7 @@ def compile_config(top: Section, ctx: Context) -> Config | None:
         routes_case_sensitive=case_sensitive,
         workers_timeout=top.value("workers_timeout"),
         trusted_proxies=trusted,
+        forwarded_headers=top.value("forwarded_headers"),
         tls=tls,
         watch=top.value("watch"),
     )

@@ -33,7 +33,13 @@ from corsproxy.config.spec import (
 from corsproxy.config.tls import ListenerTls
 from corsproxy.config.upstream_tls import UPSTREAM_TLS_SPEC, UpstreamTLS
 from corsproxy.policy.cors import FORBIDDEN_METHODS, CorsPolicy, Mode, OnDisallowed
-from corsproxy.policy.forwarded import NO_PROXIES, Network, TrustedProxies, parse_network
+from corsproxy.policy.forwarded import (
+    NO_PROXIES,
+    ForwardedHeaders,
+    Network,
+    TrustedProxies,
+    parse_network,
+)
 from corsproxy.policy.http_grammar import TOKEN
 from corsproxy.policy.paths import PathError, normalize_path
 from corsproxy.policy.routes import Route, RouteTable, Timeouts, Upstream, no_mapping
@@ -105,6 +111,8 @@ class Config:
     workers_timeout: float = 30.0
     # Peers whose X-Forwarded-*/Forwarded headers are believed (policy/forwarded.py).
     trusted_proxies: TrustedProxies = NO_PROXIES
+    # The one family of forwarding headers read from those peers.
+    forwarded_headers: ForwardedHeaders = ForwardedHeaders.X_FORWARDED
     tls: ListenerTls | None = None
     # Reload when the config file or a file it names changes (read at start).
     watch: bool = False
@@ -437,8 +445,15 @@ CONFIG_SPEC = Obj(
         "trusted_proxies": Field(
             StrList(check_trusted_proxy),
             "Addresses or CIDRs of the proxies in front (a TLS terminator, a load balancer) "
-            "whose X-Forwarded-Proto/-Host/-Port/-Prefix and Forwarded headers are kept and "
+            "whose forwarding headers (the family forwarded_headers names) are kept and "
             "believed; from any other peer they are replaced.",
+        ),
+        "forwarded_headers": Field(
+            choice(ForwardedHeaders),
+            "The forwarding headers believed from a peer in trusted_proxies: x-forwarded "
+            "(X-Forwarded-Proto/-Host/-Port/-Prefix/-For, as nginx, Traefik, HAProxy and the "
+            "cloud load balancers send) or forwarded (RFC 7239 Forwarded only). The other "
+            "family is never believed.",
         ),
         "cors": Field(
             FalseOr(POLICY_SPEC), "The default CORS policy, or false: no cross-origin access."

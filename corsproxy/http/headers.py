@@ -97,6 +97,15 @@ CLIENT_IP_OVERRIDES = frozenset(
         "x-originating-ip",
         "x-remote-ip",
         "x-remote-addr",
+        # request-ip and remix-utils read these too: X-Forwarded (Forwarded-style
+        # `for=`), Forwarded-For, Google App Engine's, Fly.io's, DigitalOcean App
+        # Platform's and Netlify's client address.
+        "x-forwarded",
+        "forwarded-for",
+        "x-appengine-user-ip",
+        "fly-client-ip",
+        "do-connecting-ip",
+        "x-nf-client-connection-ip",
     }
 )
 REQUEST_DROP = HOP_BY_HOP | PATH_OVERRIDES | SCHEME_OVERRIDES | CLIENT_IP_OVERRIDES | {
@@ -197,6 +206,8 @@ def upstream_request_headers(
         out.append(("Host", forwarding.host))
     if forwarding.peer:
         forwarded_for.append(forwarding.peer)
+    if forwarding.view is not None and forwarding.view.forwarded_for is not None:
+        forwarded_for = [forwarding.view.forwarded_for]  # believed from `Forwarded` instead
     if forwarded_for:
         out.append(("X-Forwarded-For", ", ".join(forwarded_for)))
     out.extend(forwarding.proxy_headers())

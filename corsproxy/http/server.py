@@ -314,6 +314,7 @@ class ProxyApp:
             request.headers.items(),
             config.trusted_proxies,
             None if host else _local_authority(request),
+            config.forwarded_headers,
         )
         if self.metrics is not None:
             self.metrics.in_flight.inc()

@@ -7,32 +7,34 @@ URL prefix a trusted proxy in front already stripped, and the forwarding headers
 upstream.
 
 - From a peer in `trusted_proxies` (as Traefik's `forwardedHeaders.trustedIPs` and nginx's
-  `set_real_ip_from`), the forwarding headers of the family that peer speaks are read and
-  kept: X-Forwarded-Proto, -Host, -Port and -Prefix when it sent X-Forwarded-Proto or -Host
-  (then a `Forwarded` is not read nor sent on: nginx, Traefik, HAProxy and the cloud load
-  balancers set X-Forwarded-* and pass a client's `Forwarded` through untouched), else
-  `Forwarded` (then X-Forwarded-Port and -Prefix are not read nor sent on, for the same
-  reason the other way round). A value that would be unsafe (not http/https, a host with bad
-  characters, a port out of range, a prefix with `..`) is ignored and the connection's own
-  is used. Of a field with several values (comma-separated or repeated lines) the first is
-  used, as Spring's ForwardedHeaderFilter does: the value the outermost proxy wrote when each
-  hop appends (Werkzeug's ProxyFix counts hops from the right instead; both agree when one
-  proxy sets the field, as nginx's `proxy_set_header` does). corsproxy sends on the one
-  value it used, so the upstream cannot read the field another way. `Forwarded` (RFC 7239)
-  is read element by element from the right, skipping those whose `for=` is itself a
-  trusted proxy: the first other element describes the request the client made.
-  corsproxy appends its own element to a `Forwarded` chain a trusted peer sent; it never
-  starts one (an app that prefers `Forwarded`, such as Spring's ForwardedHeaderFilter,
-  reads the first element, and one written here would describe the hop from the proxy in
-  front, `proto=http`).
+  `set_real_ip_from`), one family of forwarding headers is read: the one `forwarded_headers`
+  configures, never one guessed from what the request carries (a client controls part of
+  that: a front that sets only X-Forwarded-For passes a client's `Forwarded` on).
+  - `x-forwarded` (the default; what nginx's `proxy_set_header`, Traefik, HAProxy and the
+    cloud load balancers send): X-Forwarded-Proto, -Host, -Port and -Prefix are kept, the
+    client is the rightmost X-Forwarded-For entry that is not a trusted proxy (nginx's
+    `real_ip_recursive on`). `Forwarded` is never read nor sent on (nginx's realip and
+    Traefik never read it). Of a field with several values the first is used, as Spring's
+    ForwardedHeaderFilter does (Werkzeug's ProxyFix counts hops from the right; both agree
+    when one proxy sets the field, as `proxy_set_header` does); corsproxy sends on the one
+    value it used.
+  - `forwarded` (RFC 7239): `Forwarded` is walked element by element from the right; the
+    client is the `for=` of the rightmost element whose `for=` is not a trusted proxy, and
+    the scheme and host are those of the rightmost element (the one the peer wrote). A
+    malformed element stops the walk, so what a client wrote on the left never hides what
+    the proxies appended on the right. X-Forwarded-* are not read: corsproxy sends its own
+    (X-Forwarded-For: the walked `for=` addresses and the peer), and appends its element
+    to the elements walked (it never starts a chain).
+  A value that would be unsafe (not http/https, a host with bad characters, a port out of
+  range, a prefix that is not plain unreserved characters) is ignored and the connection's
+  own is used.
 - From anyone else, the client's values are never read nor sent: X-Forwarded-Proto and -Host
   are corsproxy's own (the connection's scheme, the Host header), and X-Forwarded-Prefix only
   names the prefix a route strips. No X-Forwarded-Port is sent (the Host the client sent
   carries its port; the listener's own port can differ behind a port mapping) and no
   `Forwarded` (X-Forwarded-* say the same, and the contract has always been that none goes).
-- The client address for the log is the rightmost X-Forwarded-For entry that is not itself
-  a trusted proxy (`Forwarded`'s `for=` when that is the family), as nginx's
-  `real_ip_recursive on`; the peer's own address when the peer is not trusted.
+- The client address for the log: as above from a trusted peer; the peer's own address when
+  the peer is not trusted.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from enum import StrEnum
 from typing import NamedTuple
 
 from corsproxy.policy.http_grammar import TCHARS, TOKEN
@@ -67,12 +70,27 @@ def parse_network(entry: str) -> Network:
     if "%" in text:
         raise ValueError(f"'{entry}': zone indexes (%eth0) are not supported")
     try:
-        return ipaddress.ip_network(text, strict=True)
+        network = ipaddress.ip_network(text, strict=True)
     except ValueError as exc:
         if "has host bits set" in str(exc):
             loose = ipaddress.ip_network(text, strict=False)
             raise ValueError(f"'{entry}' has host bits set (the network is {loose})") from None
         raise ValueError(f"'{entry}' is not an IP address or CIDR") from None
+    return _unmapped(network)
+
+
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _unmapped(network: Network) -> Network:
+    """An IPv4-mapped IPv6 entry (`::ffff:127.0.0.2`, `::ffff:0:0/96`) as the IPv4 network it
+    names: peers are matched in their IPv4 form (a dual-stack listener sees `::ffff:a.b.c.d`),
+    as nginx matches IPv4-mapped addresses against IPv4 entries."""
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_MAPPED):
+        mapped = network.network_address.ipv4_mapped
+        assert mapped is not None  # a subnet of ::ffff:0:0/96
+        return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    return network
 
 
 def _address(text: str) -> Address | None:
@@ -221,22 +239,23 @@ def _port(values: Sequence[str]) -> str | None:
     return str(int(first)) if 0 < int(first) <= 65535 else None
 
 
-_SEGMENT = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@%]+\Z")
+# A prefix segment: unreserved and sub-delims characters (RFC 3986 2.2, 2.3) but `;` (a path
+# parameter to Tomcat and Spring: `/..;/x` is `/../x` there). No `%` (`%2e%2e` is `..` to
+# whoever decodes it, `%2F` a `/`), no `\` (a `/` to browsers), no `:` or `@`.
+_SEGMENT = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,=]+\Z")
 
 
 def clean_prefix(value: str | None) -> str | None:
     """A path prefix (`/edge`), without its trailing slash (`/` is ""), or None when it is not
-    a plain absolute path: no `.`/`..` segments, no empty ones, no query or fragment."""
+    a plain absolute path: segments of unreserved and sub-delims characters only (no `%`,
+    `;` or `\\`), none empty, `.` or `..`; no query or fragment."""
     if value is None or not value.startswith("/") or value.startswith("//"):
         return None
     stripped = value.rstrip("/")
     if not stripped:
         return ""
-    segments = stripped[1:].split("/")
-    for segment in segments:
+    for segment in stripped[1:].split("/"):
         if segment in (".", "..") or not _SEGMENT.match(segment):
-            return None
-        if "%" in segment and not re.fullmatch(r"(?:[^%]|%[0-9A-Fa-f]{2})*", segment):
             return None
     return stripped
 
@@ -253,59 +272,79 @@ def join_prefix(inherited: str, stripped: str) -> str:
 _QUOTED = r'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
 _PAIR = re.compile(rf"[ \t]*({TCHARS})=({TCHARS}|{_QUOTED})[ \t]*")
 _UNQUOTE = re.compile(r"\\(.)")
+# How many commas inside quoted strings one element may hold before it counts as malformed
+# (bounds the work the right-to-left split does on a long field).
+_MAX_QUOTED_COMMAS = 4
 
 Element = dict[str, str]
 
 
-def parse_forwarded(values: Sequence[str]) -> list[Element] | None:
-    """The elements of `Forwarded` field lines (RFC 7239 4), parameter names lower-cased
-    and quoted strings unquoted; None when any part is malformed (the whole field is then
-    ignored: a field read one way here and another way upstream is worse than none)."""
-    elements: list[Element] = []
-    text = ",".join(values)
-    if _CONTROL.search(text.replace("\t", " ")):
-        return None
-    pos = 0
+def parse_element(text: str) -> Element | None:
+    """One `Forwarded` element (`for=1.2.3.4;proto=https`), parameter names lower-cased and
+    quoted strings unquoted; None when it is malformed (a stray token, an empty pair, a
+    parameter twice, an unterminated quote, a control byte)."""
     element: Element = {}
-    expect_pair = True
-    while pos <= len(text):
-        if expect_pair:
-            match = _PAIR.match(text, pos)
-            if match is None:
-                # An empty element (`a=1, ,b=2`): list syntax allows it (RFC 9110 5.6.1).
-                rest = text[pos:]
-                stripped = rest.lstrip(" \t")
-                if not element and (stripped.startswith(",") or not stripped):
-                    pos += len(rest) - len(stripped)
-                    if not stripped:
-                        break
-                    pos += 1
-                    continue
-                return None
-            name = match.group(1).lower()
-            value = match.group(2)
-            if value.startswith('"'):
-                value = _UNQUOTE.sub(r"\1", value[1:-1])
-            if name in element:  # RFC 7239 4: each parameter at most once per element
-                return None
-            element[name] = value
-            pos = match.end()
-            expect_pair = False
-            continue
-        if pos == len(text):
-            elements.append(element)
-            break
-        sep = text[pos]
-        pos += 1
-        if sep == ";":
-            expect_pair = True
-        elif sep == ",":
-            elements.append(element)
-            element = {}
-            expect_pair = True
-        else:
+    pos = 0
+    while True:
+        match = _PAIR.match(text, pos)
+        if match is None:
             return None
-    return elements
+        name, value = match.group(1).lower(), match.group(2)
+        if value.startswith('"'):
+            value = _UNQUOTE.sub(r"\1", value[1:-1])
+        if name in element:  # RFC 7239 4: each parameter at most once per element
+            return None
+        element[name] = value
+        pos = match.end()
+        if pos == len(text):
+            return element
+        if text[pos] != ";":
+            return None
+        pos += 1
+
+
+def elements_from_right(values: Sequence[str]) -> Iterator[tuple[str, Element | None]]:
+    """The elements of `Forwarded` field lines from the right, each as (its text, the
+    element or None when malformed); empty list elements (`a=1, ,b=2`) are skipped.
+
+    Each element is the shortest well-formed text after a comma (a comma inside a quoted
+    string belongs to its element), so the elements trusted proxies appended on the right
+    are read whatever a client wrote on the left (an unterminated quote, a stray token):
+    the caller stops at the first malformed one."""
+    text = ",".join(values)
+    commas = [i for i, c in enumerate(text) if c == ","]
+    end, left = len(text), len(commas)  # commas[:left] are those before `end`
+    while end > 0:
+        while left and commas[left - 1] >= end:
+            left -= 1
+        starts = commas[max(0, left - _MAX_QUOTED_COMMAS - 1) : left][::-1]
+        if len(starts) <= _MAX_QUOTED_COMMAS:
+            starts.append(-1)  # the start of the field
+        found: tuple[int, str, Element] | None = None
+        for start in starts:
+            raw = text[start + 1 : end].strip(" \t")
+            element = parse_element(raw) if raw or start != starts[0] else {}
+            if element is not None:
+                found = (start, raw, element)
+                break
+        if found is None:
+            yield text[:end].strip(" \t"), None
+            return
+        start, raw, element = found
+        if raw:
+            yield raw, element
+        end = start
+
+
+def parse_forwarded(values: Sequence[str]) -> list[Element] | None:
+    """The elements of `Forwarded` field lines (RFC 7239 4), left to right; None when any
+    of them is malformed."""
+    elements: list[Element] = []
+    for _, element in elements_from_right(values):
+        if element is None:
+            return None
+        elements.append(element)
+    return elements[::-1]
 
 
 def _node_address(value: str | None) -> Address | None:
@@ -345,6 +384,14 @@ def forwarded_element(peer: str | None, proto: str, host: str | None) -> str:
 # --- the rule --------------------------------------------------------------------------
 
 
+class ForwardedHeaders(StrEnum):
+    """`forwarded_headers`: the one family of forwarding headers read from a trusted peer.
+    Configured, never guessed from what a request carries (a client controls part of that)."""
+
+    X_FORWARDED = "x-forwarded"  # X-Forwarded-Proto/-Host/-Port/-Prefix/-For
+    FORWARDED = "forwarded"  # RFC 7239
+
+
 class ClientView(NamedTuple):
     """The client's side of one request, as corsproxy believes it."""
 
@@ -355,6 +402,9 @@ class ClientView(NamedTuple):
     # X-Forwarded-Proto/-Host/-Port and Forwarded to send, in this order (no -Prefix: the
     # route's part is known only after routing, see `upstream_headers`).
     headers: tuple[tuple[str, str], ...]
+    # The X-Forwarded-For to send instead of the client's with the peer appended: set when
+    # the chain is believed from `Forwarded` (the client's X-Forwarded-For is not believed).
+    forwarded_for: str | None = None
 
     def prefix(self, stripped: str = "") -> str:
         """The prefix the client's URL space starts with: the inherited one, then the
@@ -371,21 +421,25 @@ class ClientView(NamedTuple):
         return out
 
 
-def _values(headers: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
-    wanted = {
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "x-forwarded-port",
-        "x-forwarded-prefix",
-        "x-forwarded-for",
-        "forwarded",
-    }
+def _values(headers: Iterable[tuple[str, str]], wanted: frozenset[str]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for name, value in headers:
         lower = name.lower()
         if lower in wanted:
             found.setdefault(lower, []).append(value)
     return found
+
+
+_X_FORWARDED = frozenset(
+    {
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-for",
+    }
+)
+_FORWARDED = frozenset({"forwarded"})
 
 
 def _client_from_xff(values: Sequence[str], peer: str, trusted: TrustedProxies) -> str:
@@ -405,14 +459,40 @@ def _client_from_xff(values: Sequence[str], peer: str, trusted: TrustedProxies) 
     return last
 
 
-def _client_element(elements: list[Element], trusted: TrustedProxies) -> tuple[Element, str]:
-    """The element written by the outermost trusted proxy (the first from the right whose
-    `for=` is not itself trusted, else the leftmost) and the address it names ("" none)."""
-    for element in reversed(elements):
+class _Chain(NamedTuple):
+    """What a `Forwarded` chain from a trusted peer is believed to say."""
+
+    rightmost: Element  # the peer's own element ({} none): the scheme and host it received
+    client: str  # the rightmost `for=` that is not a trusted proxy (else the last one walked)
+    kept: list[str]  # the elements walked, left to right, as written: sent on
+    hops: list[str]  # their `for=` addresses, left to right: the X-Forwarded-For sent
+
+
+def _walk_forwarded(values: Sequence[str], peer: str, trusted: TrustedProxies) -> _Chain:
+    """Walk `Forwarded` from the right, as X-Forwarded-For: each element's `for=` is who
+    sent the request to the proxy that wrote it; a trusted one means the element on its left
+    was written by a trusted proxy too. The walk stops at the first `for=` that is not a
+    trusted proxy (the client), at one that is not an address (`unknown`, `_hidden`: the
+    client is the last proxy walked) and before a malformed element (what a client wrote
+    on the left never hides what the proxies appended on the right)."""
+    rightmost: Element | None = None
+    client = peer
+    kept: list[str] = []
+    hops: list[str] = []
+    for raw, element in elements_from_right(values):
+        if element is None:
+            break
+        if rightmost is None:
+            rightmost = element
+        kept.append(raw)
         address = _node_address(element.get("for"))
-        if address is None or not trusted.trusts(address):
-            return element, str(address) if address is not None else ""
-    return elements[0], str(_node_address(elements[0].get("for")) or "")
+        if address is None:
+            break
+        client = str(address)
+        hops.append(client)
+        if not trusted.trusts(address):
+            break
+    return _Chain(rightmost or {}, client, kept[::-1], hops[::-1])
 
 
 def resolve(
@@ -422,12 +502,13 @@ def resolve(
     headers: Iterable[tuple[str, str]] = (),
     trusted: TrustedProxies = NO_PROXIES,
     fallback_host: str | None = None,
+    family: ForwardedHeaders = ForwardedHeaders.X_FORWARDED,
 ) -> ClientView:
     """The client's view of a request that reached corsproxy from `peer`.
 
     `host` is the Host header (None if absent), `headers` the request's fields (only the
-    forwarding ones are read, and only from a trusted peer), `fallback_host` the listener's
-    own `host:port` for the origin of a request without a usable Host.
+    forwarding ones of `family` are read, and only from a trusted peer), `fallback_host` the
+    listener's own `host:port` for the origin of a request without a usable Host.
     """
     scheme = "https" if tls else "http"
     own: list[tuple[str, str]] = [("X-Forwarded-Proto", scheme)]
@@ -436,43 +517,52 @@ def resolve(
     if not trusted.trusts(peer):
         origin = _origin(scheme, host, None, fallback_host)
         return ClientView(False, origin, peer or "", "", tuple(own))
-    found = _values(headers)
-    # One family per request: the one the proxy in front speaks. A proxy that sets
-    # X-Forwarded-Proto or -Host (nginx, Traefik, ALB, ...) passes a client's Forwarded on
-    # untouched, and a proxy that speaks only RFC 7239 passes a client's X-Forwarded-*.
-    if "x-forwarded-proto" in found or "x-forwarded-host" in found:
-        xfp = _proto(found.get("x-forwarded-proto", ()))
-        xfh = _host(found.get("x-forwarded-host", ()))
-        xport = _port(found.get("x-forwarded-port", ()))
-        prefix = clean_prefix(_first(found.get("x-forwarded-prefix", ()))) or ""
-        elements = None
-    else:
-        xfp = xfh = xport = None
-        prefix = ""
-        elements = parse_forwarded(found["forwarded"]) if "forwarded" in found else None
-    element: Element = {}
-    if elements:
-        element, named = _client_element(elements, trusted)
-        client = named or peer or ""
-    elif "x-forwarded-for" in found:
+    if family is ForwardedHeaders.FORWARDED:
+        return _from_forwarded(peer or "", scheme, host, headers, trusted, fallback_host)
+    found = _values(headers, _X_FORWARDED)
+    proto = _proto(found.get("x-forwarded-proto", ())) or scheme
+    public_host = _host(found.get("x-forwarded-host", ())) or host
+    port = _port(found.get("x-forwarded-port", ()))
+    prefix = clean_prefix(_first(found.get("x-forwarded-prefix", ()))) or ""
+    if "x-forwarded-for" in found:
         client = _client_from_xff(found["x-forwarded-for"], peer or "", trusted)
     else:
         client = peer or ""
-    f_proto = element.get("proto", "").lower()
-    f_host = element.get("host")
-    proto = xfp or (f_proto if f_proto in DEFAULT_PORTS else None) or scheme
-    public_host = xfh or (f_host if f_host and split_host(f_host) else None) or host
-    origin = _origin(proto, public_host, xport, fallback_host)
-    # The upstream is told what corsproxy concluded, one value per field.
+    origin = _origin(proto, public_host, port, fallback_host)
+    # The upstream is told what corsproxy concluded, one value per field; no `Forwarded`.
     sent: list[tuple[str, str]] = [("X-Forwarded-Proto", proto)]
     if public_host:
         sent.append(("X-Forwarded-Host", public_host))
-    if xport:
-        sent.append(("X-Forwarded-Port", xport))
-    if elements:
-        chain = ", ".join(found["forwarded"])
-        sent.append(("Forwarded", f"{chain}, {forwarded_element(peer, scheme, host)}"))
+    if port:
+        sent.append(("X-Forwarded-Port", port))
     return ClientView(True, origin, client, prefix, tuple(sent))
+
+
+def _from_forwarded(
+    peer: str,
+    scheme: str,
+    host: str | None,
+    headers: Iterable[tuple[str, str]],
+    trusted: TrustedProxies,
+    fallback_host: str | None,
+) -> ClientView:
+    """`forwarded_headers: forwarded`: the scheme and host of the peer's own element (the
+    rightmost), the client from the walk; X-Forwarded-* are corsproxy's, from these."""
+    found = _values(headers, _FORWARDED)
+    chain = _walk_forwarded(found.get("forwarded", ()), peer, trusted)
+    f_proto = chain.rightmost.get("proto", "").lower()
+    f_host = chain.rightmost.get("host")
+    proto = f_proto if f_proto in DEFAULT_PORTS else scheme
+    public_host = f_host if f_host and split_host(f_host) else host
+    origin = _origin(proto, public_host, None, fallback_host)
+    sent: list[tuple[str, str]] = [("X-Forwarded-Proto", proto)]
+    if public_host:
+        sent.append(("X-Forwarded-Host", public_host))
+    if chain.kept:  # corsproxy appends to a chain, never starts one
+        own = forwarded_element(peer, scheme, host)
+        sent.append(("Forwarded", ", ".join([*chain.kept, own])))
+    forwarded_for = ", ".join([*chain.hops, str(_address(peer) or peer)])
+    return ClientView(True, origin, chain.client, "", tuple(sent), forwarded_for)
 
 
 def public_origin(
@@ -482,7 +572,8 @@ def public_origin(
     headers: Iterable[tuple[str, str]] = (),
     trusted: TrustedProxies = NO_PROXIES,
     fallback_host: str | None = None,
+    family: ForwardedHeaders = ForwardedHeaders.X_FORWARDED,
 ) -> PublicOrigin:
     """The origin the client used (scheme, host, port): from the forwarding headers of a
     trusted peer, else from the connection and the Host header. See `resolve`."""
-    return resolve(peer, tls, host, headers, trusted, fallback_host).origin
+    return resolve(peer, tls, host, headers, trusted, fallback_host, family).origin
