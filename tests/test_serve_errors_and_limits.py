@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from corsproxy.http import headers as hygiene
 from tests.net import (
     Recorder,
     free_port,
@@ -332,3 +333,27 @@ async def test_connect_timeout_is_504() -> None:
     finally:
         for sock in (*fillers, listener):
             sock.close()
+
+
+async def test_utf8_header_values_leave_byte_for_byte() -> None:
+    """aiohttp writes header values as UTF-8: a UTF-8 value read as latin-1 left double-encoded
+    (`caf\\xc3\\xa9` as `caf\\xc3\\x83\\xc2\\xa9`); read as UTF-8 it leaves as it came."""
+    reply = (
+        b"HTTP/1.1 200 OK\r\nContent-Disposition: attachment; "
+        b'filename="caf\xc3\xa9 \xe2\x82\xac.txt"\r\n'
+        b"X-Name: caf\xc3\xa9\r\nContent-Length: 2\r\n\r\nok"
+    )
+    async with raw_upstream(replies(reply)) as up, running_proxy({"upstream": up}) as proxy:
+        response = await raw_exchange(proxy, b"GET /x HTTP/1.1\r\nHost: p\r\n\r\n", wait=3)
+    head = response.split(b"\r\n\r\n", 1)[0]
+    assert b"\r\nX-Name: caf\xc3\xa9\r\n" in head, head
+    assert b'filename="caf\xc3\xa9 \xe2\x82\xac.txt"\r\n' in head, head
+
+
+def test_the_slow_header_path_checks_bytes_not_text() -> None:
+    """A UTF-8 value decoded to characters above U+00FF is still a valid field value when
+    another header sends the check down the slow path."""
+    out, invalid = hygiene.relayable_response_headers(
+        [(b"X-Euro", b"\xe2\x82\xac"), (b"X-Bad", b"a\x01b")]
+    )
+    assert out == [("X-Euro", "\u20ac")] and invalid == 1

@@ -140,6 +140,7 @@ _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*\Z")
 _TCHARS = TCHARS.encode()
 _TOKEN_LINES = re.compile(_TCHARS + rb"(?:\n" + _TCHARS + rb")*\Z")
 _VALUE_LINES = re.compile(rb"[\t\n\x20-\x7e\x80-\xff]*\Z")
+_VALUE_BYTES = re.compile(rb"[\t\x20-\x7e\x80-\xff]*\Z")
 
 
 def connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
@@ -258,19 +259,33 @@ def relayable_response_headers(
         and _TOKEN_LINES.match(names)
         and _VALUE_LINES.match(values)
     )
-    decoded = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw]
+    decoded = [(n.decode("latin-1"), _text(v)) for n, v in raw]
     listed = connection_tokens(decoded)
     out: list[tuple[str, str]] = []
     invalid = 0
-    for name, value in decoded:
+    for (name, value), (_, raw_value) in zip(decoded, raw, strict=True):
         lower = name.lower()
         if lower in RESPONSE_DROP or lower in listed:
             continue
-        if not clean and (not TOKEN.match(name) or not _FIELD_VALUE.match(value)):
+        if not clean and (not TOKEN.match(name) or not _VALUE_BYTES.match(raw_value)):
             invalid += 1
             continue
         out.append((name, value))
     return out, invalid
+
+
+def _text(value: bytes) -> str:
+    """A header value as text that aiohttp writes back as the same bytes: aiohttp encodes
+    header values as UTF-8, so a UTF-8 value (a `filename*`-less Content-Disposition, a
+    Link title) is decoded as UTF-8 and leaves byte for byte (as latin-1 it left
+    double-encoded). Other non-ASCII bytes (obsolete latin-1 text) cannot pass aiohttp
+    unchanged: they leave as the UTF-8 encoding of their latin-1 reading."""
+    if value.isascii():
+        return value.decode("ascii")
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
 
 
 def clean_reason(reason: str | None) -> str | None:
