@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from corsproxy.commands.explain import explain, render_text, websocket_url
+from corsproxy.config import Config
 from corsproxy.policy.browser import is_safelisted_request_header, preflight_need
 from tests.helpers import config
 
@@ -344,8 +345,9 @@ def test_explain_websocket_fixes_name_the_config() -> None:
 
 
 def test_explain_websocket_own_origin_is_what_the_server_sees() -> None:
-    """corsproxy never terminates TLS: a page on https://api.example.com opening
-    wss://api.example.com reaches it as http with that Host, a cross-origin handshake."""
+    """Without `tls:` and without trusted_proxies, a page on https://api.example.com opening
+    wss://api.example.com reaches corsproxy (behind a TLS terminator) as http with that
+    Host: a cross-origin handshake."""
     result = explain(CONFIG, TLS_PROXY, path="/internal/ws", websocket=True, proxy_origin=TLS_PROXY)
     assert (result.allowed, result.reason) == (False, "websocket_cross_origin")
     text = render_text(result)
@@ -426,3 +428,41 @@ def test_a_refused_preflight_reads_as_before_reasons_were_typed() -> None:
         "VERDICT: BLOCKED (websocket_origin_not_allowed)",
         "  Fix:     add 'https://evil.example' to cors.allow_origins (test.yaml:3)",
     ]
+
+
+def _internal_ws(extra: dict[str, object]) -> Config:
+    return config(
+        {"upstream": "http://legacy:9000", **extra,
+         "routes": [{"path_prefix": "/internal", "cors": False}]}
+    )  # fmt: skip
+
+
+def test_explain_websocket_behind_a_trusted_terminator_takes_the_reported_scheme() -> None:
+    """With trusted_proxies the server takes the scheme and host the terminator reports
+    (server.py _own_origin from the ClientView): a same-origin https page is same-origin.
+    explain said "does not terminate TLS" and predicted the opposite of the server."""
+    trusted = _internal_ws({"trusted_proxies": ["10.0.0.1"]})
+    result = explain(trusted, TLS_PROXY, path="/internal/ws", websocket=True,
+                     proxy_origin=TLS_PROXY)  # fmt: skip
+    assert (result.allowed, result.reason) == (True, "websocket_same_origin")
+    assert "as a proxy in trusted_proxies reports it" in render_text(result)
+
+
+def test_explain_websocket_with_tls_on_the_listener_is_https(tmp_path: object) -> None:
+    import pathlib
+
+    import trustme
+
+    base = pathlib.Path(str(tmp_path))
+    ca = trustme.CA()
+    cert = ca.issue_cert("api.example.com")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(base / "pair.pem"))
+    tls = _internal_ws({"tls": {"cert_file": str(base / "pair.pem"),
+                                "key_file": str(base / "pair.pem")}})  # fmt: skip
+    result = explain(tls, TLS_PROXY, path="/internal/ws", websocket=True, proxy_origin=TLS_PROXY)
+    assert (result.allowed, result.reason) == (True, "websocket_same_origin")
+    text = render_text(result)
+    assert "corsproxy terminates TLS" in text and "does not terminate" not in text
+    plain = explain(tls, "http://api.example.com", path="/internal/ws", websocket=True,
+                    proxy_origin=TLS_PROXY)  # fmt: skip
+    assert (plain.allowed, plain.reason) == (False, "websocket_cross_origin")

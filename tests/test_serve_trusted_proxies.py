@@ -159,6 +159,10 @@ CLIENT_IP_CLAIMS = {
     "X-Cluster-Client-IP": "6.6.6.6",
     "Fastly-Client-IP": "6.6.6.6",
     "X-Real-IP": "6.6.6.6",
+    # Read as the host the client used (found by the outside review of the whole issue).
+    "X-Host": "6.6.6.6",
+    "X-Original-Host": "6.6.6.6",
+    "X-Forwarded-Server": "6.6.6.6",
 }
 
 

@@ -239,7 +239,9 @@ def explain(
         )
     steps.append(Step("Route", "info", route_lines))
     if websocket:
-        own, own_lines = websocket_own_origin(proxy_origin)
+        own, own_lines = websocket_own_origin(
+            proxy_origin, tls=config.tls is not None, trusted=bool(config.trusted_proxies)
+        )
         route_lines += own_lines
         return _explain_websocket(
             config, route, origin, normalized.route_path, target, own, result, private_network
@@ -362,10 +364,14 @@ def websocket_url(url: str) -> tuple[str, str] | None:
     return path, f"{'https' if scheme.lower() == 'wss' else 'http'}://{host}"
 
 
-def websocket_own_origin(proxy_origin: str) -> tuple[str, list[str]]:
+def websocket_own_origin(
+    proxy_origin: str, *, tls: bool = False, trusted: bool = False
+) -> tuple[str, list[str]]:
     """The proxy's own origin as the server computes it for a handshake to `proxy_origin`
-    (`scheme://host[:port]` as the page addresses the proxy): `http://` + the Host the
-    client sends, since corsproxy never terminates TLS. Lines saying what was assumed."""
+    (`scheme://host[:port]` as the page addresses the proxy), and lines saying what was
+    assumed. The scheme is the listener's (`https` with `tls:`); behind a proxy in
+    `trusted_proxies`, the one it reports, taken here as the one the page used; otherwise
+    `http`, whatever the page used (a TLS terminator in front that is not trusted)."""
     if not proxy_origin:
         return "", [
             "the proxy's own origin (scheme and Host as the page addresses the proxy) is "
@@ -374,13 +380,31 @@ def websocket_own_origin(proxy_origin: str) -> tuple[str, list[str]]:
         ]
     scheme, sep, authority = proxy_origin.partition("://")
     authority = authority.rpartition("@")[2].split("/", 1)[0]
-    own = f"http://{authority}" if sep else proxy_origin
+    page_scheme = "https" if scheme.lower() in ("https", "wss") else "http"
+    if not sep:
+        return proxy_origin, [f"the proxy's own origin: {proxy_origin}"]
+    if tls:
+        own = f"https://{authority}"
+        lines = [f"the proxy's own origin: {own} (corsproxy terminates TLS: `tls:` is set)"]
+        if page_scheme == "http":
+            lines.append("the listener speaks only TLS: a page cannot reach it as ws:// or http://")
+        return own, lines
+    if trusted:
+        own = f"{page_scheme}://{authority}"
+        return own, [
+            f"the proxy's own origin: {own}, as a proxy in trusted_proxies reports it "
+            "(X-Forwarded-Proto/-Host, or Forwarded with forwarded_headers: forwarded); "
+            "taken here as the scheme and host the page used"
+        ]
+    own = f"http://{authority}"
     lines = [f"the proxy's own origin: {own}"]
-    if sep and scheme.lower() in ("https", "wss"):
+    if page_scheme == "https":
         lines.append(
-            f"corsproxy does not terminate TLS: behind the TLS terminator it sees http, so it "
-            f"takes {own} (not {scheme.lower()}://{authority}) as its own origin, and pages on "
-            "https:// count as cross-origin"
+            f"corsproxy does not terminate TLS here (no `tls:`) and trusts no proxy in front "
+            f"(no trusted_proxies): behind the TLS terminator it sees http, so it takes {own} "
+            f"(not https://{authority}) as its own origin, and pages on https:// count as "
+            "cross-origin; set trusted_proxies to the terminator's address, or serve TLS "
+            "with `tls:`"
         )
     return own, lines
 

@@ -112,6 +112,10 @@ REQUEST_DROP = HOP_BY_HOP | PATH_OVERRIDES | SCHEME_OVERRIDES | CLIENT_IP_OVERRI
     "expect", "host", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip",
     "x-forwarded-port", "x-forwarded-prefix",  # set from policy/forwarded.py's view
     "sec-websocket-origin",  # the hybi drafts' Origin: upstreams of that era check it
+    # Read as the host the client used: X-Host (Express's `req.host` setups, Zend),
+    # X-Original-Host (IIS/ARR, ASP.NET), X-Forwarded-Server (Apache mod_proxy's, read by
+    # Symfony-era code): apps build links and redirects from them.
+    "x-host", "x-original-host", "x-forwarded-server",
 }  # fmt: skip
 # A client's `Connection` header may not remove these: they are end to end, carry framing,
 # or are the proxy's own.
