@@ -1,0 +1,148 @@
+"""The outside review of listener TLS and `--watch`, each finding as its reviewer met it,
+against a real `corsproxy` process: a half-done rotation plus dead workers, PEM pasted where
+a path goes, a config naming files that come later, handshakes that never finish, and a
+server name that is not ASCII.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.net import ROOT, free_port
+from tests.test_serve_tls import (  # noqa: F401 - fixtures
+    TIMEOUT,
+    Pki,
+    pki,
+    reloads,
+    serial_of,
+    serving,
+    upstream,
+    wait_for,
+    write_config,
+)
+
+
+def failed_reloads(messages: list[str]) -> int:
+    return sum(m.startswith("reload failed") for m in messages)
+
+
+# --- 1. a respawned worker starts from the last good files, not from disk -----------------
+
+
+def test_respawned_workers_serve_the_last_good_certificate_after_a_half_done_rotation(
+    pki: Pki, upstream: int, tmp_path: Path
+) -> None:
+    first = pki.issue(tmp_path / "tls.crt", tmp_path / "tls.key")
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    write_config(config, upstream, port, first)
+    with serving(config, "--workers", "2") as proxy:
+        wait_for(lambda: len(proxy.serving()) >= 2, proxy)
+        # The reviewer's repro: a new certificate over tls.crt, its key not written yet.
+        other = pki.issue(tmp_path / "b.crt", tmp_path / "b.key")
+        os.replace(other.cert, tmp_path / "tls.crt")
+        proxy.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: failed_reloads(proxy.messages()) >= 1, proxy)
+        assert serial_of(port, pki) == first.serial
+        old = proxy.serving()
+        for pid in old:
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: len(proxy.serving() - old) >= 2, proxy, timeout=40)
+        assert proxy.proc.poll() is None, proxy.messages()
+        for _ in range(8):  # new connections reach both replacements
+            assert serial_of(port, pki) == first.serial
+        assert not any("cannot start workers" in m for m in proxy.messages())
+        # The snapshot is private: the supervisor's directory and the copies.
+        copies = [
+            Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            for pid in proxy.serving() - old
+        ]
+        index = next(
+            v.split(b"=", 1)[1].decode()
+            for v in copies[0]
+            if v.startswith(b"CORSPROXY_FILES_SNAPSHOT=")
+        )
+        folder = Path(index).parent / "files"
+        assert oct(os.stat(index).st_mode & 0o777) == "0o600"
+        for copy in folder.iterdir():
+            assert oct(copy.stat().st_mode & 0o777) == "0o600"
+
+        # Then the key arrives: a good reload, and everyone (respawns too) serves it.
+        os.replace(other.key, tmp_path / "tls.key")
+        proxy.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: reloads(proxy) >= 2, proxy)
+        for _ in range(8):
+            assert serial_of(port, pki) == other.serial
+
+
+def test_a_failed_supervisor_reload_is_not_passed_to_the_workers(
+    pki: Pki, upstream: int, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    write_config(config, upstream, port, pki.issue())
+    with serving(config, "--workers", "2") as proxy:
+        wait_for(lambda: len(proxy.serving()) >= 2, proxy)
+        config.write_text(config.read_text() + "nonsense: [\n")
+        proxy.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: failed_reloads(proxy.messages()) >= 1, proxy)
+        time.sleep(2)  # a worker told to reload would have logged by now
+        assert failed_reloads(proxy.messages()) == 1, proxy.messages()
+
+
+# --- 2. PEM content given as a path is never echoed ------------------------------------
+
+
+@pytest.mark.parametrize("section", ["tls", "upstream_tls"])
+def test_pem_pasted_as_a_path_is_refused_without_echoing_it(
+    pki: Pki, upstream: int, tmp_path: Path, section: str
+) -> None:
+    pair = pki.issue()
+    secret = pair.key.read_text()
+    block = "\n".join("    " + line for line in secret.splitlines())
+    if section == "tls":
+        text = f"tls:\n  cert_file: {pair.cert}\n  key_file: |\n{block}\n"
+        head = f"upstream: http://127.0.0.1:{upstream}\n"
+    else:
+        text = f"upstream_tls:\n  cert_file: {pair.cert}\n  key_file: |\n{block}\n"
+        head = "upstream: https://127.0.0.1:9\n"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"{head}cors: false\n{text}")
+    body = secret.splitlines()[1]  # a line of the key itself
+    result = subprocess.run(
+        [sys.executable, "-m", "corsproxy", "check", "-c", str(bad)],
+        capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "the value is not a path: it looks like PEM content" in result.stderr, result.stderr
+    assert f"{section}.key_file" in result.stderr
+    assert "give the path of a file holding it" in result.stderr
+    assert body not in result.stdout + result.stderr
+    assert "BEGIN" not in result.stdout + result.stderr
+
+    # The same in a reload's log.
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    write_config(config, upstream, port, pki.issue())
+    with serving(config) as proxy:
+        good = config.read_text()
+        if section == "tls":
+            config.write_text(good.split("tls:")[0] + text)
+        else:
+            https = good.replace(f"http://127.0.0.1:{upstream}", "https://127.0.0.1:9")
+            config.write_text(https + text)
+        proxy.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: failed_reloads(proxy.messages()) >= 1, proxy)
+        logged = "\n".join(proxy.messages())
+        assert "the value is not a path: it looks like PEM content" in logged, logged
+        assert body not in logged
+        assert "BEGIN" not in logged
