@@ -146,3 +146,80 @@ def test_pem_pasted_as_a_path_is_refused_without_echoing_it(
         assert "the value is not a path: it looks like PEM content" in logged, logged
         assert body not in logged
         assert "BEGIN" not in logged
+
+
+# --- 3. the files a failed reload named are watched --------------------------------------
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_watch_sees_files_named_by_a_config_that_failed_to_load(
+    pki: Pki, upstream: int, tmp_path: Path, workers: str
+) -> None:
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    write_config(config, upstream, port, pki.issue())
+    with serving(config, "--watch", "--workers", workers) as proxy:
+        wait_for(lambda: len(proxy.serving()) >= 2 if workers == "2" else True, proxy)
+        # The ConfigMap first: it names a Secret not mounted yet.
+        cert, key = tmp_path / "w2.crt", tmp_path / "w2.key"
+        text = config.read_text().split("tls:")[0]
+        config.write_text(text + f"tls:\n  cert_file: {cert}\n  key_file: {key}\n")
+        wait_for(lambda: failed_reloads(proxy.messages()) >= 1, proxy)
+        # Then the Secret, the certificate a moment before its key.
+        fresh = pki.issue(tmp_path / "fresh.crt", tmp_path / "fresh.key")
+        os.replace(fresh.cert, cert)
+        time.sleep(1.5)
+        os.replace(fresh.key, key)
+        wait_for(lambda: serial_of(port, pki) == fresh.serial, proxy)
+        for _ in range(6):
+            assert serial_of(port, pki) == fresh.serial
+
+
+# --- 4. TLS handshakes are bounded by limits.idle_timeout --------------------------------
+
+
+@pytest.mark.parametrize("sent", [b"", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"])
+def test_a_handshake_that_never_finishes_is_closed_after_idle_timeout(
+    pki: Pki, upstream: int, tmp_path: Path, sent: bytes
+) -> None:
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    write_config(config, upstream, port, pki.issue(), "limits:\n  idle_timeout: 2\n")
+    with serving(config):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            raw.sendall(sent)  # nothing, or the start of a ClientHello
+            raw.settimeout(30)  # asyncio's own default is 60 s
+            started = time.monotonic()
+            try:
+                data = raw.recv(1024)
+            except ConnectionResetError:
+                data = b""
+            elapsed = time.monotonic() - started
+        assert data == b"" and elapsed < 20, (data, elapsed)  # 2 s, generous margin
+
+
+# --- 5. a server name that is not ASCII: no traceback, one line at most ----------------
+
+
+def test_a_non_ascii_server_name_logs_one_line_and_no_traceback(
+    pki: Pki, upstream: int, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    write_config(config, upstream, port, pki.issue())
+    with serving(config) as proxy:
+        for _ in range(5):
+            result = subprocess.run(
+                [b"openssl", b"s_client", b"-connect", f"127.0.0.1:{port}".encode(),
+                 b"-servername", b"caf\xc3\xa9"],
+                input=b"", capture_output=True, timeout=TIMEOUT, check=False,
+            )  # fmt: skip
+            assert b"CONNECTED" in result.stdout, result.stdout + result.stderr
+        assert serial_of(port, pki)  # still serving ASCII names
+        time.sleep(1)
+        wait_for(lambda: any("not ASCII" in m for m in proxy.messages()), proxy)
+        text = "\n".join(proxy.messages())
+        assert "Traceback" not in text and "UnicodeDecodeError" not in text, text
+        assert "Exception ignored" not in text, text
+        assert sum("not ASCII" in m for m in proxy.messages()) == 1, text
+        assert all("level" in line for line in proxy.lines), proxy.lines  # JSON lines only
