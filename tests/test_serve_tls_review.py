@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -18,17 +17,24 @@ from pathlib import Path
 import pytest
 
 from tests.net import ROOT, free_port
-from tests.test_serve_tls import (  # noqa: F401 - fixtures
+from tests.test_serve_tls import (
     TIMEOUT,
     Pki,
-    pki,
     reloads,
     serial_of,
     serving,
-    upstream,
     wait_for,
     write_config,
 )
+from tests.test_serve_tls import upstream as serve_upstream
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    return Pki(tmp_path)
+
+
+upstream = serve_upstream  # the same fixture: a plain HTTP upstream echoing the path
 
 
 def failed_reloads(messages: list[str]) -> int:
@@ -63,8 +69,7 @@ def test_respawned_workers_serve_the_last_good_certificate_after_a_half_done_rot
         assert not any("cannot start workers" in m for m in proxy.messages())
         # The snapshot is private: the supervisor's directory and the copies.
         copies = [
-            Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            for pid in proxy.serving() - old
+            Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") for pid in proxy.serving() - old
         ]
         index = next(
             v.split(b"=", 1)[1].decode()
@@ -223,3 +228,69 @@ def test_a_non_ascii_server_name_logs_one_line_and_no_traceback(
         assert "Exception ignored" not in text, text
         assert sum("not ASCII" in m for m in proxy.messages()) == 1, text
         assert all("level" in line for line in proxy.lines), proxy.lines  # JSON lines only
+
+
+# --- a FIFO or a directory as tls.cert_file never blocks a reload ------------------------
+
+
+def test_a_fifo_or_directory_as_the_listener_certificate_fails_the_reload_at_once(
+    pki: Pki, upstream: int, tmp_path: Path
+) -> None:
+    good = pki.issue()
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    write_config(config, upstream, port, good)
+    fifo, folder = tmp_path / "fifo.pem", tmp_path / "folder.pem"
+    os.mkfifo(fifo)  # nobody writes: an ordinary open waits forever
+    folder.mkdir()
+    with serving(config, "--workers", "2") as proxy:
+        wait_for(lambda: len(proxy.serving()) >= 2, proxy)
+        for number, (target, kind) in enumerate(((fifo, "a FIFO"), (folder, "a directory")), 1):
+            text = config.read_text().replace(str(good.cert), str(target))
+            config.write_text(text)
+            proxy.proc.send_signal(signal.SIGHUP)
+            wait_for(lambda n=number: failed_reloads(proxy.messages()) >= n, proxy)  # type: ignore[misc]
+            assert any(f"it is {kind}, not a regular file" in m for m in proxy.messages())
+            config.write_text(text.replace(str(target), str(good.cert)))
+        assert serial_of(port, pki) == good.serial
+        started = time.monotonic()
+        assert proxy.stop() == 0
+        assert time.monotonic() - started < 15
+
+
+# --- 6. `corsproxy healthcheck --ca-file` with admin.tls ---------------------------------
+
+
+def test_healthcheck_probes_a_tls_admin_listener_with_a_ca_file(
+    pki: Pki, upstream: int, tmp_path: Path
+) -> None:
+    port, admin = free_port(), free_port()
+    config = tmp_path / "config.yaml"
+    admin_pair = pki.issue()
+    extra = (
+        f"admin:\n  listen: 0.0.0.0:{admin}\n  tls:\n    cert_file: {admin_pair.cert}\n"
+        f"    key_file: {admin_pair.key}\n"
+    )
+    write_config(config, upstream, port, pki.issue(), extra)
+
+    def probe(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "corsproxy", "healthcheck", *args],
+            capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT, check=False,
+            env={**os.environ, "CORSPROXY_ADMIN_LISTEN": f"0.0.0.0:{admin}", **(env or {})},
+        )  # fmt: skip
+
+    with serving(config):
+        plain = probe()
+        assert plain.returncode == 1, plain.stdout + plain.stderr
+        for result in (
+            probe("--ca-file", str(pki.ca_file)),
+            probe(env={"CORSPROXY_HEALTHCHECK_CA_FILE": str(pki.ca_file)}),
+            probe("--ca-file", str(pki.ca_file), "--url", f"https://127.0.0.1:{admin}/healthz"),
+        ):
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert result.stdout.startswith("healthy: https://"), result.stdout
+        (tmp_path / "other").mkdir()
+        other = Pki(tmp_path / "other")
+        untrusted = probe("--ca-file", str(other.ca_file))  # another CA: refused
+        assert untrusted.returncode == 1, untrusted.stdout

@@ -287,9 +287,7 @@ def _context(settings: UpstreamTLS, contents: dict[str, bytes]) -> ssl.SSLContex
             ) from None
     if settings.cert_file and settings.key_file:
         try:
-            load_cert_chain(
-                context, contents["cert_file"], contents["key_file"], _no_passphrase
-            )
+            load_cert_chain(context, contents["cert_file"], contents["key_file"], _no_passphrase)
         except (ssl.SSLError, ValueError, OSError) as exc:
             mismatch = "KEY_VALUES_MISMATCH" in str(exc) or "key values mismatch" in str(exc)
             if mismatch:
