@@ -274,9 +274,12 @@ class ProxyApp:
         def attempt() -> Config:  # the files a failed load named are watched too
             with recording() as files:
                 try:
-                    return loader()
-                finally:
+                    config = loader()
+                except BaseException:
                     self.attempted_files = tuple(files)
+                    raise
+            self.attempted_files = ()
+            return config
 
         try:
             config = await off_loop(attempt, "reload")
