@@ -653,8 +653,8 @@ class Supervisor:
                 log.error("reload: %s", line)
             count = len(result.errors)
             log.error(
-                "reload failed (%d error%s): the workers keep serving, and new workers keep "
-                "starting from, the last good configuration",
+                "reload failed (%d error%s): new workers keep starting from the last good "
+                "configuration",
                 count,
                 "" if count == 1 else "s",
             )
