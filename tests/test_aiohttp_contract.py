@@ -7,10 +7,15 @@ here, by name, instead of somewhere in the proxy's behaviour.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import inspect
 import socket
+import ssl
+import textwrap
+import time
 
+import trustme
 from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.test_utils import make_mocked_request
@@ -18,6 +23,7 @@ from aiohttp.test_utils import make_mocked_request
 from corsproxy.http.aiohttp_private import (
     DefaultHeadersHook,
     HandlerClassServer,
+    HandshakeTimeoutSite,
     RequestHandler,
     bound_sockets,
     send_interim,
@@ -133,3 +139,55 @@ async def test_an_interim_answer_leaves_before_the_final_one() -> None:
 def test_the_c_parser_is_detected() -> None:
     # CI installs aiohttp from a wheel: the C parser is what serves.
     assert uses_c_parser()
+
+
+def test_tcpsite_start_passes_only_the_arguments_the_handshake_site_repeats() -> None:
+    """HandshakeTimeoutSite.start() repeats TCPSite.start()'s create_server call: a new
+    argument there (one we would drop) fails here."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(web.TCPSite.start)))
+    calls = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "create_server"
+    ]
+    assert len(calls) == 1
+    assert {k.arg for k in calls[0].keywords} == {"ssl", "backlog", "reuse_address", "reuse_port"}
+    assert [ast.unparse(a) for a in calls[0].args] == ["server", "self._host", "self._port"]
+    for name in ("_host", "_port", "_bound_port", "_reuse_address", "_reuse_port"):
+        assert name in web.TCPSite.__slots__
+    for name in ("_ssl_context", "_backlog", "_runner", "_server"):
+        assert name in web.BaseSite.__slots__
+
+
+async def test_the_handshake_site_bounds_a_handshake_and_still_serves_tls() -> None:
+    ca = trustme.CA()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        return web.Response(text="ok")
+
+    runner = web.ServerRunner(web.Server(handler))
+    await runner.setup()
+    site = HandshakeTimeoutSite(
+        runner, "127.0.0.1", 0, ssl_context=context, ssl_handshake_timeout=1.0
+    )
+    await site.start()
+    try:
+        port = bound_sockets(site)[0].getsockname()[1]
+        assert site.port == port
+        client = ssl.create_default_context()
+        ca.configure_trust(client)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert (await asyncio.wait_for(reader.read(), 5)).endswith(b"ok")
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)  # no handshake
+        started = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), 20) == b""
+        assert time.monotonic() - started < 15  # 1 s; asyncio's default would be 60 s
+        writer.close()
+    finally:
+        await runner.cleanup()

@@ -539,18 +539,35 @@ Stop with Ctrl-C.
     help="The URL to probe (default: /healthz on CORSPROXY_ADMIN_LISTEN, else 127.0.0.1:9901).",
 )
 @click.option("--timeout", type=float, default=2.0, show_default=True, help="Seconds.")
-def healthcheck(url: str | None, timeout: float) -> None:
+@click.option(
+    "--ca-file",
+    envvar="CORSPROXY_HEALTHCHECK_CA_FILE",
+    help="The admin listener has TLS (admin.tls): probe https, trusting this CA bundle (PEM). "
+    "The default URL's certificate name is not checked (it is probed on its local address).",
+)
+def healthcheck(url: str | None, timeout: float, ca_file: str | None) -> None:
     """Probe the admin listener's /healthz: exit 0 when healthy, 1 otherwise.
 
     For container HEALTHCHECKs: images need no curl or wget.
     """
+    context = None
+    if ca_file is not None:
+        import ssl
+
+        try:
+            context = ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            click.echo(f"unhealthy: cannot load --ca-file '{ca_file}': {exc}", err=True)
+            sys.exit(1)
     if url is None:
         host, _, port = os.environ.get("CORSPROXY_ADMIN_LISTEN", "127.0.0.1:9901").rpartition(":")
         host = "127.0.0.1" if host in ("", "0.0.0.0") else host  # noqa: S104 - a wildcard bind
         host = "[::1]" if host == "[::]" else host
-        url = f"http://{host}:{port}/healthz"
+        url = f"{'https' if context else 'http'}://{host}:{port}/healthz"
+        if context is not None:
+            context.check_hostname = False  # the chain is verified; the name is the public one
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - http(s) only
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:  # noqa: S310
             healthy = response.status == 200
     except (OSError, ValueError) as exc:
         click.echo(f"unhealthy: {url}: {exc}", err=True)

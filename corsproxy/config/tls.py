@@ -20,9 +20,16 @@ from __future__ import annotations
 import os
 import re
 import ssl
-import stat
 from dataclasses import dataclass, field
 
+from corsproxy.config.files import (
+    NOT_A_PATH,
+    NOT_A_PATH_HINT,
+    ConfigFileError,
+    attempted,
+    load_cert_chain,
+    read_config_file,
+)
 from corsproxy.config.spec import Context, Section
 
 # Mozilla intermediate, TLS 1.2 part, ECDHE only (see above).
@@ -89,24 +96,21 @@ def resolve(path: str, config_file: str) -> str:
 
 
 def _read(key: str, path: str) -> bytes:
+    """The shared reader (config/files.py): a regular file only, bounded, never blocking, and
+    a value that is PEM content rather than a path refused without echoing it."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
+        return read_config_file(path, key, MAX_PEM_SIZE)
+    except ConfigFileError as exc:
+        if exc.reason == NOT_A_PATH:
+            raise TlsFileError(key, NOT_A_PATH, NOT_A_PATH_HINT) from None
         hint = "check the path; relative paths start at the config file's directory"
-        if isinstance(exc, PermissionError):
+        if "not a regular file" in exc.reason:
+            hint = "name a PEM file"
+        elif "larger than" in exc.reason:
+            hint = "is it PEM?"
+        elif "ermission" in exc.reason:
             hint = "make it readable by the user corsproxy runs as"
-        raise TlsFileError(key, f"cannot read '{path}': {exc.strerror or exc}", hint) from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise TlsFileError(key, f"'{path}' is not a regular file", "name a PEM file")
-        data = os.read(fd, MAX_PEM_SIZE + 1)
-    except OSError as exc:
-        raise TlsFileError(key, f"cannot read '{path}': {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_PEM_SIZE:
-        raise TlsFileError(key, f"'{path}' is larger than {MAX_PEM_SIZE >> 10} KiB", "is it PEM?")
-    return data
+        raise TlsFileError(key, str(exc), hint) from None
 
 
 def load_pair(cert_file: str, key_file: str) -> ListenerTls:
@@ -136,7 +140,7 @@ def load_pair(cert_file: str, key_file: str) -> ListenerTls:
     context = server_context()
     try:
         # A password callback, so OpenSSL never prompts on a terminal (a reload would hang).
-        context.load_cert_chain(cert_file, key_file, password=lambda: b"")
+        load_cert_chain(context, cert, key, password=lambda: b"")
     except ssl.SSLError as exc:
         text = f"{exc.reason or ''} {exc}".lower()
         if "mismatch" in text:
@@ -163,6 +167,7 @@ def compile_tls(section: Section | None, ctx: Context) -> ListenerTls | None:
         name: resolve(section.values[name], section.files.get(name, ctx.file))
         for name in ("cert_file", "key_file")
     }
+    attempted(paths["cert_file"], paths["key_file"])  # watched even if the first one fails
     try:
         return load_pair(paths["cert_file"], paths["key_file"])
     except TlsFileError as exc:

@@ -27,7 +27,13 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from corsproxy.config.files import ConfigFileError, read_config_file
+from corsproxy.config.files import (
+    NOT_A_PATH,
+    NOT_A_PATH_HINT,
+    ConfigFileError,
+    load_cert_chain,
+    read_config_file,
+)
 from corsproxy.config.spec import INVALID, Context, Field, Invalid, Obj, Section, boolean, text
 
 if TYPE_CHECKING:
@@ -154,7 +160,7 @@ def compile_upstream_tls(section: Section, ctx: Context) -> UpstreamTLS | Invali
                 line,
                 key,
                 str(exc),
-                "give a readable PEM file",
+                NOT_A_PATH_HINT if exc.reason == NOT_A_PATH else "give a readable PEM file",
                 file,
                 TLSProblem.UNREADABLE,
             )
@@ -281,7 +287,7 @@ def _context(settings: UpstreamTLS, contents: dict[str, bytes]) -> ssl.SSLContex
             ) from None
     if settings.cert_file and settings.key_file:
         try:
-            context.load_cert_chain(settings.cert_file, settings.key_file, _no_passphrase)
+            load_cert_chain(context, contents["cert_file"], contents["key_file"], _no_passphrase)
         except (ssl.SSLError, ValueError, OSError) as exc:
             mismatch = "KEY_VALUES_MISMATCH" in str(exc) or "key values mismatch" in str(exc)
             if mismatch:

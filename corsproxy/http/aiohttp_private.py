@@ -10,6 +10,7 @@ checks each against the installed aiohttp, so a release that changes one fails l
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,6 +22,7 @@ from aiohttp.web_protocol import RequestHandler
 __all__ = [
     "DefaultHeadersHook",
     "HandlerClassServer",
+    "HandshakeTimeoutSite",
     "RequestHandler",
     "bound_sockets",
     "send_interim",
@@ -68,6 +70,44 @@ class HandlerClassServer(web.Server):
 
     def __call__(self) -> RequestHandler:
         return self._handler_class(self, loop=self._loop, **self._kwargs)
+
+
+class HandshakeTimeoutSite(web.TCPSite):
+    """A TCPSite whose TLS handshakes are bounded by `ssl_handshake_timeout` (asyncio's
+    default is 60 s: a client that connects and never finishes its ClientHello holds a
+    socket that long). aiohttp's TCPSite does not take it.
+
+    Contract: `TCPSite.start()` awaits `BaseSite.start()`, then makes `self._server` with
+    `loop.create_server(self._runner.server, self._host, self._port, ssl=self._ssl_context,
+    backlog=, reuse_address=, reuse_port=)` from the same-named attributes, and records the
+    bound port in `_bound_port` (the `port` property).
+    """
+
+    __slots__ = ("_handshake_timeout",)
+
+    def __init__(self, *args: Any, ssl_handshake_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._handshake_timeout = ssl_handshake_timeout
+
+    async def start(self) -> None:
+        if self._ssl_context is None:
+            await super().start()
+            return
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            server,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
+            ssl_handshake_timeout=self._handshake_timeout,
+        )
+        sockets = self._server.sockets
+        self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
 
 
 def set_version(request: web.BaseRequest, version: HttpVersion) -> None:

@@ -19,12 +19,14 @@ from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 
 from corsproxy.config import Config, ConfigError
+from corsproxy.config.files import recording
 from corsproxy.config.spec import shown
 from corsproxy.config.upstream_tls import insecure_warnings
 from corsproxy.http import errors
 from corsproxy.http import headers as hygiene
 from corsproxy.http.aiohttp_private import (
     HandlerClassServer,
+    HandshakeTimeoutSite,
     RequestHandler,
     bound_sockets,
     send_interim,
@@ -38,7 +40,7 @@ from corsproxy.http.relay import (
     error_response,
     forward,
 )
-from corsproxy.http.tls_listener import rotating_context
+from corsproxy.http.tls_listener import handshake_timeout, rotating_context
 from corsproxy.http.upstream import UpstreamClient
 from corsproxy.http.websocket import make_session, tunnel
 from corsproxy.ops.admin import Metrics, admin_app, method_label
@@ -219,6 +221,7 @@ class ProxyApp:
     ) -> None:
         self.config = config
         self.loader = loader
+        self.attempted_files: tuple[str, ...] = ()  # named by the last reload (--watch)
         # Metrics cost CPU on every request: kept only when an admin listener can serve them.
         self.metrics: Metrics | None = metrics or (Metrics() if config.admin else None)
         self.session: aiohttp.ClientSession | None = None  # for WebSockets
@@ -267,8 +270,19 @@ class ProxyApp:
         if self.loader is None:
             return False
         loader = self.loader
+
+        def attempt() -> Config:  # the files a failed load named are watched too
+            with recording() as files:
+                try:
+                    config = loader()
+                except BaseException:
+                    self.attempted_files = tuple(files)
+                    raise
+            self.attempted_files = ()
+            return config
+
         try:
-            config = await off_loop(loader, "reload")
+            config = await off_loop(attempt, "reload")
         except ConfigError as exc:
             return self._reloaded(exc)
         return self._reloaded(config)  # the swap happens here, on the loop
@@ -531,13 +545,14 @@ async def serve(
     runner = web.ServerRunner(server, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     tls = config.tls
-    site = web.TCPSite(
+    site = HandshakeTimeoutSite(
         runner,
         config.listen.host,
         config.listen.port,
         reuse_address=True,
         reuse_port=reuse_port,
         ssl_context=rotating_context(tls, lambda: app.config.tls) if tls else None,
+        ssl_handshake_timeout=handshake_timeout(config),
     )
     admin_runner: web.AppRunner | None = None
     try:
@@ -550,7 +565,7 @@ async def serve(
             await admin_runner.setup()
             admin = config.admin.listen
             admin_tls = config.admin.tls
-            await web.TCPSite(
+            await HandshakeTimeoutSite(
                 admin_runner,
                 admin.host,
                 admin.port,
@@ -561,6 +576,7 @@ async def serve(
                 )
                 if admin_tls
                 else None,
+                ssl_handshake_timeout=handshake_timeout(config),
             ).start()
     except OSError as exc:
         await runner.cleanup()
@@ -584,7 +600,7 @@ async def serve(
     watcher = None
     if watch:
         watcher = Watcher(
-            lambda: app.config.watched_files(),
+            lambda: (*app.config.watched_files(), *app.attempted_files),
             lambda _: loop.call_soon_threadsafe(app.request_reload),
         )
         watcher.start()

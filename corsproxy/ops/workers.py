@@ -4,7 +4,7 @@ Each worker binds with SO_REUSEPORT (the kernel spreads connections across them)
 its upstream pool. The supervisor, in the spirit of gunicorn's arbiter and nginx's master:
 
 - forwards SIGTERM and SIGINT to every worker; on SIGHUP reads the file on a thread (its
-  loop keeps reading heartbeats; SIGHUPs meanwhile make one more reload), then passes it on;
+  loop keeps reading heartbeats; SIGHUPs meanwhile make one more reload), then passes a good one on;
   with `--watch` it watches the files the configuration names and reloads as on SIGHUP (the
   workers do not watch: each reloads on the SIGHUP it passes on);
 - replaces a worker that dies at once (a worker that dies before it is ready, with
@@ -17,8 +17,10 @@ its upstream pool. The supervisor, in the spirit of gunicorn's arbiter and nginx
   then lets the old one drain (at most N retiring workers; a guard tripping right after
   start counts as a failed start, with backoff);
 - starts every worker from the configuration that last loaded successfully (a snapshot of
-  the file it keeps), with the listen and admin addresses it started with, so a respawn
-  never fails on a file broken since, nor serves a different policy from the others;
+  the file it keeps, and of the bytes of every file it names: certificates, keys, CA
+  bundles, as the supervisor read them; config/files.py), with the listen and admin
+  addresses it started with, so a respawn never fails on a file broken since (a rotation
+  half done), nor serves a different policy from the others;
 - gives up (drains the rest, exits 1) only when fresh workers cannot start and none
   serves: the first worker fails before any was ready, or MAX_START_FAILURES exit on their
   own in a row (a worker killed for a slow boot is no such failure).
@@ -33,6 +35,8 @@ import asyncio
 import atexit
 import contextlib
 import fcntl
+import hashlib
+import json
 import logging
 import os
 import selectors
@@ -49,6 +53,7 @@ from types import FrameType
 from typing import Any
 
 from corsproxy.config import Config, ConfigError
+from corsproxy.config.files import FILES_SNAPSHOT_ENV, recording
 from corsproxy.config.spec import shown
 from corsproxy.ops.threads import OFF_LOOP
 from corsproxy.ops.watch import Watcher
@@ -306,6 +311,10 @@ class Supervisor:
         self.metrics = os.path.join(self.base, "metrics")
         os.mkdir(self.metrics)
         self.snapshot = os.path.join(self.base, "config.yaml")
+        self.files = os.path.join(self.base, "files")  # copies of the files it names
+        os.mkdir(self.files)
+        self.files_index = os.path.join(self.base, "files.json")  # path -> copy
+        self.kept_copies: set[str] = set()  # the copies the previous index named
         self.timeout = 30.0
         self.boot_minimum = _seconds(os.environ.get(BOOT_ENV), BOOT_TIMEOUT)
         self.boot_limit = self.boot_minimum  # grows with the time the configuration takes to load
@@ -315,9 +324,11 @@ class Supervisor:
         self.wake = -1  # the write end of the wakeup pipe (a finished reload writes to it)
         self.reloader: threading.Thread | None = None  # reads the file off the loop
         self.reloaded: tuple[str | None, Config, float] | Exception | None = None
+        self.read_files: dict[str, bytes | None] = {}  # what the last load read
         self.reload_again = False  # SIGHUPs during a reload: one more, not one each
         self.watch = watch  # --watch: the supervisor watches, then reloads as on SIGHUP
         self.watched: tuple[str, ...] = ()  # the files the last good configuration names
+        self.attempted: tuple[str, ...] = ()  # and those a failed reload named since
         self.files_changed = threading.Event()  # set by the watcher's thread
 
     # -- set-up and the loop
@@ -325,7 +336,8 @@ class Supervisor:
     def run(self) -> int:
         started = time.monotonic()
         try:
-            document, config = self.read_config()
+            with recording() as self.read_files:
+                document, config = self.read_config()
         except ConfigError as exc:  # changed since the command checked it
             for line in exc.diagnostics:
                 log.error("%s", line)
@@ -352,6 +364,7 @@ class Supervisor:
             WORKER_ENV: "1",
             "CORSPROXY_WORKERS": "1",
             **({SNAPSHOT_ENV: self.snapshot} if document is not None else {}),
+            FILES_SNAPSHOT_ENV: self.files_index,
         }
         self.restarts = _restart_counters()
         wake_read, wake_write = os.pipe()
@@ -360,7 +373,9 @@ class Supervisor:
         self.wake = wake_write
         self.selector.register(wake_read, selectors.EVENT_READ, None)
         previous_wakeup = signal.set_wakeup_fd(wake_write)
-        watcher = Watcher(lambda: self.watched, self._files_changed) if self.watch else None
+        watcher = None
+        if self.watch:
+            watcher = Watcher(lambda: (*self.watched, *self.attempted), self._files_changed)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(signum, self._on_signal)
         try:
@@ -615,10 +630,12 @@ class Supervisor:
 
         def read() -> None:
             started = time.monotonic()
-            try:
-                self.reloaded = (*self.read_config(), time.monotonic() - started)
-            except Exception as exc:  # reported on the loop
-                self.reloaded = exc
+            with recording() as files:
+                try:
+                    self.reloaded = (*self.read_config(), time.monotonic() - started)
+                except Exception as exc:  # reported on the loop
+                    self.reloaded = exc
+            self.read_files = files
             with contextlib.suppress(OSError):
                 os.write(self.wake, b"r")
 
@@ -641,16 +658,19 @@ class Supervisor:
                 count,
                 "" if count == 1 else "s",
             )
+            self._named_by_failed()
         elif isinstance(result, Exception) or result is None:
             log.error("reload failed (%r): new workers keep the last good one", result)
+            self._named_by_failed()
         else:
             self._take(*result)
             log.info("supervisor: configuration reloaded; new workers start from it")
-        for worker in self.workers:
-            if worker.beat is None:  # not listening for it yet: sent once ready
-                worker.hup_pending = True
-            else:
-                self._signal(worker, signal.SIGHUP)
+            # Only a good reload is passed on: the workers would log the same errors again.
+            for worker in self.workers:
+                if worker.beat is None:  # not listening for it yet: sent once ready
+                    worker.hup_pending = True
+                else:
+                    self._signal(worker, signal.SIGHUP)
         if self.reload_again:
             self.reload_again = False
             self._reload()
@@ -697,6 +717,42 @@ class Supervisor:
             os.replace(partial, self.snapshot)  # a worker starting now reads one or the other
         self.timeout = config.workers_timeout
         self.watched = config.watched_files()
+        self.attempted = ()
+        self._snapshot_files(config)
+
+    def _named_by_failed(self) -> None:
+        """Watch the files a failed reload named as well (a Secret mounted after the
+        ConfigMap that names it): their arrival triggers the next reload."""
+        self.attempted = tuple(p for p in self.read_files if p not in self.watched)
+
+    def _snapshot_files(self, config: Config) -> None:
+        """Copy the bytes this load read of every file the configuration names into the
+        private directory (0600, named by their SHA-256), then swap the index workers read
+        (config/files.py: snapshot_of). Copies named by neither this index nor the previous
+        one are removed (a worker may be reading through the previous one)."""
+        index: dict[str, str] = {}
+        for path in config.watched_files():
+            data = self.read_files.get(path)
+            if path == config.source or data is None:
+                continue
+            copy = os.path.join(self.files, hashlib.sha256(data).hexdigest())
+            if not os.path.exists(copy):
+                fd = os.open(copy + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as file:
+                    file.write(data)
+                os.replace(copy + ".new", copy)
+            index[path] = copy
+        partial = self.files_index + ".new"
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            json.dump(index, file)
+        os.replace(partial, self.files_index)
+        keep = set(index.values()) | self.kept_copies
+        for name in os.listdir(self.files):
+            if os.path.join(self.files, name) not in keep:
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(self.files, name))
+        self.kept_copies = set(index.values())
 
     def _signal(self, worker: _Worker, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):
