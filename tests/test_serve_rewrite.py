@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from multidict import CIMultiDict
@@ -49,6 +51,16 @@ ANSWERS: dict[str, list[tuple[str, str]]] = {
     ],
     "/dots": [("Location", "{up}/base/../admin"), ("Content-Location", "/base/%2e%2e/admin")],
     "/absolute": [("Location", "{up}/base/a"), ("Vary", "Accept")],
+    # A login that sets a cookie for the whole app and redirects (Flask).
+    "/login": [("Location", "/me"), ("Set-Cookie", "sid=1; Path=/; HttpOnly")],
+    # An app told its mount point (Django's FORCE_SCRIPT_NAME=/djp): URLs start with it.
+    "/djp/admin/": [
+        ("Location", "/djp/admin/login/?next=/djp/admin/"),
+        ("Content-Location", "{up}/base/djp/admin/"),
+        ("Link", "</djp/static/a.css>; rel=preload"),
+    ],
+    # An app that builds absolute URLs from the Host it got and its own scheme (http).
+    "/self": [("Location", "http://{host}/me"), ("Content-Location", "http://{host}/plain/x")],
 }
 
 
@@ -60,8 +72,9 @@ async def upstream() -> AsyncIterator[tuple[str, list[str]]]:
     async def handle(request: web.Request) -> web.StreamResponse:
         hosts.append(request.headers.get("Host", ""))
         path = request.path.removeprefix("/base")
+        host = request.headers.get("Host", "")
         headers = CIMultiDict(
-            (name, value.format(up=base[0])) for name, value in ANSWERS.get(path, [])
+            (name, value.format(up=base[0], host=host)) for name, value in ANSWERS.get(path, [])
         )
         status = 302 if "Location" in headers else 200
         if path == "/big":  # streamed, not read whole: the other branch of the relay
@@ -202,3 +215,112 @@ async def test_a_base_path_taken_off_never_makes_a_url_to_another_host(
     assert header_values(dots, "Content-Location") == ["/base/%2e%2e/admin"]
     assert header_values(absolute, "Location") == ["http://public.example:8443/a"]
     assert header_values(absolute, "Vary") == ["Accept, Host, Origin"]
+
+
+# What nginx at /edge/ (TLS, `X-Forwarded-Prefix: /edge`, the README's block) sends.
+EDGE = (
+    "Host: localhost:45444\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: localhost:45444\r\n"
+    "X-Forwarded-Prefix: /edge\r\n"
+)
+
+
+async def via_edge(proxy: str, path: str, extra: str = EDGE) -> list[str]:
+    head = f"GET {path} HTTP/1.1\r\n{extra}Connection: close\r\n\r\n"
+    return head_and_body(await raw_exchange(proxy, head.encode(), wait=5))[0]
+
+
+async def test_behind_a_trusted_prefix_cookies_and_mount_points_stay_in_the_client_url_space(
+    upstream: Any,
+) -> None:
+    """A trusted front strips /edge. Route /fl (strip_prefix, `cookie_path: {"/": "/fl/"}`):
+    the login redirect and its cookie both land under /edge/fl, so the browser sends the
+    cookie back. Route /djp (strip_prefix) to an app that writes /djp itself: its URLs
+    get /edge in front, not /edge/djp/djp."""
+    url, _ = upstream
+    doc = {
+        "upstream": url,
+        "trusted_proxies": ["127.0.0.1"],
+        "routes": [
+            {"path_prefix": "/fl", "strip_prefix": True, "cookie_path": {"/": "/fl/"}},
+            {"path_prefix": "/djp", "upstream": f"{url}/base", "strip_prefix": True},
+        ],
+    }
+    async with running_proxy(doc) as proxy:
+        login = await via_edge(proxy, "/fl/login")
+        admin = await via_edge(proxy, "/djp/djp/admin/")
+        direct = await via_edge(proxy, "/fl/login", "Host: localhost:45444\r\n")
+    assert header_values(login, "Location") == ["/edge/fl/me"]
+    assert header_values(login, "Set-Cookie") == ["sid=1; Path=/edge/fl/; HttpOnly"]
+    assert header_values(admin, "Location") == ["/edge/djp/admin/login/?next=/djp/admin/"]
+    assert header_values(admin, "Content-Location") == ["https://localhost:45444/edge/djp/admin/"]
+    assert header_values(admin, "Link") == ["</edge/djp/static/a.css>; rel=preload"]
+    # No prefix inherited (the front sent none): the mapped Path as configured.
+    assert header_values(direct, "Set-Cookie") == ["sid=1; Path=/fl/; HttpOnly"]
+    assert header_values(direct, "Location") == ["/fl/me"]
+
+
+async def test_preserve_host_an_apps_self_built_urls_behind_a_trusted_tls_front(
+    upstream: Any,
+) -> None:
+    """The app builds `http://<Host it got>/me`. With preserve_host (the default) that Host
+    is the client's: the URL is put on the public https origin with the prefix, as it is
+    with `preserve_host: false` (the app then builds on the upstream's own address)."""
+    url, hosts = upstream
+    doc = {
+        "upstream": url,
+        "trusted_proxies": ["127.0.0.1"],
+        "routes": [
+            {"path_prefix": "/plain", "strip_prefix": True},
+            {"path_prefix": "/nohost", "strip_prefix": True, "preserve_host": False},
+        ],
+    }
+    front = EDGE.replace("X-Forwarded-Prefix: /edge\r\n", "")
+    async with running_proxy(doc) as proxy:
+        kept = await via_edge(proxy, "/plain/self", front)
+        plain = await via_edge(proxy, "/nohost/self", front)
+        edge = await via_edge(proxy, "/plain/self")
+    assert hosts == ["localhost:45444", url.removeprefix("http://"), "localhost:45444"]
+    assert header_values(kept, "Location") == ["https://localhost:45444/plain/me"]
+    assert header_values(kept, "Content-Location") == ["https://localhost:45444/plain/x"]
+    assert header_values(plain, "Location") == ["https://localhost:45444/nohost/me"]
+    assert header_values(edge, "Location") == ["https://localhost:45444/edge/plain/me"]
+    assert header_values(kept, "Vary") == ["Host, Origin"]
+
+
+async def test_preserve_host_an_apps_self_built_urls_on_a_tls_listener(
+    upstream: Any, tmp_path: Path
+) -> None:
+    """corsproxy's own `tls:` listener, the client's `Host: localhost:<port>`: the app's
+    `http://localhost:<port>/me` reaches the client as `https://localhost:<port>/plain/me`;
+    on a plain listener with no prefix, the same URL is the client's already: unchanged."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1", "localhost")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    url, _ = upstream
+    doc = {
+        "upstream": url,
+        "tls": {"cert_file": str(cert), "key_file": str(key)},
+        "routes": [{"path_prefix": "/plain", "strip_prefix": True}],
+    }
+    async with running_proxy(doc) as proxy:
+        port = proxy.rsplit(":", 1)[1]
+        timeout = aiohttp.ClientTimeout(total=TIMEOUT)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with session.get(
+                f"https://127.0.0.1:{port}/plain/self",
+                ssl=client,
+                headers={"Host": f"localhost:{port}"},
+                allow_redirects=False,
+            ) as response:
+                assert response.status == 302
+                assert response.headers["Location"] == f"https://localhost:{port}/plain/me"
+    async with running_proxy({"upstream": url}) as proxy:
+        port = proxy.rsplit(":", 1)[1]
+        lines = await via_edge(proxy, "/self", f"Host: localhost:{port}\r\n")
+    assert header_values(lines, "Location") == [f"http://localhost:{port}/me"]
+    assert header_values(lines, "Vary") == ["Origin"]  # nothing rewritten

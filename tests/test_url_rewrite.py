@@ -30,8 +30,13 @@ from tests.helpers import policy
 PUBLIC = "https://api.example.com"
 
 
-def urls(upstream: str = "http://127.0.0.1:19003", prefix: str = "") -> UrlMap:
-    made = url_map(parse_upstream(upstream), prefix, PUBLIC)
+def urls(
+    upstream: str = "http://127.0.0.1:19003",
+    prefix: str = "",
+    inherited: str = "",
+    host: str | None = None,
+) -> UrlMap:
+    made = url_map(parse_upstream(upstream), prefix, PUBLIC, inherited, host)
     assert made is not None
     return made
 
@@ -43,6 +48,15 @@ BASED = urls("http://legacy:9000/api", prefix="/svc")
 BASE_ONLY = urls("http://127.0.0.1:19003/base")
 BASE_SLASH = urls("http://127.0.0.1:19003/base", prefix="/")
 V6 = urls("http://[0:0::1]:8000")
+# Behind a trusted proxy that strips /edge (X-Forwarded-Prefix), route /djp strips its own.
+EDGE = urls(prefix="/edge/djp", inherited="/edge")
+EDGE_BASED = urls("http://legacy:9000/api", prefix="/edge/djp", inherited="/edge")
+# preserve_host: the upstream was sent `Host: localhost:45444` and builds URLs on it.
+ALIAS = urls(prefix="/plain", host="localhost:45444")
+ALIAS_BASED = urls("http://127.0.0.1:19003/base", prefix="/plain", host="localhost:45444")
+# ... the Host it was sent makes the public origin itself (an https upstream, the client's Host)
+SELF = urls("https://127.0.0.1:19003", prefix="/plain", host="api.example.com")
+SELF_BARE = urls("https://127.0.0.1:19003", host="API.example.com:443")
 
 # (map, URL from the upstream, what the client gets; None: untouched)
 TABLE: list[tuple[UrlMap, str, str | None]] = [
@@ -148,6 +162,46 @@ TABLE: list[tuple[UrlMap, str, str | None]] = [
     (STRIPPED, "//127.0.0.1:19003/a/../../b", None),
     (STRIPPED, "/a/..b/.c/...", "/svc/a/..b/.c/..."),  # not dot segments
     (STRIPPED, "/a?next=/../x#/../y", "/svc/a?next=/../x#/../y"),  # query, fragment: not path
+    # an inherited prefix: a URL built with the route's own prefix gets only the inherited one
+    (EDGE, "/djp/admin/login/", "/edge/djp/admin/login/"),  # Django FORCE_SCRIPT_NAME=/djp
+    (EDGE, "/djp", "/edge/djp"),
+    (EDGE, "/DJP/x", "/edge/DJP/x"),
+    (EDGE, "/edge/djp/admin/", None),  # built with X-Forwarded-Prefix: already the client's
+    (EDGE, "/x", "/edge/djp/x"),
+    (EDGE, "/djpx", "/edge/djp/djpx"),  # segments, not characters
+    (EDGE, "/edge/x", "/edge/djp/edge/x"),  # under the inherited prefix alone: not the route's
+    (EDGE, "http://127.0.0.1:19003/djp/admin/?next=/djp/", f"{PUBLIC}/edge/djp/admin/?next=/djp/"),
+    (EDGE, "http://127.0.0.1:19003/edge/djp/admin/", f"{PUBLIC}/edge/djp/admin/"),
+    (EDGE, "http://127.0.0.1:19003/x", f"{PUBLIC}/edge/djp/x"),
+    (EDGE, "//127.0.0.1:19003/djp/x", "//api.example.com/edge/djp/x"),
+    (EDGE, "/djp/../admin", None),
+    (EDGE_BASED, "/api/djp/x", "/edge/djp/x"),
+    (EDGE_BASED, "http://legacy:9000/api/djp/x", f"{PUBLIC}/edge/djp/x"),
+    (EDGE_BASED, "http://legacy:9000/api/x", f"{PUBLIC}/edge/djp/x"),
+    (urls(prefix="/edge", inherited="/edge"), "/x", "/edge/x"),  # the route strips nothing
+    (urls(prefix="/edge", inherited="/edge"), "/edge/x", None),
+    # preserve_host: the origin the upstream believes it has is mapped as its own
+    (ALIAS, "http://localhost:45444/me", f"{PUBLIC}/plain/me"),
+    (ALIAS, "HTTP://LocalHost:45444/me?x#y", f"{PUBLIC}/plain/me?x#y"),
+    (ALIAS, "http://localhost:45444", f"{PUBLIC}/plain"),
+    (ALIAS, "//localhost:45444/me", "//api.example.com/plain/me"),
+    (ALIAS, "http://localhost:45444/plain/me", f"{PUBLIC}/plain/me"),
+    (ALIAS, "http://127.0.0.1:19003/me", f"{PUBLIC}/plain/me"),  # its own origin still is
+    (ALIAS, "https://localhost:45444/me", None),  # not the upstream's scheme
+    (ALIAS, "http://localhost:45445/me", None),
+    (ALIAS, "http://localhost/me", None),
+    (ALIAS, "//localhost/me", None),
+    (ALIAS, "http://localhost:45444/../admin", None),
+    (ALIAS, "/me", "/plain/me"),
+    (ALIAS_BASED, "http://localhost:45444/base/me", f"{PUBLIC}/plain/me"),
+    (ALIAS_BASED, "http://localhost:45444/other", None),  # not under the base
+    (SELF, "https://api.example.com/me", f"{PUBLIC}/plain/me"),
+    (SELF, "//api.example.com/me", "//api.example.com/plain/me"),
+    (SELF, "https://API.example.com:443/plain/me", None),
+    (SELF, f"{PUBLIC}/plain", None),
+    (SELF_BARE, f"{PUBLIC}/me", None),  # the public origin, no prefix: byte for byte
+    (SELF_BARE, "HTTPS://API.EXAMPLE.COM:443/me", None),
+    (SELF_BARE, "//api.example.com", None),
 ]
 
 
@@ -165,6 +219,14 @@ def test_the_public_origin_wins_when_it_is_the_upstreams_too() -> None:
     assert same is not None
     assert same.url("http://shared:8080/x") == "http://shared:8080/x"
     assert same.url("/x") == "/svc/x"  # a path is still the upstream's
+
+
+def test_the_host_sent_upstream_is_read_as_an_origin_or_not_at_all() -> None:
+    assert urls(host="a,b").alias is None
+    assert urls(host="").alias is None
+    assert urls(host="127.0.0.1:19003").alias is None  # its own: nothing more
+    assert urls(host="[0::1]:80").alias == urls(host="[::1]").alias is not None
+    assert urls(prefix="/svc", inherited="/other").inherited == ""  # not its start: ignored
 
 
 def test_no_public_origin_means_no_url_rewriting() -> None:
@@ -270,6 +332,38 @@ COOKIES = [
 @pytest.mark.parametrize(("value", "expected"), COOKIES)
 def test_set_cookie(value: str, expected: str | None) -> None:
     assert rewrite_set_cookie(value, PATHS, DOMAINS) == (value if expected is None else expected)
+
+
+# Behind a trusted proxy that strips /edge: a mapped Path is in corsproxy's URL space.
+EDGE_COOKIES = [
+    ("sid=1; Path=/", "sid=1; Path=/edge/svc/"),
+    ("sid=1; path=/x; HttpOnly", "sid=1; path=/edge/svc/x; HttpOnly"),
+    ("sid=1; Path=/two/a", "sid=1; Path=/edge/a"),
+    ("sid=1; Domain=legacy.internal", "sid=1; Domain=api.example.com"),
+    ("sid=1; Path=relative", None),  # unmapped: untouched (nginx's semantics)
+    ("sid=1; Secure", None),
+]
+
+
+@pytest.mark.parametrize(("value", "expected"), EDGE_COOKIES)
+def test_a_mapped_cookie_path_gets_the_inherited_prefix(value: str, expected: str | None) -> None:
+    got = rewrite_set_cookie(value, PATHS, DOMAINS, "/edge")
+    assert got == (value if expected is None else expected)
+    route = Route(
+        "fl",
+        "/fl",
+        parse_upstream("http://127.0.0.1:19003"),
+        policy(),
+        strip_prefix=True,
+        cookie_path=PATHS,
+        cookie_domain=DOMAINS,
+    )
+    rewrite = response_rewrite(route, PUBLIC, "/edge")
+    assert rewrite is not None
+    assert rewrite.header("Set-Cookie", value) == got
+    assert response_rewrite(route, PUBLIC) is not None
+    unmapped = rewrite_set_cookie(value, MappingProxyType({"/nothing": "/x"}), DOMAINS, "/edge")
+    assert "/edge" not in unmapped
 
 
 def test_response_rewrite_touches_only_its_headers() -> None:
@@ -381,6 +475,12 @@ UPSTREAM_URLS = st.sampled_from(
         "/api/",
         "//127.0.0.1",
         PUBLIC,
+        "http://localhost:45444",
+        "//localhost:45444",
+        "https://api.example.com:443",
+        "//api.example.com",
+        "/djp",
+        "/edge",
     ]
 )
 MAPS = st.sampled_from(
@@ -391,6 +491,13 @@ MAPS = st.sampled_from(
         urls("http://127.0.0.1:19003/api", "/s/t"),
         urls("http://127.0.0.1:19003/api"),
         urls("http://127.0.0.1:19003/api", "/"),
+        EDGE,
+        EDGE_BASED,
+        urls("http://127.0.0.1:19003/api", "/edge/s/t", inherited="/edge"),
+        ALIAS,
+        ALIAS_BASED,
+        SELF,
+        SELF_BARE,
     ]
 )
 CONTROL = {chr(c) for c in range(32) if c != 9} | {"\x7f"}
@@ -430,6 +537,28 @@ def test_properties(urlmap: UrlMap, head: str, tail: str) -> None:
         assert parts.scheme == ("" if got.startswith("//") else "https")
         assert parts.netloc == "api.example.com"
         assert parts.path.startswith(urlmap.prefix)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.sampled_from(["", "/", "/api", "/me", "?q", "#f", "//x", "/plain"]),
+    st.lists(URL_CHARS, max_size=12).map("".join),
+)
+def test_the_public_origin_as_the_upstreams_belief_changes_nothing(path: str, tail: str) -> None:
+    """preserve_host with the Host that makes the public origin, no prefix, no base path:
+    every URL on that origin, however written, leaves byte for byte."""
+    for head in (
+        PUBLIC,
+        "HTTPS://API.example.com:443",
+        "//api.example.com",
+        "https://api.example.com:",
+    ):
+        url = head + path + tail
+        assert SELF_BARE.url(url) is url
+        assert ResponseRewrite(SELF_BARE).rewritten([("Location", url)]) == (
+            [("Location", url)],
+            False,
+        )
 
 
 HEADER_TEXT = st.text(

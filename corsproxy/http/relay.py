@@ -439,11 +439,14 @@ async def _relay(
         log.warning("dropped %d invalid header(s) from the upstream for %s", invalid, exchange.path)
     if target.route is not None and any(n.lower() in REWRITTEN_HEADERS for n, _ in relayed):
         view = exchange.view
+        # The Host sent upstream (preserve_host): the origin the upstream believes it has.
+        sent = next((v for n, v in target.headers if n.lower() == "host"), None)
         if view is not None and view.trusted and view.origin.host:
             # Behind a trusted proxy: its scheme, host and prefix are the client's.
-            rewrite = response_rewrite(target.route, view.origin.serialize(), view.inherited_prefix)
+            origin = view.origin.serialize()
+            rewrite = response_rewrite(target.route, origin, view.inherited_prefix, sent)
         else:
-            rewrite = response_rewrite(target.route, public_origin(request))
+            rewrite = response_rewrite(target.route, public_origin(request), upstream_host=sent)
         if rewrite is not None:
             relayed, absolute = rewrite.rewritten(relayed)
             if absolute:  # the client's Host is in the answer now: caches must key on it

@@ -11,6 +11,14 @@ route's upstream are put back on the public side:
 - a path-absolute URL (`/get`) stays relative: the base path is taken off when it is under
   it, and the stripped prefix is put back (unless the path is already under it: an upstream
   that reads X-Forwarded-Prefix built it so, and rewriting twice changes nothing);
+- the prefix put back is the inherited one (a trusted proxy's X-Forwarded-Prefix) then the
+  route's: a path already under both is left, one under the route's own prefix only (an app
+  told its mount point, Django's FORCE_SCRIPT_NAME) gets the inherited prefix alone, any
+  other both (`/edge/djp/x` stays, `/djp/x` and `/x` become `/edge/djp/x`);
+- with preserve_host the upstream believes its origin is `<its scheme>://<the Host it was
+  sent>`: absolute URLs on that origin (under the base path) are mapped exactly as those on
+  its own origin, even when it is the public origin (the prefix goes back); a URL whose
+  mapping changes nothing is left byte for byte;
 - every other URL (other origins, the public origin itself, relative `x/y`, `//other-host`,
   `data:`, anything this strict parser does not read) is left byte for byte.
 
@@ -22,8 +30,10 @@ outside the prefix or at another host: a URL whose path holds a dot segment (`.`
 browser reads that as another host: `/base//evil.example/` with the base taken off).
 
 `Set-Cookie` gets nginx's `proxy_cookie_path` (the first mapping whose `from` is a prefix of
-the Path attribute replaces that prefix) and `proxy_cookie_domain` (a Domain attribute equal
-to `from` without case, a leading dot kept, becomes `to`); the rest of the line is untouched.
+the Path attribute replaces that prefix; the `to` is in corsproxy's URL space, so a trusted
+proxy's inherited prefix goes in front of it; an unmapped Path is left) and
+`proxy_cookie_domain` (a Domain attribute equal to `from` without case, a leading dot kept,
+becomes `to`); the rest of the line is untouched.
 
 No rewritten value can hold CR, LF or another control byte: the inputs are field values
 that hygiene already checked, and what is spliced in is the public origin (a checked Host,
@@ -158,6 +168,9 @@ class UrlMap:
     prefix: str  # the route's stripped prefix, put back; "" when not stripped (or "/")
     public: Origin | None  # the origin the client used, parsed
     public_text: str  # ... as written into rewritten URLs
+    inherited: str = ""  # the part of `prefix` a trusted proxy in front strips ("" none)
+    # The origin the upstream believes it has (its scheme, the Host it was sent), if other.
+    alias: Origin | None = None
 
     def path(self, path: str, absolute: bool) -> str | None:
         """The public path for an upstream path; None for an absolute URL's path that is not
@@ -169,7 +182,11 @@ class UrlMap:
             elif absolute:
                 return None
         if self.prefix and not _under_folded(path, self.prefix):
-            path = self.prefix + path
+            own = self.prefix[len(self.inherited) :]  # the route's own prefix
+            if self.inherited and own and _under_folded(path, own):
+                path = self.inherited + path  # the app built it with its mount point
+            else:
+                path = self.prefix + path
         return path
 
     def url(self, url: str) -> str:
@@ -191,24 +208,41 @@ class UrlMap:
             if mapped.startswith(("//", "/\\")):
                 return url  # a browser would read a host there (`/base//evil.example/`)
             return mapped + rest
-        if origin == self.public or origin != self.upstream or not self.public_text:
+        believed = self.alias is not None and origin == self.alias
+        if not self.public_text or not (believed or origin == self.upstream):
+            return url
+        if origin == self.public and not believed:
             return url
         mapped = self.path((path or "/") if self.base_path else path, absolute=True)
-        if mapped is None:
-            return url
+        if mapped is None or (origin == self.public and mapped == path):
+            return url  # already the client's URL: byte for byte
         head = self.public_text.split(":", 1)[1] if network_path else self.public_text
         return head + mapped + rest
 
 
-def url_map(upstream: Upstream, prefix: str, public_origin: str) -> UrlMap | None:
-    """The map for a route's upstream and stripped prefix ("" if none) seen from
-    `public_origin`; None when the upstream's own address cannot be read (never: it is
-    checked when loaded) or the public origin is not an origin."""
+def url_map(
+    upstream: Upstream,
+    prefix: str,
+    public_origin: str,
+    inherited: str = "",
+    upstream_host: str | None = None,
+) -> UrlMap | None:
+    """The map for a route's upstream and stripped prefix ("" if none; it starts with the
+    `inherited` one) seen from `public_origin`; None when the upstream's own address cannot
+    be read (never: it is checked when loaded) or the public origin is not an origin.
+    `upstream_host`: the Host sent upstream (preserve_host), the upstream's idea of itself."""
     own = parse_origin(upstream.origin)
     public = parse_origin(public_origin)
     if own is None or public is None:
         return None
-    return UrlMap(own, upstream.base_path, prefix.rstrip("/"), public, public_origin)
+    prefix = prefix.rstrip("/")
+    inherited = inherited.rstrip("/")
+    if not prefix.startswith(inherited):
+        inherited = ""
+    alias = parse_origin(f"{own.scheme}://{upstream_host}") if upstream_host else None
+    if alias == own:
+        alias = None
+    return UrlMap(own, upstream.base_path, prefix, public, public_origin, inherited, alias)
 
 
 # --- where the URLs are in each header ------------------------------------------------
@@ -350,12 +384,13 @@ def rewrite_link(value: str, urls: UrlRewriter) -> str:
 CookieMap = Mapping[str, str]
 
 
-def map_cookie_path(path: str, mapping: CookieMap) -> str:
+def map_cookie_path(path: str, mapping: CookieMap, inherited: str = "") -> str:
     """nginx's proxy_cookie_path: the first `from` that is a prefix of the path (compared
-    as written) is replaced by its `to`."""
+    as written) is replaced by its `to`, which is a path of corsproxy's URL space: the
+    `inherited` prefix a trusted proxy in front strips goes before it."""
     for old, new in mapping.items():
         if path.startswith(old):
-            return new + path[len(old) :]
+            return inherited + new + path[len(old) :]
     return path
 
 
@@ -370,7 +405,9 @@ def map_cookie_domain(domain: str, mapping: CookieMap) -> str:
     return domain
 
 
-def rewrite_set_cookie(value: str, paths: CookieMap, domains: CookieMap) -> str:
+def rewrite_set_cookie(
+    value: str, paths: CookieMap, domains: CookieMap, inherited: str = ""
+) -> str:
     """A `Set-Cookie` line with its Path and Domain attributes mapped. Attributes are read
     as RFC 6265 5.2 reads them (split at ';', the name up to '=' without case, both sides
     trimmed of spaces and tabs); the cookie's name and value and every other attribute
@@ -388,7 +425,11 @@ def rewrite_set_cookie(value: str, paths: CookieMap, domains: CookieMap) -> str:
         core = attr.strip(" \t")
         if not core:
             continue
-        new = map_cookie_path(core, paths) if kind == "path" else map_cookie_domain(core, domains)
+        new = (
+            map_cookie_path(core, paths, inherited)
+            if kind == "path"
+            else map_cookie_domain(core, domains)
+        )
         if new != core:
             lead = attr[: len(attr) - len(attr.lstrip(" \t"))]
             trail = attr[len(attr.rstrip(" \t")) :]
@@ -407,6 +448,7 @@ class ResponseRewrite:
     urls: UrlMap | None
     cookie_path: CookieMap = field(default_factory=no_mapping)
     cookie_domain: CookieMap = field(default_factory=no_mapping)
+    cookie_prefix: str = ""  # the inherited prefix, put before a mapped cookie Path
 
     def header(self, name: str, value: str) -> str:
         """One header's value, rewritten; the upstream's own value when nothing applies or
@@ -418,7 +460,9 @@ class ResponseRewrite:
         if lower == "set-cookie":
             if not (self.cookie_path or self.cookie_domain):
                 return value
-            new = rewrite_set_cookie(value, self.cookie_path, self.cookie_domain)
+            new = rewrite_set_cookie(
+                value, self.cookie_path, self.cookie_domain, self.cookie_prefix
+            )
         elif urls is None or lower not in URL_HEADERS:
             return value
         elif lower == "refresh":
@@ -458,15 +502,16 @@ def with_vary_host(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def response_rewrite(
-    route: Route, public_origin: str, inherited_prefix: str = ""
+    route: Route, public_origin: str, inherited_prefix: str = "", upstream_host: str | None = None
 ) -> ResponseRewrite | None:
     """The rewrite of a route's answers for a client that used `public_origin`
     (`scheme://host[:port]`), or None when the route rewrites nothing. `inherited_prefix` is
-    the path a trusted proxy in front strips (its X-Forwarded-Prefix): put back first."""
+    the path a trusted proxy in front strips (its X-Forwarded-Prefix): put back first.
+    `upstream_host` is the Host sent upstream (preserve_host; None: the upstream's own)."""
     urls = None
     if route.rewrite_redirects and route.upstream is not None:
         prefix = join_prefix(inherited_prefix, route.path_prefix if route.strip_prefix else "")
-        urls = url_map(route.upstream, prefix, public_origin)
+        urls = url_map(route.upstream, prefix, public_origin, inherited_prefix, upstream_host)
     if urls is None and not (route.cookie_path or route.cookie_domain):
         return None
-    return ResponseRewrite(urls, route.cookie_path, route.cookie_domain)
+    return ResponseRewrite(urls, route.cookie_path, route.cookie_domain, inherited_prefix)

@@ -173,10 +173,10 @@ def test_the_flask_login_stays_under_the_prefix(proxy: str) -> None:
         (cookie,) = login.history[0].raw.headers.getlist("Set-Cookie")
         assert "Path=/svc/" in cookie
         assert [c.path for c in session.cookies] == ["/svc/"]
-        # Relative links get the prefix; an absolute one the app built on the public Host
-        # (preserve_host) is the public origin's and stays as built.
+        # Relative links get the prefix; so does an absolute one the app built on the Host
+        # it was sent (preserve_host): that is its own origin as far as it knows.
         assert login.headers["Link"] == (
-            f'</svc/page/2>; rel="next", <{proxy}/page/1>; rel="prev"; title="a, <b>"'
+            f'</svc/page/2>; rel="next", <{base}/page/1>; rel="prev"; title="a, <b>"'
         )
         assert login.headers["Refresh"] == "30; url=/svc/login"
         # A cookie for the internal domain gets the public one; its other attributes stay.
