@@ -128,7 +128,9 @@ def test_pem_pasted_as_a_path_is_refused_without_echoing_it(
         capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT, check=False,
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
-    assert "the value is not a path: it looks like PEM content" in result.stderr, result.stderr
+    assert "the value is not a path: it looks like PEM or key content" in result.stderr, (
+        result.stderr
+    )
     assert f"{section}.key_file" in result.stderr
     assert "give the path of a file holding it" in result.stderr
     assert body not in result.stdout + result.stderr
@@ -148,9 +150,41 @@ def test_pem_pasted_as_a_path_is_refused_without_echoing_it(
         proxy.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: failed_reloads(proxy.messages()) >= 1, proxy)
         logged = "\n".join(proxy.messages())
-        assert "the value is not a path: it looks like PEM content" in logged, logged
+        assert "the value is not a path: it looks like PEM or key content" in logged, logged
         assert body not in logged
         assert "BEGIN" not in logged
+
+
+@pytest.mark.parametrize("form", ["body", "base64"])
+@pytest.mark.parametrize("section", ["tls", "upstream_tls"])
+def test_a_key_body_pasted_as_a_path_is_never_echoed(
+    pki: Pki, upstream: int, tmp_path: Path, section: str, form: str
+) -> None:
+    """A key's base64 body without its PEM lines, or `base64 -w0 key.pem` (a Kubernetes
+    Secret's data), is key material too (second outside review: echoed in full)."""
+    import base64
+
+    pair = pki.issue()
+    secret = pair.key.read_text()
+    lines = [line for line in secret.splitlines() if "-----" not in line]
+    value = "".join(lines) if form == "body" else base64.b64encode(secret.encode()).decode()
+    head = (
+        f"upstream: http://127.0.0.1:{upstream}\n"
+        if section == "tls"
+        else "upstream: https://127.0.0.1:9\n"
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        f'{head}cors: false\n{section}:\n  cert_file: {pair.cert}\n  key_file: "{value}"\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "corsproxy", "check", "-c", str(bad)],
+        capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "the value is not a path" in result.stderr, result.stderr
+    for chunk in (value[:24], value[-24:], lines[0][:16]):
+        assert chunk not in result.stdout + result.stderr
 
 
 # --- 3. the files a failed reload named are watched --------------------------------------

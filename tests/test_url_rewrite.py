@@ -103,7 +103,13 @@ TABLE: list[tuple[UrlMap, str, str | None]] = [
     (STRIPPED, "/svc/get", None),  # already under it (X-Forwarded-Prefix aware apps)
     (STRIPPED, "/SVC/get", None),
     (STRIPPED, "/svcx", "/svc/svcx"),  # segments, not characters
-    (STRIPPED, f"{PUBLIC}/get", None),
+    # The client's own origin reads as a path does: the app built it from the Host or the
+    # X-Forwarded-Host it was sent, without the prefix (an outside review: whether the app
+    # honoured X-Forwarded-Proto decided whether the prefix came back).
+    (STRIPPED, f"{PUBLIC}/get", f"{PUBLIC}/svc/get"),
+    (STRIPPED, f"{PUBLIC}/svc/get", None),
+    (STRIPPED, f"{PUBLIC}", f"{PUBLIC}/svc"),
+    (STRIPPED, "https://API.example.com:443/svc/get", None),
     (STRIPPED, "get", None),
     # an upstream base path is taken off
     (BASED, "http://legacy:9000/api/items", f"{PUBLIC}/svc/items"),
@@ -214,10 +220,11 @@ def test_url_forms(urlmap: UrlMap, url: str, expected: str | None) -> None:
     assert urlmap.url(got) == got  # idempotent
 
 
-def test_the_public_origin_wins_when_it_is_the_upstreams_too() -> None:
+def test_the_public_origin_reads_as_a_path_when_it_is_the_upstreams_too() -> None:
     same = url_map(parse_upstream("http://shared:8080"), "/svc", "http://shared:8080")
     assert same is not None
-    assert same.url("http://shared:8080/x") == "http://shared:8080/x"
+    assert same.url("http://shared:8080/x") == "http://shared:8080/svc/x"
+    assert same.url("http://shared:8080/svc/x") == "http://shared:8080/svc/x"
     assert same.url("/x") == "/svc/x"  # a path is still the upstream's
 
 
@@ -584,3 +591,26 @@ def test_header_parsers_never_break_a_value(value: str) -> None:
             spans = link_url_spans(value)
             if not spans:
                 assert got == value
+
+
+def test_utf8_text_in_a_header_does_not_stop_its_rewrite() -> None:
+    """UTF-8 header values reach the rewrite as text above U+00FF since the relay reads them
+    as UTF-8; the final clean-value check refused them and relayed the upstream's value
+    (the internal address) as it was (outside review, second round)."""
+    route = Route(
+        "svc",
+        "/svc",
+        parse_upstream("http://127.0.0.1:19003"),
+        policy(),
+        strip_prefix=True,
+        cookie_path=PATHS,
+    )
+    rewrite = response_rewrite(route, PUBLIC)
+    assert rewrite is not None
+    assert rewrite.header("Location", "http://127.0.0.1:19003/caf€") == f"{PUBLIC}/svc/caf€"
+    link = '<http://127.0.0.1:19003/next>; rel=next; title="Prix €"'
+    assert rewrite.header("Link", link) == f'<{PUBLIC}/svc/next>; rel=next; title="Prix €"'
+    assert rewrite.header("Set-Cookie", "n=€; Path=/") == "n=€; Path=/svc/"
+    assert rewrite.header("Location", "http://127.0.0.1:19003/a\x01") == (
+        "http://127.0.0.1:19003/a\x01"  # never a control character out of a rewrite
+    )

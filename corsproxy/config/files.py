@@ -21,13 +21,14 @@ import contextlib
 import contextvars
 import json
 import os
+import re
 import ssl
 import stat
 from collections.abc import Callable, Iterator
 
 FILES_SNAPSHOT_ENV = "CORSPROXY_FILES_SNAPSHOT"
 MAX_PATH_SHOWN = 512  # a longer value is no path anyone typed: never echoed
-NOT_A_PATH = "the value is not a path: it looks like PEM content"
+NOT_A_PATH = "the value is not a path: it looks like PEM or key content"
 NOT_A_PATH_HINT = "give the path of a file holding it"
 _RECORDING: contextvars.ContextVar[dict[str, bytes | None] | None] = contextvars.ContextVar(
     "corsproxy_files_recording", default=None
@@ -53,10 +54,21 @@ def file_kind(mode: int) -> str:
     return "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
 
 
+# Base64 only, with a run of 32 characters or more that is no path segment anyone names: a
+# key's body pasted without its PEM lines, or `base64 -w0 key.pem` (a Kubernetes Secret's
+# data). (A file named by a bare 32+ character hash is refused as well: the message says why.)
+_KEY_BODY = re.compile(r"[A-Za-z0-9+/=]*[A-Za-z0-9+=]{32}[A-Za-z0-9+/=]*\Z")
+
+
 def not_a_path(value: str) -> bool:
-    """Whether a file key's value is content rather than a path (PEM, several lines, or too
-    long to be one): such a value is never shown in a message."""
-    return "-----BEGIN" in value or "\n" in value or len(value) > MAX_PATH_SHOWN
+    """Whether a file key's value is content rather than a path (PEM, a key's base64 body,
+    several lines, or too long to be one): such a value is never shown in a message."""
+    return (
+        "-----BEGIN" in value
+        or "\n" in value
+        or len(value) > MAX_PATH_SHOWN
+        or bool(_KEY_BODY.match(value))
+    )
 
 
 @contextlib.contextmanager

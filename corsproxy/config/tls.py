@@ -28,6 +28,7 @@ from corsproxy.config.files import (
     ConfigFileError,
     attempted,
     load_cert_chain,
+    not_a_path,
     read_config_file,
 )
 from corsproxy.config.spec import Context, Section
@@ -87,7 +88,10 @@ def server_context() -> ssl.SSLContext:
 
 def resolve(path: str, config_file: str) -> str:
     """A file key's value: relative to the config file's directory (as nginx and Traefik
-    resolve theirs), or to the working directory when there is no config file."""
+    resolve theirs), or to the working directory when there is no config file. Content
+    pasted as a path stays as it is, so the reader refuses it without echoing it."""
+    if not_a_path(path):
+        return path
     path = os.path.expanduser(path)
     if os.path.isabs(path):
         return path

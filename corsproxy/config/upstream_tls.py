@@ -32,6 +32,7 @@ from corsproxy.config.files import (
     NOT_A_PATH_HINT,
     ConfigFileError,
     load_cert_chain,
+    not_a_path,
     read_config_file,
 )
 from corsproxy.config.spec import INVALID, Context, Field, Invalid, Obj, Section, boolean, text
@@ -150,7 +151,11 @@ def compile_upstream_tls(section: Section, ctx: Context) -> UpstreamTLS | Invali
         if value is None:
             continue
         file, line, key = section.files[name], section.lines[name], section.child_key(name)
-        path = os.path.normpath(os.path.join(_base_dir(file), os.path.expanduser(value)))
+        path = (  # content pasted as a path stays as it is: refused, never echoed
+            value
+            if not_a_path(value)
+            else os.path.normpath(os.path.join(_base_dir(file), os.path.expanduser(value)))
+        )
         paths[name] = path
         try:
             # A regular file (symlinks followed), read without blocking: a FIFO is refused.

@@ -241,8 +241,10 @@ def _port(values: Sequence[str]) -> str | None:
 
 # A prefix segment: unreserved and sub-delims characters (RFC 3986 2.2, 2.3) but `;` (a path
 # parameter to Tomcat and Spring: `/..;/x` is `/../x` there). No `%` (`%2e%2e` is `..` to
-# whoever decodes it, `%2F` a `/`), no `\` (a `/` to browsers), no `:` or `@`.
-_SEGMENT = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,=]+\Z")
+# whoever decodes it, `%2F` a `/`), no `\` (a `/` to browsers), no `:` or `@`; no `'`, `(`,
+# `)` or `,`: the prefix goes into rewritten headers, where they end a quoted Refresh URL, a
+# Link parameter or a list item.
+_SEGMENT = re.compile(r"[A-Za-z0-9\-._~!$&*+=]+\Z")
 
 
 def clean_prefix(value: str | None) -> str | None:

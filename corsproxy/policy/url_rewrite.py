@@ -59,7 +59,7 @@ _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 _AUTHORITY = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%]+)(?::([0-9]*))?\Z")
 _UNPARSED = re.compile(r"[\x00-\x20\x7f\\]")
 # What a rewritten header value may hold (RFC 9110 5.5: VCHAR, obs-text, SP, HTAB inside).
-_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*\Z")
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\U0010ffff]*\Z")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # HTML's "ASCII whitespace" (the Refresh parser) and what the URL parser trims at each end.
 _HTML_SPACE = " \t\n\f\r"
@@ -208,13 +208,15 @@ class UrlMap:
             if mapped.startswith(("//", "/\\")):
                 return url  # a browser would read a host there (`/base//evil.example/`)
             return mapped + rest
-        believed = self.alias is not None and origin == self.alias
+        # The client's own origin is read as a path-absolute reference is: the app may have
+        # built it from the Host or X-Forwarded-Host it was sent, without the prefix (so
+        # whether the app honours X-Forwarded-Proto changes nothing).
+        on_public = origin == self.public
+        believed = on_public or (self.alias is not None and origin == self.alias)
         if not self.public_text or not (believed or origin == self.upstream):
             return url
-        if origin == self.public and not believed:
-            return url
-        mapped = self.path((path or "/") if self.base_path else path, absolute=True)
-        if mapped is None or (origin == self.public and mapped == path):
+        mapped = self.path((path or "/") if self.base_path else path, absolute=not on_public)
+        if mapped is None or (on_public and (mapped or "/") == (path or "/")):
             return url  # already the client's URL: byte for byte
         head = self.public_text.split(":", 1)[1] if network_path else self.public_text
         return head + mapped + rest
