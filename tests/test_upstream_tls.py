@@ -423,21 +423,24 @@ async def test_a_pooled_connection_never_serves_other_tls_settings(pki: PKI) -> 
 
 
 @contextlib.contextmanager
-def blackhole(port: int) -> Iterator[None]:
-    """127.0.0.1:port listening with a full backlog that nobody accepts: a connect there
-    hangs (its SYN is dropped), as a blackholed address does."""
+def blackhole(port: int = 0) -> Iterator[int]:
+    """127.0.0.1:port (a free one for 0) listening with a full backlog that nobody accepts:
+    a connect there hangs (its SYN is dropped), as a blackholed address does. Yields the
+    port. Every socket is closed, also when the bind fails (CI once saw the port of a ::1
+    listener taken on 127.0.0.1, and the unclosed socket failed the next test)."""
     server = socket.socket()
-    server.bind(("127.0.0.1", port))
-    server.listen(0)
-    fillers = []
-    for _ in range(4):
-        filler = socket.socket()
-        filler.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            filler.connect(("127.0.0.1", port))
-        fillers.append(filler)
+    fillers: list[socket.socket] = []
     try:
-        yield
+        server.bind(("127.0.0.1", port))
+        server.listen(0)
+        bound = server.getsockname()[1]
+        for _ in range(4):
+            filler = socket.socket()
+            fillers.append(filler)
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", bound))
+        yield bound
     finally:
         for filler in fillers:
             filler.close()
@@ -482,12 +485,18 @@ async def test_happy_eyeballs_gets_past_a_blackholed_address(resolved: dict[str,
     app.router.add_get("/x", ok)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "::1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    resolved["dual.test"] = _answers("127.0.0.1", "::1", port=port)
     try:
-        with blackhole(port):
+        with contextlib.ExitStack() as stack:
+            for _ in range(20):  # a port free on 127.0.0.1 that ::1 can take too
+                port = stack.enter_context(blackhole())
+                try:
+                    await web.TCPSite(runner, "::1", port).start()
+                    break
+                except OSError:
+                    stack.close()
+            else:
+                pytest.fail("no port free on both 127.0.0.1 and ::1")
+            resolved["dual.test"] = _answers("127.0.0.1", "::1", port=port)
             doc = {"upstream": f"http://dual.test:{port}", "cors": CORS,
                    "timeouts": {"connect": 4}}  # fmt: skip
             async with running_proxy(doc) as url:
