@@ -1,34 +1,24 @@
-"""The origin the client used to reach the proxy: what rewritten URLs are put on.
+"""The listener's own address, for the origin of a request whose `Host` gives none.
 
-One function, called once per request by the server: the scheme from whether the listener
-speaks TLS, the host and port from the client's `Host`, or the listener's own address when
-there is no usable `Host` (HTTP/1.0). Never a forwarding header: those are only believed
-from trusted peers, which is not this function's knowledge.
+The origin the client used is `policy/forwarded.py`'s (`resolve`, once per request, kept in
+the exchange's `ClientView`): the forwarding headers of a trusted peer, else the connection's
+scheme and the `Host`. Only when there is no `Host` (HTTP/1.0), or one that makes no clean
+origin, is the listener's own `host:port` used: that needs the transport, so it is here.
 """
 
 from __future__ import annotations
 
-import re
-
 from aiohttp import web
 
-# A Host this module writes into URLs: a bracketed IP literal or a plain name, then a port.
-# (Host values with other sub-delims pass the request checks, but make no clean origin.)
-_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%]+)(?::[0-9]{1,5})?\Z")
 
-
-def public_origin(request: web.BaseRequest) -> str:
-    """`scheme://host[:port]` as the client addressed the proxy, or "" when neither the
-    Host nor the listener's address gives one (then nothing is rewritten to it)."""
-    scheme = "https" if request.secure else "http"
-    host = request.headers.get("Host", "")
-    if host and _HOST.match(host):
-        return f"{scheme}://{host}"
-    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+def local_authority(request: web.BaseRequest) -> str | None:
+    """The listener's own `host:port` (an IPv6 address bracketed, without a zone), or None
+    for a Unix socket or a closed transport."""
+    transport = request.transport
+    sockname = transport.get_extra_info("sockname") if transport is not None else None
     if not isinstance(sockname, tuple) or len(sockname) < 2:
-        return ""  # a Unix socket, or a closed transport
-    address, port = str(sockname[0]), int(sockname[1])
-    if ":" in address:
-        address = f"[{address.partition('%')[0]}]"
-    default = 443 if scheme == "https" else 80
-    return f"{scheme}://{address}" if port == default else f"{scheme}://{address}:{port}"
+        return None
+    host = str(sockname[0])
+    if ":" in host:
+        return f"[{host.partition('%')[0]}]:{sockname[1]}"
+    return f"{host}:{sockname[1]}"

@@ -26,10 +26,11 @@ from multidict import CIMultiDict
 from corsproxy.http import errors
 from corsproxy.http import headers as hygiene
 from corsproxy.http.aiohttp_private import DefaultHeadersHook
-from corsproxy.http.public_origin import public_origin
+from corsproxy.http.public_origin import local_authority
 from corsproxy.http.upstream import UpstreamClient, UpstreamResponse
 from corsproxy.policy.cors import Decision, response_headers
 from corsproxy.policy.forwarded import ClientView
+from corsproxy.policy.forwarded import public_origin as forwarded_origin
 from corsproxy.policy.routes import Route, Upstream
 from corsproxy.policy.url_rewrite import REWRITTEN_HEADERS, response_rewrite, with_vary_host
 
@@ -441,12 +442,16 @@ async def _relay(
         view = exchange.view
         # The Host sent upstream (preserve_host): the origin the upstream believes it has.
         sent = next((v for n, v in target.headers if n.lower() == "host"), None)
-        if view is not None and view.trusted and view.origin.host:
-            # Behind a trusted proxy: its scheme, host and prefix are the client's.
-            origin = view.origin.serialize()
-            rewrite = response_rewrite(target.route, origin, view.inherited_prefix, sent)
+        # The client's origin, as the request's ClientView has it (behind a trusted proxy:
+        # the scheme, host and prefix it reports); a Host that makes no clean origin: the
+        # listener's own address.
+        if view is not None and view.origin.host:
+            origin, inherited = view.origin, view.inherited_prefix
         else:
-            rewrite = response_rewrite(target.route, public_origin(request), upstream_host=sent)
+            origin = forwarded_origin(request.secure, None, fallback_host=local_authority(request))
+            inherited = ""
+        public = origin.serialize() if origin.host else ""
+        rewrite = response_rewrite(target.route, public, inherited, sent)
         if rewrite is not None:
             relayed, absolute = rewrite.rewritten(relayed)
             if absolute:  # the client's Host is in the answer now: caches must key on it

@@ -32,6 +32,7 @@ from corsproxy.http.aiohttp_private import (
     send_interim,
     set_version,
 )
+from corsproxy.http.public_origin import local_authority
 from corsproxy.http.relay import (
     ClientTooSlow,
     Exchange,
@@ -107,16 +108,6 @@ def _own_origin(request: web.BaseRequest, view: ClientView | None) -> str:
         return view.origin.serialize()
     scheme = "https" if request.secure else "http"
     return f"{scheme}://{request.headers.get('Host', '')}"
-
-
-def _local_authority(request: web.BaseRequest) -> str | None:
-    """The listener's own `host:port`, for the origin of a request without a Host header."""
-    transport = request.transport
-    sockname = transport.get_extra_info("sockname") if transport is not None else None
-    if not isinstance(sockname, tuple) or len(sockname) < 2:
-        return None
-    host = str(sockname[0])
-    return f"[{host}]:{sockname[1]}" if ":" in host else f"{host}:{sockname[1]}"
 
 
 NOSNIFF = ("X-Content-Type-Options", "nosniff")
@@ -327,7 +318,7 @@ class ProxyApp:
             host,
             request.headers.items(),
             config.trusted_proxies,
-            None if host else _local_authority(request),
+            None if host else local_authority(request),
             config.forwarded_headers,
         )
         if self.metrics is not None:
