@@ -238,8 +238,7 @@ FOREIGN_KEYS: dict[str, tuple[str, str]] = {
     "allowedcredentials": ("allow_credentials", ""),
     # Flask-CORS, Kong, cors-anywhere
     "origins": ("allow_origins", ""),
-    "origin": ("allow_origins", "a list: allow_origins: [https://app.example.com]"),
-    "alloworigin": ("allow_origins", "a list: allow_origins: [https://app.example.com]"),
+    "origin": ("allow_origins", ""),
     "originwhitelist": ("allow_origins", ""),
     "methods": ("allow_methods", ""),
     "allowmethod": ("allow_methods", ""),

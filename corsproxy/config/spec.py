@@ -298,7 +298,10 @@ class Scalar(Spec[T]):
             return self.convert(value)
         except SpecError as exc:
             message = exc.message + from_variables(node)
-            return ctx.error(node, key, message, _quoted_hint(node, value, exc.hint))
+            hint = exc.hint
+            if exc.message.startswith("expected "):  # a type error: maybe only the quotes
+                hint = _quoted_hint(node, value, hint)
+            return ctx.error(node, key, message, hint)
 
     def schema(self) -> dict[str, Any]:
         if not self._env_ok or self._schema.get("type") == "string":
