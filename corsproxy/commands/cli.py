@@ -530,6 +530,7 @@ Allowed origins: http://localhost:* and http://127.0.0.1:* (any port). Try:
 or, in the console of any page served from http://localhost:
   await (await fetch('{url}/api/hello')).json()
 
+Next, your own API and policy: "Your first config" in the README.
 Stop with Ctrl-C.
 """
 
