@@ -89,6 +89,19 @@ ROWS = [
         ),
     ),
     Row(
+        "first-line-indented",
+        "  upstream: http://u:1\ncors:\n  max_age: 5\n",
+        (
+            "cfg.yaml:2:1: YAML syntax error: line 1 is indented and `cors` is not, so YAML reads "
+            "`cors` as the start of a second document (top-level keys start in column 1",
+        ),
+    ),
+    Row(
+        "list-entry-indented-too-far",
+        U + "cors:\n  allow_methods:\n    - PUT\n  allow_headers: [X-A]\n   - DELETE\n",
+        ("cfg.yaml:6:4: YAML syntax error: the list entry is indented more than `allow_methods`",),
+    ),
+    Row(
         "unclosed-double-quote",
         'upstream: "http://u:1\ncors:\n  max_age: 5\n',
         (

@@ -69,6 +69,14 @@ def _key_on(source: str) -> str | None:
     return m.group(1) if m else None
 
 
+def _label(source: str) -> str:
+    """How a message names a line: `its key`, the list entry, or this line."""
+    key = _key_on(source)
+    if key is not None:
+        return f"`{key}`"
+    return "the list entry" if source.lstrip().startswith("-") else "this line"
+
+
 def _previous_line(text: str, line: int) -> int | None:
     """The nearest line above `line` holding something other than a comment."""
     for index in range(line - 1, -1, -1):
@@ -122,7 +130,7 @@ def _plain(exc: yaml.MarkedYAMLError, text: str) -> tuple[yaml.Mark | None, str,
             (f"close it with '{flow.group(1)}', and separate entries with ', '"),
         )
     if problem.startswith("expected <block end>") and start is not None:
-        key = _key_on(source) or source.strip()
+        key = _label(source)
         column = mark.column
         first = _key_on(_line(text, start.line)[start.column :]) or "the key above"
         previous = _previous_line(text, mark.line)
@@ -131,19 +139,19 @@ def _plain(exc: yaml.MarkedYAMLError, text: str) -> tuple[yaml.Mark | None, str,
         outer = f"`{first}` (line {start.line + 1})"
         if previous is not None and above_key and _indent(above) > column > start.column:
             inner = f"`{above_key}` (line {previous + 1})"
-            message = f"`{key}` is indented less than {inner} but more than {outer}"
+            message = f"{key} is indented less than {inner} but more than {outer}"
             hint = (
                 f"line it up with `{above_key}`, {_indent(above)} spaces in, "
                 f"or with `{first}`, {start.column} spaces in"
             )
         elif column > start.column:
-            message = f"`{key}` is indented more than {outer}, a key of the same mapping"
+            message = f"{key} is indented more than {outer}, a key of the same mapping"
             hint = (
                 f"keys of one mapping start in the same column: indent it by {start.column} spaces"
             )
         else:
             message = (
-                f"`{key}` is indented less than {outer} but does not line up with a key of an "
+                f"{key} is indented less than {outer} but does not line up with a key of an "
                 "enclosing mapping either"
             )
             hint = f"indent it by {start.column} spaces, or as much as the key it belongs under"
@@ -173,6 +181,14 @@ def _plain(exc: yaml.MarkedYAMLError, text: str) -> tuple[yaml.Mark | None, str,
             (f"line {previous + 1} has no ':', so YAML reads this line as part of its text"),
             f"write `key: value` on line {previous + 1}",
         )
+    if problem.startswith("expected '<document start>'"):
+        top = next((i for i in range(mark.line) if _line(text, i).strip()[:1] not in ("", "#")), 0)
+        label = _label(source)
+        message = (
+            f"line {top + 1} is indented and {label} is not, so YAML reads {label} as the start "
+            "of a second document"
+        )
+        return mark, message, "top-level keys start in column 1, with no spaces before them"
     if "could not find expected ':'" in problem and start is not None:
         return (
             start,
