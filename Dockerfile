@@ -12,10 +12,13 @@ COPY corsproxy ./corsproxy
 RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[speed]"
 
 FROM python:3.12-slim
+# The package's version (corsproxy/__init__.py): tests/docker/run.sh passes it, and
+# tests/test_deploy.py keeps this default equal to it for a plain `docker build`.
+ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="corsproxy" \
       org.opencontainers.image.description="A reverse proxy that adds correct CORS to any HTTP API" \
       org.opencontainers.image.licenses="MIT" \
-      org.opencontainers.image.version="0.1.0"
+      org.opencontainers.image.version="${VERSION}"
 RUN groupadd --system --gid 10001 corsproxy \
     && useradd --system --uid 10001 --gid corsproxy --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin corsproxy

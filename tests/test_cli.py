@@ -191,7 +191,7 @@ def test_subprocess_console_script_and_module(tmp_path: Path) -> None:
     )
     assert failed.returncode == 2
     assert "Traceback" not in failed.stderr
-    assert failed.stderr.startswith(f"{bad}:2: YAML syntax error:")
+    assert failed.stderr.startswith(f"{bad}:1:11: YAML syntax error: the '[' opened here")
 
 
 @pytest.mark.parametrize(

@@ -301,7 +301,7 @@ ERRORS = [
         cors:
           allow_credentials: "yes please"
         """,
-        "cfg.yaml:3: cors.allow_credentials: expected true or false, got a string",
+        "cfg.yaml:3: cors.allow_credentials: expected true or false, got 'yes please'",
     ),
     (
         "scalar-for-list",
@@ -422,8 +422,8 @@ ERRORS = [
         cors:
           allow_origins: [https://a.example
         """,
-        "cfg.yaml:4: YAML syntax error: expected ',' or ']', but got '<stream end>' "
-        "(while parsing a flow sequence)",
+        "cfg.yaml:3:18: YAML syntax error: the '[' opened here is never closed (the list runs "
+        "on to the end of the file) (close it with ']', and separate entries with ', ')",
     ),
     (
         "empty-document",
@@ -585,7 +585,10 @@ def test_env_values_cannot_inject_structure() -> None:
 
 def test_quoted_interpolation_stays_a_string() -> None:
     found = problems("upstream: http://u:1\ncors:\n  max_age: '${AGE}'\n", {"AGE": "5"})
-    assert found == ["cfg.yaml:3: cors.max_age: expected a whole number, got a string"]
+    assert found == [
+        "cfg.yaml:3: cors.max_age: expected a whole number of seconds, got '5' (from ${AGE}) "
+        "(remove the quotes: a quoted value is a string)"
+    ]
 
 
 def test_example_config_is_valid_and_compiles() -> None:

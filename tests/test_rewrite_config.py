@@ -113,7 +113,7 @@ def test_routes_inherit_the_top_level_values_and_may_replace_them() -> None:
         ),
         (
             "rewrite_redirects: yes please",
-            "cfg.yaml:2: rewrite_redirects: expected true or false, got a string",
+            "cfg.yaml:2: rewrite_redirects: expected true or false, got 'yes please'",
         ),
         (
             "rewrite_redirect: false",

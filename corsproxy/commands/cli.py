@@ -15,6 +15,7 @@ import click
 
 from corsproxy import __version__
 from corsproxy.commands.explain import explain, render_text, websocket_url
+from corsproxy.commands.probe_url import check_probe_url
 from corsproxy.config import (
     Config,
     ConfigError,
@@ -58,7 +59,7 @@ def _load(
         else:
             config = load_config(config_path, overrides=overrides)
     except ConfigError as exc:
-        for line in shown(exc.diagnostics):
+        for line in shown(exc.diagnostics, excerpts=True):
             click.echo(line, err=True)
         count = len(exc.errors)
         where = config_path or "command line"
@@ -529,6 +530,7 @@ Allowed origins: http://localhost:* and http://127.0.0.1:* (any port). Try:
 or, in the console of any page served from http://localhost:
   await (await fetch('{url}/api/hello')).json()
 
+Next, your own API and policy: "Your first config" in the README.
 Stop with Ctrl-C.
 """
 
@@ -536,6 +538,7 @@ Stop with Ctrl-C.
 @cli.command()
 @click.option(
     "--url",
+    callback=check_probe_url,
     help="The URL to probe (default: /healthz on CORSPROXY_ADMIN_LISTEN, else 127.0.0.1:9901).",
 )
 @click.option("--timeout", type=float, default=2.0, show_default=True, help="Seconds.")

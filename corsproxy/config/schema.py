@@ -272,7 +272,7 @@ POLICY_SPEC = Obj(
             default=False,
         ),
         "max_age": Field(
-            integer(0, 86400),
+            integer(0, 86400, unit="seconds"),
             "Seconds browsers may cache a preflight (Safari caps at 600, Chromium at 7200).",
         ),
         "allow_private_network": Field(

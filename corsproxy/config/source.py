@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from corsproxy.config.messages import syntax_error
 from corsproxy.config.spec import Diagnostic
 
 STR_TAG = "tag:yaml.org,2002:str"
@@ -227,13 +228,7 @@ def compose_document(text_: str | None, file: str, overrides: Sequence[Override]
         try:
             root = _compose(text_, file)
         except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark is not None else 1
-            problem = exc.problem or "invalid YAML"
-            hint = exc.context or "check indentation and quoting"
-            raise ConfigError(
-                [Diagnostic(file, line, "", f"YAML syntax error: {problem}", hint)]
-            ) from None
+            raise ConfigError([syntax_error(exc, text_, file)]) from None
         except yaml.YAMLError as exc:
             raise ConfigError([Diagnostic(file, 1, "", f"YAML error: {exc}")]) from None
         except RecursionError:

@@ -42,12 +42,17 @@ class Diagnostic:
     warning: bool = False
     # What kind of problem, for code and tests (not printed; the message says it for people).
     reason: StrEnum | None = field(default=None, compare=False)
+    # For a YAML syntax error: the column (1-based), and the line with a caret under it.
+    column: int = 0
+    excerpt: str = ""
 
     def __str__(self) -> str:
         level = "warning: " if self.warning else ""
         hint = f" ({_shorten(self.hint)})" if self.hint else ""
         key = f"{self.key}: " if self.key else ""
         where = f"{self.file}:{self.line}" if self.line else self.file
+        if self.line and self.column:
+            where += f":{self.column}"
         return f"{where}: {key}{level}{_shorten(self.message)}{hint}"
 
 
@@ -67,9 +72,14 @@ def _shorten(text: str) -> str:
 MAX_SHOWN = 50
 
 
-def shown(diagnostics: Sequence[Diagnostic]) -> list[str]:
-    """The lines to print for diagnostics: the first MAX_SHOWN, then how many are left."""
-    lines = [str(d) for d in diagnostics[:MAX_SHOWN]]
+def shown(diagnostics: Sequence[Diagnostic], excerpts: bool = False) -> list[str]:
+    """The lines to print for diagnostics: the first MAX_SHOWN, then how many are left.
+    With `excerpts` (a terminal), a syntax error is followed by its line and a caret."""
+    lines: list[str] = []
+    for d in diagnostics[:MAX_SHOWN]:
+        lines.append(str(d))
+        if excerpts and d.excerpt:
+            lines.extend(d.excerpt.splitlines())
     if len(diagnostics) > MAX_SHOWN:
         lines.append(f"... and {len(diagnostics) - MAX_SHOWN} more")
     return lines
@@ -223,6 +233,43 @@ def _type_name(value: Any) -> str:
     )
 
 
+def describe(value: Any) -> str:
+    """A scalar as a message quotes it: 'ten', the number 1.5, true, nothing (null)."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"'{value}'"
+    return _type_name(value)
+
+
+_REFERENCE = re.compile(r"\$\{[^}]*\}")
+
+
+def from_variables(node: Node) -> str:
+    """' (from ${MAX_AGE})' for a scalar written as variable references, else ''."""
+    raw = node.value if isinstance(node, ScalarNode) else ""
+    refs = list(dict.fromkeys(_REFERENCE.findall(raw)))
+    return f" (from {', '.join(refs)})" if refs else ""
+
+
+def _quoted_hint(node: Node, value: Any, hint: str) -> str:
+    """A quoted value that would be a number or a boolean unquoted: say so."""
+    if (
+        not isinstance(node, ScalarNode)
+        or node.style not in ("'", '"')
+        or not isinstance(value, str)
+    ):
+        return hint
+    tag = _RESOLVER.resolve(ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
+    if tag in _RETYPED_TAGS - {"tag:yaml.org,2002:null"}:
+        return "remove the quotes: a quoted value is a string"
+    return hint
+
+
 class Spec(Generic[T]):
     """Reads one node into a value of type T, or INVALID after reporting."""
 
@@ -250,7 +297,11 @@ class Scalar(Spec[T]):
         try:
             return self.convert(value)
         except SpecError as exc:
-            return ctx.error(node, key, exc.message, exc.hint)
+            message = exc.message + from_variables(node)
+            hint = exc.hint
+            if exc.message.startswith("expected "):  # a type error: maybe only the quotes
+                hint = _quoted_hint(node, value, hint)
+            return ctx.error(node, key, message, hint)
 
     def schema(self) -> dict[str, Any]:
         if not self._env_ok or self._schema.get("type") == "string":
@@ -262,15 +313,19 @@ def boolean() -> Scalar[bool]:
     def convert(value: Any) -> bool:
         if isinstance(value, bool):
             return value
-        raise SpecError(f"expected true or false, got {_type_name(value)}")
+        raise SpecError(f"expected true or false, got {describe(value)}")
 
     return Scalar(convert, {"type": "boolean"})
 
 
-def integer(minimum: int | None = None, maximum: int | None = None) -> Scalar[int]:
+def integer(minimum: int | None = None, maximum: int | None = None, unit: str = "") -> Scalar[int]:
     def convert(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise SpecError(f"expected a whole number, got {_type_name(value)}")
+            hint = ""
+            if unit == "seconds" and isinstance(value, str) and _DURATION.match(value):
+                hint = f"in whole seconds: write {round(parse_duration(value))}"
+            of = f" of {unit}" if unit else ""
+            raise SpecError(f"expected a whole number{of}, got {describe(value)}", hint)
         if minimum is not None and value < minimum:
             raise SpecError(f"must be at least {minimum}, got {value}")
         if maximum is not None and value > maximum:
@@ -290,7 +345,7 @@ def text(
 ) -> Scalar[T]:
     def convert(value: Any) -> T:
         if not isinstance(value, str):
-            raise SpecError(f"expected a string, got {_type_name(value)}", "quote the value")
+            raise SpecError(f"expected a string, got {describe(value)}", "quote the value")
         if check is None:
             return value  # type: ignore[return-value]
         return check(value)
@@ -446,7 +501,7 @@ class StrList(Spec[list[Item[T]] | Star]):
             if isinstance(value, Invalid):
                 failed = True
             elif not isinstance(value, str):
-                ctx.error(child, f"{key}[{i}]", f"expected a string, got {_type_name(value)}")
+                ctx.error(child, f"{key}[{i}]", f"expected a string, got {describe(value)}")
                 failed = True
             else:
                 entries.append((value, child, f"{key}[{i}]"))
@@ -464,7 +519,7 @@ class StrList(Spec[list[Item[T]] | Star]):
             try:
                 items.append(Item(self.check(value), line_of(node), key, ctx.source(node)))
             except SpecError as exc:
-                ctx.error(node, key, exc.message, exc.hint)
+                ctx.error(node, key, exc.message + from_variables(node), exc.hint)
                 failed = True
         return INVALID if failed else items
 
@@ -577,13 +632,10 @@ class Obj(Spec[Section]):
             name = key_node.value if isinstance(key_node, ScalarNode) else None
             child = f"{key}.{name}" if key else str(name)
             if name not in self.fields:
-                close = difflib.get_close_matches(str(name), list(self.fields), n=1)
-                hint = (
-                    f"did you mean '{close[0]}'?"
-                    if close
-                    else "known keys: " + ", ".join(self.fields)
-                )
-                ctx.error(key_node, child, "unknown key", hint)
+                from corsproxy.config.messages import unknown_key
+
+                message, hint = unknown_key(str(name), key, list(self.fields))
+                ctx.error(key_node, child, message, hint)
                 continue
             if name in section.lines:
                 ctx.error(
@@ -638,6 +690,13 @@ class FalseOr(Spec[Section | bool]):
                 return False
             if isinstance(value, Invalid):
                 return value
+            if value is None:
+                return ctx.error(
+                    node,
+                    key,
+                    f"`{key.rsplit('.', 1)[-1]}:` is empty",
+                    "indent its keys under it, or write false",
+                )
             return ctx.error(node, key, "expected false or a mapping", "write false, or keys")
         return self.inner.parse(node, key, ctx)
 

@@ -59,7 +59,10 @@ export MIRROR=${MIRROR:-$(cat /etc/apt/sources.list.d/*.sources /etc/apt/sources
   | awk '/^URIs:/ {print $2; exit} /^deb / {print $2; exit}')}
 bash "$TOOLS/make-python-base.sh"
 lap "base image"
-docker build -q -t corsproxy:local "$ROOT" >/dev/null
+VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$ROOT/corsproxy/__init__.py")
+docker build -q --build-arg VERSION="$VERSION" -t corsproxy:local "$ROOT" >/dev/null
+LABEL=$(docker image inspect -f '{{ index .Config.Labels "org.opencontainers.image.version" }}' corsproxy:local)
+[ "$LABEL" = "$VERSION" ] || { echo "image version label '$LABEL' is not the package's '$VERSION'"; exit 1; }
 lap "image built"
 
 # --- the image in front of an upstream on the host ------------------------------------
