@@ -4,7 +4,6 @@ decision's details only at debug level.
 
 - `upstream_url`: where the request went, `scheme://host[:port]/path`, without the query
   (a query may hold keys or tokens; the client's own target, query included, is `path`).
-- `upstream_error`: the failure's stable code (as in `corsproxy_upstream_errors_total`).
 - `reasons`: every reason of a refusal (or of a would-refuse in report-only mode).
 - `request_method`, `request_headers`: what a preflight asked for, as sent.
 - at debug: `action`, `route_prefix`, `origin_rule`, `headers_added`, `headers_stripped`,
@@ -26,8 +25,6 @@ def add_fields(exchange: Exchange, fields: dict[str, Any], debug: bool) -> None:
     target = exchange.target
     if target is not None:
         fields["upstream_url"] = target.upstream.origin + target.request_target.partition("?")[0]
-    if exchange.upstream_error:
-        fields["upstream_error"] = exchange.upstream_error
     decision = exchange.decision
     if decision is None:
         return

@@ -410,10 +410,12 @@ async def forward(
         )
         if exchange.body_error is None and not isinstance(exc, errors.RequestRefused):
             exchange.upstream_error = failure.reason
+        # The failure's code, then what happened in plain words (http/error_words.py).
         if exchange.body_error is not None and isinstance(exc, TimeoutError):
-            exchange.error = str(exc)[:300] or failure.message  # the client's body, not I/O
+            words = str(exc) or failure.message  # the client's body, not the upstream
         else:
-            exchange.error = error_words(exc)
+            words = error_words(exc)
+        exchange.error = f"{failure.reason}: {words}"[:300]
         response = error_response(failure, decision)
         if failure.status == 408:
             await _answer_and_close(request, response, exchange)

@@ -256,7 +256,7 @@ async def tunnel(
                 label = f"{label} (server name {tls.server_name})"
             log.warning("upstream %s: TLS handshake failed: %s", label, tls_failed)
         exchange.upstream_error = failure.reason
-        exchange.error = error_words(exc)
+        exchange.error = f"{failure.reason}: {error_words(exc)}"[:300]
         return error_response(failure, decision)
     exchange.upstream_status = 101
     client = _ClientSocket(
