@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 from aiohttp import web
 
@@ -11,12 +12,36 @@ from corsproxy.http.aiohttp_private import bound_sockets
 DEMO_POLICY_ORIGINS = ["http://localhost:*", "http://127.0.0.1:*"]
 
 
+ENDPOINTS = {
+    "GET /": "this list",
+    "GET /api/hello": "a JSON greeting, with the Origin it received",
+    "ANY /api/echo": "the method, headers and body it received, as JSON",
+}
+
+
+def _request_id(request: web.Request) -> dict[str, str]:
+    """The request's own id: the one corsproxy sent (it always sends one), else a new one."""
+    return {"X-Request-Id": request.headers.get("X-Request-Id") or uuid.uuid4().hex}
+
+
+async def _index(request: web.Request) -> web.Response:
+    body = {
+        "message": "the corsproxy demo upstream; try these through the proxy",
+        "endpoints": ENDPOINTS,
+    }
+    return web.Response(
+        text=json.dumps(body, indent=2) + "\n",
+        content_type="application/json",
+        headers=_request_id(request),
+    )
+
+
 async def _hello(request: web.Request) -> web.Response:
     body = {
         "message": "hello from the demo upstream",
         "you_sent_origin": request.headers.get("Origin"),
     }
-    return web.json_response(body, headers={"X-Request-Id": "demo-1"})
+    return web.json_response(body, headers=_request_id(request))
 
 
 async def _echo(request: web.Request) -> web.Response:
@@ -27,11 +52,13 @@ async def _echo(request: web.Request) -> web.Response:
             {"method": request.method, "headers": headers, "body": body.decode(errors="replace")}
         ),
         content_type="application/json",
+        headers=_request_id(request),
     )
 
 
 def demo_app() -> web.Application:
     app = web.Application()
+    app.router.add_get("/", _index)
     app.router.add_get("/api/hello", _hello)
     app.router.add_route("*", "/api/echo", _echo)
     return app

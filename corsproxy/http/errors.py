@@ -51,6 +51,7 @@ class ProxyFailure(Exception):
     def __init__(self, failure: Failure, detail: str = "") -> None:
         super().__init__(f"{failure.reason}: {detail}" if detail else failure.reason)
         self.failure = failure
+        self.detail = detail
 
 
 class UpstreamFailure(ProxyFailure):

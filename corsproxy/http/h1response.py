@@ -258,6 +258,7 @@ class ResponseReader:
         if self.state in (State.SENDING, State.AWAITING_HEAD, State.READING_BODY):
             detail = f"connection closed: {exc!r}" if exc else "connection closed"
             self.error = UpstreamFailure(errors.UPSTREAM_DISCONNECTED, detail)
+            self.error.__cause__ = exc  # the access log names it (http/error_words.py)
         self._to(Event.EOF)
 
     def fail(self, error: BaseException) -> None:

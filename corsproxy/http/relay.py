@@ -26,9 +26,11 @@ from multidict import CIMultiDict
 from corsproxy.http import errors
 from corsproxy.http import headers as hygiene
 from corsproxy.http.aiohttp_private import DefaultHeadersHook
+from corsproxy.http.error_words import error_words
 from corsproxy.http.public_origin import local_authority
 from corsproxy.http.upstream import UpstreamClient, UpstreamResponse
-from corsproxy.policy.cors import Decision, response_headers
+from corsproxy.ops.logs import ACCESS
+from corsproxy.policy.cors import Decision, RequestView, response_headers
 from corsproxy.policy.forwarded import ClientView
 from corsproxy.policy.forwarded import public_origin as forwarded_origin
 from corsproxy.policy.routes import Route, Upstream
@@ -63,6 +65,12 @@ class Exchange:
     request_id: str = ""
     body_error: errors.Failure | None = None
     view: ClientView | None = None  # the client behind trusted proxies (policy/forwarded.py)
+    # For the access line (http/access_line.py): references only, read when it is written.
+    decision: Decision | None = None
+    cors_view: RequestView | None = None
+    matched_route: Route | None = None
+    target: Target | None = None
+    stripped: tuple[str, ...] = ()  # the upstream's CORS headers replaced (at debug only)
     # time.monotonic, not loop.time(): get_running_loop() costs a getpid() syscall.
     started: float = field(default_factory=time.monotonic)
 
@@ -402,7 +410,12 @@ async def forward(
         )
         if exchange.body_error is None and not isinstance(exc, errors.RequestRefused):
             exchange.upstream_error = failure.reason
-        exchange.error = f"{failure.reason}: {exc!r}"[:300]
+        # The failure's code, then what happened in plain words (http/error_words.py).
+        if exchange.body_error is not None and isinstance(exc, TimeoutError):
+            words = str(exc) or failure.message  # the client's body, not the upstream
+        else:
+            words = error_words(exc)
+        exchange.error = f"{failure.reason}: {words}"[:300]
         response = error_response(failure, decision)
         if failure.status == 408:
             await _answer_and_close(request, response, exchange)
@@ -456,6 +469,8 @@ async def _relay(
             relayed, absolute = rewrite.rewritten(relayed)
             if absolute:  # the client's Host is in the answer now: caches must key on it
                 relayed = with_vary_host(relayed)
+    if decision.strip_upstream_cors and ACCESS.isEnabledFor(logging.DEBUG):
+        exchange.stripped = tuple(n for n, _ in relayed if n.lower().startswith("access-control-"))
     headers = response_headers(decision, relayed)
     names = {n.lower() for n, _ in headers}
     reason = hygiene.clean_reason(upstream.reason)

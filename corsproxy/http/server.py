@@ -24,6 +24,7 @@ from corsproxy.config.spec import shown
 from corsproxy.config.upstream_tls import insecure_warnings
 from corsproxy.http import errors
 from corsproxy.http import headers as hygiene
+from corsproxy.http.access_line import add_fields
 from corsproxy.http.aiohttp_private import (
     HandlerClassServer,
     HandshakeTimeoutSite,
@@ -32,6 +33,7 @@ from corsproxy.http.aiohttp_private import (
     send_interim,
     set_version,
 )
+from corsproxy.http.error_words import error_words
 from corsproxy.http.public_origin import local_authority
 from corsproxy.http.relay import (
     ClientTooSlow,
@@ -67,8 +69,8 @@ _ID_PREFIX = os.urandom(8).hex()
 _id_counter = itertools.count(1)
 
 
-# Logged with each access line when running as one of several workers (fixed per process).
-_WORKER_PID = os.getpid() if os.environ.get("CORSPROXY_WORKER") else None
+# Logged with each access line (fixed per process; every worker is a process of its own).
+_WORKER_PID = os.getpid()
 
 
 def tune_gc() -> None:
@@ -336,7 +338,7 @@ class ProxyApp:
             # The upstream failed after the headers went out: close the connection so the
             # client sees a truncated body, never a complete one.
             if not isinstance(exc, ClientTooSlow):  # then the relay said why, and reset
-                exchange.error = f"upstream body cut short: {exc!r}"[:300]
+                exchange.error = f"upstream body cut short: {error_words(exc)}"[:300]
                 exchange.upstream_error = "upstream_body_cut_short"
             if request.transport is not None:
                 request.transport.close()
@@ -344,6 +346,9 @@ class ProxyApp:
             return web.StreamResponse(status=exchange.status)
         if not response.prepared and "X-Request-Id" not in response.headers:
             response.headers["X-Request-Id"] = exchange.request_id
+        if type(response) is OwnResponse and not exchange.bytes_out and request.method != "HEAD":
+            body = response.body  # corsproxy's own answer: bytes, or None (a 204)
+            exchange.bytes_out = len(body) if isinstance(body, bytes) else 0
         self._finish(exchange, response.status)
         return response
 
@@ -413,6 +418,7 @@ class ProxyApp:
             _own_origin(request, exchange.view) if websocket else "",
         )
         decision = decide_cached(route.cors, view)
+        exchange.decision, exchange.cors_view, exchange.matched_route = decision, view, route
         exchange.origin = view.origin[0] if view.origin else ""
         exchange.verdict = decision.verdict
         exchange.reason = decision.reason
@@ -450,6 +456,7 @@ class ProxyApp:
             min_response_rate=config.limits.min_response_rate,
             route=route,
         )
+        exchange.target = target
         assert self.session is not None
         if websocket:
             return await tunnel(
@@ -500,6 +507,7 @@ class ProxyApp:
             "reason": exchange.reason,
             "error": exchange.error,
         }
+        add_fields(exchange, fields, ACCESS.isEnabledFor(logging.DEBUG))
         ACCESS.log(
             level, "%s %s %d", exchange.method, exchange.path, status, extra={"fields": fields}
         )

@@ -33,6 +33,7 @@ from corsproxy.http import errors
 from corsproxy.http import headers as hygiene
 from corsproxy.http.aiohttp_private import DefaultHeadersHook
 from corsproxy.http.connect import tls_reason
+from corsproxy.http.error_words import error_words
 from corsproxy.http.relay import Exchange, Target, error_response
 from corsproxy.policy.cors import Decision, response_headers
 
@@ -255,7 +256,7 @@ async def tunnel(
                 label = f"{label} (server name {tls.server_name})"
             log.warning("upstream %s: TLS handshake failed: %s", label, tls_failed)
         exchange.upstream_error = failure.reason
-        exchange.error = f"{failure.reason}: {exc!r}"[:300]
+        exchange.error = f"{failure.reason}: {error_words(exc)}"[:300]
         return error_response(failure, decision)
     exchange.upstream_status = 101
     client = _ClientSocket(

@@ -48,11 +48,17 @@ class _Formatter(logging.Formatter):
         if record.exc_info:
             message += "\n" + self.formatException(record.exc_info)
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
-        extra = " ".join(f"{k}={_text(v)}" for k, v in fields.items() if v not in ("", None))
+        extra = " ".join(
+            f"{k}={_text(v)}" for k, v in fields.items() if v not in ("", None) and v != []
+        )
         return f"{stamp} {record.levelname:<7} {message}" + (f" {extra}" if extra else "")
 
 
 def _text(value: Any) -> str:
+    if isinstance(value, list):  # a list field (every refusal reason): joined with commas
+        value = ",".join(map(str, value))
+    elif isinstance(value, bool):
+        value = "true" if value else "false"
     text = str(value)
     return text if _BARE.match(text) else json.dumps(text)
 

@@ -1,0 +1,357 @@
+"""The access line at 3 a.m. (issue 15, section 5): where the request went (`upstream_url`),
+what failed in plain words (`error`), every refusal reason (`reasons`), corsproxy's own body
+bytes, a preflight's `request_method` and `request_headers`, a `pid` that is never null, and
+the decision's details at `--log-level debug` only. Real `corsproxy serve` processes logging
+JSON lines, upstreams on loopback; the error words' mapping is tested as a table."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import signal
+import socket
+import ssl
+import struct
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.client_reqrep import ConnectionKey
+
+from corsproxy.commands.demo import ENDPOINTS
+from corsproxy.http import error_words as words
+from corsproxy.http import errors
+from corsproxy.http.error_words import error_words
+from corsproxy.http.errors import UpstreamFailure
+from corsproxy.ops.logs import _Formatter
+from tests.net import free_port, head_and_body, header_values, raw_exchange, running_app, start_cli
+
+APP = "https://app.example"
+DEBUG_KEYS = {"action", "route_prefix", "origin_rule", "headers_added", "headers_stripped"}
+
+
+# --- the words: a pure mapping ---------------------------------------------------------------
+
+
+def _from(failure: errors.Failure, detail: str, cause: BaseException | None) -> UpstreamFailure:
+    exc = UpstreamFailure(failure, detail)
+    exc.__cause__ = cause
+    return exc
+
+
+def _cert_error() -> ssl.SSLCertVerificationError:
+    exc = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify")
+    exc.verify_message = "self-signed certificate"
+    return exc
+
+
+def _connector_error(os_error: OSError) -> aiohttp.ClientConnectorError:
+    key = ConnectionKey("api.internal", 443, True, True, None, None, None)
+    return aiohttp.ClientConnectorError(key, os_error)
+
+
+REFUSED = ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+RESET = ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+
+NO_NAME = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+E = errors
+CERTIFICATE_REQUIRED = "TLS failed: tlsv13 alert certificate required"
+
+WORDS: list[tuple[BaseException, str]] = [
+    (REFUSED, "connection refused"),
+    (_from(E.UPSTREAM_UNREACHABLE, repr(REFUSED), REFUSED), "connection refused"),
+    (_from(E.UPSTREAM_CONNECT_TIMEOUT, "connect timeout", TimeoutError()), "timed out connecting"),
+    (
+        _from(E.UPSTREAM_CONNECT_TIMEOUT, "no free upstream connection", TimeoutError()),
+        "timed out connecting: no free upstream connection",
+    ),
+    (OSError(errno.ETIMEDOUT, "Connection timed out"), "timed out connecting"),
+    (_from(E.UPSTREAM_TIMEOUT, "read timeout", None), "timed out waiting for the answer"),
+    (_from(E.UPSTREAM_DISCONNECTED, f"closed: {RESET!r}", RESET), "connection reset"),
+    (_from(E.UPSTREAM_DISCONNECTED, "connection closed", None), words.CLOSED_WITHOUT_ANSWER),
+    (_from(E.UPSTREAM_BAD_RESPONSE, "head too large", None), "invalid answer: head too large"),
+    (_from(E.UPSTREAM_UNREACHABLE, repr(NO_NAME), NO_NAME), "name not resolved"),
+    (
+        _from(E.UPSTREAM_TLS, "TLS handshake failed: x", _cert_error()),
+        "TLS: certificate verify failed: self-signed certificate",
+    ),
+    (_from(E.UPSTREAM_TLS, CERTIFICATE_REQUIRED, None), "TLS: tlsv13 alert certificate required"),
+    (OSError(errno.EHOSTUNREACH, "No route to host"), "host unreachable"),
+    (OSError(errno.ENETUNREACH, "Network is unreachable"), "network unreachable"),
+    (_connector_error(REFUSED), "connection refused"),
+    (_connector_error(NO_NAME), "name not resolved"),
+    (aiohttp.ServerDisconnectedError(), "connection closed without an answer"),
+    (aiohttp.ConnectionTimeoutError(), "timed out connecting"),
+    (RuntimeError("uvloop said no"), "RuntimeError: uvloop said no"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("exc", "expected"), WORDS, ids=[w for _, w in WORDS])
+def test_failures_read_as_plain_words(exc: BaseException, expected: str) -> None:
+    assert error_words(exc) == expected
+
+
+@pytest.mark.parametrize("exc", [exc for exc, _ in WORDS], ids=[w for _, w in WORDS])
+def test_no_words_are_a_nested_repr(exc: BaseException) -> None:
+    said = error_words(exc)
+    assert "(" not in said and "ConnectionKey" not in said and "Error" not in said.split(":")[-1]
+
+
+def test_words_are_bounded() -> None:
+    assert len(error_words(RuntimeError("x" * 10_000))) == 300
+
+
+def test_a_list_field_is_joined_in_a_text_line() -> None:
+    record = logging.LogRecord("corsproxy.access", logging.WARNING, __file__, 0, "m", None, None)
+    record.fields = {"reasons": ["method_not_allowed:PUT", "header_not_allowed:x-token"], "x": []}
+    line = _Formatter(json_lines=False).format(record)
+    assert line.endswith(" reasons=method_not_allowed:PUT,header_not_allowed:x-token")
+    as_json = json.loads(_Formatter(json_lines=True).format(record))
+    assert as_json["reasons"] == ["method_not_allowed:PUT", "header_not_allowed:x-token"]
+
+
+# --- a real process, JSON lines -----------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def proxy(*args: str) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    """`corsproxy serve` with `args`; after the block, the access records it wrote."""
+    proc, url = start_cli("--listen", "127.0.0.1:0", *args)
+    records: list[dict[str, Any]] = []
+    try:
+        yield url, records
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=10)
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert not [r for r in lines if r.get("level") == "error"], err[-3000:]
+    records += [r for r in lines if r.get("logger") == "corsproxy.access"]
+    for record in lines:  # no line of the process ever says `pid: null`
+        assert record.get("pid", 0) is not None, record
+
+
+def config_file(tmp_path: Path, upstream: str, cors: str = "", **extra: str) -> str:
+    path = tmp_path / "corsproxy.yaml"
+    lines = [f"upstream: {upstream}", "cors:", f"  allow_origins: [{APP}]"]
+    lines += [f"  {cors}"] if cors else []
+    lines += [f"{key}: {value}" for key, value in extra.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def get(path: str, origin: str = APP) -> bytes:
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: p\r\nOrigin: {origin}\r\nConnection: close\r\n\r\n".encode()
+    )
+
+
+def preflight(method: str, headers: str = "") -> bytes:
+    lines = [
+        "OPTIONS /api/x HTTP/1.1",
+        "Host: p",
+        f"Origin: {APP}",
+        f"Access-Control-Request-Method: {method}",
+    ]
+    if headers:
+        lines.append(f"Access-Control-Request-Headers: {headers}")
+    return ("\r\n".join([*lines, "Connection: close", "", ""])).encode()
+
+
+def status_and_body(reply: bytes) -> tuple[int, bytes]:
+    head, body = head_and_body(reply)
+    return int(head[0].split()[1]), body
+
+
+async def test_an_upstream_that_refuses_is_connection_refused_with_its_url(
+    tmp_path: Path,
+) -> None:
+    port = free_port()  # nothing listens there
+    async with proxy("--config", config_file(tmp_path, f"http://127.0.0.1:{port}/base")) as (
+        url,
+        records,
+    ):
+        reply = await raw_exchange(url, get("/api/items?api_key=secret"))
+    status, body = status_and_body(reply)
+    assert status == 502
+    (line,) = records
+    assert line["error"] == "upstream_unreachable: connection refused"
+    # Where it went, the query left out (it may hold keys); `path` is what the client sent.
+    assert line["upstream_url"] == f"http://127.0.0.1:{port}/base/api/items"
+    assert line["path"] == "/api/items?api_key=secret"
+    assert line["bytes"] == len(body) > 0  # corsproxy's own 502 body
+    assert isinstance(line["pid"], int)
+
+
+@contextlib.contextmanager
+def blackhole() -> Iterator[int]:
+    """127.0.0.1:port listening with a full backlog nobody accepts: a connect hangs."""
+    server = socket.socket()
+    fillers: list[socket.socket] = []
+    try:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        for _ in range(4):
+            filler = socket.socket()
+            fillers.append(filler)
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        server.close()
+
+
+async def test_an_upstream_that_never_accepts_is_timed_out_connecting(tmp_path: Path) -> None:
+    with blackhole() as port:
+        doc = config_file(tmp_path, f"http://127.0.0.1:{port}", timeouts="{connect: 0.5}")
+        async with proxy("--config", doc) as (url, records):
+            reply = await raw_exchange(url, get("/slow"))
+    assert status_and_body(reply)[0] == 504
+    (line,) = records
+    assert line["error"] == "upstream_connect_timeout: timed out connecting"
+    assert line["upstream_url"] == f"http://127.0.0.1:{port}/slow"
+
+
+@contextlib.asynccontextmanager
+async def tcp_upstream(
+    then: str,
+) -> AsyncIterator[str]:
+    """An upstream that reads the request head, then stays silent or resets the connection."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            if then == "reset":
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            else:
+                await asyncio.wait_for(reader.read(), 10)  # until the proxy gives up
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_silent_upstream_is_timed_out_waiting_for_the_answer(tmp_path: Path) -> None:
+    async with tcp_upstream("silent") as upstream:
+        doc = config_file(tmp_path, upstream, timeouts="{read: 0.5}")
+        async with proxy("--config", doc) as (url, records):
+            reply = await raw_exchange(url, get("/x"))
+    assert status_and_body(reply)[0] == 504
+    assert records[0]["error"] == "upstream_timeout: timed out waiting for the answer"
+
+
+async def test_an_upstream_that_resets_is_connection_reset(tmp_path: Path) -> None:
+    async with tcp_upstream("reset") as upstream:
+        async with proxy("--config", config_file(tmp_path, upstream)) as (url, records):
+            reply = await raw_exchange(url, get("/x"))
+    assert status_and_body(reply)[0] == 502
+    assert records[0]["error"] == "upstream_disconnected: connection reset"
+
+
+async def ok(request: web.Request) -> web.Response:
+    # An upstream with CORS of its own: corsproxy replaces it (logged at debug).
+    return web.Response(text="ok", headers={"Access-Control-Allow-Origin": "*"})
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[str]:
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", ok)
+    async with running_app(app) as url:
+        yield url
+
+
+async def test_a_preflight_refused_for_two_reasons_logs_both_and_what_it_asked(
+    upstream: str, tmp_path: Path
+) -> None:
+    async with proxy("--config", config_file(tmp_path, upstream)) as (url, records):
+        refused = await raw_exchange(url, preflight("PUT", "x-token, content-type"))
+        allowed = await raw_exchange(url, preflight("GET"))
+    status, body = status_and_body(refused)
+    assert status == 403
+    assert body.startswith(b"CORS preflight refused")
+    line = records[0]
+    assert line["cors"] == "refused"
+    assert line["reason"] == "method_not_allowed:PUT"  # the first, as before
+    assert line["reasons"] == ["method_not_allowed:PUT", "header_not_allowed:x-token"]
+    assert line["request_method"] == "PUT"
+    assert line["request_headers"] == "x-token, content-type"
+    assert line["bytes"] == len(body)  # the refusal's own body, counted
+    assert "upstream_url" not in line  # it never went upstream
+    ok_line = records[1]
+    assert status_and_body(allowed)[0] == 204
+    assert (ok_line["request_method"], ok_line["bytes"]) == ("GET", 0)
+    assert "request_headers" not in ok_line and "reasons" not in ok_line
+
+
+async def test_corsproxys_own_403_body_is_counted_in_bytes(upstream: str, tmp_path: Path) -> None:
+    doc = config_file(tmp_path, upstream, cors="on_disallowed: reject")
+    async with proxy("--config", doc) as (url, records):
+        reply = await raw_exchange(url, get("/x", origin="https://evil.example"))
+    status, body = status_and_body(reply)
+    assert status == 403 and body == b"CORS request refused: origin not allowed\n"
+    (line,) = records
+    assert (line["bytes"], line["reasons"]) == (len(body), ["origin_not_allowed"])
+    assert "request_method" not in line  # not a preflight
+
+
+async def test_the_decisions_details_are_logged_at_debug_only(
+    upstream: str, tmp_path: Path
+) -> None:
+    doc = config_file(tmp_path, upstream)
+    async with proxy("--config", doc) as (url, info):
+        await raw_exchange(url, get("/x"))
+    async with proxy("--config", doc, "--log-level", "debug") as (url, debug):
+        reply = await raw_exchange(url, get("/x"))
+        await raw_exchange(url, preflight("PUT"))
+    assert not DEBUG_KEYS & set(info[0]), info[0]
+    assert info[0]["upstream_url"] == f"{upstream}/x"
+    head, _ = head_and_body(reply)
+    assert header_values(head, "Access-Control-Allow-Origin") == [APP]
+    forwarded, refused = debug
+    assert forwarded["action"] == "forward"
+    assert forwarded["route_prefix"] == "/"
+    assert forwarded["origin_rule"] == APP
+    assert forwarded["headers_added"] == [f"Access-Control-Allow-Origin: {APP}", "Vary: Origin"]
+    assert forwarded["headers_stripped"] == ["Access-Control-Allow-Origin"]  # the upstream's
+    assert refused["action"] == "refuse"
+    assert refused["method_overrides_dropped"] is True
+
+
+async def test_the_demo_lists_its_endpoints_and_echoes_the_request_id() -> None:
+    async with proxy("--demo") as (url, _):
+        async with aiohttp.ClientSession() as client:
+            async with client.get(f"{url}/") as response:
+                assert response.status == 200
+                listing = await response.json()
+            ids = []
+            for sent in ("my-id-1", None, None):
+                headers = {"Origin": "http://localhost:3000"}
+                if sent:
+                    headers["X-Request-Id"] = sent
+                async with client.get(f"{url}/api/hello", headers=headers) as response:
+                    assert response.status == 200
+                    ids.append(response.headers["X-Request-Id"])
+    assert listing["endpoints"] == ENDPOINTS
+    assert set(ENDPOINTS) >= {"GET /", "GET /api/hello", "ANY /api/echo"}
+    assert ids[0] == "my-id-1"  # the client's id, through corsproxy, back from the demo
+    assert len(set(ids)) == 3 and "demo-1" not in ids
