@@ -337,7 +337,8 @@ def test_explain_websocket_fixes_name_the_config() -> None:
     result = explain(CONFIG, "https://evil.example", path="/chat", websocket=True)
     assert result.fix.startswith("add 'https://evil.example' to cors.allow_origins (test.yaml:")
     result = explain(CONFIG, APP, path="/internal/ws", websocket=True, proxy_origin=PROXY)
-    assert "cors: false (test.yaml:" in result.fix and f"own origin ({PROXY})" in result.fix
+    assert "routes[2].cors (test.yaml:26) is false" in result.fix
+    assert f"own origin ({PROXY})" in result.fix
     allowed = explain(CONFIG, APP, path="/chat", websocket=True)
     handshake = next(s for s in allowed.steps if s.title == "WebSocket handshake")
     assert ("Access-Control-Allow-Origin", APP) in handshake.headers
