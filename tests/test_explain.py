@@ -578,6 +578,12 @@ def test_explain_a_malformed_origin_is_blocked_with_the_one_a_browser_sends(
     assert all(e.value != origin for e in result.fix_edits)
 
 
+def test_explain_a_malformed_origin_of_a_websocket_is_blocked() -> None:
+    result = explain(CONFIG, "https://app.example.com/", path="/chat", websocket=True)
+    assert result.reason == "origin_malformed" and result.did_you_mean == APP
+    assert "explain --origin https://app.example.com: allowed" in result.fix
+
+
 def test_explain_null_and_serialized_origins_are_legal() -> None:
     assert explain(CONFIG, "null").reason == "origin_not_allowed"
     assert explain(CONFIG, "http://[::1]:3000").reason != "origin_malformed"

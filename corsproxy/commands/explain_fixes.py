@@ -68,6 +68,9 @@ def _where_absent(places: PolicyPlaces, name: str, value: Any) -> tuple[str, str
     """A key that is not written: its dotted key, the words saying where to add it, and the
     place of the block it goes under."""
     block = places.block
+    if block is not None and not block.line:  # made by a flag or variable: not in the file
+        key = f"{block.key}.{name}"
+        return key, f"add {name}: {_yaml(value)} under the top-level cors: of the config", block
     if block is not None:
         key = f"{block.key}.{name}"
         return key, f"add {name}: {_yaml(value)} under {block}", block
