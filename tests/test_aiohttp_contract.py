@@ -26,6 +26,7 @@ from corsproxy.http.aiohttp_private import (
     HandshakeTimeoutSite,
     RequestHandler,
     bound_sockets,
+    parser_accepts_method,
     send_interim,
     set_version,
     uses_c_parser,
@@ -139,6 +140,30 @@ async def test_an_interim_answer_leaves_before_the_final_one() -> None:
 def test_the_c_parser_is_detected() -> None:
     # CI installs aiohttp from a wheel: the C parser is what serves.
     assert uses_c_parser()
+
+
+async def test_the_parser_probe_agrees_with_the_server() -> None:
+    """`parser_accepts_method` (for explain) says what a real server's parser does with a
+    request line: llhttp reads registered upper-case methods and answers others with 400."""
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text=request.method)
+
+    server = web.Server(ok)
+    runner = web.ServerRunner(server)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        for method in ("GET", "PUT", "PATCH", "QUERY", "PROPFIND", "put", "patch", "FOO", "Get"):
+            head = f"{method} / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            answer = await _raw_exchange(port, head.encode())
+            parsed = answer.split(b" ", 2)[1] != b"400"
+            assert parser_accepts_method(method) is parsed, (method, answer[:40])
+    finally:
+        await runner.cleanup()
+    assert parser_accepts_method("PUT") and not parser_accepts_method("put")
 
 
 def test_tcpsite_start_passes_only_the_arguments_the_handshake_site_repeats() -> None:

@@ -187,6 +187,8 @@ routes:
   - path_prefix: /internal
     cors: false
     strip_prefix: true
+  - path_prefix: /lower  # methods sent as written, listed exactly (check warns about patch)
+    cors: {{allow_methods: [patch, FOO, PUT]}}
 limits:
   max_ws_message_size: 1MiB  # the upstream's own limit is aiohttp's 4 MiB
 """
@@ -483,6 +485,17 @@ EXPLAINED = [
     ("allowed", "GET", "/public/e6", {}, False),
     ("allowed", "GET", "/nocreds/e7", {}, True),
     ("allowed", "PUT", "/nocreds/e8", {}, True),
+    # fetch() upper-cases put (and delete, ...): Chromium preflights PUT, which is allowed
+    ("allowed", "put", "/api/e9", {}, True),
+    ("allowed", "delete", "/api/e10", {}, False),
+    ("allowed", "put", "/lower/e11", {"X-Custom": "1"}, False),
+    # other methods are sent as written: `patch` is not PATCH, so the preflight is refused
+    ("allowed", "patch", "/api/e12", {}, False),
+    # listed exactly, the preflight passes; corsproxy's parser then answers `patch` with 400
+    ("allowed", "patch", "/lower/e13", {}, False),
+    ("allowed", "FOO", "/lower/e14", {}, True),
+    ("allowed", "foo", "/lower/e15", {}, False),
+    ("disallowed", "put", "/lower/e16", {}, False),
 ]
 
 

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
-import pytest
+import copy
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from corsproxy.commands.cli import cli
 from corsproxy.commands.explain import explain, render_text, websocket_url
-from corsproxy.config import Config
-from corsproxy.policy.browser import is_safelisted_request_header, preflight_need
+from corsproxy.commands.explain_fixes import Edit
+from corsproxy.config import Config, Override, parse_config
+from corsproxy.policy.browser import (
+    is_safelisted_request_header,
+    normalize_method,
+    preflight_need,
+    serialized_origin,
+)
 from tests.helpers import config
 
 APP = "https://app.example.com"
@@ -337,7 +352,8 @@ def test_explain_websocket_fixes_name_the_config() -> None:
     result = explain(CONFIG, "https://evil.example", path="/chat", websocket=True)
     assert result.fix.startswith("add 'https://evil.example' to cors.allow_origins (test.yaml:")
     result = explain(CONFIG, APP, path="/internal/ws", websocket=True, proxy_origin=PROXY)
-    assert "cors: false (test.yaml:" in result.fix and f"own origin ({PROXY})" in result.fix
+    assert "routes[2].cors (test.yaml:26) is false" in result.fix
+    assert f"own origin ({PROXY})" in result.fix
     allowed = explain(CONFIG, APP, path="/chat", websocket=True)
     handshake = next(s for s in allowed.steps if s.title == "WebSocket handshake")
     assert ("Access-Control-Allow-Origin", APP) in handshake.headers
@@ -466,3 +482,269 @@ def test_explain_websocket_with_tls_on_the_listener_is_https(tmp_path: object) -
     plain = explain(tls, "http://api.example.com", path="/internal/ws", websocket=True,
                     proxy_origin=TLS_PROXY)  # fmt: skip
     assert (plain.allowed, plain.reason) == (False, "websocket_cross_origin")
+
+
+# --- issue 15: explain must never be wrong ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "sent"),
+    [("put", "PUT"), ("Put", "PUT"), ("delete", "DELETE"), ("options", "OPTIONS"),
+     ("get", "GET"), ("patch", "patch"), ("Patch", "Patch"), ("PATCH", "PATCH"),
+     ("foo", "foo")],
+)  # fmt: skip
+def test_methods_are_normalized_as_fetch_does(written: str, sent: str) -> None:
+    assert normalize_method(written) == sent
+
+
+def test_explain_lower_case_put_is_what_chromium_sends() -> None:
+    """`-X put`: Chromium preflights PUT (the policy lists PUT) and sends PUT."""
+    result = explain(CONFIG, APP, method="put")
+    assert result.allowed, render_text(result)
+    assert result.method == "PUT"
+    preflight = next(s for s in result.steps if s.title == "Preflight")
+    assert "OPTIONS / with Access-Control-Request-Method: PUT" in preflight.lines[0]
+    assert "fetch() sends PUT" in render_text(result)
+    refused = explain(CONFIG, APP, method="delete")
+    assert refused.reason == "method_not_allowed:DELETE"
+    assert refused.fix.startswith("add DELETE to cors.allow_methods (test.yaml:")
+
+
+LOWER = config(
+    {
+        "upstream": "http://legacy:9000",
+        "cors": {"allow_origins": [APP], "allow_methods": ["PATCH", "patch", "QUERY"]},
+        "routes": [{"path_prefix": "/upper", "cors": {"allow_methods": ["PATCH"]}}],
+    }
+)
+
+
+def test_explain_a_lower_case_custom_method_is_sent_as_written() -> None:
+    """`patch` is sent as written: the preflight asks for `patch` (allowed here, listed
+    exactly), then corsproxy's HTTP parser answers the request line `patch` with 400."""
+    listed = explain(LOWER, APP, method="patch")
+    assert not listed.allowed and listed.reason == "method_unparsable"
+    assert listed.method == "patch"
+    assert listed.failure is not None and listed.failure.chrome == "MissingAllowOriginHeader"
+    assert next(s for s in listed.steps if s.title == "Preflight").outcome == "ok"
+    assert listed.fix.startswith("write the method as 'PATCH' in the page")
+    # Listed only as PATCH: the preflight for `patch` fails first; the fix is still the page's.
+    upper = explain(LOWER, APP, method="patch", path="/upper")
+    assert upper.reason == "method_not_allowed:patch"
+    assert upper.fix.startswith("write the method as 'PATCH'")
+    assert explain(LOWER, APP, method="PATCH", path="/upper").allowed
+    assert explain(LOWER, APP, method="QUERY").allowed  # registered: llhttp reads it
+
+
+def test_explain_a_method_fetch_refuses() -> None:
+    for method in ("trace", "CONNECT", "track", "GE T", "a:b"):
+        result = explain(CONFIG, APP, method=method)
+        assert not result.allowed and result.reason == "fetch_method_refused", method
+        assert result.failure is None and not result.fix_edits
+        assert "fetch() throws TypeError" in render_text(result)
+
+
+@pytest.mark.parametrize(
+    ("origin", "suggestion"),
+    [
+        ("https://app.example.com/", APP),
+        ("app.example.com", APP),
+        ("https://app.example.com/login?x=1", APP),
+        ("https://APP.example.com", APP),
+        ("HTTPS://app.example.com", APP),
+        ("https://app.example.com:443", APP),
+        ("http://localhost:5173/", "http://localhost:5173"),
+        ("localhost:5173", "http://localhost:5173"),
+        ("http://127.1:8080", "http://127.0.0.1:8080"),
+        ("NULL", "null"),
+        ("file:///home/me/index.html", "null"),
+        ("https://app.example.com:99999", None),
+        ("https://", None),
+    ],
+)
+def test_explain_a_malformed_origin_is_blocked_with_the_one_a_browser_sends(
+    origin: str, suggestion: str | None
+) -> None:
+    result = explain(CONFIG, origin)
+    assert not result.allowed and result.reason == "origin_malformed"
+    assert result.did_you_mean == suggestion
+    assert result.to_json()["did_you_mean"] == suggestion
+    text = render_text(result)
+    assert "is not an Origin a browser sends" in text
+    if suggestion is not None:
+        assert f"did you mean `{suggestion}`?" in result.fix
+    # Never a fix naming the malformed value (check refuses it in allow_origins).
+    assert f"'{origin}'" not in result.fix
+    assert all(e.value != origin for e in result.fix_edits)
+
+
+def test_explain_a_malformed_origin_of_a_websocket_is_blocked() -> None:
+    result = explain(CONFIG, "https://app.example.com/", path="/chat", websocket=True)
+    assert result.reason == "origin_malformed" and result.did_you_mean == APP
+    assert "explain --origin https://app.example.com: allowed" in result.fix
+
+
+def test_explain_null_and_serialized_origins_are_legal() -> None:
+    assert explain(CONFIG, "null").reason == "origin_not_allowed"
+    assert explain(CONFIG, "http://[::1]:3000").reason != "origin_malformed"
+    assert serialized_origin("https://xn--bcher-kva.de").valid
+    assert serialized_origin("https://bücher.de").suggestion == "https://xn--bcher-kva.de"
+
+
+def test_explain_a_malformed_origin_carries_the_fix_for_the_right_one() -> None:
+    result = explain(CONFIG, "https://new.example.com/", method="PUT")
+    assert "did you mean `https://new.example.com`?" in result.fix
+    assert "add 'https://new.example.com' to cors.allow_origins (test.yaml:" in result.fix
+    assert [(e.op, e.key, e.value) for e in result.fix_edits] == [
+        ("add", "cors.allow_origins", "https://new.example.com")
+    ]
+
+
+def _path(key: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for part in key.split("."):
+        name, _, index = part.partition("[")
+        parts.append(name)
+        if index:
+            parts.append(int(index.rstrip("]")))
+    return parts
+
+
+def apply_edits(doc: dict[str, Any], edits: Sequence[Edit]) -> None:
+    """Apply explain's edits to a config document, as a user following the fix would."""
+    for edit in edits:
+        *parents, last = _path(edit.key)
+        node: Any = doc
+        for part in parents:
+            if isinstance(part, str) and not isinstance(node.get(part), (dict, list)):
+                node[part] = {}
+            node = node[part]
+        if edit.op == "add":
+            current = node.get(last)
+            node[last] = [*(current if isinstance(current, list) else []), edit.value]
+        else:
+            node[last] = edit.value
+
+
+BASE: dict[str, Any] = {
+    "upstream": "http://legacy:9000",
+    "cors": {
+        "allow_origins": [APP],
+        "allow_methods": ["GET", "POST", "PUT"],
+        "allow_credentials": True,
+    },
+    "routes": [
+        {"path_prefix": "/own", "cors": {"allow_origins": ["https://other.example"]}},
+        {"path_prefix": "/inherits"},
+        {"path_prefix": "/nocreds", "cors": {"allow_credentials": False}},
+        {"path_prefix": "/public", "cors": {"allow_origins": ["*"], "allow_credentials": False}},
+        {"path_prefix": "/off", "cors": False},
+        {"path_prefix": "/device", "cors": {"allow_methods": ["DELETE"]}},
+    ],
+}
+NO_TOP: dict[str, Any] = {"upstream": "http://legacy:9000", "routes": [{"path_prefix": "/r"}]}
+TOP_OFF: dict[str, Any] = {"upstream": "http://legacy:9000", "cors": False}
+
+# id, document, request, the key the first fix edits, a word of its text
+REFUSALS: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
+    ("method-top", BASE, {"method": "DELETE"}, "cors.allow_methods", ""),
+    ("method-inherited", BASE, {"method": "patch", "path": "/inherits"}, "", "'PATCH'"),
+    ("method-inherited-upper", BASE, {"method": "PATCH", "path": "/inherits"},
+     "cors.allow_methods", "not merged"),
+    ("method-own-block-inherits", BASE, {"method": "PATCH", "path": "/nocreds"},
+     "cors.allow_methods", "not merged"),
+    ("method-route", BASE, {"method": "PATCH", "path": "/device"},
+     "routes[5].cors.allow_methods", ""),
+    ("header-absent", BASE, {"headers": [("X-Trace-Id", "1")], "path": "/inherits"},
+     "cors.allow_headers", "under cors (test.yaml:"),
+    ("header-absent-own-block", BASE, {"headers": [("X-Trace-Id", "1")], "path": "/device"},
+     "routes[5].cors.allow_headers", "under routes[5].cors (test.yaml:"),
+    ("origin-route", BASE, {"path": "/own"}, "routes[0].cors.allow_origins", ""),
+    ("origin-inherited", BASE, {"origin": "https://new.example", "path": "/inherits"},
+     "cors.allow_origins", "not merged"),
+    ("origin-plain-http-with-credentials", BASE, {"origin": "http://intranet.example"},
+     "cors.allow_origins", "over https"),
+    ("origin-malformed", BASE, {"origin": "https://new.example/", "method": "PUT"},
+     "cors.allow_origins", "did you mean"),
+    ("credentials-wildcard", BASE, {"path": "/public", "credentials": True},
+     "routes[3].cors.allow_origins", "instead of '*'"),
+    ("credentials-off", BASE, {"path": "/nocreds", "credentials": True},
+     "routes[2].cors.allow_credentials", ""),
+    ("private-network", BASE, {"method": "PUT", "private_network": True},
+     "cors.allow_private_network", ""),
+    ("cors-false-route", BASE, {"path": "/off/x", "method": "PUT"}, "routes[4].cors",
+     "is false"),
+    ("cors-false-top", TOP_OFF, {}, "cors", "cors (test.yaml:2) is false"),
+    ("no-cors-block", NO_TOP, {"path": "/r"}, "routes[0].cors.allow_origins",
+     "add cors: {allow_origins: ['https://app.example.com']} to routes[0] (test.yaml:3)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("doc", "request_", "key", "words"), [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS]
+)
+def test_following_the_fixes_passes_check_and_then_explain_allows(
+    doc: dict[str, Any], request_: dict[str, Any], key: str, words: str
+) -> None:
+    """Each fix names the key to edit with the line it is on (or the block it goes under),
+    and its edits, applied to the document, load without error (`check` accepts them);
+    following the fixes ends in ALLOWED."""
+    doc = copy.deepcopy(doc)
+    request_ = {"origin": APP, **request_}
+    text = yaml.safe_dump(doc, sort_keys=False)
+    result = explain(config(text), **request_)
+    assert not result.allowed
+    assert words in result.fix, result.fix
+    if not key:  # a fix in the page, not the config
+        assert not result.fix_edits
+        return
+    assert result.fix_edits[0].key == key, result.fix
+    lines = text.splitlines()
+    for edit in result.fix_edits:
+        if edit.line:  # the line named holds the key, or the block it goes under
+            assert f"({edit.file}:{edit.line}" in result.fix
+            assert (
+                lines[edit.line - 1]
+                .lstrip(" -")
+                .startswith((edit.key.rsplit(".", 1)[-1] + ":", "cors:", "path_prefix:"))
+            ), (edit, lines[edit.line - 1])
+    for _ in range(4):
+        if result.allowed:
+            break
+        assert result.fix_edits, render_text(result)
+        apply_edits(doc, result.fix_edits)
+        request_["origin"] = result.did_you_mean or request_["origin"]
+        result = explain(config(doc), **request_)  # raises ConfigError if check refuses
+    assert result.allowed, render_text(result)
+
+
+def test_a_key_set_by_a_flag_is_named_by_the_flag() -> None:
+    loaded = parse_config(
+        yaml.safe_dump(BASE, sort_keys=False),
+        "config.yaml",
+        {},
+        [Override(("cors", "allow_origins"), [APP], "--allow-origin")],
+    )
+    result = explain(loaded, "https://new.example")
+    assert result.fix.startswith("add 'https://new.example' to cors.allow_origins (--allow-origin)")
+
+
+def test_explain_json_carries_the_suggestion_and_the_edits(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(TOP_OFF, sort_keys=False))
+    runner = CliRunner()
+    base = ["explain", "-c", str(path), "--format", "json", "--origin"]
+    result = runner.invoke(cli, [*base, "https://app.example.com/"])
+    assert result.exit_code == 1, result.output
+    data = json.loads(result.stdout)
+    assert data["verdict"] == "blocked" and data["reason"] == "origin_malformed"
+    assert data["did_you_mean"] == APP
+    assert data["fix_edits"] == [
+        {"op": "set", "key": "cors", "value": {"allow_origins": [APP]}, "file": str(path),
+         "line": 2}
+    ]  # fmt: skip
+    text = runner.invoke(cli, ["explain", "-c", str(path), "--origin", APP])
+    assert text.exit_code == 1
+    assert f"Fix:     cors ({path}:2) is false" in text.stdout
+    put = runner.invoke(cli, [*base, APP, "-X", "put"])
+    assert json.loads(put.stdout)["method"] == "PUT"

@@ -10,7 +10,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from corsproxy.commands.explain_fixes import (
+    NO_FIX,
+    Edit,
+    Fix,
+    credentials_fix,
+    disabled_fix,
+    places_of,
+    reason_fix,
+    set_key,
+)
 from corsproxy.config import Config
+from corsproxy.http.aiohttp_private import parser_accepts_method
 from corsproxy.policy import browser
 from corsproxy.policy.cors import (
     ACRH,
@@ -63,6 +74,12 @@ class Explanation:
     reason: str = ""
     failure: browser.Block | None = None
     fix: str = ""
+    # The fix as edits of the config (each accepted by `check`), when it is one.
+    fix_edits: tuple[Edit, ...] = ()
+    # For an --origin no browser sends: the serialized origin it would send instead.
+    did_you_mean: str | None = None
+    # The method as fetch() sends it (DELETE, GET, HEAD, OPTIONS, POST, PUT upper-cased).
+    method: str = ""
     readable: tuple[str, ...] = ()
     # A WebSocket handshake forwarded without the page's Cookie and Authorization.
     strips_credentials: bool = False
@@ -91,6 +108,9 @@ class Explanation:
             },
             "cause": self.cause,
             "fix": self.fix,
+            "fix_edits": [e.to_json() for e in self.fix_edits],
+            "did_you_mean": self.did_you_mean,
+            "method": self.method,
             "readable_headers": list(self.readable),
             "strips_credentials": self.strips_credentials,
             "steps": [
@@ -110,50 +130,6 @@ def _route_text(config: Config, route: Route | None) -> str:
         return "no route (404)"
     where = f"{config.source}:{route.line}" if route.line else "the default policy"
     return f"route '{route.name}' (path_prefix {route.path_prefix}, {where})"
-
-
-def _route_key(config: Config, route: Route) -> str:
-    for i, candidate in enumerate(config.routes.routes):
-        if candidate is route:
-            return f"routes[{i}].cors"
-    return "cors"
-
-
-def _where(config: Config, route: Route, key: str) -> str:
-    source = route.cors_sources.get(key)
-    if source:
-        return f"{_route_key(config, route)}.{key} ({source})"
-    line = f" ({config.source}:{route.line})" if route.line else ""
-    return f"{_route_key(config, route)}.{key}{line}"
-
-
-def _fix_for(
-    config: Config,
-    route: Route,
-    reason: Reason,
-    origin: str,
-    headers: Sequence[tuple[str, str]] = (),
-) -> str:
-    code, detail = reason.code, reason.detail
-    # Suggest the header as the user spelled it, not the lower-cased wire form.
-    detail = next((n for n, _ in headers if n.lower() == detail), detail)
-    if code is ReasonCode.ORIGIN_NOT_ALLOWED:
-        if origin == "null":
-            return (
-                "'null' comes from sandboxed frames and file: pages; serve the page from a real "
-                f"origin (listing 'null' in {_where(config, route, 'allow_origins')} would "
-                "trust every sandboxed page)"
-            )
-        return f"add '{origin}' to {_where(config, route, 'allow_origins')}"
-    if code is ReasonCode.METHOD_NOT_ALLOWED:
-        return f"add {detail} to {_where(config, route, 'allow_methods')}"
-    if code is ReasonCode.HEADER_NOT_ALLOWED:
-        return f"add {detail} to {_where(config, route, 'allow_headers')}"
-    if code is ReasonCode.PRIVATE_NETWORK_NOT_ALLOWED:
-        return f"set allow_private_network: true in {_route_key(config, route)}"
-    if code is ReasonCode.CORS_DISABLED:
-        return f"this path's route sets cors: false ({config.source}:{route.line})"
-    return ""
 
 
 def _request_view(
@@ -187,6 +163,8 @@ def explain(
     proxy addressed as `proxy_origin` (unknown when empty)."""
     result = Explanation()
     steps = result.steps
+    sent = browser.normalize_method(method)
+    result.method = sent
     credentials_text = "with credentials" if credentials else "without credentials"
 
     # 1. Which route and policy.
@@ -202,7 +180,7 @@ def explain(
                 f"read {exc.reading}: {_route_text(config, exc.other)}",
             ]
         steps.append(Step("Route", "blocked", lines))
-        return _blocked(result, exc.reason, browser.cors_check([], origin, credentials), "")
+        return _blocked(result, exc.reason, browser.cors_check([], origin, credentials), NO_FIX)
     if route is None:
         steps.append(
             Step(
@@ -218,7 +196,7 @@ def explain(
             result,
             "no_route",
             browser.cors_check([], origin, credentials),
-            "add a route for this path, or a top-level upstream",
+            Fix("add a route for this path, or a top-level upstream"),
         )
     policy = route.cors
     where = f"{config.source}:{route.line}" if route.line else "the default policy"
@@ -238,6 +216,13 @@ def explain(
             "upstream CORS headers pass); below is what enforce mode would do"
         )
     steps.append(Step("Route", "info", route_lines))
+    spelled = browser.serialized_origin(origin)
+    if not spelled.valid:
+        return _malformed_origin(config, result, origin, spelled, again={
+            "method": method, "path": path, "headers": headers, "credentials": credentials,
+            "private_network": private_network, "websocket": websocket,
+            "proxy_origin": proxy_origin,
+        })  # fmt: skip
     if websocket:
         own, own_lines = websocket_own_origin(
             proxy_origin, tls=config.tls is not None, trusted=bool(config.trusted_proxies)
@@ -247,10 +232,33 @@ def explain(
             config, route, origin, normalized.route_path, target, own, result, private_network
         )
 
-    # 2. The origin against the allow-list.
+    # 2. What fetch() does with the method.
+    thrown = browser.fetch_method_error(method)
+    if thrown is not None:
+        steps.append(
+            Step(
+                "fetch()",
+                "blocked",
+                [f"fetch() throws TypeError: {thrown} No request is sent (Fetch standard)"],
+            )
+        )
+        return _blocked(result, "fetch_method_refused", None, NO_FIX)
+    method_lines = _method_lines(method, sent)
+    parsable = parser_accepts_method(sent)
+    if not parsable:
+        method_lines.append(
+            f"corsproxy's HTTP parser (llhttp) does not read the method {sent}: it knows the "
+            "registered methods, in upper case only, and answers any other with 400, before "
+            "any CORS header"
+        )
+    if method_lines:
+        steps.append(Step("Method", "info" if parsable else "blocked", method_lines))
+    method = sent
+
+    # 3. The origin against the allow-list.
     steps.append(_origin_step(config, route, policy, origin))
 
-    # 3. Does the browser send a preflight?
+    # 4. Does the browser send a preflight?
     need = browser.preflight_need(method, headers)
     if need.needed:
         steps.append(Step("Preflight needed?", "info", ["yes: " + r for r in need.reasons]))
@@ -281,7 +289,7 @@ def explain(
             )
         )
 
-    # 4. The preflight, answered by corsproxy.
+    # 5. The preflight, answered by corsproxy.
     if need.needed:
         pre_headers = [(ACRM, method)]
         if need.request_header_names:
@@ -309,14 +317,25 @@ def explain(
         steps.append(Step("Preflight", "blocked" if failure else "ok", lines, answer))
         if failure is not None:
             reason = decision.reason if not decision.allowed else failure.firefox
-            fix = (
-                _fix_for(config, route, decision.reason, origin, headers)
-                if not decision.allowed
-                else ""
-            )
-            return _blocked(result, reason, failure, fix or _credentials_fix(config, route, policy))
+            places = places_of(route, config.source)
+            if not parsable and reason == Reason(ReasonCode.METHOD_NOT_ALLOWED, method):
+                fix = _unparsable_method_fix(config, route, method)
+            elif not decision.allowed:
+                detail = decision.reason.detail
+                name = next((n for n, _ in headers if n.lower() == detail), detail)
+                fix = reason_fix(places, policy, decision.reason, origin, name)
+            else:
+                fix = credentials_fix(places, policy, origin)
+            return _blocked(result, reason, failure, fix)
 
-    # 5. The actual request and the response corsproxy sends back.
+    # 6. The actual request and the response corsproxy sends back.
+    if not parsable:
+        lines = [f"{method} {normalized.route_path}: corsproxy answers 400 (the request could "
+                 "not be parsed), without Access-Control-* headers"]  # fmt: skip
+        failure = browser.cors_check([], origin, credentials)
+        steps.append(Step("Actual request", "blocked", lines))
+        fix = _unparsable_method_fix(config, route, method)
+        return _blocked(result, "method_unparsable", failure, fix)
     view = _request_view(method, normalized.route_path, origin, headers)
     decision = _enforced(decide(policy, view))
     if decision.action is Action.REFUSE:
@@ -334,10 +353,11 @@ def explain(
     failure = browser.cors_check(answer, origin, credentials)
     steps.append(Step("Actual request", "blocked" if failure else "ok", lines, answer))
     if failure is not None:
+        places = places_of(route, config.source)
         fix = (
-            _fix_for(config, route, decision.reason, origin)
+            reason_fix(places, policy, decision.reason, origin)
             if not decision.allowed
-            else _credentials_fix(config, route, policy)
+            else credentials_fix(places, policy, origin)
         )
         reason = decision.reason if not decision.allowed else failure.firefox
         return _blocked(result, reason, failure, fix)
@@ -460,7 +480,8 @@ def _explain_websocket(
             "forwarded WITHOUT the page's Cookie and Authorization headers: browsers attach "
             "cookies to every WebSocket handshake, and this policy has allow_credentials: "
             "false, so a cross-origin handshake gets what a CORS request without credentials "
-            f"gets (set allow_credentials: true in {_route_key(config, route)} to keep them)"
+            f"gets ({set_key(places_of(route, config.source), 'allow_credentials', True).text} "
+            "to keep them)"
         )
     answer = response_headers(decision, [])
     if answer:
@@ -472,35 +493,96 @@ def _explain_websocket(
     return result
 
 
-def _websocket_fix(config: Config, route: Route, origin: str, own: str) -> str:
+def _websocket_fix(config: Config, route: Route, origin: str, own: str) -> Fix:
+    places = places_of(route, config.source)
     if route.cors.enabled:
-        return _fix_for(config, route, ORIGIN_NOT_ALLOWED, origin)
-    return (
-        f"this path's route sets cors: false ({config.source}:{route.line}), so only pages of "
-        f"the proxy's own origin ({own or 'unknown'}) may open WebSockets: give the route a "
-        f"cors policy that lists '{origin}', or pass --proxy-origin if the page addresses the "
-        "proxy otherwise"
+        return reason_fix(places, route.cors, ORIGIN_NOT_ALLOWED, origin)
+    fix = disabled_fix(places, origin)
+    where = fix.text.split(" is false", 1)[0] if fix.text else "this path's route: cors: false"
+    return Fix(
+        f"{where} is false, so only pages of the proxy's own origin ({own or 'unknown'}) may "
+        f"open WebSockets: give the route a cors policy that lists '{origin}', or pass "
+        "--proxy-origin if the page addresses the proxy otherwise",
+        fix.edits,
     )
 
 
-def _credentials_fix(config: Config, route: Route, policy: CorsPolicy) -> str:
-    if policy.origins.allows_any:
-        return (
-            f"list the allowed origins instead of '*' in {_where(config, route, 'allow_origins')}"
-            " and set allow_credentials: true, or fetch without credentials"
+def _method_lines(written: str, sent: str) -> list[str]:
+    """What fetch() makes of the method as the page writes it."""
+    if sent != written:
+        return [
+            f"fetch() sends {sent}: it upper-cases DELETE, GET, HEAD, OPTIONS, POST and PUT "
+            f"written in any case ('{written}')"
+        ]
+    if sent != sent.upper():
+        return [
+            f"fetch() sends '{sent}' as written: only DELETE, GET, HEAD, OPTIONS, POST and PUT "
+            f"are upper-cased, and methods are case-sensitive, so a preflight asks for "
+            f"'{sent}' and allow_methods must list '{sent}' exactly"
+        ]
+    return []
+
+
+def _unparsable_method_fix(config: Config, route: Route, method: str) -> Fix:
+    """A method corsproxy's parser refuses: no config allows it; the page can send another."""
+    upper = method.upper()
+    if upper != method and parser_accepts_method(upper):
+        return Fix(
+            f"write the method as '{upper}' in the page: the browser sends '{method}' as "
+            "written, and corsproxy's HTTP parser refuses it with 400"
+            + (
+                ""
+                if route.cors.any_method or upper in route.cors.allow_methods
+                else " (then allow it: "
+                + reason_fix(
+                    places_of(route, config.source),
+                    route.cors,
+                    Reason(ReasonCode.METHOD_NOT_ALLOWED, upper),
+                    "",
+                ).text
+                + ")"
+            )
         )
-    return (
-        f"set allow_credentials: true in {_route_key(config, route)}, or fetch without credentials"
+    return Fix(
+        f"no configuration lets the method {method} through: corsproxy's HTTP parser refuses "
+        "it with 400; use a registered method (POST, PUT, PATCH, DELETE, ...)"
     )
+
+
+def _malformed_origin(
+    config: Config,
+    result: Explanation,
+    origin: str,
+    spelled: browser.SerializedOrigin,
+    again: dict[str, Any],
+) -> Explanation:
+    """An --origin no browser sends: blocked, with the serialized origin it would send."""
+    lines = [f"{origin!r} is not an Origin a browser sends: {spelled.problem}"]
+    result.did_you_mean = spelled.suggestion
+    if spelled.suggestion is None:
+        lines.append("a browser sends scheme://host[:port], e.g. https://app.example.com")
+        result.steps.append(Step("Origin", "blocked", lines))
+        return _blocked(result, "origin_malformed", None, NO_FIX)
+    lines.append(f"a page at that address sends Origin: {spelled.suggestion}")
+    result.steps.append(Step("Origin", "blocked", lines))
+    retry = explain(config, spelled.suggestion, **again)
+    text = f"did you mean `{spelled.suggestion}`? (explain --origin {spelled.suggestion}: "
+    if retry.allowed:
+        fix = Fix(text + "allowed)")
+    else:
+        then = f"; fix: {retry.fix}" if retry.fix else ""
+        fix = Fix(text + f"blocked, {retry.reason}{then})", retry.fix_edits)
+    return _blocked(result, "origin_malformed", None, fix)
 
 
 def _blocked(
-    result: Explanation, reason: str, failure: browser.Block | None, fix: str
+    result: Explanation, reason: str, failure: browser.Block | None, fix: Fix
 ) -> Explanation:
     result.allowed = False
     result.reason = reason
     result.failure = failure
-    result.fix = fix
+    result.fix = fix.text
+    result.fix_edits = fix.edits
     return result
 
 

@@ -14,6 +14,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from corsproxy.config.policy_places import policy_places
 from corsproxy.config.rewrite_keys import REWRITE_KEYS
 from corsproxy.config.schema import MIN_WORKER_RSS, POLICY_SPEC, Admin, Config, Limits
 from corsproxy.config.spec import INVALID, STAR, Context, Invalid, Item, Section
@@ -548,6 +549,7 @@ def _compile_routes(
                 **{k: section.get(k, top.value(k)) for k in REWRITE_KEYS},
                 line=section.line,
                 cors_sources=MappingProxyType(sources),
+                cors_places=policy_places(ctx.file, top, section),
             )
         )
     return routes
@@ -610,6 +612,7 @@ def compile_config(top: Section, ctx: Context) -> Config | None:
             timeouts=timeouts,
             preserve_host=top.value("preserve_host"),
             cors_sources=MappingProxyType(sources),
+            cors_places=policy_places(ctx.file, top),
             **{k: top.value(k) for k in REWRITE_KEYS},
         )
     limits: Section | None = top.get("limits")

@@ -11,6 +11,7 @@ checks each against the installed aiohttp, so a release that changes one fails l
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,6 +26,7 @@ __all__ = [
     "HandshakeTimeoutSite",
     "RequestHandler",
     "bound_sockets",
+    "parser_accepts_method",
     "send_interim",
     "set_version",
     "uses_c_parser",
@@ -146,3 +148,28 @@ async def send_interim(request: web.BaseRequest, head: bytes) -> None:
     bytes as they are, before any response is prepared.
     """
     await request.writer.write(head)
+
+
+@functools.lru_cache(maxsize=256)
+def parser_accepts_method(method: str) -> bool:
+    """Whether the server's request parser reads a request line with this method (llhttp
+    knows a fixed list of upper-case methods and answers 400 to any other), for `explain`.
+
+    Contract: `web_protocol.HttpRequestParser(protocol, loop, limit, max_line_size=...,
+    max_field_size=...)` is the parser class the server uses; `feed_data()` raises
+    `BadHttpMessage` (or a subclass) for a request line it refuses.
+    """
+    from aiohttp import web_protocol
+    from aiohttp.http_exceptions import BadHttpMessage
+
+    loop = asyncio.new_event_loop()
+    try:
+        parser = web_protocol.HttpRequestParser(  # type: ignore[attr-defined]
+            None, loop, 2**16, max_line_size=8190, max_field_size=8190
+        )
+        parser.feed_data(f"{method} / HTTP/1.1\r\nHost: x\r\n\r\n".encode("latin-1"))
+    except (BadHttpMessage, UnicodeEncodeError):
+        return False
+    finally:
+        loop.close()
+    return True

@@ -11,7 +11,24 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from corsproxy.policy.cors import ACAC, ACAH, ACAM, ACAO, ACAPN, ACEH, SAFELISTED_METHODS
+from corsproxy.policy.cors import (
+    ACAC,
+    ACAH,
+    ACAM,
+    ACAO,
+    ACAPN,
+    ACEH,
+    FORBIDDEN_METHODS,
+    SAFELISTED_METHODS,
+)
+from corsproxy.policy.http_grammar import TOKEN
+from corsproxy.policy.origins import (
+    DEFAULT_PORTS,
+    browser_ipv4,
+    browser_ipv6,
+    ends_in_a_number,
+    parse_origin,
+)
 
 SAFELISTED_RESPONSE_HEADERS = (
     "Cache-Control",
@@ -78,6 +95,112 @@ def is_safelisted_request_header(name: str, value: str) -> bool:
     if lower == "range":
         return bool(_RANGE.match(value))
     return False
+
+
+# Fetch's "normalize a method": these six are upper-cased when they match byte-case-
+# insensitively; every other method is sent byte for byte as the page wrote it (`patch` stays
+# `patch`, and a preflight asks for `patch`).
+NORMALIZED_METHODS = frozenset({"DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT"})
+
+
+def normalize_method(method: str) -> str:
+    """The method as fetch() and XMLHttpRequest send it."""
+    upper = method.upper()
+    return upper if method.isascii() and upper in NORMALIZED_METHODS else method
+
+
+def fetch_method_error(method: str) -> str | None:
+    """Why fetch() throws a TypeError for this method before any request, or None."""
+    if not TOKEN.match(method):
+        return f"'{method}' is not a valid HTTP method."
+    if method.isascii() and method.upper() in FORBIDDEN_METHODS:
+        return f"'{method.upper()}' HTTP method is unsupported."
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class SerializedOrigin:
+    """An `--origin` as a browser would send it: `valid` when it is exactly a serialized
+    origin, else `suggestion` is the one a page at that address sends (None if none)."""
+
+    valid: bool
+    suggestion: str | None = None
+    problem: str = ""
+
+
+_AUTHORITY_END = re.compile(r"[/?#\\]")
+_LOOPBACK_HOSTS = re.compile(r"(localhost|.*\.localhost|127\.[0-9.]+|\[::1\])\Z")
+
+
+def serialized_origin(value: str) -> SerializedOrigin:
+    """Whether a browser could send `value` as `Origin` (`null` included), and if not, the
+    serialized origin (RFC 6454, WHATWG URL) of the page it most likely names: scheme and
+    host lower-case, no default port, no path, no trailing slash."""
+    if value == "null":
+        return SerializedOrigin(True)
+    text = value.strip()
+    if text.lower() == "null":
+        return SerializedOrigin(False, "null", "'null' is written in lower case")
+    scheme, sep, rest = text.partition("://")
+    problem = ""
+    if not sep:
+        rest, scheme = text, ""
+        problem = "it has no scheme"
+    scheme = scheme.lower()
+    scheme = {"ws": "http", "wss": "https"}.get(scheme, scheme)
+    if scheme == "file":
+        return SerializedOrigin(False, "null", "pages on file: URLs send Origin: null")
+    authority = _AUTHORITY_END.split(rest, maxsplit=1)[0]
+    if len(authority) < len(rest):
+        problem = problem or "an origin has no path (not even a trailing '/')"
+    authority = authority.rpartition("@")[2]
+    if authority.startswith("["):
+        end = authority.find("]")
+        host, port_text = authority[: end + 1], authority[end + 1 :]
+        if end < 0 or (port_text and not port_text.startswith(":")):
+            return SerializedOrigin(False, None, "the IPv6 address is not closed by ']'")
+        v6 = browser_ipv6(host[1:-1])
+        if v6 is None:
+            return SerializedOrigin(False, None, f"{host} is not an IPv6 address")
+        host, port_text = f"[{v6}]", port_text[1:]
+    else:
+        host, _, port_text = authority.partition(":")
+        try:
+            host = host.encode("idna").decode("ascii").lower() if not host.isascii() else host
+        except UnicodeError:
+            return SerializedOrigin(False, None, f"'{host}' is not a valid host name")
+        host = host.lower()
+        if host and ends_in_a_number(host):
+            v4 = browser_ipv4(host)
+            if v4 is None:
+                return SerializedOrigin(False, None, f"'{host}' is not a valid IPv4 address")
+            host = v4
+    if not scheme:
+        scheme = "http" if _LOOPBACK_HOSTS.match(host) else "https"
+    port = ""
+    if port_text:
+        if not port_text.isdigit() or not port_text.isascii() or int(port_text) > 65535:
+            return SerializedOrigin(False, None, f"'{port_text}' is not a port")
+        if DEFAULT_PORTS.get(scheme) != int(port_text):
+            port = f":{int(port_text)}"
+    candidate = f"{scheme}://{host}{port}"
+    if parse_origin(candidate) is None:
+        return SerializedOrigin(False, None, problem or "it is not scheme://host[:port]")
+    if candidate == value:
+        return SerializedOrigin(True)
+    if not problem:
+        if value != text:
+            problem = "it has surrounding spaces"
+        elif port_text and not port:
+            problem = f"browsers leave out the default port {port_text}"
+        elif port_text and port != f":{port_text}":
+            problem = f"browsers write the port as {port[1:]}"
+        else:
+            problem = (
+                "browsers send the scheme and host in lower case (IP addresses and "
+                "international names in one canonical form)"
+            )
+    return SerializedOrigin(False, candidate, problem)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from corsproxy.policy.config_places import PolicyPlaces
 from corsproxy.policy.cors import CorsPolicy
 from corsproxy.policy.paths import (
     ALL_READINGS,
@@ -87,6 +88,8 @@ class Route:
     cookie_domain: Mapping[str, str] = field(default_factory=no_mapping)
     # Where each effective CORS key was set ("config.yaml:27"), for explanations.
     cors_sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # Where each policy key is written, as dotted keys with file:line (for `explain`'s fixes).
+    cors_places: PolicyPlaces | None = field(default=None, compare=False)
 
     @property
     def segments(self) -> tuple[str, ...]:
