@@ -13,6 +13,11 @@ from corsproxy.ops.console import ExplainQuery
 def explain_for_console(config: Config, query: ExplainQuery) -> dict[str, Any]:
     """`corsproxy explain --format json` for one request, with the text form as `text`."""
     result = explain(
-        config, query.origin, query.method, query.path, query.headers, query.credentials
+        config,
+        query.origin,
+        method=query.method,
+        path=query.path,
+        headers=query.headers,
+        credentials=query.credentials,
     )
     return {**result.to_json(), "text": render_text(result)}
