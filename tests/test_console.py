@@ -332,7 +332,9 @@ async def test_refusals_and_would_refuse_answers_appear(proxy: Proxy) -> None:
         entry = seen[(APP, "default", ("method_not_allowed:DELETE", "header_not_allowed:x-token"))]
         assert entry["kind"] == "preflight" and entry["verdict"] == "refused"
         assert seen[(HOSTILE, "report", ("origin_not_allowed",))]["verdict"] == "would_refuse"
-        assert ("https://x.example/", "default", ("origin_not_allowed",)) in seen
+        assert seen[("https://x.example/", "default", ("origin_not_allowed",))]["malformed"]
+        assert seen[(HOSTILE, "report", ("origin_not_allowed",))]["malformed"]
+        assert not seen[("https://evil.example", "default", ("origin_not_allowed",))]["malformed"]
         assert data["total"] == 6 and len(seen) == 4  # the allowed request is not recorded
 
         suggestion = await _get_json(client, f"{proxy.admin}/console/api/suggest")

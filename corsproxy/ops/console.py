@@ -24,7 +24,7 @@ from aiohttp import web
 
 from corsproxy.config import Config
 from corsproxy.ops.refusals import RefusalRing
-from corsproxy.ops.suggest import Base, Observation, render_yaml, suggest
+from corsproxy.ops.suggest import Base, Observation, render_yaml, serialized_origin, suggest
 from corsproxy.policy.cors import CorsPolicy
 from corsproxy.policy.http_grammar import TOKEN
 from corsproxy.policy.routes import Route
@@ -199,6 +199,8 @@ class Console:
                 "first_seen": e.first_seen,
                 "last_seen": e.last_seen,
                 "truncated": e.truncated,
+                # Not a serialized origin: no browser sends it (a script, a scanner).
+                "malformed": e.origin != "null" and serialized_origin(e.origin) is None,
             }
             for e in ring.latest()
         ]

@@ -75,14 +75,16 @@ async function loadRefusals() {
   if (!data.entries.length) {
     const tr = el('tr');
     const td = el('td', 'No refusals yet.', 'muted');
-    td.colSpan = 7;
+    td.colSpan = 8;
     tr.appendChild(td);
     body.appendChild(tr);
   }
   for (const entry of data.entries) {
     const tr = el('tr');
     tr.className = 'refusal';
-    tr.appendChild(el('td', entry.origin + (entry.truncated ? ' (cut)' : ''), 'origin'));
+    tr.appendChild(el('td', entry.origin, 'origin'));
+    tr.appendChild(el('td', entry.truncated ? 'cut (too long), malformed'
+      : entry.malformed ? 'malformed: no browser sends it' : '', 'muted'));
     tr.appendChild(el('td', entry.route));
     tr.appendChild(el('td', entry.reasons.join('; ')));
     tr.appendChild(el('td', entry.verdict === 'would_refuse' ? 'would refuse (report-only)' : 'refused'));
