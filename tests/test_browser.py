@@ -531,8 +531,12 @@ HOSTILE = 'https://x.example"><img src=x onerror=window.__pwned=1>'
 def _console(browser: Browser, world: dict[str, Any]) -> tuple[BrowserContext, Page]:
     context = browser.new_context()
     page = context.new_page()
+    errors: list[str] = []  # a CSP violation, a missing file: the console says so
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.goto(f"{world['admin']}/")
     page.wait_for_selector("body[data-loaded='1']", timeout=10_000)
+    page.wait_for_timeout(200)
+    assert errors == []
     return context, page
 
 

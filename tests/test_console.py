@@ -497,5 +497,5 @@ def test_the_wheel_ships_the_console_files(tmp_path: Path) -> None:
     assert build.returncode == 0, build.stdout + build.stderr
     [wheel] = tmp_path.glob("corsproxy-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for name in ("index.html", "app.js", "console.css"):
+    for name in ("index.html", "app.js", "console.css", "favicon.svg"):
         assert f"corsproxy/ops/console_static/{name}" in names

@@ -48,6 +48,7 @@ STATIC = {
     "/": ("index.html", "text/html"),
     "/console/app.js": ("app.js", "text/javascript"),
     "/console/console.css": ("console.css", "text/css"),
+    "/console/favicon.svg": ("favicon.svg", "image/svg+xml"),
 }
 # Bounds on the explain form's input (a query string the admin listener's client chose).
 MAX_ORIGIN = 2048
