@@ -193,8 +193,11 @@ limits:
   max_ws_message_size: 1MiB  # the upstream's own limit is aiohttp's 4 MiB
 """
     )
-    proxy_port = free_port()
-    proc, _ = start_cli("--config", str(config), "--listen", f"127.0.0.1:{proxy_port}")
+    proxy_port, admin_port = free_port(), free_port()
+    proc, _ = start_cli(
+        "--config", str(config), "--listen", f"127.0.0.1:{proxy_port}",
+        "--admin-listen", f"127.0.0.1:{admin_port}",
+    )  # fmt: skip
     try:
         yield {
             "servers": servers,
@@ -205,6 +208,7 @@ limits:
             "api": f"http://localhost:{proxy_port}",
             "api_page": f"http://localhost:{proxy_port}/internal",  # the proxy's own origin
             "config": config,
+            "admin": f"http://127.0.0.1:{admin_port}",  # the CORS console
         }
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -530,3 +534,65 @@ def test_explain_predicts_what_chromium_reports(
     assert result["ok"] is predicted.allowed
     expected = [] if predicted.failure is None else [predicted.failure.chrome]
     assert page.cors_errors() == expected
+
+
+# --- the CORS console on the admin listener -------------------------------------------
+
+HOSTILE = 'https://x.example"><img src=x onerror=window.__pwned=1>'
+
+
+def _console(browser: Browser, world: dict[str, Any]) -> tuple[BrowserContext, Page]:
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[str] = []  # a CSP violation, a missing file: the console says so
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(f"{world['admin']}/")
+    page.wait_for_selector("body[data-loaded='1']", timeout=10_000)
+    page.wait_for_timeout(200)
+    assert errors == []
+    return context, page
+
+
+def test_console_loads_and_its_form_explains_a_refusal(
+    browser: Browser, world: dict[str, Any]
+) -> None:
+    context, page = _console(browser, world)
+    try:
+        page.wait_for_selector(f"#policy td:has-text('{world['allowed']}')", timeout=10_000)
+        page.fill("#explain-origin", world["disallowed"])
+        page.fill("#explain-method", "PUT")
+        page.fill("#explain-path", "/api/console")
+        page.click("#explain-submit")
+        page.wait_for_selector("#explain-verdict.blocked", timeout=10_000)
+        assert page.text_content("#explain-verdict") == "BLOCKED (origin_not_allowed)"
+        output = page.text_content("#explain-output") or ""
+        assert "4. Preflight  [BLOCKED]" in output
+        assert f"add '{world['disallowed']}' to cors.allow_origins" in output
+    finally:
+        context.close()
+
+
+def test_console_lists_refusals_and_shows_a_hostile_origin_as_text(
+    tab: Any, browser: Browser, world: dict[str, Any]
+) -> None:
+    import http.client
+
+    refused = tab("disallowed").fetch(f"{world['api']}/api/console-refused")
+    assert refused["ok"] is False
+    host, port = world["api"].removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection.request("GET", "/api/console-hostile", headers={"Origin": HOSTILE})
+    connection.getresponse().read()
+    connection.close()
+    context, page = _console(browser, world)
+    try:
+        origins = [td.text_content() for td in page.query_selector_all("#refusals td.origin")]
+        assert world["disallowed"] in origins and HOSTILE in origins
+        # Written as text: no element was made from it, and its handler never ran.
+        assert page.query_selector_all("img") == []
+        assert page.evaluate("typeof window.__pwned") == "undefined"
+        suggestion = page.text_content("#suggestion") or ""
+        assert f'"{world["disallowed"]}"' in suggestion  # suggested
+        assert "onerror=window.__pwned=1" in suggestion  # listed as malformed, as text
+    finally:
+        context.close()

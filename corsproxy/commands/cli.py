@@ -16,6 +16,7 @@ import click
 from corsproxy import __version__
 from corsproxy.commands.explain import explain, render_text, websocket_url
 from corsproxy.commands.probe_url import check_probe_url
+from corsproxy.commands.suggest import suggest_command
 from corsproxy.config import (
     Config,
     ConfigError,
@@ -468,6 +469,7 @@ async def _serve(
     watch: bool = False,
 ) -> bool:
     """Serve until stopped; True when the memory guard stopped it."""
+    from corsproxy.commands.console import explain_for_console
     from corsproxy.http.server import serve as run_server
     from corsproxy.http.server import tune_gc
     from corsproxy.ops.workers import WorkerLink, pinned
@@ -510,6 +512,7 @@ async def _serve(
             drain_delay=drain_delay,
             reuse_port=reuse_port,
             watch=watch,
+            explainer=explain_for_console,
         )
     finally:
         if demo_runner is not None:
@@ -583,6 +586,9 @@ def healthcheck(url: str | None, timeout: float, ca_file: str | None) -> None:
 def schema() -> None:
     """Print the JSON Schema of the configuration (for editors)."""
     click.echo(json.dumps(json_schema(), indent=2))
+
+
+cli.add_command(suggest_command)
 
 
 def main() -> None:

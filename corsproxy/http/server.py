@@ -47,12 +47,15 @@ from corsproxy.http.tls_listener import handshake_timeout, rotating_context
 from corsproxy.http.upstream import UpstreamClient
 from corsproxy.http.websocket import make_session, tunnel
 from corsproxy.ops.admin import Metrics, admin_app, method_label
+from corsproxy.ops.console import Console, Explainer
 from corsproxy.ops.logs import ACCESS
+from corsproxy.ops.refusals import RefusalRing
 from corsproxy.ops.threads import off_loop
 from corsproxy.ops.watch import Watcher
 from corsproxy.policy.cors import (
     Action,
     Decision,
+    Kind,
     RequestView,
     decide_cached,
     is_preflight,
@@ -217,6 +220,8 @@ class ProxyApp:
         self.attempted_files: tuple[str, ...] = ()  # named by the last reload (--watch)
         # Metrics cost CPU on every request: kept only when an admin listener can serve them.
         self.metrics: Metrics | None = metrics or (Metrics() if config.admin else None)
+        # The console's latest refusals: kept only when an admin listener can show them.
+        self.refusals: RefusalRing | None = RefusalRing() if config.admin else None
         self.session: aiohttp.ClientSession | None = None  # for WebSockets
         self.upstreams: UpstreamClient | None = None
         self.websockets: set[web.WebSocketResponse] = set()
@@ -423,6 +428,11 @@ class ProxyApp:
         exchange.verdict = decision.verdict
         exchange.reason = decision.reason
         exchange.kind = decision.kind.value
+        if not decision.allowed and decision.kind is not Kind.NONE and self.refusals is not None:
+            # Refused, or would be in report-only mode: one ring update, refusals only.
+            self.refusals.record(
+                exchange.origin, route.name, decision.reasons, exchange.verdict, exchange.kind
+            )
         if decision.action is Action.PREFLIGHT:
             return _bodiless(decision.status, decision, [])  # a whole response: one write
         if decision.action is not Action.FORWARD:  # refused (403) or malformed (400) here
@@ -525,9 +535,11 @@ async def serve(
     stop: asyncio.Event | None = None,
     signals: bool = True,
     watch: bool = False,
+    explainer: Explainer | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT (or `stop`), reloading on SIGHUP (and, with `watch`, when
-    the files the configuration names change)."""
+    the files the configuration names change). `explainer`: `explain` for the admin
+    console's form (made by the command layer)."""
     app = ProxyApp(config, loader)
     await app.start()
     server = HandlerClassServer(
@@ -557,9 +569,10 @@ async def serve(
     try:
         await site.start()
         if config.admin is not None:
-            assert app.metrics is not None  # created with the admin listener
+            assert app.metrics is not None and app.refusals is not None  # made with admin
+            console = Console(lambda: app.config, app.refusals, explainer)
             admin_runner = web.AppRunner(
-                admin_app(app.metrics, lambda: app.draining), access_log=None
+                admin_app(app.metrics, lambda: app.draining, console), access_log=None
             )
             await admin_runner.setup()
             admin = config.admin.listen

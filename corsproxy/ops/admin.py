@@ -1,4 +1,5 @@
-"""The admin listener (/healthz, /readyz, /metrics) and the Prometheus metrics.
+"""The admin listener (/healthz, /readyz, /metrics, and the console: ops/console.py) and
+the Prometheus metrics.
 
 Label values are bounded: routes come from the config, methods outside the standard set
 become OTHER, and reason codes lose their detail (`header_not_allowed:x-foo` is counted as
@@ -28,6 +29,7 @@ from prometheus_client import (
 from prometheus_client import multiprocess as prometheus_multiprocess
 
 from corsproxy import __version__
+from corsproxy.ops.console import Console
 from corsproxy.policy.cors import Reason
 from corsproxy.policy.http_grammar import STANDARD_METHODS
 
@@ -121,7 +123,9 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def admin_app(metrics: Metrics, draining: Callable[[], bool]) -> web.Application:
+def admin_app(
+    metrics: Metrics, draining: Callable[[], bool], console: Console | None = None
+) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
@@ -138,4 +142,6 @@ def admin_app(metrics: Metrics, draining: Callable[[], bool]) -> web.Application
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
+    if console is not None:
+        console.add_routes(app.router)
     return app

@@ -1,0 +1,39 @@
+"""`corsproxy suggest FILE`: the tightest allow-lists that would have allowed what the front
+ends sent, from a JSON access log (ops/suggest.py does the folding)."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+import click
+
+from corsproxy.ops.suggest import LogStats, observations_from_log, render_yaml, suggest
+
+
+@click.command("suggest")
+@click.argument(
+    "log_file", metavar="FILE", type=click.File("r", encoding="utf-8", errors="replace")
+)
+def suggest_command(log_file: TextIO) -> None:
+    """Suggest cors: blocks per route from a JSON access log (FILE, or - for stdin).
+
+    Reads the access lines of `serve --log-format json` (other lines are skipped) and prints,
+    as YAML, one cors: block per route: the origins, methods and headers that requests with
+    an Origin used, so that they all would have been allowed. Malformed origins and null are
+    never suggested; they are listed as comments. Review before use: a refused origin may be
+    a stranger's. Exit 2 when the file cannot be read.
+    """
+    stats = LogStats()
+    name = "standard input" if log_file.name == "<stdin>" else log_file.name
+    try:
+        routes = suggest(observations_from_log(log_file, stats))
+    except OSError as exc:
+        click.echo(f"corsproxy suggest: cannot read {name}: {exc.strerror or exc}", err=True)
+        sys.exit(2)
+    header = [
+        "corsproxy suggest: the tightest allow-lists that would have allowed what was seen",
+        f"(from {name}: {stats.lines} line(s), {stats.used} request(s) with an Origin on a "
+        f"route, {stats.skipped} line(s) not access lines)",
+    ]
+    click.echo(render_yaml(routes, header), nl=False)

@@ -1,0 +1,501 @@
+"""The CORS console on the admin listener and `corsproxy suggest`.
+
+Unit tests of the ring of refusals and of the suggestion; then a real `corsproxy serve`
+process: the page and its JSON API, refusals and would-refuse answers appearing, the
+ring's bounds under a spray of origins, read-only, and never on the main listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from multidict import MultiDict
+
+from corsproxy.ops import refusals as ring_module
+from corsproxy.ops.console import CSP, parse_explain_query
+from corsproxy.ops.refusals import MAX_ORIGIN_CHARS, RefusalRing
+from corsproxy.ops.suggest import (
+    Base,
+    LogStats,
+    Observation,
+    observations_from_log,
+    render_yaml,
+    suggest,
+)
+from corsproxy.policy.cors import Reason, ReasonCode
+from tests.net import ROOT, Recorder, free_port, start_cli
+
+APP = "https://app.example"
+HOSTILE = 'https://x.example"><img src=x onerror=window.__pwned=1>'
+
+# --- the ring ------------------------------------------------------------------------
+
+
+def test_ring_dedupes_by_origin_route_and_reasons() -> None:
+    ring = RefusalRing(size=10)
+    reasons = (Reason(ReasonCode.ORIGIN_NOT_ALLOWED),)
+    for _ in range(3):
+        ring.record("https://a.example", "api", reasons, "refused", "actual")
+    ring.record("https://a.example", "other", reasons, "would_refuse", "actual")
+    ring.record("https://b.example", "api", reasons, "refused", "actual")
+    entries = ring.latest()
+    assert [(e.origin, e.route, e.count) for e in entries] == [
+        ("https://b.example", "api", 1),
+        ("https://a.example", "other", 1),
+        ("https://a.example", "api", 3),
+    ]
+    assert entries[1].verdict == "would_refuse"
+    assert ring.total == 5 and ring.evicted == 0
+    # Seen again: it becomes the latest.
+    ring.record("https://a.example", "api", reasons, "refused", "actual")
+    assert ring.latest()[0].count == 4
+
+
+def test_ring_is_bounded_in_entries_origin_length_and_reasons() -> None:
+    ring = RefusalRing(size=50)
+    for i in range(10_000):
+        ring.record(f"https://{i}.{'x' * 5000}.example", "api", ("origin_not_allowed",), "r", "a")
+    assert len(ring) == 50 and ring.total == 10_000 and ring.evicted == 9_950
+    latest = ring.latest()
+    assert all(len(e.origin) <= MAX_ORIGIN_CHARS + 1 and e.truncated for e in latest)
+    assert latest[0].origin.startswith("https://9999.")  # the least recently seen went
+    many = [f"header_not_allowed:{'h' * 1000}{i}" for i in range(100)]
+    ring.record(APP, "api", many, "refused", "preflight")
+    kept = ring.latest()[0].reasons
+    assert len(kept) == ring_module.MAX_REASONS + 1  # and a line saying how many more
+    assert all(len(r) <= ring_module.MAX_REASON_CHARS + 1 for r in kept[:-1])
+    assert kept[-1] == "and 92 more"
+
+
+# --- the suggestion --------------------------------------------------------------------
+
+
+def test_suggest_is_the_tightest_list_that_allows_what_was_seen() -> None:
+    seen = [
+        Observation("api", APP, method="GET"),
+        Observation("api", APP, request_method="PUT", request_headers=("x-token",)),
+        Observation("api", "https://other.example:8443", refused=True, method="DELETE"),
+        Observation("api", "HTTPS://Upper.Example:443", method="GET"),  # serialized form
+        Observation("api", "https://x.example/", refused=True),  # malformed: a trailing slash
+        Observation("api", "null", refused=True),
+        Observation("api", APP, request_method="get", request_headers=("content-type",)),
+        Observation("api", APP, request_method="TRACE"),
+        Observation("web", "https://web.example", refused=True, reasons=("origin_not_allowed",)),
+    ]
+    [api, web] = suggest(seen)
+    assert api.allow_origins() == [
+        APP,
+        "https://other.example:8443",
+        "https://upper.example",
+    ]
+    # Safelisted methods and headers never need listing; TRACE is never allowed.
+    assert api.allow_methods() == ["DELETE", "PUT"]
+    assert api.allow_headers() == ["x-token"]
+    assert sorted(api.not_suggested) == ["https://x.example/", "null"]
+    assert api.requests == 8 and api.refusals == 3
+    assert web.allow_origins() == ["https://web.example"] and web.allow_methods() == []
+
+
+def test_suggest_on_a_base_adds_what_refusals_needed() -> None:
+    base = Base(origins=(APP,), methods=("GET", "HEAD", "POST"), headers=("x-a",))
+    seen = [
+        Observation("api", "https://new.example", refused=True, reasons=("origin_not_allowed",)),
+        Observation(
+            "api",
+            APP,
+            refused=True,
+            reasons=("method_not_allowed:PATCH", "header_not_allowed:x-b"),
+        ),
+    ]
+    [api] = suggest(seen, {"api": base})
+    assert api.allow_origins() == [APP, "https://new.example"]
+    assert api.allow_methods() == ["GET", "HEAD", "POST", "PATCH"]
+    assert api.allow_headers() == ["x-a", "x-b"]
+    # Any origin allowed already: nothing to add.
+    [star] = suggest(seen, {"api": Base(origins=("*",), any_origin=True)})
+    assert star.allow_origins() == ["*"]
+
+
+def test_the_yaml_is_valid_and_escapes_what_clients_chose() -> None:
+    seen = [
+        Observation("api", APP, request_method="PUT"),
+        Observation("api", HOSTILE + "\nroutes: []", refused=True),
+        Observation("a\nb: c", "https://z.example"),
+    ]
+    text = render_yaml(suggest(seen), ["header"])
+    documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    assert {"cors": {"allow_origins": [APP], "allow_methods": ["PUT"]}} in documents
+    assert {"cors": {"allow_origins": ["https://z.example"]}} in documents
+    assert len(documents) == 2  # the hostile origin and route name stay in comments
+    assert "\nroutes: []" not in text and "\nb: c" not in text
+    assert '"https://x.example\\"><img src=x onerror=window.__pwned=1>\\nroutes: []"' in text
+
+
+def test_observations_from_a_json_log_tolerate_other_lines() -> None:
+    lines = [
+        "not json",
+        json.dumps({"message": "corsproxy listening on http://127.0.0.1:1"}),
+        json.dumps({"route": "api", "origin": "", "cors": "none", "method": "GET"}),
+        json.dumps({"route": "api", "origin": APP, "cors": "allowed", "method": "PUT"}),
+        json.dumps(
+            {
+                "route": "api",
+                "origin": APP,
+                "cors": "allowed",
+                "method": "OPTIONS",
+                "request_method": "PATCH",
+                "request_headers": "X-A, x-b",
+            }
+        ),
+        json.dumps(
+            {
+                "route": "api",
+                "origin": APP,
+                "cors": "refused",
+                "method": "OPTIONS",
+                "reason": "method_not_allowed:DELETE",
+            }
+        ),
+        json.dumps({"route": "api", "origin": APP, "cors": "allowed", "request_headers": ["x-c"]}),
+        "x" * 100_000,
+    ]
+    stats = LogStats()
+    [api] = suggest(observations_from_log(lines, stats))
+    assert api.allow_methods() == ["DELETE", "PATCH", "PUT"]
+    assert api.allow_headers() == ["x-a", "x-b", "x-c"]
+    assert (stats.lines, stats.used, stats.skipped) == (8, 4, 3)
+
+
+def test_explain_query_is_checked_and_bounded() -> None:
+    ok = parse_explain_query(
+        MultiDict(origin=APP, method="PUT", path="x", header="X-A: 1\nX-B", credentials="1")
+    )
+    assert not isinstance(ok, str)
+    assert ok.path == "/x" and ok.headers == (("X-A", "1"), ("X-B", "")) and ok.credentials
+    assert isinstance(parse_explain_query(MultiDict(method="GET")), str)
+    assert isinstance(parse_explain_query(MultiDict(origin=APP, method="P UT")), str)
+    assert isinstance(parse_explain_query(MultiDict(origin="x" * 5000)), str)
+    assert isinstance(parse_explain_query(MultiDict(origin=APP, header="bad name: 1")), str)
+    lines = "\n".join(f"X-{i}: 1" for i in range(100))
+    assert isinstance(parse_explain_query(MultiDict(origin=APP, header=lines)), str)
+
+
+# --- a real process ---------------------------------------------------------------------
+
+
+CONFIG = """
+listen: 127.0.0.1:{listen}
+upstream: {upstream}
+admin: {{listen: 127.0.0.1:{admin}}}
+cors:
+  allow_origins: ["{app}"]
+  allow_methods: [GET, PUT]
+  on_disallowed: reject
+routes:
+  - path_prefix: /report
+    name: report
+    cors: {{allow_origins: ["{app}"], mode: report-only}}
+"""
+
+
+class Proxy:
+    def __init__(self, config: Path, *extra: str) -> None:
+        self.config = config
+        self.admin_port = int(yaml.safe_load(config.read_text())["admin"]["listen"].split(":")[1])
+        self.proc, self.url = start_cli("--config", str(config), *extra)
+        self.admin = f"http://127.0.0.1:{self.admin_port}"
+
+    def stop(self) -> str:
+        self.proc.send_signal(signal.SIGTERM)
+        _, err = self.proc.communicate(timeout=15)
+        return err
+
+
+@pytest.fixture
+def proxy(tmp_path: Path, recorder: Recorder) -> Iterator[Proxy]:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        CONFIG.format(listen=free_port(), upstream=recorder.url, admin=free_port(), app=APP)
+    )
+    running = Proxy(config)
+    yield running
+    running.stop()
+
+
+async def _get_json(client: aiohttp.ClientSession, url: str) -> Any:
+    async with client.get(url) as r:
+        assert r.status == 200, await r.text()
+        assert r.content_type == "application/json"
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+        return await r.json()
+
+
+async def test_the_page_and_its_files_are_served_with_a_strict_policy(proxy: Proxy) -> None:
+    async with aiohttp.ClientSession() as client:
+        async with client.get(f"{proxy.admin}/") as r:
+            assert r.status == 200 and r.content_type == "text/html"
+            page = await r.text()
+            csp = r.headers["Content-Security-Policy"]
+            assert "default-src 'self'" in csp and "unsafe" not in csp and csp == CSP
+            assert r.headers["X-Content-Type-Options"] == "nosniff"
+        assert '<script src="/console/app.js"' in page
+        assert "<script>" not in page and " on" + "submit=" not in page  # no inline script
+        for path, kind in (("/console/app.js", "text/javascript"), ("/console/console.css",
+                                                                    "text/css")):  # fmt: skip
+            async with client.get(f"{proxy.admin}{path}") as r:
+                assert r.status == 200 and r.content_type == kind
+                assert r.headers["Content-Security-Policy"] == CSP
+        script = (ROOT / "corsproxy/ops/console_static/app.js").read_text()
+        assert "innerHTML" not in script and "insertAdjacentHTML" not in script
+        async with client.get(f"{proxy.admin}/console/nothing") as r:
+            assert r.status == 404
+
+
+async def test_the_console_is_read_only(proxy: Proxy) -> None:
+    async with aiohttp.ClientSession() as client:
+        for path in ("/", "/console/api/policy", "/console/api/refusals", "/console/api/explain"):
+            for method in ("POST", "PUT", "DELETE", "PATCH"):
+                async with client.request(method, f"{proxy.admin}{path}") as r:
+                    assert r.status == 405, (method, path)
+
+
+async def test_the_console_is_not_served_on_the_main_listener(
+    proxy: Proxy, recorder: Recorder
+) -> None:
+    async with aiohttp.ClientSession() as client:
+        async with client.get(f"{proxy.url}/console/api/policy") as r:
+            assert "routes" not in await r.text()  # the upstream's answer
+        async with client.get(f"{proxy.url}/") as r:
+            assert "corsproxy console" not in await r.text()
+    assert [s["raw_path"] for s in recorder.seen] == ["/console/api/policy", "/"]
+
+
+async def test_policy_shows_every_route_and_follows_a_reload(proxy: Proxy) -> None:
+    async with aiohttp.ClientSession() as client:
+        data = await _get_json(client, f"{proxy.admin}/console/api/policy")
+        routes = {r["name"]: r for r in data["routes"]}
+        assert set(routes) == {"report", "default"}
+        assert routes["default"]["cors"]["allow_origins"] == [APP]
+        assert routes["default"]["cors"]["allow_methods"] == ["GET", "PUT"]
+        assert routes["report"]["cors"]["mode"] == "report-only"
+        assert routes["report"]["path_prefix"] == "/report"
+        assert data["source"] == str(proxy.config) and data["pid"] == proxy.proc.pid
+        proxy.config.write_text(proxy.config.read_text().replace("[GET, PUT]", "[GET, PATCH]"))
+        proxy.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            data = await _get_json(client, f"{proxy.admin}/console/api/policy")
+            methods = next(r for r in data["routes"] if r["name"] == "default")["cors"]
+            if methods["allow_methods"] == ["GET", "PATCH"]:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"the reload never showed: {data}")
+
+
+async def test_refusals_and_would_refuse_answers_appear(proxy: Proxy) -> None:
+    async with aiohttp.ClientSession() as client:
+        data = await _get_json(client, f"{proxy.admin}/console/api/refusals")
+        assert data["entries"] == [] and data["capacity"] == ring_module.MAX_ENTRIES
+        await (await client.get(f"{proxy.url}/x", headers={"Origin": APP})).read()  # allowed
+        for _ in range(3):
+            async with client.get(
+                f"{proxy.url}/x", headers={"Origin": "https://evil.example"}
+            ) as r:
+                assert r.status == 403
+        preflight = {"Origin": APP, "Access-Control-Request-Method": "DELETE",
+                     "Access-Control-Request-Headers": "x-token"}  # fmt: skip
+        async with client.options(f"{proxy.url}/x", headers=preflight) as r:
+            assert r.status == 403
+        async with client.get(f"{proxy.url}/report/y", headers={"Origin": HOSTILE}) as r:
+            assert r.status == 200  # report-only: forwarded as it came
+        async with client.get(f"{proxy.url}/x", headers={"Origin": "https://x.example/"}) as r:
+            assert r.status == 403  # a malformed origin
+        data = await _get_json(client, f"{proxy.admin}/console/api/refusals")
+        seen = {(e["origin"], e["route"], tuple(e["reasons"])): e for e in data["entries"]}
+        assert seen[("https://evil.example", "default", ("origin_not_allowed",))]["count"] == 3
+        assert seen[("https://evil.example", "default", ("origin_not_allowed",))]["kind"] == (
+            "actual"
+        )
+        entry = seen[(APP, "default", ("method_not_allowed:DELETE", "header_not_allowed:x-token"))]
+        assert entry["kind"] == "preflight" and entry["verdict"] == "refused"
+        assert seen[(HOSTILE, "report", ("origin_not_allowed",))]["verdict"] == "would_refuse"
+        assert seen[("https://x.example/", "default", ("origin_not_allowed",))]["malformed"]
+        assert seen[(HOSTILE, "report", ("origin_not_allowed",))]["malformed"]
+        assert not seen[("https://evil.example", "default", ("origin_not_allowed",))]["malformed"]
+        assert data["total"] == 6 and len(seen) == 4  # the allowed request is not recorded
+
+        suggestion = await _get_json(client, f"{proxy.admin}/console/api/suggest")
+        routes = {r["route"]: r for r in suggestion["routes"]}
+        assert routes["default"]["allow_origins"] == [APP, "https://evil.example"]
+        assert routes["default"]["allow_methods"] == ["GET", "PUT", "DELETE"]
+        assert routes["default"]["allow_headers"] == ["x-token"]
+        assert routes["default"]["not_suggested"] == ["https://x.example/"]
+        assert routes["report"]["allow_origins"] == [APP] and HOSTILE in str(routes["report"])
+        docs = [d for d in yaml.safe_load_all(suggestion["yaml"]) if d]
+        assert {"cors": {"allow_origins": [APP, "https://evil.example"],
+                         "allow_methods": ["GET", "PUT", "DELETE"],
+                         "allow_headers": ["x-token"]}} in docs  # fmt: skip
+
+
+async def test_the_ring_stays_bounded_under_ten_thousand_origins(proxy: Proxy) -> None:
+    connector = aiohttp.TCPConnector(limit=8)
+    async with aiohttp.ClientSession(connector=connector) as client:
+
+        async def spray(start: int) -> None:
+            for i in range(start, 10_000, 8):
+                origin = f"https://{i}-{'a' * 60}.{'b' * 60}.{'c' * 60}.{'d' * 60}.{'e' * 60}.x"
+                async with client.get(f"{proxy.url}/x", headers={"Origin": origin}) as r:
+                    assert r.status == 403
+
+        await asyncio.wait_for(asyncio.gather(*(spray(s) for s in range(8))), 240)
+        data = await _get_json(client, f"{proxy.admin}/console/api/refusals")
+    assert data["total"] == 10_000
+    assert len(data["entries"]) == ring_module.MAX_ENTRIES
+    assert data["evicted"] == 10_000 - ring_module.MAX_ENTRIES
+    assert all(len(e["origin"]) <= MAX_ORIGIN_CHARS + 1 for e in data["entries"])
+    assert all(e["truncated"] for e in data["entries"])
+
+
+async def test_the_form_explains_as_corsproxy_explain_does(proxy: Proxy) -> None:
+    query = {"origin": "https://evil.example", "method": "PUT", "path": "/x",
+             "header": "X-Token: 1"}  # fmt: skip
+    async with aiohttp.ClientSession() as client:
+        data = await _get_json(client, f"{proxy.admin}/console/api/explain?" + _qs(query))
+        async with client.get(f"{proxy.admin}/console/api/explain?origin=") as r:
+            assert r.status == 400 and "origin is required" in (await r.json())["error"]
+    cli = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "corsproxy", "explain", "--config", str(proxy.config),
+         "--origin", "https://evil.example", "-X", "PUT", "--path", "/x", "-H", "X-Token: 1"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert cli.returncode == 1, cli.stderr
+    assert data["verdict"] == "blocked" and data["reason"] == "origin_not_allowed"
+    assert data["text"] == cli.stdout
+    json_cli = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "corsproxy", "explain", "--config", str(proxy.config),
+         "--origin", "https://evil.example", "-X", "PUT", "--path", "/x", "-H", "X-Token: 1",
+         "--format", "json"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert {k: v for k, v in data.items() if k != "text"} == json.loads(json_cli.stdout)
+
+
+def _qs(query: dict[str, str]) -> str:
+    from urllib.parse import urlencode
+
+    return urlencode(query)
+
+
+# --- corsproxy suggest -------------------------------------------------------------------
+
+
+def _access(route: str, origin: str, cors: str, method: str = "GET", **extra: Any) -> str:
+    return json.dumps(
+        {"time": "2026-01-01T00:00:00.000Z", "level": "info", "logger": "corsproxy.access",
+         "message": f"{method} /x 200", "method": method, "route": route, "origin": origin,
+         "cors": cors, "reason": "", **extra}
+    )  # fmt: skip
+
+
+SAMPLE_LOG = "\n".join(
+    [
+        json.dumps({"level": "info", "message": "corsproxy listening on http://127.0.0.1:8080"}),
+        _access("default", APP, "allowed"),
+        _access(
+            "default",
+            APP,
+            "allowed",
+            "OPTIONS",
+            request_method="PUT",
+            request_headers="authorization,x-request-id",
+        ),
+        _access("default", "https://admin.example", "refused", reason="origin_not_allowed"),
+        _access("default", "https://bad.example/", "refused"),
+        _access("/api", "http://localhost:3000", "would_refuse", "DELETE"),
+        _access("/api", "", "none"),
+        "garbage",
+    ]
+)
+
+
+def _suggest(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "corsproxy", "suggest", *args],
+        input=stdin, capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+
+
+def test_suggest_prints_cors_blocks_from_a_log_file(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    log.write_text(SAMPLE_LOG)
+    result = _suggest(str(log))
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    assert docs == [
+        {"cors": {"allow_origins": ["http://localhost:3000"], "allow_methods": ["DELETE"]}},
+        {
+            "cors": {
+                "allow_origins": ["https://admin.example", APP],
+                "allow_methods": ["PUT"],
+                "allow_headers": ["authorization", "x-request-id"],
+            }
+        },
+    ]
+    assert "5 request(s) with an Origin on a route" in result.stdout
+    assert '#   "https://bad.example/"' in result.stdout  # listed, never suggested
+    # Each block is a cors: block corsproxy accepts.
+    for doc in docs:
+        config = tmp_path / "suggested.yaml"
+        config.write_text(yaml.safe_dump({"upstream": "http://127.0.0.1:1", **doc}))
+        check = subprocess.run(
+            [sys.executable, "-m", "corsproxy", "check", "--strict", "--config", str(config)],
+            capture_output=True, text=True, timeout=60, cwd=ROOT,
+        )  # fmt: skip
+        assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_suggest_reads_standard_input_and_says_when_a_file_is_missing(tmp_path: Path) -> None:
+    from_stdin = _suggest("-", stdin=SAMPLE_LOG)
+    assert from_stdin.returncode == 0, from_stdin.stderr
+    assert "from standard input" in from_stdin.stdout
+    assert from_stdin.stdout.split("\n", 2)[2] == _suggest_file(tmp_path).split("\n", 2)[2]
+    missing = _suggest(str(tmp_path / "nope.log"))
+    assert missing.returncode == 2 and "nope.log" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def _suggest_file(tmp_path: Path) -> str:
+    log = tmp_path / "again.log"
+    log.write_text(SAMPLE_LOG)
+    return _suggest(str(log)).stdout
+
+
+# --- packaging ---------------------------------------------------------------------------
+
+
+def test_the_wheel_ships_the_console_files(tmp_path: Path) -> None:
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path), str(ROOT)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stdout + build.stderr
+    [wheel] = tmp_path.glob("corsproxy-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in ("index.html", "app.js", "console.css", "favicon.svg"):
+        assert f"corsproxy/ops/console_static/{name}" in names
