@@ -452,7 +452,14 @@ Stop with Ctrl-C.
     "--url",
     help="The URL to probe (default: /healthz on CORSPROXY_ADMIN_LISTEN, else 127.0.0.1:9901).",
 )
-@click.option("--timeout", type=float, default=2.0, show_default=True, help="Seconds.")
+@click.option(
+    "--timeout",
+    cls=SourceOption,
+    type=Duration(),
+    default=2.0,
+    show_default=True,
+    help="How long to wait (seconds, or 500ms, 2s).",
+)
 @click.option(
     "--ca-file",
     envvar="CORSPROXY_HEALTHCHECK_CA_FILE",
@@ -474,9 +481,7 @@ def healthcheck(url: str | None, timeout: float, ca_file: str | None) -> None:
             click.echo(f"unhealthy: cannot load --ca-file '{ca_file}': {exc}", err=True)
             sys.exit(1)
     if url is None:
-        host, _, port = os.environ.get("CORSPROXY_ADMIN_LISTEN", "127.0.0.1:9901").rpartition(":")
-        host = "127.0.0.1" if host in ("", "0.0.0.0") else host  # noqa: S104 - a wildcard bind
-        host = "[::1]" if host == "[::]" else host
+        host, port = sources.admin_probe_address()
         url = f"{'https' if context else 'http'}://{host}:{port}/healthz"
         if context is not None:
             context.check_hostname = False  # the chain is verified; the name is the public one

@@ -10,6 +10,8 @@ naming the flag or the variable too.
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,10 +20,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from corsproxy.config import Override
+from corsproxy.config import Override, parse_listen
 from corsproxy.config.spec import SpecError, parse_duration
 
 DEFAULT_CONFIG = "/etc/corsproxy/config.yaml"
+ADMIN_LISTEN_ENV = "CORSPROXY_ADMIN_LISTEN"
 # `serve --demo` starts its upstream on a port known only then; elsewhere this stands in.
 DEMO_PLACEHOLDER_UPSTREAM = "http://127.0.0.1:1"
 
@@ -268,3 +271,22 @@ def checked_overrides(ctx: click.Context) -> list[Override]:
         else [Override(("upstream",), DEMO_PLACEHOLDER_UPSTREAM, "--demo")]
     )
     return [*upstream, *demo_policy(given), *given]
+
+
+def admin_probe_address() -> tuple[str, int]:
+    """Where `healthcheck` finds the admin listener by default: CORSPROXY_ADMIN_LISTEN in
+    any form `admin.listen` takes (`:9901`, `9901`, `[::]:9901`), a wildcard probed on
+    loopback. A value that is no address is a usage error naming the variable."""
+    value = os.environ.get(ADMIN_LISTEN_ENV) or "127.0.0.1:9901"
+    try:
+        listen = parse_listen(value)
+    except SpecError as exc:
+        hint = f" ({exc.hint})" if exc.hint else ""
+        raise click.UsageError(f"{ADMIN_LISTEN_ENV}: {exc.message}{hint}") from None
+    if listen.host == "0.0.0.0":  # noqa: S104 - a wildcard bind, probed on loopback
+        return "127.0.0.1", listen.port
+    if ":" in listen.host:
+        return (
+            "[::1]" if ipaddress.ip_address(listen.host).is_unspecified else f"[{listen.host}]"
+        ), listen.port
+    return listen.host, listen.port
