@@ -495,6 +495,44 @@ def healthcheck(url: str | None, timeout: float, ca_file: str | None) -> None:
     sys.exit(0 if healthy else 1)
 
 
+@cli.command("config")
+@policy_sources()
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["yaml", "json"]),
+    default="yaml",
+    show_default=True,
+)
+@click.pass_context
+def config_command(ctx: click.Context, /, output_format: str, **_sources: Any) -> None:
+    """Print the effective configuration (as nginx -T, caddy adapt).
+
+    The default policy and every route with its effective values, after defaults,
+    inheritance, ${VAR} expansion, flags and variables (the same sources as serve). The
+    output is itself a config that loads to the same policy. Exit 2 for a bad configuration.
+    """
+    from corsproxy.config.effective import effective_document, render
+
+    config_path = sources.config_path(ctx)
+    overrides = sources.checked_overrides(ctx)
+    _load(config_path, overrides=overrides)  # every problem on stderr, exit 2
+    try:
+        text = read_config_text(config_path) if config_path is not None else None
+        document = effective_document(text, config_path or "command line", None, overrides)
+    except ConfigError as exc:  # the file changed in between
+        for line in shown(exc.diagnostics):
+            click.echo(line, err=True)
+        sys.exit(EXIT_CONFIG)
+    if ctx.params.get("demo") and document.get("upstream") == DEMO_PLACEHOLDER_UPSTREAM:
+        click.echo(
+            f"corsproxy config: --demo: serve --demo starts its upstream on a free port; "
+            f"shown as {DEMO_PLACEHOLDER_UPSTREAM}",
+            err=True,
+        )
+    click.echo(render(document, output_format), nl=False)
+
+
 @cli.command()
 def schema() -> None:
     """Print the JSON Schema of the configuration (for editors)."""
