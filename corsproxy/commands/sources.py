@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from corsproxy.config import Override, parse_listen
 from corsproxy.config.spec import SpecError, parse_duration
@@ -90,6 +91,13 @@ class Duration(_SecondsType):
         return "DURATION"
 
 
+class _Text(click.types.StringParamType):
+    """A list flag's value; its variable splits at commas only (click's default splits at
+    whitespace: `CORSPROXY_ALLOW_METHODS="GE T"` would pass as two methods)."""
+
+    envvar_list_splitter = ","
+
+
 def _split_commas(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str]:
     """A repeated flag, each value (and the variable) also a comma list."""
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
@@ -125,6 +133,7 @@ class Source:
                 self.flag,
                 self.param,
                 multiple=True,
+                type=_Text(),
                 callback=_split_commas,
                 metavar=self.metavar,
                 **common,
@@ -238,9 +247,10 @@ def overrides(ctx: click.Context) -> list[Override]:
         if source.param not in ctx.params:
             continue
         value = ctx.params[source.param]
-        if value is None or value == []:
-            continue
-        from_env = ctx.get_parameter_source(source.param) is click.core.ParameterSource.ENVIRONMENT
+        given = ctx.get_parameter_source(source.param)
+        if value is None or given not in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            continue  # an empty list given (`CORSPROXY_ALLOW_METHODS=,`) gets the file's checks
+        from_env = given is ParameterSource.ENVIRONMENT
         found.append(Override(source.path, value, source.envvar if from_env else source.flag))
     return found
 
