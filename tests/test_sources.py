@@ -752,11 +752,10 @@ _policy_keys = st.fixed_dictionaries(
         "mode": st.sampled_from(["enforce", "report-only"]),
     },
 )
-_cors = st.one_of(st.just(False), _policy_keys)
+_cors = st.one_of(st.just(False), _policy_keys, _policy_keys, _policy_keys)
 _route_doc = st.fixed_dictionaries(
-    {},
+    {"cors": st.one_of(st.none(), _cors)},  # None: not written (dropped below)
     optional={
-        "cors": _cors,
         "preserve_host": st.booleans(),
         "strip_prefix": st.booleans(),
         "upstream": st.sampled_from(["http://b:2", "https://c/base"]),
@@ -766,11 +765,13 @@ _route_doc = st.fixed_dictionaries(
     },
 )
 _documents = st.fixed_dictionaries(
-    {"upstream": st.just("http://a:1")},
+    {
+        "upstream": st.just("http://a:1"),
+        "cors": st.one_of(st.none(), _cors),
+        "routes": st.lists(_route_doc, min_size=1, max_size=3),
+    },
     optional={
-        "cors": _cors,
         "preserve_host": st.booleans(),
-        "routes": st.lists(_route_doc, max_size=3),
         "limits": st.fixed_dictionaries(
             {}, optional={"request_buffer": st.sampled_from(["1kb", "2KiB", 4096])}
         ),
@@ -778,12 +779,20 @@ _documents = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(document=_documents)
 def test_config_round_trip_for_random_policies(document: dict[str, Any]) -> None:
-    for i, route in enumerate(document.get("routes", [])):
+    for i, route in enumerate(document["routes"]):
         route["path_prefix"] = f"/r{i}"
-    text = json.dumps(document)
+    text = json.dumps(_without_none(document))
     try:
         original = parse_config(text, "c.yaml", {})
     except ConfigError:
