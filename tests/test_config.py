@@ -246,9 +246,9 @@ ERRORS = [
         "bad-size",
         """\
         upstream: http://u:1
-        limits: {max_body_size: 10 mb}
+        limits: {max_body_size: 10 megs}
         """,
-        "cfg.yaml:2: limits.max_body_size: '10 mb' is not a size (bytes as a number, or a "
+        "cfg.yaml:2: limits.max_body_size: '10 megs' is not a size (bytes as a number, or a "
         "string like 512KiB, 10MiB, 1GB)",
     ),
     (
@@ -377,10 +377,10 @@ ERRORS = [
         "bad-listen",
         """\
         upstream: http://u:1
-        listen: "8080"
+        listen: "localhost"
         """,
-        "cfg.yaml:2: listen: '8080' is not HOST:PORT (write HOST:PORT, e.g. '0.0.0.0:8080' "
-        "or '[::1]:8080')",
+        "cfg.yaml:2: listen: 'localhost' is not HOST:PORT (write HOST:PORT, e.g. '0.0.0.0:8080' "
+        "or '[::1]:8080', or :PORT for all interfaces)",
     ),
     (
         "forbidden-method",

@@ -14,8 +14,16 @@ from typing import Any, TypeVar
 import click
 
 from corsproxy import __version__
+from corsproxy.commands import sources
 from corsproxy.commands.explain import explain, render_text, websocket_url
 from corsproxy.commands.probe_url import check_probe_url
+from corsproxy.commands.sources import (
+    DEMO_PLACEHOLDER_UPSTREAM,
+    Duration,
+    SourceOption,
+    demo_policy,
+    policy_sources,
+)
 from corsproxy.commands.suggest import suggest_command
 from corsproxy.config import (
     Config,
@@ -32,18 +40,6 @@ from corsproxy.policy.http_grammar import TOKEN
 
 EXIT_BLOCKED = 1
 EXIT_CONFIG = 2
-DEFAULT_CONFIG = "/etc/corsproxy/config.yaml"
-
-config_option = click.option(
-    "--config",
-    "-c",
-    "config_path",
-    required=True,
-    envvar="CORSPROXY_CONFIG",
-    show_envvar=True,
-    type=click.Path(dir_okay=False),
-    help="The YAML configuration file.",
-)
 
 
 def _load(
@@ -81,7 +77,7 @@ def cli() -> None:
 
 
 @cli.command()
-@config_option
+@sources.config_option(required=True)
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
 def check(config_path: str, strict: bool) -> None:
     """Validate a configuration file (exit 0 when valid, 2 with the errors)."""
@@ -108,7 +104,7 @@ def _parse_header(
 
 
 @cli.command("explain")
-@config_option
+@policy_sources(listeners=False)
 @click.option("--origin", required=True, help="The page's origin, e.g. https://app.example.com.")
 @click.option("--method", "-X", default="GET", show_default=True, help="The fetch() method.")
 @click.option("--path", default="/", show_default=True, help="The path (and query) requested.")
@@ -143,8 +139,10 @@ def _parse_header(
     default="text",
     show_default=True,
 )
+@click.pass_context
 def explain_command(
-    config_path: str,
+    ctx: click.Context,
+    /,
     origin: str,
     method: str,
     path: str,
@@ -154,13 +152,16 @@ def explain_command(
     websocket: bool,
     proxy_origin: str,
     output_format: str,
+    **_sources: Any,
 ) -> None:
     """Walk through what a browser does with one cross-origin request.
 
-    Runs the proxy's own decision code. Exit 0 when the page could read the response,
-    1 when the browser would block it, 2 for a bad configuration.
+    Runs the proxy's own decision code. The policy comes from the same sources as serve's:
+    --config (optional), the policy flags and their variables, or --demo. Exit 0 when the
+    page could read the response, 1 when the browser would block it, 2 for a bad
+    configuration.
     """
-    config = _load(config_path)
+    config = _load_sources(ctx)
     url = websocket_url(path)
     if url is not None:  # the URL the page passes to new WebSocket()
         websocket = True
@@ -185,75 +186,14 @@ def explain_command(
     sys.exit(0 if result.allowed else EXIT_BLOCKED)
 
 
-# `serve` flags that override the file: parameter, flag, environment variable, config key.
-OVERRIDES = (
-    ("admin_listen", "--admin-listen", "CORSPROXY_ADMIN_LISTEN", ("admin", "listen")),
-    ("listen", "--listen", "CORSPROXY_LISTEN", ("listen",)),
-    ("upstream", "--upstream", "CORSPROXY_UPSTREAM", ("upstream",)),
-    ("allow_origins", "--allow-origin", "CORSPROXY_ALLOW_ORIGINS", ("cors", "allow_origins")),
-    (
-        "allow_credentials",
-        "--allow-credentials",
-        "CORSPROXY_ALLOW_CREDENTIALS",
-        ("cors", "allow_credentials"),
-    ),
-    ("watch", "--watch", "CORSPROXY_WATCH", ("watch",)),
-)
-
-
-def _overrides(ctx: click.Context) -> list[Override]:
-    """The given flags as config overrides, each named by where it came from (the flag or
-    its environment variable), so config messages point there."""
-    overrides: list[Override] = []
-    for param, flag, envvar, path in OVERRIDES:
-        value = ctx.params[param]
-        if value is None or value == []:
-            continue
-        from_env = ctx.get_parameter_source(param) is click.core.ParameterSource.ENVIRONMENT
-        overrides.append(Override(path, value, envvar if from_env else flag))
-    return overrides
-
-
-def _split_origins(
-    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
-) -> list[str]:
-    return [o.strip() for value in values for o in value.split(",") if o.strip()]
+def _load_sources(ctx: click.Context) -> Config:
+    """The configuration `explain` and `config` read: serve's sources (commands/sources.py),
+    with the demo policy over a placeholder upstream for --demo."""
+    return _load(sources.config_path(ctx), overrides=sources.checked_overrides(ctx))
 
 
 @cli.command()
-@click.option(
-    "--config",
-    "-c",
-    "config_path",
-    envvar="CORSPROXY_CONFIG",
-    show_envvar=True,
-    type=click.Path(dir_okay=False),
-    help="The YAML configuration file (optional: flags alone describe a one-route proxy).",
-)
-@click.option("--listen", envvar="CORSPROXY_LISTEN", show_envvar=True, help="HOST:PORT.")
-@click.option(
-    "--admin-listen",
-    envvar="CORSPROXY_ADMIN_LISTEN",
-    show_envvar=True,
-    help="HOST:PORT of /healthz, /readyz and /metrics.",
-)
-@click.option("--upstream", envvar="CORSPROXY_UPSTREAM", show_envvar=True, help="Upstream URL.")
-@click.option(
-    "--allow-origin",
-    "allow_origins",
-    multiple=True,
-    callback=_split_origins,
-    envvar="CORSPROXY_ALLOW_ORIGINS",
-    show_envvar=True,
-    help="An allowed origin (repeatable; the variable takes a comma list).",
-)
-@click.option(
-    "--allow-credentials/--no-allow-credentials",
-    default=None,
-    envvar="CORSPROXY_ALLOW_CREDENTIALS",
-    show_envvar=True,
-    help="Allow cookies and HTTP authentication.",
-)
+@policy_sources()
 @click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
@@ -270,21 +210,23 @@ def _split_origins(
 )
 @click.option(
     "--shutdown-timeout",
-    type=float,
+    cls=SourceOption,
+    type=Duration(zero_ok=True),
     default=30.0,
     show_default=True,
     envvar="CORSPROXY_SHUTDOWN_TIMEOUT",
     show_envvar=True,
-    help="Seconds to let requests in flight finish on SIGTERM.",
+    help="How long to let requests in flight finish on SIGTERM (seconds, or 30s, 2m).",
 )
 @click.option(
     "--drain-delay",
-    type=float,
+    cls=SourceOption,
+    type=Duration(zero_ok=True),
     default=0.0,
     show_default=True,
     envvar="CORSPROXY_DRAIN_DELAY",
     show_envvar=True,
-    help="On SIGTERM, answer /readyz 503 and keep serving this many seconds first.",
+    help="On SIGTERM, answer /readyz 503 and keep serving this long first (seconds, or 5s).",
 )
 @click.option(
     "--workers",
@@ -303,31 +245,18 @@ def _split_origins(
     show_envvar=True,
     help="Use uvloop's event loop when it is installed.",
 )
-@click.option(
-    "--watch/--no-watch",
-    default=None,
-    envvar="CORSPROXY_WATCH",
-    show_envvar=True,
-    help="Reload when the config file or a file it names changes (config key: watch).",
-)
-@click.option("--demo", is_flag=True, help="Run a built-in demo upstream behind a demo policy.")
 @click.pass_context
 def serve(
     ctx: click.Context,
-    config_path: str | None,
-    listen: str | None,
-    admin_listen: str | None,
-    upstream: str | None,
-    allow_origins: list[str],
-    allow_credentials: bool | None,
+    /,
     log_format: str | None,
     log_level: str,
     shutdown_timeout: float,
     drain_delay: float,
     workers: str,
     use_uvloop: bool,
-    watch: bool | None,
     demo: bool,
+    **_sources: Any,
 ) -> None:
     """Run the proxy. Flags override the file; each flag has an environment variable.
 
@@ -339,10 +268,9 @@ def serve(
     # Written by a thread; stopped (the queue written out) as the command ends, however.
     ctx.call_on_close(logs.configure(log_format, log_level).stop)
     _require_c_parser()
-    if config_path is None and Path(DEFAULT_CONFIG).is_file():
-        config_path = DEFAULT_CONFIG  # a mounted file, as in the container image
-    overrides = _overrides(ctx)
-    if demo and listen is None:
+    config_path = sources.config_path(ctx)  # else a mounted file, as in the container image
+    overrides = sources.overrides(ctx)
+    if demo and ctx.params["listen"] is None:
         overrides.append(Override(("listen",), "127.0.0.1:8080", "--demo"))
     from corsproxy.ops.workers import EXIT_MEMORY, SNAPSHOT_ENV, WORKER_ENV, supervise, worker_count
 
@@ -359,8 +287,8 @@ def serve(
     if demo:
         # The demo's upstream address is only known once it runs; check the rest now.
         demo_overrides = [
-            Override(("upstream",), "http://127.0.0.1:1", "--demo"),
-            *_demo_policy(allow_origins),
+            Override(("upstream",), DEMO_PLACEHOLDER_UPSTREAM, "--demo"),
+            *demo_policy(overrides),
         ]
         checked = [*overrides, *demo_overrides]
     loaded = _load(config_path, overrides=checked, document=document)
@@ -382,7 +310,6 @@ def serve(
         config_path,
         overrides,
         demo,
-        allow_origins,
         shutdown_timeout=shutdown_timeout,
         drain_delay=drain_delay,
         reuse_port=is_worker,
@@ -444,23 +371,10 @@ def _loop_runner(use_uvloop: bool) -> Callable[[Coroutine[Any, Any, _T]], _T]:
     return asyncio.run
 
 
-def _demo_policy(allow_origins: list[str]) -> list[Override]:
-    from corsproxy.commands.demo import DEMO_POLICY_ORIGINS
-
-    policy = [
-        Override(("cors", "allow_methods"), ["GET", "HEAD", "POST", "PUT", "DELETE"], "--demo"),
-        Override(("cors", "expose_headers"), ["X-Request-Id"], "--demo"),
-    ]
-    if not allow_origins:
-        policy.append(Override(("cors", "allow_origins"), DEMO_POLICY_ORIGINS, "--demo"))
-    return policy
-
-
 async def _serve(
     config_path: str | None,
     overrides: list[Override],
     demo: bool,
-    allow_origins: list[str],
     *,
     shutdown_timeout: float,
     drain_delay: float,
@@ -482,7 +396,7 @@ async def _serve(
         overrides = [
             *overrides,
             Override(("upstream",), demo_url, "--demo"),
-            *_demo_policy(allow_origins),
+            *demo_policy(overrides),
         ]
 
     def loader() -> Config:
@@ -544,7 +458,14 @@ Stop with Ctrl-C.
     callback=check_probe_url,
     help="The URL to probe (default: /healthz on CORSPROXY_ADMIN_LISTEN, else 127.0.0.1:9901).",
 )
-@click.option("--timeout", type=float, default=2.0, show_default=True, help="Seconds.")
+@click.option(
+    "--timeout",
+    cls=SourceOption,
+    type=Duration(),
+    default=2.0,
+    show_default=True,
+    help="How long to wait (seconds, or 500ms, 2s).",
+)
 @click.option(
     "--ca-file",
     envvar="CORSPROXY_HEALTHCHECK_CA_FILE",
@@ -566,9 +487,7 @@ def healthcheck(url: str | None, timeout: float, ca_file: str | None) -> None:
             click.echo(f"unhealthy: cannot load --ca-file '{ca_file}': {exc}", err=True)
             sys.exit(1)
     if url is None:
-        host, _, port = os.environ.get("CORSPROXY_ADMIN_LISTEN", "127.0.0.1:9901").rpartition(":")
-        host = "127.0.0.1" if host in ("", "0.0.0.0") else host  # noqa: S104 - a wildcard bind
-        host = "[::1]" if host == "[::]" else host
+        host, port = sources.admin_probe_address()
         url = f"{'https' if context else 'http'}://{host}:{port}/healthz"
         if context is not None:
             context.check_hostname = False  # the chain is verified; the name is the public one
@@ -580,6 +499,44 @@ def healthcheck(url: str | None, timeout: float, ca_file: str | None) -> None:
         sys.exit(1)
     click.echo(f"{'healthy' if healthy else 'unhealthy'}: {url}")
     sys.exit(0 if healthy else 1)
+
+
+@cli.command("config")
+@policy_sources()
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["yaml", "json"]),
+    default="yaml",
+    show_default=True,
+)
+@click.pass_context
+def config_command(ctx: click.Context, /, output_format: str, **_sources: Any) -> None:
+    """Print the effective configuration (as nginx -T, caddy adapt).
+
+    The default policy and every route with its effective values, after defaults,
+    inheritance, ${VAR} expansion, flags and variables (the same sources as serve). The
+    output is itself a config that loads to the same policy. Exit 2 for a bad configuration.
+    """
+    from corsproxy.config.effective import effective_document, render
+
+    config_path = sources.config_path(ctx)
+    overrides = sources.checked_overrides(ctx)
+    _load(config_path, overrides=overrides)  # every problem on stderr, exit 2
+    try:
+        text = read_config_text(config_path) if config_path is not None else None
+        document = effective_document(text, config_path or "command line", None, overrides)
+    except ConfigError as exc:  # the file changed in between
+        for line in shown(exc.diagnostics):
+            click.echo(line, err=True)
+        sys.exit(EXIT_CONFIG)
+    if ctx.params.get("demo") and document.get("upstream") == DEMO_PLACEHOLDER_UPSTREAM:
+        click.echo(
+            f"corsproxy config: --demo: serve --demo starts its upstream on a free port; "
+            f"shown as {DEMO_PLACEHOLDER_UPSTREAM}",
+            err=True,
+        )
+    click.echo(render(document, output_format), nl=False)
 
 
 @cli.command()

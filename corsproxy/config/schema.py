@@ -135,9 +135,20 @@ class Config:
 # --- value checks -------------------------------------------------------------------
 
 
-def parse_listen(value: str) -> Listen:
-    hint = "write HOST:PORT, e.g. '0.0.0.0:8080' or '[::1]:8080'"
-    if value.startswith("["):
+# `:8080`, `8080` (or the number): every IPv4 interface, as the default listen (Go and Caddy
+# bind IPv6 too; write [::]:8080 for IPv6).
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - what the operator asked for
+
+
+def parse_listen(value: str | int) -> Listen:
+    hint = "write HOST:PORT, e.g. '0.0.0.0:8080' or '[::1]:8080', or :PORT for all interfaces"
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise SpecError(f"expected HOST:PORT or a port, got {value!r}", hint)
+    if re.fullmatch(r":?[0-9]+", value):
+        host, port_text = ALL_INTERFACES, value.lstrip(":")
+    elif value.startswith("["):
         host, sep, port_text = value[1:].partition("]:")
         if not sep or not host or not re.fullmatch(r"[0-9A-Fa-f:.]+", host):
             raise SpecError(f"'{value}' is not HOST:PORT", hint)
@@ -148,6 +159,18 @@ def parse_listen(value: str) -> Listen:
     if not port_text.isdigit() or int(port_text) > 65535:
         raise SpecError(f"bad port '{port_text}'", "a port is a number from 0 to 65535")
     return Listen(host, int(port_text))
+
+
+def listen_address() -> Scalar[Listen]:
+    """`HOST:PORT`, `:PORT`, `PORT`, or the port as a number (`listen: 8080`)."""
+
+    def convert(value: Any) -> Listen:
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise SpecError(f"expected HOST:PORT or a port, got {value!r}", "quote the value")
+        return parse_listen(value)
+
+    schema = {"anyOf": [{"type": "string"}, {"type": "integer", "minimum": 0, "maximum": 65535}]}
+    return Scalar(convert, schema, env_ok=False)
 
 
 def parse_upstream(value: str) -> Upstream:
@@ -346,7 +369,7 @@ TLS_SPEC = Obj(
 ADMIN_SPEC = Obj(
     {
         "listen": Field(
-            text(parse_listen),
+            listen_address(),
             "Admin listen address (/healthz, /readyz, /metrics).",
             required=True,
         ),
@@ -409,7 +432,9 @@ LIMITS_SPEC = Obj(
 CONFIG_SPEC = Obj(
     {
         "version": Field(Scalar(check_version, {"const": 1}), "The config format version."),
-        "listen": Field(text(parse_listen), "Proxy listen address."),
+        "listen": Field(
+            listen_address(), "Proxy listen address: HOST:PORT, or :PORT for all interfaces."
+        ),
         "upstream": Field(
             text(parse_upstream), "The default upstream; required unless every route has one."
         ),

@@ -20,6 +20,7 @@ from corsproxy.config.spec import Diagnostic
 
 STR_TAG = "tag:yaml.org,2002:str"
 BOOL_TAG = "tag:yaml.org,2002:bool"
+INT_TAG = "tag:yaml.org,2002:int"
 SEQ_TAG = "tag:yaml.org,2002:seq"
 MAP_TAG = "tag:yaml.org,2002:map"
 
@@ -45,14 +46,16 @@ class Override:
     """A value from a command-line flag or environment variable; wins over the file."""
 
     path: tuple[str, ...]  # ("upstream",) or ("cors", "allow_origins")
-    value: str | bool | list[str]
+    value: str | bool | int | list[str]
     source: str  # "--upstream", "CORSPROXY_UPSTREAM": named in messages instead of a line
 
 
-def _node(value: str | bool | list[str], source: str) -> Node:
+def _node(value: str | bool | int | list[str], source: str) -> Node:
     mark = yaml.error.Mark(source, 0, -1, -1, None, 0)
     if isinstance(value, bool):
         return ScalarNode(BOOL_TAG, "true" if value else "false", mark, mark)
+    if isinstance(value, int):
+        return ScalarNode(INT_TAG, str(value), mark, mark)
     if isinstance(value, list):
         return SequenceNode(SEQ_TAG, [_node(v, source) for v in value], mark, mark)
     # `$` is literal in flags and variables: no second round of interpolation.

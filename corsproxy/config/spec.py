@@ -386,16 +386,17 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
-_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*\Z")
+# Units in any case: `10mb` is 10 MB and `10mib` 10 MiB (the `i` decides, not the case).
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*\Z", re.IGNORECASE)
 _SIZE_UNITS = {
     None: 1,
-    "B": 1,
-    "KB": 1000,
-    "MB": 1000**2,
-    "GB": 1000**3,
-    "KiB": 1024,
-    "MiB": 1024**2,
-    "GiB": 1024**3,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
 }
 
 
@@ -403,7 +404,8 @@ def parse_size(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         size = value
     elif isinstance(value, str) and (m := _SIZE.match(value)):
-        size = int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+        unit = m.group(2).lower() if m.group(2) else None
+        size = int(float(m.group(1)) * _SIZE_UNITS[unit])
     else:
         raise SpecError(
             f"'{value}' is not a size", "bytes as a number, or a string like 512KiB, 10MiB, 1GB"
@@ -423,7 +425,10 @@ DURATION_SCHEMA = {
 SIZE_SCHEMA = {
     "anyOf": [
         {"type": "integer", "exclusiveMinimum": 0},
-        {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$"},
+        {
+            "type": "string",
+            "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*([Bb]|[KkMmGg][Ii]?[Bb])?\s*$",
+        },
         {"type": "string", "pattern": ENV_PATTERN},
     ]
 }
