@@ -584,7 +584,7 @@ def _policy(p: Any) -> Any:
 def _route(r: Any) -> Any:
     if r is None:
         return None
-    skip = ("line", "cors_sources", "cors")
+    skip = ("line", "cors_sources", "cors_places", "cors")
     return (
         *((f.name, getattr(r, f.name)) for f in fields(r) if f.name not in skip),
         _policy(r.cors),
