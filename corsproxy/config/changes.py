@@ -104,7 +104,11 @@ def flatten(
             if not field.init or not field.compare or field.name in skip:
                 continue
             name = _KEY_NAMES.get(field.name, field.name)
-            out.update(flatten(getattr(value, field.name), f"{prefix}.{name}" if prefix else name))
+            for key, leaf in flatten(
+                getattr(value, field.name), f"{prefix}.{name}" if prefix else name
+            ).items():
+                # Two compiled fields of one key (`allow_methods` and its `*`): both count.
+                out[key] = (out[key], leaf) if key in out else leaf
         return out
     if isinstance(value, ssl.SSLContext):
         return {}
@@ -131,15 +135,13 @@ _MISSING = object()
 def _route_change(old: Route, new: Route) -> RouteChange | None:
     old_origins = _origins(old)
     new_origins = _origins(new)
-    added = tuple(o for o in new_origins if o not in set(old_origins))
-    removed = tuple(o for o in old_origins if o not in set(new_origins))
+    old_set, new_set = set(old_origins), set(new_origins)
+    added = tuple(o for o in new_origins if o not in old_set)
+    removed = tuple(o for o in old_origins if o not in new_set)
     old_keys = flatten(old, skip=_SKIP_ROUTE)
     new_keys = flatten(new, skip=_SKIP_ROUTE)
+    # Origins are said as added and removed (their order decides nothing).
     keys = tuple(k for k in _differing(old_keys, new_keys) if k != "cors.allow_origins")
-    if old_origins == new_origins and old_keys.get("cors.allow_origins") != new_keys.get(
-        "cors.allow_origins"
-    ):
-        keys += ("cors.allow_origins",)  # the same entries in another order
     if not (added or removed or keys):
         return None
     return RouteChange(new.path_prefix, added, removed, keys)

@@ -51,13 +51,17 @@ def summary_text(fields: dict[str, Any]) -> str:
         if route["mode"] == "off":
             policy = "cors off"
         else:
-            named = ", ".join(origins[:TEXT_ORIGINS]) or "no origins"
+            named = "origins " + ", ".join(origins[:TEXT_ORIGINS]) if origins else "no origins"
             if len(origins) > TEXT_ORIGINS:
                 named += f" and {len(origins) - TEXT_ORIGINS} more"
-            policy = f"origins {named}; credentials {'on' if route['credentials'] else 'off'}"
+            policy = f"{named}; credentials {'on' if route['credentials'] else 'off'}"
             policy += f"; {route['mode']}"
         routes.append(f"{route['path_prefix']} -> {route['upstream'] or 'none'} ({policy})")
     admin = fields["admin"] or "none"
     return f"loaded {fields['config']}: listen {fields['listen']}, admin {admin}; " + (
         f"routes: {', '.join(routes)}" if routes else "no routes"
     )
+
+
+def _source(config: str) -> str:
+    return "from flags and variables" if config == "command line" else config

@@ -31,7 +31,16 @@ from corsproxy.policy.routes import Upstream
 
 log = logging.getLogger("corsproxy")
 
-PROBE_TIMEOUT = 1.0
+PROBE_TIMEOUT = 1.0  # seconds to connect, and as long again for TLS
+PROBE_TIMEOUT_ENV = "CORSPROXY_PROBE_TIMEOUT"  # another value, for slow networks (and tests)
+
+
+def probe_timeout() -> float:
+    try:
+        seconds = float(os.environ.get(PROBE_TIMEOUT_ENV) or PROBE_TIMEOUT)
+    except ValueError:
+        return PROBE_TIMEOUT
+    return seconds if 0 < seconds < float("inf") else PROBE_TIMEOUT
 
 
 class ListenFailed(SystemExit):
@@ -86,9 +95,10 @@ def _label(upstream: Upstream) -> str:
     return upstream.origin
 
 
-async def probe(upstream: Upstream, seconds: float = PROBE_TIMEOUT) -> str | None:
+async def probe(upstream: Upstream, seconds: float | None = None) -> str | None:
     """Connect once (and shake hands, for https); None when it worked, else why not."""
     loop = asyncio.get_running_loop()
+    seconds = seconds or probe_timeout()
     host = upstream.host.strip("[]")
     sock: socket.socket | None = None
     step = "connect"
