@@ -50,7 +50,7 @@ def listen_source(
     mark = node.start_mark
     if mark.line < 0:  # an override: its mark names the flag or variable
         return str(mark.name)
-    return f"{mark.name}:{mark.line + 1}"
+    return f"{config_path}:{mark.line + 1}"
 
 
 def hint(error: OSError, port: int) -> str:

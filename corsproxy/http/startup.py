@@ -137,25 +137,26 @@ async def probe(upstream: Upstream, seconds: float | None = None) -> str | None:
 
 
 async def probe_upstreams(config: Config, previous: Config | None = None) -> None:
-    """Probe each distinct upstream (not those `previous` had) at once; warn for each
-    failure."""
+    """Probe each distinct upstream (not those `previous` had) at once; a warning for each
+    failure as soon as it is known."""
     known = upstreams(previous) if previous is not None else {}
-    fresh = [u for key, u in upstreams(config).items() if key not in known]
-    results = await asyncio.gather(*(probe(u) for u in fresh), return_exceptions=True)
     when = "at start" if previous is None else "after the reload"
-    for upstream, result in zip(fresh, results, strict=True):
-        if result is None:
-            continue
-        error = result if isinstance(result, str) else plain_error(result)
-        label = _label(upstream)
-        log.warning(
-            "upstream %s is not reachable %s: %s (serving anyway: its requests fail until it "
-            "answers)",
-            label,
-            when,
-            error,
-            extra={"fields": {"upstream": label, "error": error}},
-        )
+    fresh = [u for key, u in upstreams(config).items() if key not in known]
+    await asyncio.gather(*(_probe_and_say(u, when) for u in fresh), return_exceptions=True)
+
+
+async def _probe_and_say(upstream: Upstream, when: str) -> None:
+    error = await probe(upstream)
+    if error is None:
+        return
+    label = _label(upstream)
+    log.warning(
+        "upstream %s is not reachable %s: %s (serving anyway: its requests fail until it answers)",
+        label,
+        when,
+        error,
+        extra={"fields": {"upstream": label, "error": error}},
+    )
 
 
 def probe_in_background(config: Config, previous: Config | None = None) -> asyncio.Task[None]:
