@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from corsproxy.config.changes import MAX_NAMED, changes
-from corsproxy.config.summary import summary, summary_text
+from corsproxy.config.summary import JSON_ORIGINS, summary, summary_text
 from tests.helpers import config
 
 UP = "http://127.0.0.1:9"
@@ -158,3 +158,13 @@ def test_summary_without_a_top_level_upstream_has_no_catch_all() -> None:
         f"http://127.0.0.1:10 (origins {APP}; credentials off; enforce)"
     )
     assert "\n" not in text
+
+
+def test_summary_lists_at_most_json_origins_per_route_and_counts_the_rest() -> None:
+    many = [f"https://h{i}.example" for i in range(JSON_ORIGINS + 50)]
+    fields = summary(config(doc(cors={"allow_origins": many})))
+    origins = fields["routes"][0]["origins"]
+    assert len(origins) == JSON_ORIGINS
+    assert origins[:-1] == many[: JSON_ORIGINS - 1]
+    assert origins[-1] == "... and 51 more"
+    assert f"https://h4.example and {len(many) - 5} more; credentials" in summary_text(fields)

@@ -358,7 +358,7 @@ def _is_log_line(line: str) -> bool:
 
 def test_in_json_mode_every_line_is_json(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text(f"cors: {{mode: report-only}}\n")  # a warning; the demo's origins
+    config.write_text("cors: {mode: report-only}\n")  # a warning; the demo's origins
     admin = free_port()
     proc = Serve(
         "--log-format", "json", "-c", str(config), "--demo", "--listen", "127.0.0.1:0",

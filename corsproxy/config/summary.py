@@ -14,6 +14,10 @@ from corsproxy.config.schema import Config
 from corsproxy.policy.routes import Route
 
 TEXT_ORIGINS = 5  # origins named per route in the text line; the rest are counted
+# Origins listed per route in the JSON line, the last item then "... and N more": one line
+# must stay within what log shippers take (Docker splits lines at 16 KiB), and `corsproxy
+# check` or the file has the whole list.
+JSON_ORIGINS = 100
 
 
 def all_routes(config: Config) -> list[Route]:
@@ -27,10 +31,16 @@ def route_summary(route: Route) -> dict[str, Any]:
     return {
         "path_prefix": route.path_prefix,
         "upstream": str(route.upstream) if route.upstream is not None else None,
-        "origins": [entry.text for entry in cors.origins.entries] if cors.enabled else [],
+        "origins": _listed([entry.text for entry in cors.origins.entries] if cors.enabled else []),
         "credentials": cors.enabled and cors.allow_credentials,
         "mode": str(cors.mode) if cors.enabled else "off",
     }
+
+
+def _listed(origins: list[str]) -> list[str]:
+    if len(origins) <= JSON_ORIGINS:
+        return origins
+    return [*origins[: JSON_ORIGINS - 1], f"... and {len(origins) - JSON_ORIGINS + 1} more"]
 
 
 def summary(config: Config) -> dict[str, Any]:
@@ -52,8 +62,11 @@ def summary_text(fields: dict[str, Any]) -> str:
             policy = "cors off"
         else:
             named = "origins " + ", ".join(origins[:TEXT_ORIGINS]) if origins else "no origins"
-            if len(origins) > TEXT_ORIGINS:
-                named += f" and {len(origins) - TEXT_ORIGINS} more"
+            more = len(origins) - TEXT_ORIGINS
+            if more > 0 and origins[-1].startswith("... and "):  # JSON_ORIGINS already cut
+                more += int(origins[-1].split()[2]) - 1
+            if more > 0:
+                named += f" and {more} more"
             policy = f"{named}; credentials {'on' if route['credentials'] else 'off'}"
             policy += f"; {route['mode']}"
         routes.append(f"{route['path_prefix']} -> {route['upstream'] or 'none'} ({policy})")
