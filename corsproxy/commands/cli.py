@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
 import urllib.request
@@ -34,7 +35,7 @@ from corsproxy.config import (
     parse_config,
     read_config_text,
 )
-from corsproxy.config.spec import shown
+from corsproxy.config.spec import MAX_SHOWN, Diagnostic, shown
 from corsproxy.ops.threads import exit_process
 from corsproxy.policy.http_grammar import TOKEN
 
@@ -47,27 +48,58 @@ def _load(
     strict: bool = False,
     overrides: Sequence[Override] = (),
     document: str | None = None,
+    log: bool = False,
 ) -> Config:
     """Load (or parse `document`, the file's text) or exit with every problem on stderr
-    (never a traceback)."""
+    (never a traceback). `log`: through the log writer (`serve`: JSON lines in JSON mode)."""
+
+    def echo(line: str, level: int, diagnostic: Diagnostic | None = None) -> None:
+        if not log:
+            click.echo(line, err=True)
+            return
+        from corsproxy.ops.logs import say
+
+        where: dict[str, Any] = {}
+        if diagnostic is not None:
+            where = {"file": diagnostic.file, "line": diagnostic.line, "key": diagnostic.key}
+            if diagnostic.column:
+                where["column"] = diagnostic.column
+        say(line, level, **where)
+
     try:
         if document is not None and config_path is not None:
             config = parse_config(document, config_path, None, overrides)
         else:
             config = load_config(config_path, overrides=overrides)
     except ConfigError as exc:
-        for line in shown(exc.diagnostics, excerpts=True):
-            click.echo(line, err=True)
+        for line, diagnostic in _shown(exc.diagnostics, excerpts=not log):
+            echo(line, logging.ERROR, diagnostic)
         count = len(exc.errors)
         where = config_path or "command line"
-        click.echo(f"{where}: {count} error{'s' if count != 1 else ''}", err=True)
+        echo(f"{where}: {count} error{'s' if count != 1 else ''}", logging.ERROR)
         sys.exit(EXIT_CONFIG)
-    for line in shown(config.warnings):
-        click.echo(line, err=True)
+    for line, diagnostic in _shown(config.warnings, excerpts=not log):
+        echo(line, logging.WARNING, diagnostic)
     if strict and config.warnings:
         click.echo(f"{config_path}: warnings are errors with --strict", err=True)
         sys.exit(EXIT_CONFIG)
     return config
+
+
+def _shown(
+    diagnostics: Sequence[Diagnostic], excerpts: bool
+) -> list[tuple[str, Diagnostic | None]]:
+    """shown()'s lines, each with its diagnostic (None for an excerpt line and the "and N
+    more" line). `excerpts`: a syntax error's line and caret follow it (for a terminal; a
+    log line carries the column instead)."""
+    lines: list[tuple[str, Diagnostic | None]] = []
+    for diagnostic in diagnostics[:MAX_SHOWN]:
+        lines.append((str(diagnostic), diagnostic))
+        if excerpts and diagnostic.excerpt:
+            lines.extend((line, None) for line in diagnostic.excerpt.splitlines())
+    if len(diagnostics) > MAX_SHOWN:
+        lines.append((f"... and {len(diagnostics) - MAX_SHOWN} more", None))
+    return lines
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -267,7 +299,7 @@ def serve(
 
     # Written by a thread; stopped (the queue written out) as the command ends, however.
     ctx.call_on_close(logs.configure(log_format, log_level).stop)
-    _require_c_parser()
+    _require_c_parser(logs.say)
     config_path = sources.config_path(ctx)  # else a mounted file, as in the container image
     overrides = sources.overrides(ctx)
     if demo and ctx.params["listen"] is None:
@@ -282,7 +314,9 @@ def serve(
         try:
             document = Path(snapshot).read_text(encoding="utf-8")
         except OSError as exc:  # e.g. a /tmp cleaner removed it: read the file itself
-            click.echo(f"corsproxy: no configuration snapshot ({exc}): reading the file", err=True)
+            logs.say(
+                f"corsproxy: no configuration snapshot ({exc}): reading the file", logging.WARNING
+            )
     checked = overrides
     if demo:
         # The demo's upstream address is only known once it runs; check the rest now.
@@ -291,7 +325,7 @@ def serve(
             *demo_policy(overrides),
         ]
         checked = [*overrides, *demo_overrides]
-    loaded = _load(config_path, overrides=checked, document=document)
+    loaded = _load(config_path, overrides=checked, document=document, log=True)
     try:
         count = worker_count(workers)
     except ValueError as exc:
@@ -305,7 +339,22 @@ def serve(
             text = read_config_text(config_path) if config_path is not None else None
             return text, parse_config(text, config_path or "command line", None, checked)
 
-        exit_process(supervise(count, arguments, shutdown_timeout, read_config, loaded.watch))
+        from corsproxy.commands.listen_errors import SOURCE_ENV, listen_source
+
+        for key, variable in SOURCE_ENV.items():  # for a worker's bind error
+            os.environ[variable] = listen_source(key, config_path, document, checked)
+        from corsproxy.http.startup import log_changes, log_summary, probe_on_thread
+
+        def announce(old: Config | None, new: Config) -> None:  # once, not per worker
+            if old is None:
+                log_summary(new)
+            else:
+                log_changes(old, new)
+            probe_on_thread(new, old)
+
+        exit_process(
+            supervise(count, arguments, shutdown_timeout, read_config, loaded.watch, announce)
+        )
     main = _serve(
         config_path,
         overrides,
@@ -315,6 +364,8 @@ def serve(
         reuse_port=is_worker,
         document=document,
         watch=loaded.watch and not is_worker,  # with workers, the supervisor watches
+        announce=not is_worker,
+        sources=(config_path, document),
     )
     runner = _loop_runner(use_uvloop)
     exit_process(EXIT_MEMORY if runner(main) else 0)  # EXIT_MEMORY: the memory guard stopped it
@@ -341,17 +392,17 @@ def _worker_arguments(ctx: click.Context) -> list[str]:
     return arguments
 
 
-def _require_c_parser() -> None:
+def _require_c_parser(say: Callable[[str, int], None]) -> None:
     """Refuse to serve on aiohttp's pure-Python request parser: most of aiohttp's request
     smuggling advisories were in that parser only (AIOHTTP_NO_EXTENSIONS, or no wheel)."""
     from corsproxy.http.aiohttp_private import uses_c_parser
 
     if not uses_c_parser():
-        click.echo(
+        say(
             "corsproxy: aiohttp's C parser is not in use (AIOHTTP_NO_EXTENSIONS is set, or "
             "aiohttp has no compiled wheel for this platform); refusing to serve with the "
             "pure-Python parser (unset AIOHTTP_NO_EXTENSIONS, or install aiohttp from a wheel)",
-            err=True,
+            logging.ERROR,
         )
         sys.exit(2)
 
@@ -381,11 +432,16 @@ async def _serve(
     reuse_port: bool,
     document: str | None = None,
     watch: bool = False,
+    announce: bool = True,
+    sources: tuple[str | None, str | None] = (None, None),
 ) -> bool:
-    """Serve until stopped; True when the memory guard stopped it."""
+    """Serve until stopped; True when the memory guard stopped it. `announce`: the summary
+    line and the upstream probe (not a worker's: the supervisor's); `sources`: the file and
+    its text, to say where a listener's address came from if it cannot bind."""
     from corsproxy.commands.console import explain_for_console
     from corsproxy.http.server import serve as run_server
     from corsproxy.http.server import tune_gc
+    from corsproxy.http.startup import ListenFailed
     from corsproxy.ops.workers import WorkerLink, pinned
 
     demo_runner: Any = None
@@ -414,7 +470,7 @@ async def _serve(
         tune_gc()
         link.start()
         if demo:
-            click.echo(_demo_banner(url), err=True)
+            _say_demo_banner(url)
 
     try:
         await run_server(
@@ -427,11 +483,36 @@ async def _serve(
             reuse_port=reuse_port,
             watch=watch,
             explainer=explain_for_console,
+            announce=announce,
         )
+    except ListenFailed as failed:
+        from corsproxy.commands.listen_errors import SOURCE_ENV, listen_source, report
+
+        source = os.environ.get(SOURCE_ENV[failed.key]) if reuse_port else None
+        report(failed, source or listen_source(failed.key, *sources, overrides))
+        raise SystemExit(1) from None
     finally:
         if demo_runner is not None:
             await demo_runner.cleanup()
     return link.retired
+
+
+def _say_demo_banner(url: str) -> None:
+    """The banner as text; in JSON mode one object with the URL and the commands to try."""
+    from corsproxy.commands.demo import DEMO_POLICY_ORIGINS
+    from corsproxy.ops.logs import say
+
+    text = _demo_banner(url)
+    tries = [
+        line.strip() for line in text.splitlines() if line.strip().startswith(("curl", "await"))
+    ]
+    say(
+        f"corsproxy demo: {url} forwards to a built-in demo upstream",
+        text=text,
+        url=url,
+        allowed_origins=list(DEMO_POLICY_ORIGINS),
+        examples=tries,
+    )
 
 
 def _demo_banner(url: str) -> str:

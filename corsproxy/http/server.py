@@ -43,6 +43,7 @@ from corsproxy.http.relay import (
     error_response,
     forward,
 )
+from corsproxy.http.startup import ListenFailed, log_changes, log_summary, probe_in_background
 from corsproxy.http.tls_listener import handshake_timeout, rotating_context
 from corsproxy.http.upstream import UpstreamClient
 from corsproxy.http.websocket import make_session, tunnel
@@ -230,6 +231,8 @@ class ProxyApp:
         self._reload_again = False
         # The parser's own line limit is fixed at start (see header_cap).
         self.header_cap = header_cap(config.limits.max_header_size)
+        self.announce = False  # log what a reload changed, probe new upstreams (http/startup.py)
+        self.probes: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         # Read at start only: a reload does not resize the pools. Open WebSockets are capped
@@ -245,6 +248,8 @@ class ProxyApp:
                 await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"server shutdown")
 
     async def close(self) -> None:
+        for task in list(self.probes):
+            task.cancel()
         await self.close_websockets()
         if self.session is not None:
             await self.session.close()
@@ -310,9 +315,17 @@ class ProxyApp:
                 "reload: limits.max_header_size above %d takes effect only after a restart",
                 self.header_cap,
             )
-        self.config = config  # one reference swap: requests in flight keep theirs
+        old, self.config = self.config, config  # one reference swap: requests keep theirs
         log.info("config reloaded from %s", config.source)
+        if self.announce:
+            log_changes(old, config)
+            self._probe(config, old)
         return True
+
+    def _probe(self, config: Config, previous: Config | None = None) -> None:
+        task = probe_in_background(config, previous)
+        self.probes.add(task)
+        task.add_done_callback(self.probes.discard)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         config = self.config  # one snapshot for the whole request
@@ -536,11 +549,14 @@ async def serve(
     signals: bool = True,
     watch: bool = False,
     explainer: Explainer | None = None,
+    announce: bool = False,
 ) -> None:
     """Run until SIGTERM/SIGINT (or `stop`), reloading on SIGHUP (and, with `watch`, when
     the files the configuration names change). `explainer`: `explain` for the admin
-    console's form (made by the command layer)."""
+    console's form (made by the command layer). `announce`: log the summary line and probe
+    the upstreams (http/startup.py), the process's own say, not a worker's."""
     app = ProxyApp(config, loader)
+    app.announce = announce
     await app.start()
     server = HandlerClassServer(
         app.handle,
@@ -566,9 +582,11 @@ async def serve(
         ssl_handshake_timeout=handshake_timeout(config),
     )
     admin_runner: web.AppRunner | None = None
+    listener = ("listen", config.listen)
     try:
         await site.start()
         if config.admin is not None:
+            listener = ("admin.listen", config.admin.listen)
             assert app.metrics is not None and app.refusals is not None  # made with admin
             console = Console(lambda: app.config, app.refusals, explainer)
             admin_runner = web.AppRunner(
@@ -595,7 +613,7 @@ async def serve(
         if admin_runner is not None:
             await admin_runner.cleanup()
         await app.close()
-        raise SystemExit(f"corsproxy: cannot listen: {exc.strerror or exc}") from None
+        raise ListenFailed(*listener, exc) from None
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     if signals:
@@ -609,6 +627,9 @@ async def serve(
     log.info("corsproxy listening on %s, upstream %s", url, config.upstream or "(per route)")
     for line in insecure_warnings(config.routes):
         log.warning("%s", line)
+    if announce:
+        log_summary(config)
+        app._probe(config)
     watcher = None
     if watch:
         watcher = Watcher(

@@ -31,6 +31,12 @@ class _Formatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields: dict[str, Any] = getattr(record, "fields", {})
         message = record.getMessage()
+        plain: tuple[str, bool] | None = getattr(record, "plain", None)
+        if plain is not None and not self.json_lines:  # say(): written as the text says
+            if not plain[1]:
+                return plain[0]
+            stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+            return f"{stamp} {record.levelname:<7} {plain[0]}"
         if self.json_lines:
             line: dict[str, Any] = {
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
@@ -175,6 +181,33 @@ class LogWriter(logging.handlers.QueueListener):
 
 
 _running: LogWriter | None = None
+_SAY = logging.getLogger("corsproxy")
+
+
+def say(
+    message: str,
+    level: int = logging.INFO,
+    *,
+    text: str | None = None,
+    prefix: bool = False,
+    **fields: Any,
+) -> None:
+    """A line for the operator beyond the log records: config warnings and errors, the demo
+    banner, the start summary, a listener that cannot bind. Through the log writer (so it
+    keeps its place among the other lines): in JSON mode one JSON object like every line
+    (`message` and `fields`), in text mode `text` (default: the message) as written, with
+    the time and level first when `prefix`. Always written, whatever `--log-level` says
+    (as a command's output is). Without `configure()` (not serving): `text` on stderr."""
+    shown = message if text is None else text
+    if _running is None:
+        sys.stderr.write(shown + "\n")
+        sys.stderr.flush()
+        return
+    record = _SAY.makeRecord(
+        _SAY.name, level, __file__, 0, "%s", (message,), None,
+        extra={"fields": fields, "plain": (shown, prefix)},
+    )  # fmt: skip
+    _SAY.handle(record)  # handle(), not log(): the level filter does not apply
 
 
 def configure(log_format: str | None = None, level: str = "info") -> LogWriter:
@@ -190,6 +223,7 @@ def configure(log_format: str | None = None, level: str = "info") -> LogWriter:
     root.handlers[:] = [_running.enqueue]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").disabled = True
+    logging.captureWarnings(True)  # Python's warnings too: one format for every line
     _running.start()
     atexit.register(_running.stop)
     return _running

@@ -237,6 +237,9 @@ def _orphaned(lock: int, metrics: str) -> None:
 
 # Reads and compiles the config as the workers will: (the file's text or None, config).
 ConfigReader = Callable[[], tuple[str | None, Config]]
+# Says what is loaded, once for all workers: (None, config) at start, (old, new) after a
+# reload (commands/cli.py: the summary line, what changed, the upstream probe).
+Announce = Callable[[Config | None, Config], None]
 
 
 @dataclass(eq=False)
@@ -292,8 +295,11 @@ class Supervisor:
         shutdown_timeout: float,
         read_config: ConfigReader,
         watch: bool = False,
+        announce: Announce | None = None,
     ) -> None:
         self.count = count
+        self.announce = announce
+        self.config: Config | None = None  # the last good one
         self.command = [sys.executable, "-m", "corsproxy", "serve", *argv, "--workers", "1"]
         self.shutdown_timeout = shutdown_timeout
         self.read_config = read_config
@@ -387,6 +393,8 @@ class Supervisor:
                 self.count,
                 [w.pid for w in self.workers],
             )
+            if self.announce is not None:
+                self.announce(None, config)
             if watcher is not None:
                 watcher.start()
             last = time.monotonic()
@@ -663,8 +671,11 @@ class Supervisor:
             log.error("reload failed (%r): new workers keep the last good one", result)
             self._named_by_failed()
         else:
+            old = self.config
             self._take(*result)
             log.info("supervisor: configuration reloaded; new workers start from it")
+            if self.announce is not None and old is not None and self.config is not None:
+                self.announce(old, self.config)
             # Only a good reload is passed on: the workers would log the same errors again.
             for worker in self.workers:
                 if worker.beat is None:  # not listening for it yet: sent once ready
@@ -715,6 +726,7 @@ class Supervisor:
             with open(partial, "w", encoding="utf-8") as file:
                 file.write(document)
             os.replace(partial, self.snapshot)  # a worker starting now reads one or the other
+        self.config = config
         self.timeout = config.workers_timeout
         self.watched = config.watched_files()
         self.attempted = ()
@@ -822,6 +834,7 @@ def supervise(
     shutdown_timeout: float,
     read_config: ConfigReader,
     watch: bool = False,
+    announce: Announce | None = None,
 ) -> int:
     """Run `count` workers with the same arguments; returns the exit status."""
-    return Supervisor(count, argv, shutdown_timeout, read_config, watch).run()
+    return Supervisor(count, argv, shutdown_timeout, read_config, watch, announce).run()
