@@ -37,7 +37,7 @@ class Serve:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "corsproxy", "serve", "--shutdown-timeout", "5", *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "CORSPROXY_PROBE_TIMEOUT": "1", **(env or {})},
         )  # fmt: skip
         self.lines: list[str] = []
         self.readers = [
@@ -252,6 +252,23 @@ def test_the_probe_warns_in_the_background_and_never_holds_up_serving(tmp_path: 
     # The blackhole's probe was still waiting when the proxy stopped; the live one answered.
     named = [r.get("upstream") for r in proc.records() if "not reachable" in r.get("message", "")]
     assert named == [f"http://127.0.0.1:{refused}"]
+
+
+def test_a_probe_timeout_of_zero_turns_the_probe_off() -> None:
+    """For an upstream that logs an empty connection as an error: no connection is made."""
+    with blackhole() as hole:
+        proc = Serve(
+            "--log-format", "json", "--upstream", f"http://127.0.0.1:{hole}",
+            "--allow-origin", APP, "--listen", "127.0.0.1:0",
+            env={"CORSPROXY_PROBE_TIMEOUT": "0"},
+        )  # fmt: skip
+        try:
+            proc.url()
+            time.sleep(2.5)  # the probe would say "no connect within 1 s" by now
+            assert proc.stop() == 0
+        finally:
+            proc.stop()
+    assert not [r for r in proc.records() if "not reachable" in r.get("message", "")]
 
 
 def test_the_probe_names_an_upstream_that_does_not_answer_within_a_second() -> None:
