@@ -340,6 +340,282 @@ ROWS = [
 ]
 
 
+# Rows from an outside review: each message once said something wrong or nothing useful.
+REVIEW_ROWS = [
+    # 3: a suggestion never has the opposite meaning
+    Row(
+        "enum-near-word-of-opposite-meaning",
+        U + "cors:\n  on_disallowed: forbid\n",
+        ("cfg.yaml:3: cors.on_disallowed: 'forbid' is not one of forward | reject\n",),
+    ),
+    Row(
+        "enum-list-said-once",
+        U + "cors:\n  mode: X\n",
+        ("cfg.yaml:3: cors.mode: 'X' is not one of enforce | report-only\n",),
+    ),
+    Row(
+        "insensitive-key",
+        U + "routes_case_insensitive: true\n",
+        (
+            "routes_case_insensitive: unknown key (corsproxy's key is 'routes_case_sensitive', "
+            "of the opposite meaning: write routes_case_sensitive: false for "
+            "routes_case_insensitive: true)",
+        ),
+    ),
+    # 1: an unquoted *
+    Row(
+        "star-in-flow-list",
+        U + "cors:\n  allow_origins: [*]\n",
+        (
+            "cfg.yaml:3:19: YAML syntax error: an unquoted `*`: YAML reads * as the start of an "
+            'alias (*NAME) (quote `*`: write ["*"])',
+        ),
+        cli=True,
+    ),
+    Row(
+        "star-as-value",
+        U + "cors:\n  allow_origins: [https://a.example]\n  allow_headers: *\n",
+        ("cfg.yaml:4:18: YAML syntax error: an unquoted `*`: YAML reads * as the start",),
+    ),
+    Row(
+        "quoted-star-where-a-list-is-needed",
+        U + 'cors:\n  allow_origins: "*"\n',
+        ('cfg.yaml:3: cors.allow_origins: expected a list (write ["*"])',),
+    ),
+    # 2: ${VAR} in a flow list, and an empty variable
+    Row(
+        "variable-in-flow-list",
+        U + "cors:\n  allow_origins: [${NOPE}]\n",
+        (
+            "cfg.yaml:3:19: YAML syntax error: `${NOPE}` inside [ ] or { } is read as YAML: "
+            "its '{' starts a mapping (quote it: \"${NOPE}\")",
+        ),
+    ),
+    Row(
+        "empty-variable-for-a-list",
+        U + "cors:\n  allow_methods: ${METHODS}\n",
+        ("cfg.yaml:3: cors.allow_methods: must not be empty (from ${METHODS})",),
+        env={"METHODS": ""},
+    ),
+    # 4: suggestions that named an unrelated key, and garbled sentences
+    Row(
+        "upstream-url",
+        "upstream_url: http://u:1\n",
+        ("upstream_url: unknown key (did you mean 'upstream'? an http(s) URL)",),
+    ),
+    Row("route-singular", U + "route: []\n", ("route: unknown key (did you mean 'routes'?",)),
+    Row("server-not-server-name", U + "server: x\n", ("server: unknown key (known keys:",)),
+    Row(
+        "other-proxies-header-keys",
+        U + "cors:\n  removeHeaders: [a]\n  add_header: x\n  vary_header: true\n",
+        (
+            "cors.removeHeaders: unknown key (corsproxy writes only the Access-Control-* "
+            "headers and Vary",
+            "cors.add_header: unknown key (corsproxy writes only",
+            "cors.vary_header: unknown key (corsproxy always sends the right Vary: remove it)",
+        ),
+    ),
+    Row(
+        "admin-cert-file",
+        U + "admin:\n  listen: 127.0.0.1:9901\n  cert_file: x.pem\n",
+        (
+            "admin.cert_file: `cert_file` belongs under `upstream_tls:` or under `tls:` (indent "
+            "it under `tls:`",
+        ),
+    ),
+    Row(
+        "notes-are-separate-sentences",
+        U + "cors:\n  addVaryHeader: true\n  filter_enabled: true\nallowed_origins: [a]\n",
+        (
+            "cors.addVaryHeader: unknown key (corsproxy always sends the right Vary: remove it)",
+            "cors.filter_enabled: unknown key (CORS is on when `cors:` is written; cors: false "
+            "turns it off)",
+            "allowed_origins: unknown key (corsproxy's key is 'allow_origins', under `cors:`; "
+            "a list of origins",
+        ),
+    ),
+    Row(
+        "other-tools-tls-and-django",
+        U + "tls:\n  key: k.pem\ncors:\n  CORS_ALLOWED_ORIGINS: [https://a.example]\n",
+        (
+            "tls.key: unknown key (did you mean 'key_file'?",
+            "cors.CORS_ALLOWED_ORIGINS: unknown key (did you mean 'allow_origins'? "
+            "django-cors-headers' CORS_ALLOWED_ORIGINS)",
+        ),
+    ),
+    # 5, 6: the nearest place, and the routes: key spelt right
+    Row(
+        "route-cors-upstream",
+        U + "routes:\n  - path_prefix: /a\n    cors:\n      upstream: http://b:1\n",
+        ("(move it up into the `routes:` entry, indented like its path_prefix)",),
+    ),
+    Row(
+        "path-prefix-at-top-level",
+        U + "path_prefix: /a\n",
+        ("`path_prefix` belongs in a `routes:` entry (start an entry of `routes:` with it",),
+    ),
+    # 7: indentation claimed only when the file has it
+    Row(
+        "list-entry-after-flow-list-same-column",
+        U + "cors:\n  allow_origins: [https://a.example]\n  - https://b.example\n",
+        (
+            "cfg.yaml:4:3: YAML syntax error: a list entry where YAML expects a key of the "
+            "mapping of `allow_origins` (line 3)",
+        ),
+    ),
+    Row(
+        "colon-without-key",
+        U + "cors:\n  allow_origins: [https://a.example]\n  : [GET]\n",
+        ("cfg.yaml:4:3: YAML syntax error: a ':' with no key before it",),
+    ),
+    Row(
+        "list-entry-at-column-1",
+        U + "- routes\n",
+        ("cfg.yaml:2:1: YAML syntax error: a list entry where YAML expects a key",),
+    ),
+    Row(
+        "key-in-the-column-of-list-entries",
+        U + "cors:\n  allow_origins:\n    - https://a.example\n    allow_methods: [GET]\n",
+        (
+            "cfg.yaml:5:5: YAML syntax error: `allow_methods` is in the column of the list "
+            "entries above (line 4), so YAML expects another '- ' entry there (line it up with "
+            "`allow_origins`, 2 spaces in)",
+        ),
+    ),
+    # 8: an extra closing bracket
+    Row(
+        "extra-bracket",
+        U + "cors:\n  allow_origins: [http://a.example]]\n",
+        ("cfg.yaml:3:36: YAML syntax error: an extra `]`",),
+    ),
+    Row(
+        "extra-brace",
+        U + "cors: {allow_origins: [http://a.example]}}\n",
+        ("cfg.yaml:2:42: YAML syntax error: an extra `}`",),
+    ),
+    # 9: key:value with no space
+    Row(
+        "no-space-after-top-level-key",
+        "upstream:http://127.0.0.1:9000\n",
+        ("cfg.yaml:1: (top level): no space after `upstream:`", "put a space after `upstream:`"),
+    ),
+    Row(
+        "no-space-after-only-key",
+        U + "cors:\n  allow_origins:[https://a.example]\n",
+        ("cfg.yaml:3: cors: no space after `allow_origins:`",),
+    ),
+    Row(
+        "no-space-after-second-key",
+        U + "cors:\n  allow_origins: [https://a.example]\n  allow_methods:[GET]\n",
+        ("cfg.yaml:4:3: YAML syntax error: no space after `allow_methods:`",),
+    ),
+    # 10, 11: real positions
+    Row(
+        "nul-byte",
+        U + "cors:\n  allow_origins: [https://a.example]\n  max_age: \x00\n",
+        (
+            "cfg.yaml:4:12: the invisible character U+0000 is not allowed in YAML (remove it)\n"
+            "      max_age: \\x00\n"
+            "               ^\n",
+        ),
+    ),
+    Row(
+        "bom-and-unclosed-quote",
+        '\ufeffupstream: "http://u:1\n',
+        (
+            'cfg.yaml:1:11: YAML syntax error: the quote " opened here is never closed (end the '
+            'value with " on the same line)\n'
+            '    upstream: "http://u:1\n'
+            "              ^\n",
+        ),
+    ),
+    # 12: the variable named, control characters escaped
+    Row(
+        "origin-from-variable",
+        U + "cors:\n  allow_origins: ${ORIGINS}\n",
+        (
+            "cfg.yaml:3: cors.allow_origins[1]: 'http://b/' is not a serialized origin (path, "
+            "query, fragment or credentials) (from ${ORIGINS})",
+        ),
+        env={"ORIGINS": "https://a.example,http://b/"},
+    ),
+    Row(
+        "newline-in-a-value",
+        U + "cors:\n  allow_origins: ${ORIGINS}\n",
+        ("cors.allow_origins[0]: 'http://b\\nx' is not",),
+        env={"ORIGINS": "http://b\nx"},
+    ),
+    # 15: merge keys
+    Row(
+        "merge-key",
+        U + "cors: &c\n  allow_origins: [https://a.example]\nroutes:\n  - path_prefix: /b\n"
+        "    cors:\n      <<: *c\n      allow_methods: [PUT]\n",
+        (
+            "cfg.yaml:7: routes[0].cors.<<: corsproxy does not support YAML merge keys (`<<`) "
+            "(repeat the keys",
+        ),
+    ),
+    # 17: YAML 1.1 numbers and booleans
+    Row(
+        "octal-looking-number",
+        U + "cors:\n  max_age: 010\n",
+        (
+            "cfg.yaml:3: cors.max_age: '010' has a leading 0: YAML 1.1 reads it as octal 8 "
+            "(write 10",
+        ),
+    ),
+    Row(
+        "sexagesimal-from-variable",
+        U + "cors:\n  max_age: ${A}\n",
+        (
+            "cors.max_age: '1:00' is not a plain decimal number (YAML 1.1 reads it as 60) "
+            "(from ${A}) (write 60)",
+        ),
+        env={"A": "1:00"},
+    ),
+    Row(
+        "hex-and-underscores",
+        U + "cors:\n  max_age: 0x10\nlimits:\n  max_body_size: 1_000\n",
+        ("cors.max_age: '0x10' is not a plain decimal number", "'1_000' is not a plain decimal"),
+    ),
+    Row(
+        "yes-for-true",
+        U + "cors:\n  allow_credentials: yes\n",
+        ("cors.allow_credentials: 'yes' is YAML 1.1's spelling of true (write true)",),
+    ),
+    # 18: rough edges
+    Row(
+        "short-unicode-escape",
+        U + 'cors:\n  allow_origins: ["\\u00"]\n',
+        ("YAML syntax error: an escape \\x, \\u or \\U needs 4 hex digits",),
+    ),
+    Row(
+        "trailing-document-marker",
+        U + "---\n# more\n",
+        ("cfg.yaml:2:1: YAML syntax error: a second document starts on line 2 (`---`)",),
+    ),
+    Row(
+        "typographic-quotes",
+        U + "cors:\n  allow_origins: [\u201chttps://a.example\u201d]\n",
+        (
+            "cors.allow_origins[0]: typographic quotes around \u201chttps://a.example\u201d (use "
+            "plain \" or ')",
+        ),
+    ),
+    Row(
+        "no-break-space-indentation",
+        U + "cors:\n\u00a0 allow_origins: [https://a.example]\n",
+        ("cfg.yaml:3:1: a no-break space (U+00A0) in the indentation (indent with plain spaces)",),
+    ),
+    Row(
+        "list-as-key",
+        U + "cors:\n  [a]: 4\n",
+        ("cfg.yaml:3: cors: a key is a list",),
+    ),
+]
+ROWS += REVIEW_ROWS
+
+
 def printed(document: str, env: dict[str, str]) -> str:
     """What `check` prints for a document, in-process (the same `shown` as the command)."""
     with pytest.raises(ConfigError) as info:
@@ -436,3 +712,27 @@ def test_healthcheck_usage_error_as_a_process_and_unhealthy_stays_1() -> None:
     )
     assert down.returncode == 1, down.stderr
     assert down.stderr.startswith(f"unhealthy: {url}")
+
+
+def test_healthcheck_url_with_a_password_is_refused_without_echoing_it() -> None:
+    url = "http://user:s3cret@[::1]:9901/healthz"
+    result = CliRunner().invoke(cli, ["healthcheck", "--url", url, "--timeout", "1"])
+    assert result.exit_code == 2, result.output
+    assert "holds a user name or password" in result.output
+    assert "s3cret" not in result.output
+
+
+def test_bytes_that_are_not_utf8_are_reported_where_they_are(tmp_path: Path) -> None:
+    (tmp_path / "cfg.yaml").write_bytes(
+        b"upstream: http://u:1\ncors:\n  allow_origins: [https://a.example]\n  \xff\xfe: 1\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "corsproxy", "check", "--config", "cfg.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "cfg.yaml:4:3: the config is not UTF-8 text: byte ff" in result.stderr, result.stderr

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 import click
@@ -14,6 +15,10 @@ def check_probe_url(ctx: click.Context, param: click.Parameter, value: str | Non
     """A click callback: the URL unchanged, or click.BadParameter naming what is wrong."""
     if value is None:
         return None
+    if re.match(r"[^:/?#]*://[^/?#]*@", value):  # never echo it: a password may follow
+        raise click.BadParameter(
+            f"the URL holds a user name or password (USER:PASSWORD@): /healthz needs none ({HINT})"
+        )
     if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         raise click.BadParameter(f"'{value}' holds a space or a control character ({HINT})")
     try:

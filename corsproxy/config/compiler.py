@@ -195,7 +195,8 @@ def _compile_origins(keys: PolicyKeys, ctx: Context) -> _Origins:
         try:
             entry, warnings = compile_origin_entry(i, item.value)
         except OriginEntryError as exc:
-            ctx.error(item.line, item.key, exc.message, exc.hint, item.file, Problem.ORIGIN_ENTRY)
+            message = exc.message + item.variables
+            ctx.error(item.line, item.key, message, exc.hint, item.file, Problem.ORIGIN_ENTRY)
             continue
         for warning in warnings:
             ctx.warn(item.line, item.key, warning, file=item.file, reason=Problem.ORIGIN_ENTRY)

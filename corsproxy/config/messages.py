@@ -22,14 +22,14 @@ from corsproxy.config.spec import Diagnostic
 _BREAKS = "\r\n\x85\u2028\u2029"
 # The excerpt shows at most this much of a line around the column.
 _EXCERPT_WIDTH = 100
+# Characters that look like a space, or nothing, in an editor; shown as escapes.
+_INVISIBLE_CHARS = "\u00a0\u2007\u202f\u3000\u200b\ufeff"
 
 
 def _visible(char: str) -> str:
     if char == "\t":
         return "\\t"
-    if char == "\0":
-        return ""
-    if ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 or char in "\u2028\u2029\ufeff":
+    if ord(char) < 0x20 or 0x7F <= ord(char) <= 0xA0 or char in "\u2028\u2029" + _INVISIBLE_CHARS:
         return char.encode("unicode_escape").decode("ascii")
     return char
 
@@ -86,6 +86,97 @@ def _previous_line(text: str, line: int) -> int | None:
     return None
 
 
+_NO_SPACE = re.compile(r"\s*(?:-\s+)?([A-Za-z_][A-Za-z0-9_-]*):(?=[^\s/])")
+
+
+def missing_space(value: str) -> str | None:
+    """The known key of `key:value` written with no space after the ':' (YAML reads it as
+    one string), else None."""
+    m = _NO_SPACE.match(value)
+    return m.group(1) if m and m.group(1) in _places() else None
+
+
+def _parent_key(text: str, line: int, column: int) -> tuple[int, str] | None:
+    """The nearest key above `line` indented less than `column`: (its indent, its name)."""
+    for index in range(line - 1, -1, -1):
+        source = _line(text, index)
+        if not source.strip() or source.lstrip().startswith("#"):
+            continue
+        key = _key_on(source)
+        if key is not None and _indent(source) < column:
+            return _indent(source), key
+    return None
+
+
+def _block_end(
+    text: str, mark: yaml.Mark, start: yaml.Mark, source: str
+) -> tuple[yaml.Mark | None, str, str]:
+    """`expected <block end>`: a line YAML cannot place in the mapping or list above. Only
+    claims an indentation difference the file has; else plain words."""
+    char = source[mark.column : mark.column + 1]
+    if char in ("]", "}"):
+        return (
+            mark,
+            f"an extra `{char}`",
+            f"remove it: each {'[' if char == ']' else '{'} is closed once",
+        )
+    key = _label(source)
+    column = mark.column
+    start_source = _line(text, start.line)
+    first = _key_on(start_source[start.column :])
+    outer = f"`{first}` (line {start.line + 1})" if first else f"line {start.line + 1}"
+    previous = _previous_line(text, mark.line)
+    above = _line(text, previous) if previous is not None else ""
+    above_key = _key_on(above)
+    if column == start.column:
+        parent = _parent_key(text, mark.line, column)
+        if start_source[start.column : start.column + 1] == "-":
+            message = (
+                f"{key} is in the column of the list entries above (line {start.line + 1}), "
+                "so YAML expects another '- ' entry there"
+            )
+            hint = (
+                f"line it up with `{parent[1]}`, {parent[0]} spaces in"
+                if parent
+                else "indent it as much as the key it belongs under"
+            )
+            return mark, message, hint
+        if source.lstrip().startswith("-"):
+            return (
+                mark,
+                f"a list entry where YAML expects a key of the mapping of {outer}",
+                "an inline list keeps its entries inside [ ]; a list of '- ' lines starts "
+                "on the line after its key, indented more than the key",
+            )
+        if source.lstrip().startswith(":"):
+            return mark, "a ':' with no key before it", "write `key: value`"
+        return mark, "YAML expects a key of the mapping here", "write `key: value`"
+    if first and previous is not None and above_key and _indent(above) > column > start.column:
+        inner = f"`{above_key}` (line {previous + 1})"
+        message = f"{key} is indented less than {inner} but more than {outer}"
+        hint = (
+            f"line it up with `{above_key}`, {_indent(above)} spaces in, "
+            f"or with `{first}`, {start.column} spaces in"
+        )
+        return mark, message, hint
+    if first and column > start.column:
+        message = f"{key} is indented more than {outer}, a key of the same mapping"
+        hint = f"keys of one mapping start in the same column: indent it by {start.column} spaces"
+        return mark, message, hint
+    if first and column < start.column:
+        message = (
+            f"{key} is indented less than {outer} but does not line up with a key of an "
+            "enclosing mapping either"
+        )
+        hint = f"indent it by {start.column} spaces, or as much as the key it belongs under"
+        return mark, message, hint
+    return (
+        mark,
+        "YAML cannot place this line in the mapping or list above",
+        ("check its indentation against the lines above"),
+    )
+
+
 def _plain(exc: yaml.MarkedYAMLError, text: str) -> tuple[yaml.Mark | None, str, str]:
     """Where to point, what went wrong and a hint, in plain words; ("", "") when this error
     has none (the parser's own words are used)."""
@@ -95,6 +186,20 @@ def _plain(exc: yaml.MarkedYAMLError, text: str) -> tuple[yaml.Mark | None, str,
     if mark is None:
         return start, "", ""
     source = _line(text, mark.line)
+    for where in (start, mark):
+        glued = missing_space(_line(text, where.line)) if where is not None else None
+        if where is not None and glued is not None:
+            line = _line(text, where.line)
+            at = line.index(f"{glued}:")
+            spot = yaml.Mark(where.name, 0, where.line, at, None, 0)
+            return spot, f"no space after `{glued}:`", f"put a space after `{glued}:`"
+    alias = start is not None and _line(text, start.line)[start.column : start.column + 1]
+    if "while scanning an alias" in context and alias == "*":
+        return (
+            start,
+            "an unquoted `*`: YAML reads * as the start of an alias (*NAME)",
+            'quote `*`: write ["*"]',
+        )
     if "\\t" in problem or "tab character" in problem:
         if not source[: mark.column].strip(" \t"):
             return (
@@ -119,8 +224,30 @@ def _plain(exc: yaml.MarkedYAMLError, text: str) -> tuple[yaml.Mark | None, str,
                 "regexes ('^https://.*\\.example\\.com$'), or write \\\\"
             ),
         )
+    if "expected escape sequence of" in problem:
+        digits = re.search(r"of (\d+) hexadecimal", problem)
+        return (
+            mark,
+            f"an escape \\x, \\u or \\U needs {digits.group(1) if digits else 'more'} hex "
+            "digits in a double-quoted value",
+            "inside double quotes a backslash starts an escape: use single quotes, or write \\\\",
+        )
+    if "but found another document" in problem:
+        return (
+            mark,
+            f"a second document starts on line {mark.line + 1} (`---`)",
+            "a config is one document: remove the `---` line, and merge what follows into it",
+        )
     flow = re.match(r"expected ',' or '([\]}])', but got '?(.*?)'?$", problem)
     if flow and start is not None:
+        ref = re.search(r"\$\{[^}\s]*\}?", _line(text, start.line)[start.column :])
+        if ref:
+            column = start.column + ref.start()
+            return (
+                yaml.Mark(start.name, 0, start.line, column, None, 0),
+                f"`{ref.group(0)}` inside [ ] or {{ }} is read as YAML: its '{{' starts a mapping",
+                f'quote it: "{ref.group(0)}"',
+            )
         opener = "[" if flow.group(1) == "]" else "{"
         what = "list" if opener == "[" else "mapping"
         ran = "the end of the file" if "stream end" in flow.group(2) else f"line {mark.line + 1}"
@@ -130,32 +257,7 @@ def _plain(exc: yaml.MarkedYAMLError, text: str) -> tuple[yaml.Mark | None, str,
             (f"close it with '{flow.group(1)}', and separate entries with ', '"),
         )
     if problem.startswith("expected <block end>") and start is not None:
-        key = _label(source)
-        column = mark.column
-        first = _key_on(_line(text, start.line)[start.column :]) or "the key above"
-        previous = _previous_line(text, mark.line)
-        above = _line(text, previous) if previous is not None else ""
-        above_key = _key_on(above)
-        outer = f"`{first}` (line {start.line + 1})"
-        if previous is not None and above_key and _indent(above) > column > start.column:
-            inner = f"`{above_key}` (line {previous + 1})"
-            message = f"{key} is indented less than {inner} but more than {outer}"
-            hint = (
-                f"line it up with `{above_key}`, {_indent(above)} spaces in, "
-                f"or with `{first}`, {start.column} spaces in"
-            )
-        elif column > start.column:
-            message = f"{key} is indented more than {outer}, a key of the same mapping"
-            hint = (
-                f"keys of one mapping start in the same column: indent it by {start.column} spaces"
-            )
-        else:
-            message = (
-                f"{key} is indented less than {outer} but does not line up with a key of an "
-                "enclosing mapping either"
-            )
-            hint = f"indent it by {start.column} spaces, or as much as the key it belongs under"
-        return mark, message, hint
+        return _block_end(text, mark, start, source)
     if problem == "mapping values are not allowed here":
         previous = _previous_line(text, mark.line)
         name = _key_on(source)
@@ -209,6 +311,75 @@ def _plain(exc: yaml.MarkedYAMLError, text: str) -> tuple[yaml.Mark | None, str,
     return mark, "", ""
 
 
+def _at(text: str, position: int) -> tuple[int, int]:
+    """The 0-based line and column of a character offset."""
+    before = re.split(r"\r\n|[\r\n\x85\u2028\u2029]", text[:position])
+    return len(before) - 1, len(before[-1])
+
+
+def _diagnostic(file: str, text: str, position: int, message: str, hint: str) -> Diagnostic:
+    line, column = _at(text, position)
+    return Diagnostic(
+        file, line + 1, "", message, hint, column=column + 1, excerpt=excerpt(text, line, column)
+    )
+
+
+def not_utf8(exc: UnicodeDecodeError, data: bytes, file: str) -> Diagnostic:
+    """Bytes that are not UTF-8, at their line and column (the line shown as decoded)."""
+    text = data.decode("utf-8", errors="replace")
+    position = len(data[: exc.start].decode("utf-8", errors="replace"))
+    bad = data[exc.start : exc.end].hex(" ")
+    return _diagnostic(
+        file,
+        text,
+        position,
+        f"the config is not UTF-8 text: byte {bad} ({exc.reason})",
+        "save the file as UTF-8",
+    )
+
+
+def unacceptable_character(exc: yaml.reader.ReaderError, text: str, file: str) -> Diagnostic:
+    """A character YAML does not allow (NUL, other control characters), where it is."""
+    code = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "?")
+    return _diagnostic(
+        file,
+        text,
+        exc.position,
+        f"the invisible character U+{code:04X} is not allowed in YAML",
+        "remove it",
+    )
+
+
+# Characters that look like a space in an editor and are not one to YAML.
+_INVISIBLE = {
+    "\u00a0": "a no-break space",
+    "\u2007": "a figure space",
+    "\u202f": "a narrow no-break space",
+    "\u3000": "an ideographic space",
+    "\u200b": "a zero-width space",
+    "\ufeff": "a zero-width no-break space (BOM)",
+}
+
+
+def invisible_indentation(text: str, file: str) -> Diagnostic | None:
+    """The first line indented with a character that looks like a space and is not one."""
+    position = 0
+    for source in text.splitlines(keepends=True):
+        lead = re.match(r"[ \t\u00a0\u2007\u202f\u3000\u200b\ufeff]*", source)
+        spaces = lead.group(0) if lead else ""
+        for index, char in enumerate(spaces):
+            if char in _INVISIBLE:
+                return _diagnostic(
+                    file,
+                    text,
+                    position + index,
+                    f"{_INVISIBLE[char]} (U+{ord(char):04X}) in the indentation",
+                    "indent with plain spaces",
+                )
+        position += len(source)
+    return None
+
+
 def syntax_error(exc: yaml.MarkedYAMLError, text: str, file: str) -> Diagnostic:
     """A YAML syntax error as a Diagnostic: line, column, plain words, the line and a caret."""
     mark, message, hint = _plain(exc, text)
@@ -239,6 +410,10 @@ _PATTERNS = (
     "'regex:^https://(a|b)\\.example\\.com$' (a full match)"
 )
 _HEADERS = "corsproxy writes the Access-Control-* headers itself from its keys"
+_OTHER_HEADERS = (
+    "corsproxy writes only the Access-Control-* headers and Vary, from its cors: keys; it "
+    "does not add or remove other headers: set them in the upstream"
+)
 FOREIGN_KEYS: dict[str, tuple[str, str]] = {
     # Starlette / FastAPI
     "alloworiginregex": ("allow_origins", f"Starlette's allow_origin_regex: {_PATTERNS}"),
@@ -277,18 +452,31 @@ FOREIGN_KEYS: dict[str, tuple[str, str]] = {
     # Traefik's headers middleware
     "accesscontrolalloworiginlist": ("allow_origins", "Traefik's accessControlAllowOriginList"),
     "accesscontrolalloworiginlistregex": ("allow_origins", _PATTERNS),
-    "addvaryheader": ("cors", "corsproxy always sends the right Vary: remove it"),
+    "addvaryheader": ("", "corsproxy always sends the right Vary: remove it"),
     # Envoy's CORS filter
     "alloworiginstringmatch": ("allow_origins", _PATTERNS),
     "shadowenabled": ("mode", "write mode: report-only"),
-    "filterenabled": ("cors", "cors: false turns cross-origin access off"),
+    "filterenabled": ("", "CORS is on when `cors:` is written; cors: false turns it off"),
     "reportonly": ("mode", "write mode: report-only"),
     "dryrun": ("mode", "write mode: report-only"),
     # routes: nginx location, Traefik PathPrefix, http-proxy target, local-cors-proxy
     "path": ("path_prefix", "a prefix matched at segment boundaries"),
     "prefix": ("path_prefix", ""),
     "location": ("path_prefix", ""),
-    "route": ("path_prefix", ""),
+    "route": ("routes", "a list of entries, each with a path_prefix"),
+    "upstreamurl": ("upstream", "an http(s) URL"),
+    # Headers set or removed by other proxies: corsproxy writes only the CORS headers
+    "removeheaders": ("", _OTHER_HEADERS),
+    "setheaders": ("", _OTHER_HEADERS),
+    "addheader": ("", _OTHER_HEADERS),
+    "header": ("", _OTHER_HEADERS),
+    "varyheader": ("", "corsproxy always sends the right Vary: remove it"),
+    # Django's setting names, and TLS keys of other tools
+    "corsallowedorigins": ("allow_origins", "django-cors-headers' CORS_ALLOWED_ORIGINS"),
+    "corsalloworigins": ("allow_origins", ""),
+    "key": ("key_file", "a PEM file path"),
+    "cert": ("cert_file", "a PEM file path"),
+    "certificate": ("cert_file", "a PEM file path"),
     "match": ("path_prefix", ""),
     "target": ("upstream", "an http(s) URL"),
     "proxyurl": ("upstream", "an http(s) URL"),
@@ -349,13 +537,66 @@ def _join(places: Iterable[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
 
 
-def _move_hint(places: Sequence[str], name: str) -> str:
-    where = places[0]
+def _nearest(places: Sequence[str], key_path: str, known: Sequence[str]) -> str:
+    """Of the places a key may be written, the one nearest the mapping at `key_path` (whose
+    keys are `known`): a mapping inside it, then its enclosing ones from the nearest out."""
+    parts = [p for p in re.sub(r"\[\d+\]", "[]", key_path).split(".") if p]
+    ancestors = [place_of(".".join(parts[:i])) for i in range(len(parts) - 1, -1, -1)]
+
+    def rank(where: str) -> int:
+        inside = re.fullmatch(r"(?:under|in a) `([^`]+):`(?: entry)?", where)
+        if inside and inside.group(1) in known:
+            return 0
+        return 1 + ancestors.index(where) if where in ancestors else len(ancestors) + 2
+
+    return min(places, key=rank)
+
+
+def _move_hint(where: str, name: str, key_path: str) -> str:
     if where == "at the top level":
         return f"move `{name}` to the top level (no indentation)"
+    if where.startswith("in a `") and name == "path_prefix":
+        return f"start an entry of {where[5:-6]} with it: - path_prefix: /api"
     if where.startswith("in a `"):
-        return f"move it into an entry of {where[7:-7]}, indented like its path_prefix"
+        if where in [place_of(p) for p in _prefixes(key_path)]:
+            return f"move it up into the {where[5:-6]} entry, indented like its path_prefix"
+        return f"move it into an entry of {where[5:-6]}, indented like its path_prefix"
     return f"indent it under {where[6:]}, adding {where[6:]} if there is none"
+
+
+def _prefixes(key_path: str) -> list[str]:
+    parts = [p for p in key_path.split(".") if p]
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+_NEGATIONS = ("in", "un", "non", "dis", "no", "not")
+
+
+def _opposite(name: str, other: str) -> bool:
+    """Whether two key names differ only by a negation (routes_case_insensitive and
+    routes_case_sensitive): suggesting one for the other would invert the meaning."""
+    a, b = name.lower().split("_"), other.lower().split("_")
+    if len(a) != len(b):
+        a, b = [w for w in a if w not in _NEGATIONS], [w for w in b if w not in _NEGATIONS]
+        return a == b and name.lower() != other.lower()
+    diff = [(x, y) for x, y in zip(a, b, strict=True) if x != y]
+    return len(diff) == 1 and any(
+        x == n + y or y == n + x or x == n + "-" + y or y == n + "-" + x
+        for x, y in diff
+        for n in _NEGATIONS
+    )
+
+
+def _close(name: str, candidates: Sequence[str], cutoff: float) -> tuple[str, str]:
+    """The close match to suggest, or ('', hint) for one of opposite meaning."""
+    for close in difflib.get_close_matches(name, list(candidates), n=3, cutoff=cutoff):
+        if _opposite(name, close):
+            return "", (
+                f"corsproxy's key is '{close}', of the opposite meaning: write "
+                f"{close}: false for {name}: true"
+            )
+        return close, ""
+    return "", ""
 
 
 def unknown_key(name: str, key_path: str, known: Sequence[str]) -> tuple[str, str]:
@@ -365,24 +606,39 @@ def unknown_key(name: str, key_path: str, known: Sequence[str]) -> tuple[str, st
     here = place_of(key_path)
     elsewhere = [p for p in places.get(name, ()) if p != here]
     if elsewhere:
-        return f"`{name}` belongs {_join(elsewhere)}", _move_hint(elsewhere, name)
+        nearest = _nearest(elsewhere, key_path, known)
+        return f"`{name}` belongs {_join(elsewhere)}", _move_hint(nearest, name, key_path)
+    if name == "<<":
+        return (
+            "corsproxy does not support YAML merge keys (`<<`)",
+            "repeat the keys, or reuse the whole mapping with an alias (cors: *NAME)",
+        )
     normalized = _normalized(name)
     same = [k for k in known if _normalized(k) == normalized]
     if same:
         return "unknown key", f"did you mean '{same[0]}'? corsproxy's keys are snake_case"
     target, note = FOREIGN_KEYS.get(normalized, ("", ""))
+    if not target and note:
+        return "unknown key", note
     if not target:
         target = next((k for k in places if _normalized(k) == normalized), "")
     if target:
-        note = f" {note}" if note else ""
         if target in known:
-            return "unknown key", f"did you mean '{target}'?{note}"
+            return "unknown key", f"did you mean '{target}'?" + (f" {note}" if note else "")
         where = _join(places.get(target, ()))
-        return "unknown key", f"corsproxy's key is '{target}', {where}{note}"
-    close = difflib.get_close_matches(name, list(known), n=1)
+        return "unknown key", f"corsproxy's key is '{target}', {where}" + (
+            f"; {note}" if note else ""
+        )
+    close, opposite = _close(name, known, 0.6)
+    if opposite:
+        return "unknown key", opposite
     if close:
-        return "unknown key", f"did you mean '{close[0]}'?"
-    close = difflib.get_close_matches(name, list(places), n=1)
+        return "unknown key", f"did you mean '{close}'?"
+    # A key of another mapping only when the spelling is very near: a loose match there
+    # names an unrelated key (server: is not upstream_tls.server_name).
+    close, opposite = _close(name, list(places), 0.8)
+    if opposite:
+        return "unknown key", opposite
     if close:
-        return "unknown key", f"did you mean '{close[0]}'? It belongs {_join(places[close[0]])}"
+        return "unknown key", f"did you mean '{close}'? It belongs {_join(places[close])}"
     return "unknown key", "known keys: " + ", ".join(known)

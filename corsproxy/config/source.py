@@ -15,7 +15,12 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from corsproxy.config.messages import syntax_error
+from corsproxy.config.messages import (
+    invisible_indentation,
+    not_utf8,
+    syntax_error,
+    unacceptable_character,
+)
 from corsproxy.config.spec import Diagnostic
 
 STR_TAG = "tag:yaml.org,2002:str"
@@ -228,8 +233,15 @@ def compose_document(text_: str | None, file: str, overrides: Sequence[Override]
     if text_ is None:
         root = _empty_root(file)
     else:
+        # A BOM is not part of the document: without it columns and excerpts are true.
+        text_ = text_.removeprefix("\ufeff")
+        invisible = invisible_indentation(text_, file)
+        if invisible is not None:
+            raise ConfigError([invisible])
         try:
             root = _compose(text_, file)
+        except yaml.reader.ReaderError as exc:
+            raise ConfigError([unacceptable_character(exc, text_, file)]) from None
         except yaml.MarkedYAMLError as exc:
             raise ConfigError([syntax_error(exc, text_, file)]) from None
         except yaml.YAMLError as exc:
@@ -258,15 +270,14 @@ def compose_document(text_: str | None, file: str, overrides: Sequence[Override]
 def read_config_text(name: str) -> str:
     """A config file's text, with the checks of load_config; raises ConfigError."""
     try:
-        return _read_regular_file(name).decode("utf-8")
+        data = _read_regular_file(name)
+        return data.decode("utf-8")
     except OSError as exc:
         raise ConfigError(
             [Diagnostic(name, 0, "", f"cannot read the config: {exc.strerror or exc}")]
         ) from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(
-            [Diagnostic(name, 1, "", f"the config is not UTF-8 text: {exc.reason}")]
-        ) from None
+        raise ConfigError([not_utf8(exc, data, name)]) from None
 
 
 def _file_kind(mode: int) -> str:

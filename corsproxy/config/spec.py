@@ -48,12 +48,20 @@ class Diagnostic:
 
     def __str__(self) -> str:
         level = "warning: " if self.warning else ""
-        hint = f" ({_shorten(self.hint)})" if self.hint else ""
-        key = f"{self.key}: " if self.key else ""
+        hint = f" ({_shorten(_escaped(self.hint))})" if self.hint else ""
+        key = f"{_escaped(self.key)}: " if self.key else ""
         where = f"{self.file}:{self.line}" if self.line else self.file
         if self.line and self.column:
             where += f":{self.column}"
-        return f"{where}: {key}{level}{_shorten(self.message)}{hint}"
+        return f"{where}: {key}{level}{_shorten(_escaped(self.message))}{hint}"
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escaped(text: str) -> str:
+    """Control characters as escapes (a value holding a newline stays on one line)."""
+    return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), str(text))
 
 
 # A message quotes values; a 500 KB value quoted in each of 1,000 messages is a gigabyte.
@@ -214,15 +222,59 @@ def read_scalar(node: Node, key: str, ctx: Context) -> Any:
         value = ctx.constructor.construct_object(node, deep=True)
     except yaml.YAMLError as exc:
         return ctx.error(node, key, f"cannot read this value: {exc}".splitlines()[0])
+    if node.style is None and isinstance(value, str) and value[:1] in _TYPOGRAPHIC:
+        return ctx.error(
+            node, key, f"typographic quotes around {_escaped(value)}", "use plain \" or '"
+        )
     if node.tag != STR_TAG or not isinstance(value, str) or "$" not in value:
-        return value
+        return _yaml11(node.value, value, node, key, ctx) if node.style is None else value
     text = ctx.interpolate(value, node, key)
     if isinstance(text, Invalid) or node.style is not None or text == value:
         return text
     tag = _RESOLVER.resolve(ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
     if tag in _RETYPED_TAGS:
-        return ctx.constructor.construct_object(ScalarNode(tag, text), deep=True)
+        retyped = ctx.constructor.construct_object(ScalarNode(tag, text), deep=True)
+        return _yaml11(text, retyped, node, key, ctx)
     return text
+
+
+_TYPOGRAPHIC = "\u201c\u201d\u2018\u2019\u201e\u00ab\u00bb"
+_DECIMAL = re.compile(r"[-+]?(0|[1-9][0-9]*)(\.[0-9]*)?([eE][-+]?[0-9]+)?\Z")
+
+
+def _yaml11(written: str, value: Any, node: Node, key: str, ctx: Context) -> Any:
+    """YAML 1.1 reads 010 as 8, 1:00 as 60, 0x10, 1_000, yes and on: refused, each with the
+    plain form to write (a number means what it reads as; a boolean is true or false)."""
+    if isinstance(value, bool):
+        if written.lower() in ("true", "false"):
+            return value
+        return ctx.error(
+            node,
+            key,
+            f"'{written}' is YAML 1.1's spelling of {describe(value)}" + from_variables(node),
+            f"write {describe(value)}",
+        )
+    if isinstance(value, (int, float)) and not _DECIMAL.match(written.strip()):
+        if re.fullmatch(r"[-+]?0[0-7_]+", written.strip()):
+            plain = written.strip().lstrip("+-0").replace("_", "") or "0"
+            sign = "-" if written.strip().startswith("-") else ""
+            return ctx.error(
+                node,
+                key,
+                f"'{written}' has a leading 0: YAML 1.1 reads it as octal {value}"
+                + from_variables(node),
+                f"write {sign}{plain}, or {value} if octal was meant",
+            )
+        if written.strip().lower().lstrip("+-") in (".inf", ".nan"):
+            return value
+        return ctx.error(
+            node,
+            key,
+            f"'{written}' is not a plain decimal number (YAML 1.1 reads it as {value})"
+            + from_variables(node),
+            f"write {value}",
+        )
+    return value
 
 
 def _type_name(value: Any) -> str:
@@ -360,8 +412,12 @@ def choice(options: type[E]) -> Scalar[E]:
     def convert(value: Any) -> E:
         if value not in values:
             listed = " | ".join(values)
-            close = difflib.get_close_matches(str(value), values, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"one of: {listed}"
+            # Only a misspelling is suggested (rejct): a different word that looks alike may
+            # mean the opposite (forbid is not forward).
+            spelt = re.sub(r"[-_\s]", "", str(value).lower())
+            same = [v for v in values if re.sub(r"[-_\s]", "", v) == spelt]
+            same = same or difflib.get_close_matches(str(value).lower(), values, n=1, cutoff=0.8)
+            hint = f"did you mean '{same[0]}'?" if same else ""
             raise SpecError(f"'{value}' is not one of {listed}", hint)
         return options(value)
 
@@ -467,6 +523,18 @@ class Item(Generic[T]):
     line: int
     key: str
     file: str
+    variables: str = ""  # " (from ${ORIGINS})" for an entry from a variable, for messages
+
+
+_PLAIN_ITEM = re.compile(r"[A-Za-z0-9_./:+-][^,\[\]{}#&*!|>'\"%@`]*\Z")
+
+
+def _flow_item(node: ScalarNode) -> str:
+    """A scalar as an entry of an inline list: quoted unless it is plain text there."""
+    value = str(node.value)
+    if _PLAIN_ITEM.match(value) and ": " not in value and not value.endswith(":"):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class StrList(Spec[list[Item[T]] | Star]):
@@ -492,11 +560,21 @@ class StrList(Spec[list[Item[T]] | Star]):
                 return raw
             if self.star_ok and raw == "*":
                 return STAR
+            variables = from_variables(node)
+            if variables and raw is None:  # ${VAR} set to nothing: YAML's null, re-typed
+                raw = ""
             if isinstance(raw, str) and node.value != raw:  # came from ${VAR}
                 parts = [p.strip() for p in raw.split(",") if p.strip()]
+                if len(parts) < self.min_items:
+                    return ctx.error(
+                        node,
+                        key,
+                        f"must not be empty{variables}",
+                        "set the variable to a comma-separated list, e.g. GET,PUT",
+                    )
                 return self._items([(p, node, f"{key}[{i}]") for i, p in enumerate(parts)], ctx)
             star = ' or "*"' if self.star_ok else ""
-            return ctx.error(node, key, f"expected a list{star}", f"write [{node.value}]")
+            return ctx.error(node, key, f"expected a list{star}", f"write [{_flow_item(node)}]")
         if not isinstance(node, SequenceNode):
             return ctx.error(node, key, "expected a list, got a mapping")
         entries: list[tuple[str, Node, str]] = []
@@ -522,7 +600,9 @@ class StrList(Spec[list[Item[T]] | Star]):
         failed = False
         for value, node, key in entries:
             try:
-                items.append(Item(self.check(value), line_of(node), key, ctx.source(node)))
+                checked = self.check(value)
+                variables = from_variables(node)
+                items.append(Item(checked, line_of(node), key, ctx.source(node), variables))
             except SpecError as exc:
                 ctx.error(node, key, exc.message + from_variables(node), exc.hint)
                 failed = True
@@ -619,6 +699,23 @@ def _defaults(fields: Mapping[str, Field], target: type | None) -> dict[str, Any
     return defaults
 
 
+def _glued(node: Node, key: str, ctx: Context) -> Invalid | None:
+    """A mapping expected and `key:value` found, one string for want of a space: say so."""
+    from corsproxy.config.messages import missing_space
+
+    if not isinstance(node, ScalarNode) or node.style is not None:
+        return None
+    glued = missing_space(str(node.value))
+    if glued is None:
+        return None
+    return ctx.error(
+        node,
+        key,
+        f"no space after `{glued}:`, so YAML reads `{_escaped(node.value)}` as one string",
+        f"put a space after `{glued}:`",
+    )
+
+
 class Obj(Spec[Section]):
     """A mapping of known keys. `target` is the dataclass the keys compile into: an absent
     key takes its field default, in the loader and in the schema alike."""
@@ -631,10 +728,17 @@ class Obj(Spec[Section]):
 
     def parse(self, node: Node, key: str, ctx: Context) -> Section | Invalid:
         if not isinstance(node, MappingNode):
+            glued = _glued(node, key or "(top level)", ctx)
+            if glued is not None:
+                return glued
             return ctx.error(node, key or "(top level)", "expected a mapping of keys to values")
         section = Section(key, line_of(node), defaults=self.defaults)
         for key_node, value_node in node.value:
             name = key_node.value if isinstance(key_node, ScalarNode) else None
+            if name is None:
+                what = "a list" if isinstance(key_node, SequenceNode) else "a mapping"
+                ctx.error(key_node, key or "(top level)", f"a key is {what}", "a key is one word")
+                continue
             child = f"{key}.{name}" if key else str(name)
             if name not in self.fields:
                 from corsproxy.config.messages import unknown_key
@@ -702,6 +806,9 @@ class FalseOr(Spec[Section | bool]):
                     f"`{key.rsplit('.', 1)[-1]}:` is empty",
                     "indent its keys under it, or write false",
                 )
+            glued = _glued(node, key, ctx)
+            if glued is not None:
+                return glued
             return ctx.error(node, key, "expected false or a mapping", "write false, or keys")
         return self.inner.parse(node, key, ctx)
 
