@@ -304,7 +304,8 @@ def test_bad_pairs_are_refused_at_load_naming_the_file_and_key(pki: Pki, tmp_pat
             f"upstream: http://127.0.0.1:9\ncors: false\ntls:\n  cert_file: {cert}\n"
             f"  key_file: {key}\n"
         )
-        for command in (["check"], ["serve", "--listen", f"127.0.0.1:{free_port()}"]):
+        serve = ["serve", "--log-format", "text", "--listen", f"127.0.0.1:{free_port()}"]
+        for command in (["check"], serve):
             result = subprocess.run(
                 [sys.executable, "-m", "corsproxy", *command, "-c", str(config)],
                 capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT, check=False,
