@@ -16,7 +16,7 @@ import click
 
 from corsproxy import __version__
 from corsproxy.commands import sources
-from corsproxy.commands.explain import explain, render_text, websocket_url
+from corsproxy.commands.explain import explain, rechecker, render_text, websocket_url
 from corsproxy.commands.probe_url import check_probe_url
 from corsproxy.commands.sources import (
     DEMO_PLACEHOLDER_UPSTREAM,
@@ -210,6 +210,7 @@ def explain_command(
         private_network,
         websocket=websocket,
         proxy_origin=proxy_origin,
+        recheck=rechecker(sources.config_path(ctx), sources.checked_overrides(ctx)),
     )
     if output_format == "json":
         click.echo(json.dumps(result.to_json(), indent=2))
