@@ -173,7 +173,10 @@ def test_a_credentials_fix_is_tried_not_guessed(tmp_path: Path) -> None:
 
 
 def test_the_fix_covers_every_refusal(tmp_path: Path) -> None:
-    doc = "upstream: http://up:1\ncors:\n  allow_origins: [https://a.example]\n  allow_methods: [GET]\n"
+    doc = (
+        "upstream: http://up:1\ncors:\n  allow_origins: [https://a.example]\n"
+        "  allow_methods: [GET]\n"
+    )
     args = ("--origin", "https://a.example", "-X", "PUT", "-H", "X-Y:1", "--credentials")
     code, data = _json(tmp_path, doc, *args)
     assert code == 1

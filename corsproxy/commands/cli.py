@@ -190,8 +190,8 @@ def explain_command(
 
     Runs the proxy's own decision code. The policy comes from the same sources as serve's:
     --config (optional), the policy flags and their variables, or --demo. Exit 0 when the
-    page could read the response, 1 when the browser would block it, 2 for a bad
-    configuration.
+    page could read the response, 1 when the browser would block it (in report-only mode:
+    what enforce mode would do), 2 for a bad configuration.
     """
     config = _load_sources(ctx)
     url = websocket_url(path)

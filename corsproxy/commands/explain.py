@@ -173,7 +173,7 @@ def _answer(decision: Decision) -> tuple[int, list[tuple[str, str]]]:
 Recheck = Callable[[Sequence[Edit]], Config]
 
 # Outcomes that do not depend on the mode: no request, or corsproxy's 400/404 before CORS.
-_MODE_INDEPENDENT = frozenset({"origin_malformed", "fetch_method_refused", "method_unparsable"})
+MODE_INDEPENDENT = frozenset({"origin_malformed", "fetch_method_refused", "method_unparsable"})
 # Rounds of "apply the fix, explain again" before giving up on a complete fix.
 _FIX_ROUNDS = 4
 
@@ -213,7 +213,7 @@ def explain(
 
     result = run(config)
     result.upstream_decides = result.mode == "report-only" and (
-        str(result.reason) not in _MODE_INDEPENDENT
+        str(result.reason) not in MODE_INDEPENDENT
     )
     if result.allowed or result.reason == "origin_malformed":  # (that one: its retry's)
         return result
@@ -237,12 +237,9 @@ def _verify_fix(
             loaded = recheck(edits)
         except ConfigError as exc:
             problem = exc.errors[0] if exc.errors else exc.diagnostics[0]
-            refused = f"check would refuse it: {problem}"
-            if result.withheld:
-                words = result.withheld.split(";", 1)[0]
-                result.fix = f"{words}; {text} is no way out: {refused}"
-            else:
-                result.fix = f"{text} (not offered as an edit: {refused})"
+            result.fix = f"{text} (not offered as edits: check would refuse them: {problem})"
+            if result.withheld:  # allow_credentials is what check refuses, most likely
+                result.fix = "fetch without credentials; or: " + result.fix
             result.fix_edits = ()
             return
         again = run(loaded)
