@@ -166,10 +166,12 @@ def test_a_credentials_fix_is_tried_not_guessed(tmp_path: Path) -> None:
     assert _cli(tmp_path, fixed, *args)[0] == 0
     assert CliRunner().invoke(cli, ["check", "-c", str(tmp_path / "c.yaml")]).exit_code == 0
     # A regex that matches strangers: check refuses it with credentials, explain says so.
-    broad = doc.replace("127\\\\.0\\\\.0\\\\.1:[0-9]+", "http://.*")
+    broad = doc.replace("127\\\\.0\\\\.0\\\\.1:[0-9]+", ".*")
     code, data = _json(tmp_path, broad, "--origin", "http://x.example", "--path", "/b",
                        "--credentials")  # fmt: skip
-    assert data["fix_edits"] == [] and "check would refuse it" in data["fix"]
+    assert data["fix_edits"] == [] and "check would refuse them: " in data["fix"]
+    assert data["fix"].startswith("fetch without credentials; or set allow_credentials")
+    assert "so it is like '*', which cannot be used with allow_credentials" in data["fix"]
 
 
 def test_the_fix_covers_every_refusal(tmp_path: Path) -> None:

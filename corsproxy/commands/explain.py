@@ -237,9 +237,11 @@ def _verify_fix(
             loaded = recheck(edits)
         except ConfigError as exc:
             problem = exc.errors[0] if exc.errors else exc.diagnostics[0]
-            result.fix = f"{text} (not offered as edits: check would refuse them: {problem})"
             if result.withheld:  # allow_credentials is what check refuses, most likely
-                result.fix = "fetch without credentials; or: " + result.fix
+                text = "fetch without credentials; or " + text.replace(
+                    ", or fetch without credentials", ""
+                )
+            result.fix = f"{text} (not offered as edits: check would refuse them: {problem})"
             result.fix_edits = ()
             return
         again = run(loaded)
