@@ -500,6 +500,13 @@ EXPLAINED = [
     ("allowed", "FOO", "/lower/e14", {}, True),
     ("allowed", "foo", "/lower/e15", {}, False),
     ("disallowed", "put", "/lower/e16", {}, False),
+    # --path as the page writes it: Chromium resolves dot segments (also %2e), encodes spaces
+    # and non-ASCII, drops the fragment; corsproxy answers what it sends
+    ("allowed", "GET", "/x/../../api/e17", {}, True),
+    ("allowed", "GET", "/x/%2e%2e/%2E%2e/api/e18", {}, True),
+    ("allowed", "GET", "/api/e 19", {}, True),
+    ("allowed", "GET", "/api/\u00fc20", {}, True),
+    ("allowed", "GET", "/api/e21#frag", {}, True),
 ]
 
 

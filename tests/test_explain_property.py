@@ -7,8 +7,10 @@ over raw sockets: the method as fetch() normalizes it (sent byte for byte on the
 line), the preflight Chromium would send (Access-Control-Request-Method/-Headers as it writes
 them), then the actual request. The browser model (`policy/browser.py`) judges the server's
 actual answers; `explain`, which never talks to a server, must reach the same verdict and
-the same readable headers. Report-only policies are explained as enforce mode would act, so
-their verdict is compared with an enforce twin's on the wire.
+the same readable headers. In report-only mode corsproxy changes no CORS header, so the
+browser's verdict there is the upstream's: explain says so (`verdict` "upstream_decides",
+`mode` "report-only") and gives what enforce mode would do as `enforce_verdict` (and
+`allowed`, the exit status): that is compared with an enforce twin of the policy on the wire.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from corsproxy.commands.explain import explain
+from corsproxy.commands.explain import MODE_INDEPENDENT, explain
 from corsproxy.config import ConfigError
 from corsproxy.policy import browser
 from corsproxy.policy.cors import ACRH, ACRM, ACRPN
@@ -199,8 +201,15 @@ async def _check(cases: list[tuple[dict[str, Any], Request]]) -> None:
                 if not browser.serialized_origin(req.origin).valid:
                     assert not predicted.allowed and predicted.reason == "origin_malformed"
                     continue
-                allowed, readable = await _browser(proxy, path, req)
+                allowed, readable = await _browser(proxy, path, req)  # the enforce twin
                 where = f"policy {policy}, request {req}: explain says {predicted.reason}"
+                verdicts = predicted.to_json()
+                assert verdicts["mode"] == policy["mode"], where
+                assert verdicts["enforce_verdict"] == ("allowed" if allowed else "blocked"), where
+                report_only = policy["mode"] == "report-only"
+                assert (verdicts["verdict"] == "upstream_decides") is (
+                    report_only and predicted.reason not in MODE_INDEPENDENT
+                ), where
                 assert predicted.allowed is allowed, where
                 if allowed:
                     assert predicted.readable == readable, where

@@ -16,7 +16,7 @@ import click
 
 from corsproxy import __version__
 from corsproxy.commands import sources
-from corsproxy.commands.explain import explain, render_text, websocket_url
+from corsproxy.commands.explain import explain, rechecker, render_text, websocket_url
 from corsproxy.commands.probe_url import check_probe_url
 from corsproxy.commands.sources import (
     DEMO_PLACEHOLDER_UPSTREAM,
@@ -190,8 +190,8 @@ def explain_command(
 
     Runs the proxy's own decision code. The policy comes from the same sources as serve's:
     --config (optional), the policy flags and their variables, or --demo. Exit 0 when the
-    page could read the response, 1 when the browser would block it, 2 for a bad
-    configuration.
+    page could read the response, 1 when the browser would block it (in report-only mode:
+    what enforce mode would do), 2 for a bad configuration.
     """
     config = _load_sources(ctx)
     url = websocket_url(path)
@@ -210,6 +210,7 @@ def explain_command(
         private_network,
         websocket=websocket,
         proxy_origin=proxy_origin,
+        recheck=rechecker(sources.config_path(ctx), sources.checked_overrides(ctx)),
     )
     if output_format == "json":
         click.echo(json.dumps(result.to_json(), indent=2))

@@ -6,7 +6,7 @@ Everything corsproxy would send comes from the server's own code (`decide()` and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,11 +16,13 @@ from corsproxy.commands.explain_fixes import (
     Fix,
     credentials_fix,
     disabled_fix,
+    every,
     places_of,
     reason_fix,
     set_key,
 )
-from corsproxy.config import Config
+from corsproxy.config import Config, ConfigError, Override
+from corsproxy.config.edited import EditOp, load_edited
 from corsproxy.http.aiohttp_private import parser_accepts_method
 from corsproxy.policy import browser
 from corsproxy.policy.cors import (
@@ -83,6 +85,23 @@ class Explanation:
     readable: tuple[str, ...] = ()
     # A WebSocket handshake forwarded without the page's Cookie and Authorization.
     strips_credentials: bool = False
+    # The route's mode. In report-only mode corsproxy changes no CORS header: `allowed`,
+    # `reason`, `failure` and `fix` then say what mode: enforce would do, and
+    # `upstream_decides` is true when the browser's verdict rests on the upstream's own
+    # headers (or, for a WebSocket, its answer to the handshake).
+    mode: str = "enforce"
+    upstream_decides: bool = False
+    websocket: bool = False
+    # The path and query the browser sends (WHATWG URL parsing of --path).
+    path: str = ""
+    withheld: str = ""  # the fix's words when its edits cannot be run through check
+
+    @property
+    def verdict(self) -> str:
+        """allowed, blocked, or upstream_decides (report-only mode)."""
+        if self.upstream_decides:
+            return "upstream_decides"
+        return "allowed" if self.allowed else "blocked"
 
     @property
     def cause(self) -> str:
@@ -97,7 +116,9 @@ class Explanation:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "verdict": "allowed" if self.allowed else "blocked",
+            "verdict": self.verdict,
+            "mode": self.mode,
+            "enforce_verdict": "allowed" if self.allowed else "blocked",
             "reason": self.reason,
             "browser_error": None
             if self.failure is None
@@ -113,6 +134,7 @@ class Explanation:
             "method": self.method,
             "readable_headers": list(self.readable),
             "strips_credentials": self.strips_credentials,
+            "path": self.path,
             "steps": [
                 {
                     "title": s.title,
@@ -148,6 +170,23 @@ def _answer(decision: Decision) -> tuple[int, list[tuple[str, str]]]:
     return decision.status, headers
 
 
+Recheck = Callable[[Sequence[Edit]], Config]
+
+# Outcomes that do not depend on the mode: no request, or corsproxy's 400/404 before CORS.
+MODE_INDEPENDENT = frozenset({"origin_malformed", "fetch_method_refused", "method_unparsable"})
+# Rounds of "apply the fix, explain again" before giving up on a complete fix.
+_FIX_ROUNDS = 4
+
+
+def rechecker(path: str | None, overrides: Sequence[Override]) -> Recheck:
+    """Load the configuration (file and overrides) with edits applied, as `check` would."""
+
+    def recheck(edits: Sequence[Edit]) -> Config:
+        return load_edited(path, overrides, [EditOp(e.op, e.key, e.value) for e in edits])
+
+    return recheck
+
+
 def explain(
     config: Config,
     origin: str,
@@ -158,14 +197,90 @@ def explain(
     private_network: bool = False,
     websocket: bool = False,
     proxy_origin: str = "",
+    recheck: Recheck | None = None,
 ) -> Explanation:
     """What a browser does with one request. `websocket`: a page's `new WebSocket()` to the
-    proxy addressed as `proxy_origin` (unknown when empty)."""
-    result = Explanation()
+    proxy addressed as `proxy_origin` (unknown when empty). `recheck`: loads the
+    configuration with a fix's edits applied (see `rechecker`); with it the fix covers every
+    refusal and its edits pass check (tried, not guessed); without it, a fix a guess says
+    check may refuse is given as words only."""
+
+    def run(loaded: Config) -> Explanation:
+        return _explain(
+            loaded, origin, method, path, headers, credentials, private_network, websocket,
+            proxy_origin, recheck,
+        )  # fmt: skip
+
+    result = run(config)
+    result.upstream_decides = result.mode == "report-only" and (
+        str(result.reason) not in MODE_INDEPENDENT
+    )
+    if result.allowed or result.reason == "origin_malformed":  # (that one: its retry's)
+        return result
+    if recheck is None or not result.fix_edits:
+        if result.withheld:
+            result.fix, result.fix_edits = result.withheld, ()
+        return result
+    _verify_fix(result, recheck, run)
+    return result
+
+
+def _verify_fix(
+    result: Explanation, recheck: Recheck, run: Callable[[Config], Explanation]
+) -> None:
+    """Apply the fix's edits to the document, check it, explain again; add the next fix
+    until the request passes (every refusal gets its edit), or say why not."""
+    edits = list(result.fix_edits)
+    text = result.fix
+    for _ in range(_FIX_ROUNDS):
+        try:
+            loaded = recheck(edits)
+        except ConfigError as exc:
+            problem = exc.errors[0] if exc.errors else exc.diagnostics[0]
+            if result.withheld:  # allow_credentials is what check refuses, most likely
+                text = "fetch without credentials; or " + text.replace(
+                    ", or fetch without credentials", ""
+                )
+            result.fix = f"{text} (not offered as edits: check would refuse them: {problem})"
+            result.fix_edits = ()
+            return
+        again = run(loaded)
+        if again.allowed:
+            break
+        new = [e for e in again.fix_edits if e not in edits]
+        if not new:
+            then = f": {again.fix}" if again.fix else ""
+            text += f"; after that the request is still blocked ({again.reason}){then}"
+            break
+        edits += new
+        text += f"; then {again.fix}"
+    result.fix, result.fix_edits = text, tuple(edits)
+
+
+def _explain(
+    config: Config,
+    origin: str,
+    method: str,
+    path: str,
+    headers: Sequence[tuple[str, str]],
+    credentials: bool,
+    private_network: bool,
+    websocket: bool,
+    proxy_origin: str,
+    recheck: Recheck | None,
+) -> Explanation:
+    result = Explanation(websocket=websocket)
     steps = result.steps
     sent = browser.normalize_method(method)
     result.method = sent
     credentials_text = "with credentials" if credentials else "without credentials"
+
+    # 0. The URL as the browser sends it.
+    as_written = path
+    path = browser.fetch_target(path)
+    result.path = path
+    if path != as_written:
+        steps.append(Step("URL", "info", _url_lines(as_written, path)))
 
     # 1. Which route and policy.
     try:
@@ -211,9 +326,12 @@ def explain(
     if not policy.enabled:
         route_lines.append("cors: false on this route: no cross-origin access")
     if policy.mode is Mode.REPORT_ONLY:
+        result.mode = Mode.REPORT_ONLY.value
         route_lines.append(
-            "mode report-only: corsproxy changes nothing on the wire (preflights are forwarded, "
-            "upstream CORS headers pass); below is what enforce mode would do"
+            "mode report-only: corsproxy changes no CORS header: it forwards preflights to the "
+            "upstream, passes the upstream's own Access-Control-* headers unchanged (adds "
+            "none, removes none) and forwards WebSocket handshakes whatever their Origin; "
+            "the steps below show what mode: enforce would do"
         )
     steps.append(Step("Route", "info", route_lines))
     spelled = browser.serialized_origin(origin)
@@ -221,7 +339,7 @@ def explain(
         return _malformed_origin(config, result, origin, spelled, again={
             "method": method, "path": path, "headers": headers, "credentials": credentials,
             "private_network": private_network, "websocket": websocket,
-            "proxy_origin": proxy_origin,
+            "proxy_origin": proxy_origin, "recheck": recheck,
         })  # fmt: skip
     if websocket:
         own, own_lines = websocket_own_origin(
@@ -317,15 +435,10 @@ def explain(
         steps.append(Step("Preflight", "blocked" if failure else "ok", lines, answer))
         if failure is not None:
             reason = decision.reason if not decision.allowed else failure.firefox
-            places = places_of(route, config.source)
             if not parsable and reason == Reason(ReasonCode.METHOD_NOT_ALLOWED, method):
                 fix = _unparsable_method_fix(config, route, method)
-            elif not decision.allowed:
-                detail = decision.reason.detail
-                name = next((n for n, _ in headers if n.lower() == detail), detail)
-                fix = reason_fix(places, policy, decision.reason, origin, name)
             else:
-                fix = credentials_fix(places, policy, origin)
+                fix = _decision_fix(config, route, decision, origin, headers, credentials)
             return _blocked(result, reason, failure, fix)
 
     # 6. The actual request and the response corsproxy sends back.
@@ -349,16 +462,15 @@ def explain(
         lines = [f"{method} {credentials_text}: forwarded to {target}"]
         if decision.strip_upstream_cors:
             lines.append("the upstream's own Access-Control-* headers are removed")
-        lines.append("headers corsproxy adds to the upstream's response:")
+        lines.append(
+            "headers corsproxy adds to the upstream's response:"
+            if answer
+            else "corsproxy adds no header to the upstream's response"
+        )
     failure = browser.cors_check(answer, origin, credentials)
     steps.append(Step("Actual request", "blocked" if failure else "ok", lines, answer))
     if failure is not None:
-        places = places_of(route, config.source)
-        fix = (
-            reason_fix(places, policy, decision.reason, origin)
-            if not decision.allowed
-            else credentials_fix(places, policy, origin)
-        )
+        fix = _decision_fix(config, route, decision, origin, headers, credentials)
         reason = decision.reason if not decision.allowed else failure.firefox
         return _blocked(result, reason, failure, fix)
 
@@ -475,9 +587,11 @@ def _explain_websocket(
     ws_target = target.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
     lines.append(f"forwarded to {ws_target}; the upstream's 101 reaches the page")
     if decision.strip_credentials:
-        result.strips_credentials = True
+        enforce = policy.mode is Mode.ENFORCE
+        result.strips_credentials = enforce
         lines.append(
-            "forwarded WITHOUT the page's Cookie and Authorization headers: browsers attach "
+            ("" if enforce else "with mode: enforce, it would be ")
+            + "forwarded WITHOUT the page's Cookie and Authorization headers: browsers attach "
             "cookies to every WebSocket handshake, and this policy has allow_credentials: "
             "false, so a cross-origin handshake gets what a CORS request without credentials "
             f"gets ({set_key(places_of(route, config.source), 'allow_credentials', True).text} "
@@ -491,6 +605,45 @@ def _explain_websocket(
     result.allowed = True
     result.reason = decision.reason
     return result
+
+
+def _decision_fix(
+    config: Config,
+    route: Route,
+    decision: Decision,
+    origin: str,
+    headers: Sequence[tuple[str, str]],
+    credentials: bool,
+) -> Fix:
+    """Every edit the request needs: one per refusal of the decision, and credentials."""
+    places = places_of(route, config.source)
+    policy = route.cors
+    fixes: list[Fix] = []
+    for reason in () if decision.allowed else decision.reasons:
+        name = next((n for n, _ in headers if n.lower() == reason.detail), reason.detail)
+        fixes.append(reason_fix(places, policy, reason, origin, name))
+    if credentials and policy.enabled and (not policy.allow_credentials or not fixes):
+        fixes.append(credentials_fix(places, policy, origin))
+    return every(fixes)
+
+
+def _url_lines(written: str, sent: str) -> list[str]:
+    """The path as the page writes it, and as the browser sends it."""
+    lines = [
+        f"the browser sends {sent} for {written!r}: the URL parser drops the fragment, reads "
+        "'\\' as '/', resolves '.' and '..' segments (also written %2e) and percent-encodes "
+        "spaces, quotes, <>`{}|^, controls and non-ASCII bytes (UTF-8); the rest is "
+        "explained for that path"
+    ]
+    try:
+        raw, _ = split_target(written)
+        normalize_path(raw)
+    except PathError as exc:
+        lines.append(
+            f"a client that sends {written!r} as written (curl --path-as-is) gets 400 from "
+            f"corsproxy: {exc} ({exc.reason})"
+        )
+    return lines
 
 
 def _websocket_fix(config: Config, route: Route, origin: str, own: str) -> Fix:
@@ -583,6 +736,7 @@ def _blocked(
     result.failure = failure
     result.fix = fix.text
     result.fix_edits = fix.edits
+    result.withheld = fix.withheld
     return result
 
 
@@ -642,6 +796,11 @@ def _origin_step(config: Config, route: Route, policy: CorsPolicy, origin: str) 
     lines = [f"{origin} matches no entry of allow_origins"]
     if origin == "null":
         lines.append("'null' is only allowed when listed literally")
+    elif parse_origin(origin) is None and browser.serialized_origin(origin).valid:
+        lines.append(
+            "a page whose host name ends in a dot sends it so; corsproxy's origin parser "
+            "does not read such a host name, so only allow_origins '*' matches it"
+        )
     elif parse_origin(origin) is None:
         lines.append("it is not a serialized origin (scheme://host[:port]), so nothing matches it")
     return Step("Origin", "blocked", lines)
@@ -655,15 +814,31 @@ def render_text(result: Explanation) -> str:
         out.append(f"{number}. {step.title}" + (f"  [{mark}]" if mark else ""))
         out.extend(f"     {line}" for line in step.lines)
         out.extend(f"       {name}: {value}" for name, value in step.headers)
-    if result.allowed:
+    pad = ""
+    if result.upstream_decides:
+        if result.websocket:
+            out.append(
+                "VERDICT (report-only): corsproxy forwards the handshake whatever its Origin; "
+                "the upstream's answer decides whether the socket opens (a 101 opens it)"
+            )
+        else:
+            out.append(
+                "VERDICT (report-only): corsproxy passes the upstream's own CORS headers "
+                "(and forwards preflights to it); the browser's verdict depends on them"
+            )
+        pad = "  "
+        enforce = "ALLOWED" if result.allowed else f"BLOCKED ({result.reason})"
+        out.append(f"  With mode: enforce: {enforce}")
+    elif result.allowed:
         out.append("VERDICT: ALLOWED: the page can read the response")
     else:
         out.append(f"VERDICT: BLOCKED ({result.reason})")
+    if not result.allowed:
         if result.failure is not None:
-            out.append(f"  Firefox: {result.failure.firefox}")
-            out.append(f"  Chrome:  {result.failure.chrome}: {result.failure.message}")
+            out.append(f"{pad}  Firefox: {result.failure.firefox}")
+            out.append(f"{pad}  Chrome:  {result.failure.chrome}: {result.failure.message}")
         if result.cause:
-            out.append(f"  Cause:   {result.cause}")
+            out.append(f"{pad}  Cause:   {result.cause}")
         if result.fix:
-            out.append(f"  Fix:     {result.fix}")
+            out.append(f"{pad}  Fix:     {result.fix}")
     return "\n".join(out) + "\n"

@@ -44,6 +44,9 @@ class Edit:
 class Fix:
     text: str = ""
     edits: tuple[Edit, ...] = ()
+    # When the edits cannot be run through check (no document at hand) and a guess says
+    # check may refuse them: the words to give instead, with no edits.
+    withheld: str = ""
 
 
 NO_FIX = Fix()
@@ -108,8 +111,10 @@ def add_to(places: PolicyPlaces, name: str, value: str) -> Fix:
     written = places.keys.get(name)
     if written is not None:
         text = f"add {_yaml(value)} to {written}" + _inherited_warning(places, name, True)
+        text += places.shared_warning(name)
         return Fix(text, (Edit("add", written.key, value, written.file, written.line),))
     key, text, block = _where_absent(places, name, [value])
+    text += places.shared_warning(name)
     return Fix(text, (Edit("add", key, value, block.file, block.line),))
 
 
@@ -120,14 +125,27 @@ def set_key(places: PolicyPlaces, name: str, value: Any) -> Fix:
         text = f"set {written} to {_yaml(value)}" + _inherited_warning(
             places, name, isinstance(value, list)
         )
+        text += places.shared_warning(name)
         return Fix(text, (Edit("set", written.key, value, written.file, written.line),))
     key, text, block = _where_absent(places, name, value)
     text = text.replace(f"add {name}:", f"set {name}:", 1) if text.startswith("add ") else text
+    text += places.shared_warning(name)
     return Fix(text, (Edit("set", key, value, block.file, block.line),))
 
 
 def both(first: Fix, second: Fix, joiner: str = " and ") -> Fix:
-    return Fix(first.text + joiner + second.text, first.edits + second.edits)
+    withheld = " and ".join(f.withheld for f in (first, second) if f.withheld)
+    return Fix(first.text + joiner + second.text, first.edits + second.edits, withheld)
+
+
+def every(fixes: list[Fix]) -> Fix:
+    """All of `fixes` (each with its key and FILE:LINE), as one."""
+    fixes = [f for i, f in enumerate(fixes) if f.text and f not in fixes[:i]]
+    if len(fixes) <= 1:
+        return fixes[0] if fixes else NO_FIX
+    text = "; ".join(f"({i}) {f.text}" for i, f in enumerate(fixes, 1))
+    withheld = "; ".join(f.withheld for f in fixes if f.withheld)
+    return Fix(text, tuple(e for f in fixes for e in f.edits), withheld)
 
 
 def insecure(origin: str) -> bool:
@@ -146,6 +164,12 @@ def origin_fix(places: PolicyPlaces, policy: CorsPolicy, origin: str) -> Fix:
             "'null' comes from sandboxed frames and file: pages; serve the page from a real "
             f"origin (listing 'null' in {where or 'allow_origins'} would trust every "
             "sandboxed page)"
+        )
+    if parse_origin(origin) is None:  # a browser's, not one allow_origins can list
+        return Fix(
+            f"corsproxy's allow_origins cannot list {origin} (check refuses a host name "
+            "ending in a dot), and only '*' matches it; serve the page at "
+            f"{origin.rstrip('.')} instead"
         )
     fix = add_to(places, "allow_origins", origin)
     if policy.allow_credentials and insecure(origin) and not _insecure_allowed(policy):
@@ -195,22 +219,25 @@ def _insecure_entry(text: str) -> bool:
 def credentials_fix(places: PolicyPlaces, policy: CorsPolicy, origin: str) -> Fix:
     """The page fetches with credentials and the policy does not allow them."""
     obstacles = _credential_obstacles(policy, origin)
-    if obstacles:
-        return Fix(
-            "fetch without credentials; allow_credentials: true would not pass check with "
-            + ", ".join(obstacles)
-            + f" in this route's policy ({places.block or places.file})"
-        )
+    withheld = (
+        "fetch without credentials; allow_credentials: true may not pass check with "
+        + ", ".join(obstacles)
+        + f" in this route's policy ({places.block or places.file})"
+        if obstacles
+        else ""
+    )
     fix = set_key(places, "allow_credentials", True)
     if policy.origins.allows_any:
         fix = both(set_key(places, "allow_origins", [origin]), fix)
         fix = Fix("list the allowed origins instead of '*': " + fix.text, fix.edits)
-    return Fix(fix.text + ", or fetch without credentials", fix.edits)
+    return Fix(fix.text + ", or fetch without credentials", fix.edits, withheld)
 
 
 def disabled_fix(places: PolicyPlaces, origin: str) -> Fix:
     """The route has `cors: false`."""
     place = places.own if places.route else places.default
+    inherited = place is None and bool(places.route)
+    place = place or places.default
     if place is None:
         return NO_FIX
     value = {"allow_origins": [origin]}
@@ -218,7 +245,20 @@ def disabled_fix(places: PolicyPlaces, origin: str) -> Fix:
         f"{place} is false: no cross-origin access on this path; if pages of other origins "
         f"should call it, replace false with a policy, e.g. cors: {_yaml(value)}"
     )
-    return Fix(text, (Edit("set", place.key, value, place.file, place.line),))
+    if inherited:  # a top-level `cors: false` the route inherits
+        at = f"{places.file}:{places.route_line}" if places.route_line else places.file
+        text = (
+            f"{place} is false, and {places.route} inherits it (as does every route without "
+            f"a cors: of its own): no cross-origin access on this path; if pages of other "
+            f"origins should call it, give {places.route} ({at}) its own cors: "
+            f"{_yaml(value)}, or replace the top-level false with a policy (every route "
+            "without a cors: of its own then takes it)"
+        )
+        return Fix(text, (Edit("set", f"{places.route}.cors", value, places.file,
+                               places.route_line),))  # fmt: skip
+    return Fix(
+        text + places.shared_warning(""), (Edit("set", place.key, value, place.file, place.line),)
+    )
 
 
 def reason_fix(

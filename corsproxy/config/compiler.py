@@ -163,6 +163,14 @@ class PolicyKeys:
         section = self._section(name)
         return POLICY_SPEC.defaults.get(name) if section is None else section.get(name)
 
+    def unreadable(self, name: str) -> bool:
+        """The nearest layer that writes the key wrote a value with an error (already
+        reported): the earlier layers' value does not apply."""
+        for layer in reversed(self.layers):
+            if layer.section is not None and name in layer.section.lines:
+                return not layer.section.has(name)
+        return False
+
     def blame(self, name: str) -> tuple[int, str, str]:
         """Line, dotted key and file of the key's value (line 0: not written)."""
         section = self._section(name)
@@ -255,7 +263,7 @@ def _check_credentials(keys: PolicyKeys, origins: _Origins, ctx: Context) -> Non
                 item.file,
                 Problem.NULL_WITH_CREDENTIALS,
             )
-    if keys.get("expose_headers") is STAR:
+    if keys.get("expose_headers") is STAR and not keys.unreadable("expose_headers"):
         line, key, file = keys.blame("expose_headers")
         ctx.error(
             line,

@@ -39,4 +39,34 @@ def policy_places(file: str, top: Section, route: Section | None = None) -> Poli
         own=own,
         default=_block(top, file),
         route_line=route.line if route is not None else 0,
+        shared=MappingProxyType(_shared(file, top, route, keys)),
     )
+
+
+def _shared(
+    file: str, top: Section, route: Section | None, keys: dict[str, Place]
+) -> dict[str, str]:
+    """The keys of `route`'s own block written inside another route's lines (a YAML anchor
+    there, an alias here): the route that holds the line. "" stands for the block itself."""
+    own = None if route is None else route.get("cors")
+    if route is None or not isinstance(own, Section):
+        return {}
+    spans = sorted(
+        (r.line, r.key) for r in top.get("routes") or [] if isinstance(r, Section) and r.line
+    )
+
+    def owner(line: int) -> str:
+        holder = ""
+        for start, key in spans:
+            if start <= line:
+                holder = key
+        return "" if holder == route.key else holder or "the top level"
+
+    found: dict[str, str] = {}
+    if (holder := owner(own.line)) and own.line < route.lines.get("cors", 0):
+        found[""] = holder
+    for name, place in keys.items():
+        mine = place.key.startswith(route.key + ".") and place.file == file
+        if mine and place.line and (holder := owner(place.line)):
+            found[name] = holder
+    return found

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import quote, unquote
 
 from corsproxy.policy.cors import (
     ACAC,
@@ -129,6 +130,9 @@ class SerializedOrigin:
 
 
 _AUTHORITY_END = re.compile(r"[/?#\\]")
+# Schemes the URL parser reads with any number of slashes or backslashes after the colon.
+_SPECIAL_SCHEME = re.compile(r"(https?|wss?|ftp):([/\\]*)", re.IGNORECASE)
+_PERCENT_OK = re.compile(r"(?:[^%]|%[0-9A-Fa-f]{2})*\Z")
 _LOOPBACK_HOSTS = re.compile(r"(localhost|.*\.localhost|127\.[0-9.]+|\[::1\])\Z")
 
 
@@ -141,11 +145,27 @@ def serialized_origin(value: str) -> SerializedOrigin:
     text = value.strip()
     if text.lower() == "null":
         return SerializedOrigin(False, "null", "'null' is written in lower case")
-    scheme, sep, rest = text.partition("://")
     problem = ""
-    if not sep:
-        rest, scheme = text, ""
-        problem = "it has no scheme"
+    if text[:5].lower() == "blob:":  # a blob: URL's origin is the one of the URL inside
+        inner = serialized_origin(text[5:])
+        inner_origin = text[5:] if inner.valid else inner.suggestion
+        if inner_origin is None or not inner_origin.startswith(("http://", "https://")):
+            inner_origin = "null"
+        why = "a page (or worker) at a blob: URL sends the origin of the URL inside it"
+        return SerializedOrigin(False, inner_origin, why)
+    special = _SPECIAL_SCHEME.match(text)
+    if special is not None:  # WHATWG URL: http:/x, https:\\x and https:x all read as ://x
+        scheme, rest = special.group(1), text[special.end() :]
+        if special.group(2) != "//":
+            problem = (
+                f"browsers read {scheme}: followed by any number of '/' or '\\' as "
+                f"{scheme.lower()}://"
+            )
+    else:
+        scheme, sep, rest = text.partition("://")
+        if not sep:
+            rest, scheme = text, ""
+            problem = "it has no scheme"
     scheme = scheme.lower()
     scheme = {"ws": "http", "wss": "https"}.get(scheme, scheme)
     if scheme == "file":
@@ -165,6 +185,12 @@ def serialized_origin(value: str) -> SerializedOrigin:
         host, port_text = f"[{v6}]", port_text[1:]
     else:
         host, _, port_text = authority.partition(":")
+        if "%" in host:  # the URL parser percent-decodes a host before IDNA
+            decoded = unquote(host, errors="strict") if _PERCENT_OK.match(host) else None
+            if decoded is None:
+                return SerializedOrigin(False, None, f"'{host}' is not a valid host name")
+            host = decoded
+            problem = problem or "browsers percent-decode the host name"
         try:
             host = host.encode("idna").decode("ascii").lower() if not host.isascii() else host
         except UnicodeError:
@@ -184,7 +210,9 @@ def serialized_origin(value: str) -> SerializedOrigin:
         if DEFAULT_PORTS.get(scheme) != int(port_text):
             port = f":{int(port_text)}"
     candidate = f"{scheme}://{host}{port}"
-    if parse_origin(candidate) is None:
+    # A host name ending in one dot (a page at https://a.example./) is sent as written.
+    undotted = f"{scheme}://{host[:-1]}{port}" if host.endswith(".") and host != "." else ""
+    if parse_origin(candidate) is None and (not undotted or parse_origin(undotted) is None):
         return SerializedOrigin(False, None, problem or "it is not scheme://host[:port]")
     if candidate == value:
         return SerializedOrigin(True)
@@ -450,3 +478,50 @@ def websocket_local_network_notes() -> list[str]:
         "so allow_private_network plays no part here: the Origin check of the handshake "
         "below is what protects the private API",
     ]
+
+
+# --- the path and query as fetch() sends them (WHATWG URL parser, as Chromium applies it) ---
+# Bytes Chromium percent-encodes in a path (checked in Chromium 14x with `new URL()`): the
+# WHATWG path percent-encode set plus '|' and '^'; and in the query of an http(s) URL, the
+# special-query set. Controls, DEL and non-ASCII (as UTF-8) are encoded in both.
+_PATH_ENCODED = ' "#<>?`{}|^'
+_QUERY_ENCODED = " \"#<>'"
+_SINGLE_DOT = (".", "%2e")
+_DOUBLE_DOT = ("..", ".%2e", "%2e.", "%2e%2e")
+
+
+def _encode(text: str, encoded: str) -> str:
+    out: list[str] = []
+    for ch in text:
+        if ch in encoded or ord(ch) < 0x20 or ord(ch) >= 0x7F:
+            out.append(quote(ch, safe="", encoding="utf-8", errors="surrogatepass"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def fetch_target(target: str) -> str:
+    """The path and query a browser sends for a URL whose path (and query, fragment) is
+    `target` as a page writes it after the origin: tabs and newlines removed, trailing spaces
+    trimmed, the fragment dropped, `\\` read as `/`, `.` and `..` segments (also written
+    `%2e`) resolved, and what the URL parser percent-encodes encoded (`%` is kept as is)."""
+    text = re.sub(r"[\t\n\r]", "", target).rstrip("".join(map(chr, range(0x21))))
+    text = text.split("#", 1)[0]
+    path, sep, query = text.partition("?")
+    segments: list[str] = []
+    parts = path.replace("\\", "/").split("/")[1:] if path.startswith(("/", "\\")) else [path]
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        lower = part.lower()
+        if lower in _DOUBLE_DOT:
+            if segments:
+                segments.pop()
+            if last:
+                segments.append("")
+        elif lower in _SINGLE_DOT:
+            if last:
+                segments.append("")
+        else:
+            segments.append(_encode(part, _PATH_ENCODED))
+    sent = "/" + "/".join(segments)
+    return sent + (sep + _encode(query, _QUERY_ENCODED) if sep else "")

@@ -38,6 +38,22 @@ class PolicyPlaces:
     own: Place | None = None
     default: Place | None = None
     route_line: int = 0
+    # Keys (and "" for the route's own `cors:` block) written inside another route's block
+    # and reached through a YAML anchor: the route they are written in ("routes[0]").
+    shared: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def shared_warning(self, name: str) -> str:
+        """For an edit of `name` (absent: added under the block): a warning when the line
+        belongs to another route's block, reached through a YAML anchor."""
+        owner = self.shared.get(name) if name in self.keys else self.shared.get("")
+        if not owner:
+            return ""
+        return (
+            f" (warning: that line is written in {owner} and reaches {self.route} through a "
+            f"YAML anchor and alias: the edit also changes {owner}, and anything else that "
+            f"uses the anchor; to change {self.route} alone, give it a cors: block of its own "
+            "instead of the alias)"
+        )
 
     def inherited(self, name: str) -> bool:
         """Whether a route takes this key from the top-level `cors:`."""

@@ -113,7 +113,10 @@ async function explain(event) {
   const output = document.getElementById('explain-output');
   try {
     const data = await getJSON('/console/api/explain?' + params.toString());
-    verdict.textContent = data.verdict === 'allowed' ? 'ALLOWED' : 'BLOCKED (' + data.reason + ')';
+    const enforce = data.enforce_verdict === 'allowed' ? 'ALLOWED' : 'BLOCKED (' + data.reason + ')';
+    verdict.textContent = data.verdict === 'upstream_decides'
+      ? 'REPORT-ONLY: the upstream\'s own CORS headers decide; with mode: enforce: ' + enforce
+      : enforce;
     verdict.className = 'verdict ' + data.verdict;
     output.textContent = data.text;
   } catch (error) {
