@@ -283,3 +283,43 @@ def test_check_reports_one_error_for_a_bad_route_expose_headers(tmp_path: Path) 
     assert result.exit_code != 0
     assert "Set-Cookie" in result.output and "1 error" in result.output
     assert "'*' cannot be used" not in result.output
+
+
+def _fix_line(args: list[str], env: dict[str, str] | None = None) -> str:
+    result = CliRunner().invoke(cli, ["explain", *args], env=env or {})
+    assert result.exit_code == 1, result.output
+    return next(line for line in result.output.splitlines() if "Fix:" in line)
+
+
+def test_with_no_file_the_fix_names_the_flag_and_the_variable() -> None:
+    """A policy made of flags and variables has no file to edit: the fix says which flag (or
+    variable) to give, and the fix works when given."""
+    up = ["--upstream", "http://127.0.0.1:9", "--origin", "https://a.example"]
+    fix = _fix_line(up)
+    assert "--allow-origin https://a.example" in fix, fix
+    assert "CORSPROXY_ALLOW_ORIGINS=https://a.example" in fix, fix
+    assert "to command line" not in fix, fix
+    request = [*up, "--allow-origin", "https://a.example", "-X", "PUT", "-H", "X-Custom:1"]
+    fix = _fix_line(request)
+    assert "--allow-method PUT" in fix and "--allow-header X-Custom" in fix, fix
+    assert "of the config" not in fix, fix
+    fixed = CliRunner().invoke(
+        cli, ["explain", *request, "--allow-method", "PUT", "--allow-header", "X-Custom"], env={}
+    )
+    assert fixed.exit_code == 0, fixed.output
+    fixed = CliRunner().invoke(
+        cli,
+        ["explain", *request],
+        env={"CORSPROXY_ALLOW_METHODS": "PUT", "CORSPROXY_ALLOW_HEADERS": "X-Custom"},
+    )
+    assert fixed.exit_code == 0, fixed.output
+
+
+def test_the_demo_policy_fix_names_the_flag_that_replaces_it() -> None:
+    fix = _fix_line(["--demo", "--origin", "https://a.example"])
+    assert "--allow-origin https://a.example" in fix and "replaces --demo's" in fix, fix
+    fixed = CliRunner().invoke(
+        cli, ["explain", "--demo", "--origin", "https://a.example",
+              "--allow-origin", "https://a.example"], env={},
+    )  # fmt: skip
+    assert fixed.exit_code == 0, fixed.output

@@ -10,6 +10,7 @@ result: a fix that would trade one refusal for a config error is never suggested
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,7 +74,10 @@ def _where_absent(places: PolicyPlaces, name: str, value: Any) -> tuple[str, str
     block = places.block
     if block is not None and not block.line:  # made by a flag or variable: not in the file
         key = f"{block.key}.{name}"
-        return key, f"add {name}: {_yaml(value)} under the top-level cors: of the config", block
+        text = f"add {name}: {_yaml(value)} under the top-level cors: of the config"
+        if places.file == NO_FILE:
+            text = _on_the_command_line(name, value) or text
+        return key, text, block
     if block is not None:
         key = f"{block.key}.{name}"
         return key, f"add {name}: {_yaml(value)} under {block}", block
@@ -86,7 +90,36 @@ def _where_absent(places: PolicyPlaces, name: str, value: Any) -> tuple[str, str
         )
     place = Place("cors", places.file, 0)
     text = f"add a top-level cors: {{{name}: {_yaml(value)}}} to {places.file}"
+    if places.file == NO_FILE:
+        text = _on_the_command_line(name, value) or text
     return f"cors.{name}", text, place
+
+
+NO_FILE = "command line"  # the source's name when flags and variables alone make the config
+
+
+def _on_the_command_line(name: str, value: Any, replaces: str = "") -> str:
+    """How to set `cors.<name>` without a file: its flag and variable (sources.py), or ""
+    for a key no flag sets."""
+    from corsproxy.commands.sources import SOURCES
+
+    for source in SOURCES:
+        if source.path != ("cors", name):
+            continue
+        values = value if isinstance(value, list) else [value]
+        if source.kind == "bool":
+            flag = source.flag if value else "--no-" + source.flag.removeprefix("--")
+            given, variable = flag, f"{source.envvar}={_yaml(value)}"
+        else:
+            given = " ".join(f"{source.flag} {shlex.quote(str(v))}" for v in values)
+            variable = f"{source.envvar}={shlex.quote(','.join(str(v) for v in values))}"
+        words = f"give {given} (or {variable})"
+        if replaces:
+            words += f"; it replaces {replaces}'s {name}, so list every entry you need"
+        elif source.kind == "list":
+            words += f", with every entry of {name} you need"
+        return words + f" (in a config file: {name} under cors:)"
+    return ""
 
 
 def _inherited_warning(places: PolicyPlaces, name: str, is_list: bool) -> str:
@@ -109,6 +142,10 @@ def _inherited_warning(places: PolicyPlaces, name: str, is_list: bool) -> str:
 def add_to(places: PolicyPlaces, name: str, value: str) -> Fix:
     """Add `value` to the list `name` where this route's policy takes it from."""
     written = places.keys.get(name)
+    if written is not None and written.file == "--demo":  # not something the user can edit
+        text = _on_the_command_line(name, [value], replaces="--demo")
+        if text:
+            return Fix(text, (Edit("add", written.key, value, written.file, written.line),))
     if written is not None:
         text = f"add {_yaml(value)} to {written}" + _inherited_warning(places, name, True)
         text += places.shared_warning(name)
