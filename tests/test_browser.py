@@ -603,3 +603,34 @@ def test_console_lists_refusals_and_shows_a_hostile_origin_as_text(
         assert "onerror=window.__pwned=1" in suggestion  # listed as malformed, as text
     finally:
         context.close()
+
+
+def test_console_shows_bidirectional_controls_escaped(
+    browser: Browser, world: dict[str, Any]
+) -> None:
+    import http.client
+
+    # U+202E reverses what follows on screen: `https://a\u202eelpmaxe.evil` would read as
+    # `https://alive.example`-like text. Sent as UTF-8 bytes by a script, not a browser.
+    sneaky = "https://a\u202eelpmaxe.evil"
+    host, port = world["api"].removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection.putrequest("GET", "/api/console-bidi")
+    connection.putheader("Origin", sneaky.encode())
+    connection.endheaders()
+    connection.getresponse().read()
+    connection.close()
+    context, page = _console(browser, world)
+    try:
+        origins = [td.text_content() or "" for td in page.query_selector_all("#refusals td.origin")]
+        assert "https://a\\u202eelpmaxe.evil" in origins, origins
+        assert not any("\u202e" in o for o in origins)
+        page.fill("#explain-origin", sneaky)
+        page.fill("#explain-method", "GET")
+        page.fill("#explain-path", "/api/console")
+        page.click("#explain-submit")
+        page.wait_for_selector("#explain-verdict.blocked", timeout=10_000)
+        output = page.text_content("#explain-output") or ""
+        assert "\\u202e" in output and "\u202e" not in output
+    finally:
+        context.close()

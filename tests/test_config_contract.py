@@ -203,6 +203,11 @@ def test_route_problems_have_reasons_too() -> None:
     assert errors == {Problem.NO_UPSTREAM, Problem.DUPLICATE_PREFIX}
     errors, _ = _reasons("cors: false\n")
     assert errors == {Problem.NO_UPSTREAM}
+    errors, _ = _reasons(
+        "upstream: http://u:1\ncors: false\n"
+        "routes: [{path_prefix: /a, name: x}, {path_prefix: /b, name: x}, {path_prefix: /c}]\n"
+    )
+    assert errors == {Problem.DUPLICATE_ROUTE_NAME}
 
 
 def test_trusting_every_peer_has_a_reason() -> None:
@@ -227,6 +232,7 @@ def test_every_reason_is_reachable() -> None:
     met = {
         Problem.NO_UPSTREAM,
         Problem.DUPLICATE_PREFIX,
+        Problem.DUPLICATE_ROUTE_NAME,
         Problem.ORIGIN_ENTRY,
         Problem.WILDCARD_WITH_CREDENTIALS,
         Problem.NULL_WITH_CREDENTIALS,

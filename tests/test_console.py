@@ -24,7 +24,7 @@ import yaml
 from multidict import MultiDict
 
 from corsproxy.ops import refusals as ring_module
-from corsproxy.ops.console import CSP, parse_explain_query
+from corsproxy.ops.console import CSP, host_allowed, parse_explain_query
 from corsproxy.ops.refusals import MAX_ORIGIN_CHARS, RefusalRing
 from corsproxy.ops.suggest import (
     Base,
@@ -87,7 +87,7 @@ def test_suggest_is_the_tightest_list_that_allows_what_was_seen() -> None:
         Observation("api", APP, method="GET"),
         Observation("api", APP, request_method="PUT", request_headers=("x-token",)),
         Observation("api", "https://other.example:8443", refused=True, method="DELETE"),
-        Observation("api", "HTTPS://Upper.Example:443", method="GET"),  # serialized form
+        Observation("api", "HTTPS://Upper.Example:443", method="GET"),  # no browser sends it
         Observation("api", "https://x.example/", refused=True),  # malformed: a trailing slash
         Observation("api", "null", refused=True),
         Observation("api", APP, request_method="get", request_headers=("content-type",)),
@@ -95,15 +95,11 @@ def test_suggest_is_the_tightest_list_that_allows_what_was_seen() -> None:
         Observation("web", "https://web.example", refused=True, reasons=("origin_not_allowed",)),
     ]
     [api, web] = suggest(seen)
-    assert api.allow_origins() == [
-        APP,
-        "https://other.example:8443",
-        "https://upper.example",
-    ]
+    assert api.allow_origins() == [APP, "https://other.example:8443"]
     # Safelisted methods and headers never need listing; TRACE is never allowed.
     assert api.allow_methods() == ["DELETE", "PUT"]
     assert api.allow_headers() == ["x-token"]
-    assert sorted(api.not_suggested) == ["https://x.example/", "null"]
+    assert sorted(api.not_suggested) == ["HTTPS://Upper.Example:443", "https://x.example/", "null"]
     assert api.requests == 8 and api.refusals == 3
     assert web.allow_origins() == ["https://web.example"] and web.allow_methods() == []
 
@@ -183,9 +179,13 @@ def test_explain_query_is_checked_and_bounded() -> None:
         MultiDict(origin=APP, method="PUT", path="x", header="X-A: 1\nX-B", credentials="1")
     )
     assert not isinstance(ok, str)
-    assert ok.path == "/x" and ok.headers == (("X-A", "1"), ("X-B", "")) and ok.credentials
+    assert ok.path == "x" and ok.headers == (("X-A", "1"), ("X-B", "")) and ok.credentials
     assert isinstance(parse_explain_query(MultiDict(method="GET")), str)
-    assert isinstance(parse_explain_query(MultiDict(origin=APP, method="P UT")), str)
+    # Passed as typed (explain says fetch() refuses it), as `corsproxy explain -X` does.
+    spaced = parse_explain_query(MultiDict(origin=f" {APP}", method="P UT", path="/a b"))
+    assert not isinstance(spaced, str)
+    assert (spaced.origin, spaced.method, spaced.path) == (f" {APP}", "P UT", "/a b")
+    assert isinstance(parse_explain_query(MultiDict(origin=APP, method="P" * 65)), str)
     assert isinstance(parse_explain_query(MultiDict(origin="x" * 5000)), str)
     assert isinstance(parse_explain_query(MultiDict(origin=APP, header="bad name: 1")), str)
     lines = "\n".join(f"X-{i}: 1" for i in range(100))
@@ -483,6 +483,303 @@ def _suggest_file(tmp_path: Path) -> str:
     log = tmp_path / "again.log"
     log.write_text(SAMPLE_LOG)
     return _suggest(str(log)).stdout
+
+
+# --- found by the outside review ---------------------------------------------------------
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "corsproxy", *args],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+
+
+async def _preflight(client: aiohttp.ClientSession, url: str, method: str, headers: str) -> int:
+    asked = {"Origin": APP, "Access-Control-Request-Method": method}
+    if headers:
+        asked["Access-Control-Request-Headers"] = headers
+    async with client.options(url, headers=asked) as r:
+        await r.read()
+        return r.status
+
+
+async def test_star_and_unparsable_methods_are_never_suggested(proxy: Proxy) -> None:
+    # A page can fetch(url, {method: '*', headers: {'*': ...}}): its preflight asks for `*`.
+    async with aiohttp.ClientSession() as client:
+        assert await _preflight(client, f"{proxy.url}/x", "*", "*") == 403
+        assert await _preflight(client, f"{proxy.url}/x", "GET", "x-ok,*") == 403
+        # Chromium sends a custom method as written; corsproxy's parser reads only PATCH.
+        assert await _preflight(client, f"{proxy.url}/x", "patch", "") == 403
+        assert await _preflight(client, f"{proxy.url}/x", "PROPFIND", "") == 403
+        data = await _get_json(client, f"{proxy.admin}/console/api/suggest")
+    [default] = [r for r in data["routes"] if r["route"] == "default"]
+    assert default["allow_methods"] == ["GET", "PUT", "PROPFIND"]
+    assert default["allow_headers"] == ["x-ok"]
+    assert default["unparsable_methods"] == ["patch"]
+    assert '"*"' not in data["yaml"]
+    assert 'method "patch"' in data["yaml"] and 'upper case ("PATCH")' in data["yaml"]
+    # What is suggested, `check` accepts.
+    [block] = [d for d in yaml.safe_load_all(data["yaml"]) if d and "x-ok" in str(d)]
+    config = proxy.config.parent / "suggested.yaml"
+    config.write_text(yaml.safe_dump({"upstream": "http://127.0.0.1:1", **block}))
+    check = _run("check", "--config", str(config))
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_suggest_from_a_log_never_lists_star_nor_an_unparsable_method(tmp_path: Path) -> None:
+    log = "\n".join(
+        [
+            _access("default", APP, "refused", "OPTIONS", request_method="*",
+                    request_headers="*", reason="method_not_allowed:*,header_not_allowed:*"),
+            _access("default", APP, "refused", "OPTIONS", request_method="patch"),
+            _access("default", APP, "refused", "OPTIONS", request_method="FOOBAR"),
+            _access("default", APP, "refused", "OPTIONS", request_method="PROPFIND",
+                    request_headers="depth"),
+        ]
+    )  # fmt: skip
+    result = _suggest("-", stdin=log)
+    assert result.returncode == 0, result.stderr
+    [doc] = [d for d in yaml.safe_load_all(result.stdout) if d]
+    assert doc == {
+        "cors": {"allow_origins": [APP], "allow_methods": ["PROPFIND"], "allow_headers": ["depth"]}
+    }
+    assert 'method "patch"' in result.stdout and '("PATCH")' in result.stdout
+    assert 'method "FOOBAR"' in result.stdout
+
+
+STAR_CONFIG = """
+listen: 127.0.0.1:{listen}
+upstream: {upstream}
+cors:
+  allow_origins: ["{app}"]
+  allow_methods: {methods}
+  allow_headers: {headers}
+  expose_headers: {expose}
+"""
+
+
+async def test_star_among_names_is_refused_and_star_alone_agrees_with_explain(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    config = tmp_path / "star.yaml"
+    mixed = {"methods": '["GET", "DELETE", "*"]', "headers": '[x-a, "*"]', "expose": '["*", x-b]'}
+    config.write_text(STAR_CONFIG.format(listen=free_port(), upstream=recorder.url, app=APP,
+                                         **mixed))  # fmt: skip
+    check = _run("check", "--config", str(config))
+    assert check.returncode == 2, check.stdout + check.stderr
+    message = '`*` means any: write ["*"] alone, or list the names'
+    for line, key in ((6, "allow_methods[2]"), (7, "allow_headers[1]"), (8, "expose_headers[0]")):
+        assert f"{config}:{line}: cors.{key}: {message}" in check.stderr, check.stderr
+    serve = _run("serve", "--config", str(config))  # refuses to start
+    assert serve.returncode == 2 and "`*` means any" in serve.stderr, serve.stderr
+    # ["*"] alone: any method; the proxy and explain agree on a method nobody listed.
+    alone = {"methods": '["*"]', "headers": '["*"]', "expose": "[x-b]"}
+    config.write_text(STAR_CONFIG.format(listen=free_port(), upstream=recorder.url, app=APP,
+                                         **alone))  # fmt: skip
+    proc, url = start_cli("--config", str(config))
+    try:
+        async with aiohttp.ClientSession() as client:
+            asked = {"Origin": APP, "Access-Control-Request-Method": "PROPFIND",
+                     "Access-Control-Request-Headers": "depth"}  # fmt: skip
+            async with client.options(f"{url}/x", headers=asked) as r:
+                assert r.status == 204
+                assert r.headers["Access-Control-Allow-Methods"] == "PROPFIND"
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=15)
+    explained = _run("explain", "--config", str(config), "--origin", APP, "-X", "PROPFIND",
+                     "--path", "/x", "-H", "Depth: 1")  # fmt: skip
+    assert explained.returncode == 0, explained.stdout + explained.stderr
+    assert "VERDICT: ALLOWED" in explained.stdout
+
+
+def test_route_names_are_unique_and_default_is_reserved(tmp_path: Path) -> None:
+    config = tmp_path / "names.yaml"
+    config.write_text(
+        "upstream: http://127.0.0.1:1\n"
+        "cors: {allow_origins: ['https://app.example']}\n"
+        "routes:\n"
+        "  - {path_prefix: /a, name: default}\n"
+        "  - {path_prefix: /b, name: x}\n"
+        "  - {path_prefix: /c, name: x}\n"
+        "  - {path_prefix: /d}\n"
+        "  - {path_prefix: /e, name: /d}\n"
+        "  - {path_prefix: /f, name: f}\n"
+    )
+    check = _run("check", "--config", str(config))
+    assert check.returncode == 2
+    errors = check.stderr.splitlines()
+    assert errors == [
+        f"{config}:4: routes[0].name: the route name 'default' is reserved: it names the "
+        "top-level policy (give this route another name)",
+        f"{config}:6: routes[2].name: the route name 'x' is already the name of the route on "
+        "line 5 (give each route its own name: logs, metrics and the console tell routes apart "
+        "by it)",
+        f"{config}:8: routes[4].name: the route name '/d' is already the name of the route on "
+        "line 7 (an unnamed route is named by its path_prefix) (give each route its own name: "
+        "logs, metrics and the console tell routes apart by it)",
+        f"{config}: 3 errors",
+    ], check.stderr
+
+
+MALFORMED = [
+    "http://0x7f.1",
+    "http://[::0001]:8080",
+    "http://[::ffff:127.0.0.1]",
+    "https://1.2.3",
+    "https://a.b.c.999",
+    "HTTPS://C.EXAMPLE.COM:443",
+    "http://localhost:80",
+    "https://app.example:443",
+    "https://*.example",
+    "regex:https://x",
+    "*",
+]
+WELL_FORMED = [
+    "http://127.0.0.1:8080",
+    "http://[::1]:3000",
+    "https://a.example",
+    "http://localhost",
+]
+
+
+def test_only_origins_check_accepts_as_browsers_send_them_are_suggested(tmp_path: Path) -> None:
+    [route] = suggest([Observation("api", o) for o in MALFORMED + WELL_FORMED])
+    assert route.allow_origins() == sorted(WELL_FORMED)
+    assert sorted(route.not_suggested) == sorted(MALFORMED)
+    # Each one suggested is accepted by check as an allow_origins entry.
+    config = tmp_path / "o.yaml"
+    config.write_text(yaml.safe_dump({"upstream": "http://127.0.0.1:1",
+                                      "cors": {"allow_origins": WELL_FORMED}}))  # fmt: skip
+    check = _run("check", "--strict", "--config", str(config))
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+async def test_the_console_flags_what_check_would_refuse_as_malformed(proxy: Proxy) -> None:
+    async with aiohttp.ClientSession() as client:
+        for origin in [*MALFORMED[:7], "https://ok.example"]:
+            async with client.get(f"{proxy.url}/x", headers={"Origin": origin}) as r:
+                assert r.status == 403
+        data = await _get_json(client, f"{proxy.admin}/console/api/refusals")
+        suggestion = await _get_json(client, f"{proxy.admin}/console/api/suggest")
+    malformed = {e["origin"]: e["malformed"] for e in data["entries"]}
+    assert malformed == {**dict.fromkeys(MALFORMED[:7], True), "https://ok.example": False}
+    [default] = [r for r in suggestion["routes"] if r["route"] == "default"]
+    assert default["allow_origins"] == [APP, "https://ok.example"]
+    assert sorted(default["not_suggested"]) == sorted(MALFORMED[:7])
+
+
+def test_suggest_skips_a_line_nested_too_deep() -> None:
+    deep = "[" * 5000 + "]" * 5000
+    result = _suggest("-", stdin=deep + "\n" + SAMPLE_LOG)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "3 line(s) not access lines" in result.stdout
+    assert '"https://admin.example"' in result.stdout
+
+
+def test_host_allowed_only_for_names_no_other_site_can_use() -> None:
+    for host in ("127.0.0.1", "127.0.0.1:9901", "10.1.2.3:80", "[::1]", "[::1]:9901",
+                 "[fd00::5]:9901", "localhost", "LOCALHOST:9901", "app.localhost:1",
+                 "admin.internal:9901"):  # fmt: skip
+        assert host_allowed(host, "admin.internal"), host
+    for host in ("evil.example", "evil.example:9901", "127.0.0.1.evil.example", "localhost.evil",
+                 "admin.internal.evil", "[::1", "[::1]x", "127.0.0.1:x", "0x7f.1", "", None,
+                 "[evil]:1"):  # fmt: skip
+        assert not host_allowed(host, "admin.internal"), host
+    assert not host_allowed("admin.internal", None) and not host_allowed("x", "0.0.0.0")
+
+
+async def test_the_console_answers_only_to_hosts_no_other_site_can_name(proxy: Proxy) -> None:
+    port = proxy.admin_port
+    async with aiohttp.ClientSession() as client:
+        for path in ("/", "/console/api/policy", "/console/api/refusals", "/console/app.js",
+                     "/console/api/suggest", "/console/nothing"):  # fmt: skip
+            for host in ("rebound.example", f"rebound.example:{port}", "127.0.0.1.nip.io"):
+                async with client.get(f"{proxy.admin}{path}", headers={"Host": host}) as r:
+                    assert r.status == 421, (path, host)
+                    text = await r.text()
+                    assert "port-forward" in text and "http://127.0.0.1:9901/" in text
+                    assert r.headers["X-Content-Type-Options"] == "nosniff"
+            for host in (f"127.0.0.1:{port}", f"localhost:{port}", "console.localhost",
+                         f"[::1]:{port}"):  # fmt: skip
+                async with client.get(f"{proxy.admin}{path}", headers={"Host": host}) as r:
+                    assert r.status == (404 if path == "/console/nothing" else 200), (path, host)
+        # The probes and /metrics answer whatever the Host (kubelet, Prometheus).
+        for path in ("/healthz", "/readyz", "/metrics"):
+            async with client.get(f"{proxy.admin}{path}", headers={"Host": "svc.ns"}) as r:
+                assert r.status == 200, path
+
+
+async def test_every_admin_answer_says_nosniff_and_errors_carry_the_csp(proxy: Proxy) -> None:
+    async with aiohttp.ClientSession() as client:
+        for method, path, status in (("GET", "/healthz", 200), ("GET", "/readyz", 200),
+                                     ("GET", "/metrics", 200), ("GET", "/nothing", 404),
+                                     ("GET", "/console/nothing", 404),
+                                     ("POST", "/console/api/policy", 405),
+                                     ("POST", "/healthz", 405)):  # fmt: skip
+            async with client.request(method, f"{proxy.admin}{path}") as r:
+                assert r.status == status, (method, path)
+                assert r.headers.get("X-Content-Type-Options") == "nosniff", (method, path)
+                if status >= 400:
+                    assert r.headers.get("Content-Security-Policy") == CSP, (method, path)
+
+
+async def test_the_form_passes_values_as_typed_like_corsproxy_explain(proxy: Proxy) -> None:
+    cases = [
+        {"origin": f" {APP}", "method": "PUT", "path": "/x"},
+        {"origin": APP, "method": "PUT", "path": "/a b"},
+        {"origin": APP, "method": " PUT", "path": "/x"},
+    ]
+    async with aiohttp.ClientSession() as client:
+        for query in cases:
+            data = await _get_json(client, f"{proxy.admin}/console/api/explain?" + _qs(query))
+            cli = await asyncio.to_thread(
+                _run, "explain", "--config", str(proxy.config), "--origin", query["origin"],
+                "-X", query["method"], "--path", query["path"], "--format", "json",
+            )  # fmt: skip
+            assert data["verdict"] == "blocked", (query, data)
+            assert {k: v for k, v in data.items() if k != "text"} == json.loads(cli.stdout)
+
+
+def test_bidirectional_controls_are_shown_escaped_in_the_suggestion(tmp_path: Path) -> None:
+    from corsproxy.ops.suggest import visible
+
+    assert (
+        visible("https://a\u202eelpmaxe.com\u2066\n") == "https://a\\u202eelpmaxe.com\\u2066\\u000a"
+    )
+    sneaky = "https://\u202emoc.elpmaxe"
+    text = render_yaml(suggest([Observation("api\u202e", sneaky)]))
+    assert "\u202e" not in text and "\\u202e" in text
+    log = tmp_path / "a\u202egol.log"
+    log.write_text(_access("api", sneaky, "refused"), encoding="utf-8")
+    result = _suggest(str(log))
+    assert result.returncode == 0, result.stderr
+    assert "\u202e" not in result.stdout and "a\\u202egol.log" in result.stdout
+
+
+async def test_a_renamed_route_leaves_list_and_suggestion_alike(proxy: Proxy) -> None:
+    async with aiohttp.ClientSession() as client:
+        async with client.get(f"{proxy.url}/report/y", headers={"Origin": "https://r.example"}):
+            pass
+        data = await _get_json(client, f"{proxy.admin}/console/api/refusals")
+        assert [e["route"] for e in data["entries"]] == ["report"] and data["stale"] == 0
+        proxy.config.write_text(proxy.config.read_text().replace("name: report", "name: rep"))
+        proxy.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            policy = await _get_json(client, f"{proxy.admin}/console/api/policy")
+            if "rep" in {r["name"] for r in policy["routes"]}:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"the reload never showed: {policy}")
+        data = await _get_json(client, f"{proxy.admin}/console/api/refusals")
+        suggestion = await _get_json(client, f"{proxy.admin}/console/api/suggest")
+    assert data["entries"] == [] and data["stale"] == 1
+    assert "https://r.example" not in json.dumps(suggestion)
+    assert "1 entry(ies) of routes no longer in the config" in suggestion["yaml"]
 
 
 # --- packaging ---------------------------------------------------------------------------

@@ -8,7 +8,8 @@ from typing import TextIO
 
 import click
 
-from corsproxy.ops.suggest import LogStats, observations_from_log, render_yaml, suggest
+from corsproxy.http.aiohttp_private import parser_accepts_method
+from corsproxy.ops.suggest import LogStats, observations_from_log, render_yaml, suggest, visible
 
 
 @click.command("suggest")
@@ -25,9 +26,9 @@ def suggest_command(log_file: TextIO) -> None:
     a stranger's. Exit 2 when the file cannot be read.
     """
     stats = LogStats()
-    name = "standard input" if log_file.name == "<stdin>" else log_file.name
+    name = "standard input" if log_file.name == "<stdin>" else visible(log_file.name)
     try:
-        routes = suggest(observations_from_log(log_file, stats))
+        routes = suggest(observations_from_log(log_file, stats), parsable=parser_accepts_method)
     except OSError as exc:
         click.echo(f"corsproxy suggest: cannot read {name}: {exc.strerror or exc}", err=True)
         sys.exit(2)

@@ -57,6 +57,7 @@ class Problem(StrEnum):
     REPORT_ONLY = "report-only"
     NO_UPSTREAM = "no-upstream"
     DUPLICATE_PREFIX = "duplicate-prefix"
+    DUPLICATE_ROUTE_NAME = "duplicate-route-name"
     TRUST_EVERYONE = "trust-everyone"
     UPSTREAM_TLS_NOT_INHERITED = "upstream-tls-not-inherited"
 
@@ -489,6 +490,42 @@ def _warn_tls_not_inherited(
         )
 
 
+def _check_route_name(
+    section: Section, key: str, prefix: str, names: dict[str, tuple[int, bool]], ctx: Context
+) -> None:
+    """Route names are unique (logs, metrics, the console and `suggest` tell routes apart by
+    name), and `default` names the top-level policy. An unnamed route is named by its
+    path_prefix, so a name equal to another route's prefix collides too."""
+    written = "name" in section.lines
+    name: str = section.get("name", prefix)
+    line = section.lines.get("name", section.lines["path_prefix"])
+    where = f"{key}.name" if written else f"{key}.path_prefix"
+    if name == "default":
+        ctx.error(
+            line,
+            where,
+            "the route name 'default' is reserved: it names the top-level policy",
+            "give this route another name",
+            reason=Problem.DUPLICATE_ROUTE_NAME,
+        )
+    elif name in names:
+        other, other_written = names[name]
+        ctx.error(
+            line,
+            where,
+            f"the route name '{name}' is already the name of the route on line {other}"
+            + (
+                ""
+                if written and other_written
+                else " (an unnamed route is named by its path_prefix)"
+            ),
+            "give each route its own name: logs, metrics and the console tell routes apart by it",
+            reason=Problem.DUPLICATE_ROUTE_NAME,
+        )
+    else:
+        names[name] = (line, written)
+
+
 def _compile_routes(
     top: Section,
     default_layer: _Layer,
@@ -502,6 +539,7 @@ def _compile_routes(
     case_sensitive: bool = top.value("routes_case_sensitive")
     routes: list[Route] = []
     seen: dict[str, tuple[int, str]] = {}
+    names: dict[str, tuple[int, bool]] = {}  # route name -> its line, whether written
     for i, section in enumerate(top.get("routes", [])):
         key = f"routes[{i}]"
         prefix: str | None = section.get("path_prefix")
@@ -522,6 +560,7 @@ def _compile_routes(
             )
             continue
         seen[same] = (section.lines["path_prefix"], prefix)
+        _check_route_name(section, key, prefix, names, ctx)
         route_upstream: Upstream | None = section.get("upstream", upstream)
         if section.has("upstream_tls"):  # its own settings (for its own or the default upstream)
             route_upstream = with_upstream_tls(route_upstream, section.get("upstream_tls"), ctx)

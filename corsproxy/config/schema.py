@@ -221,7 +221,18 @@ def check_path_prefix(value: str) -> str:
     return value
 
 
+def _not_star(value: str) -> None:
+    # `["*"]` alone means any (StrList reads it before the items); `*` among names would be
+    # sent as is, and browsers read it as "any" in some cases and as a name in others.
+    if value == "*":
+        raise SpecError(
+            '`*` means any: write ["*"] alone, or list the names',
+            "remove `*` from the list",
+        )
+
+
 def check_method(value: str) -> str:
+    _not_star(value)
     if not TOKEN.match(value):
         raise SpecError(f"'{value}' is not an HTTP method name", "e.g. GET, PUT, PATCH")
     if value.upper() in FORBIDDEN_METHODS:
@@ -230,6 +241,7 @@ def check_method(value: str) -> str:
 
 
 def check_header_name(value: str) -> str:
+    _not_star(value)
     if not TOKEN.match(value):
         raise SpecError(f"'{value}' is not a header name", "e.g. Content-Type, X-Request-Id")
     return value

@@ -30,6 +30,7 @@ from corsproxy.http.aiohttp_private import (
     HandshakeTimeoutSite,
     RequestHandler,
     bound_sockets,
+    parser_accepts_method,
     send_interim,
     set_version,
 )
@@ -588,7 +589,7 @@ async def serve(
         if config.admin is not None:
             listener = ("admin.listen", config.admin.listen)
             assert app.metrics is not None and app.refusals is not None  # made with admin
-            console = Console(lambda: app.config, app.refusals, explainer)
+            console = Console(lambda: app.config, app.refusals, explainer, parser_accepts_method)
             admin_runner = web.AppRunner(
                 admin_app(app.metrics, lambda: app.draining, console), access_log=None
             )

@@ -29,7 +29,7 @@ from prometheus_client import (
 from prometheus_client import multiprocess as prometheus_multiprocess
 
 from corsproxy import __version__
-from corsproxy.ops.console import Console
+from corsproxy.ops.console import CSP, MISDIRECTED, Console, is_console_path
 from corsproxy.policy.cors import Reason
 from corsproxy.policy.http_grammar import STANDARD_METHODS
 
@@ -138,7 +138,25 @@ def admin_app(
         body = metrics.exposition()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app = web.Application()
+    @web.middleware
+    async def guard_host(request: web.Request, handler: Any) -> web.StreamResponse:
+        # The console's paths only (see ops/console.py): a DNS-rebinding page must not read
+        # them. The probes and /metrics keep answering to any Host.
+        path, host = request.path, request.headers.get("Host")
+        if console is not None and is_console_path(path) and not console.host_allowed(host):
+            return web.Response(status=421, text=MISDIRECTED)
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    async def harden(request: web.Request, response: web.StreamResponse) -> None:
+        # Every answer, errors and probes included: no content sniffing, and a page that can
+        # run nothing when it is HTML or an error body.
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if response.content_type in ("text/html", "text/plain") or response.status >= 400:
+            response.headers.setdefault("Content-Security-Policy", CSP)
+
+    app = web.Application(middlewares=[guard_host])
+    app.on_response_prepare.append(harden)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)

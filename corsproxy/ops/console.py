@@ -8,11 +8,19 @@ clients' choice, so the page writes every value with `textContent`, and a strict
 Content-Security-Policy (no inline script) backs that up.
 
 `explain` lives in the command layer, which ops may not import: the server hands in a
-callable (`Explainer`) made there.
+callable (`Explainer`) made there, and the HTTP layer's test of which methods its parser
+reads (`parsable`).
+
+A guard against DNS rebinding: the console's paths answer only when the Host header is an IP
+address, `localhost` (or a name under `.localhost`) or the host of admin.listen when that is a
+name (`host_allowed`); a page on an attacker's name that resolves to this listener gets 421.
+/healthz, /readyz and /metrics do not look at Host (kubelet and Prometheus use pod IPs and
+service names) and show nothing of the policy.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from collections.abc import Callable
@@ -50,6 +58,52 @@ STATIC = {
     "/console/console.css": ("console.css", "text/css"),
     "/console/favicon.svg": ("favicon.svg", "image/svg+xml"),
 }
+MISDIRECTED = (
+    "corsproxy console: this Host is not an address of the admin listener.\n"
+    "The console answers only to an IP address, localhost, or the host of admin.listen (a guard\n"
+    "against DNS rebinding: a web page on another name must not read the policy).\n"
+    "Reach it from your machine with, e.g.:\n"
+    "  kubectl port-forward pod/NAME 9901:9901   (or: ssh -L 9901:127.0.0.1:9901 HOST)\n"
+    "then open http://127.0.0.1:9901/\n"
+)
+
+
+def is_console_path(path: str) -> bool:
+    return path == "/" or path == "/console" or path.startswith("/console/")
+
+
+def host_allowed(host: str | None, admin_host: str | None) -> bool:
+    """Whether a request's Host names this listener in a way no other site can: an IP
+    literal (v4, or v6 in brackets; any port), `localhost` or `*.localhost` (browsers resolve
+    those to loopback themselves), or admin.listen's host when it is a name."""
+    if not host:
+        return False
+    host = host.lower()
+    if host.startswith("["):
+        end = host.find("]")
+        if end < 0:
+            return False
+        name, port = host[1:end], host[end + 1 :]
+        try:
+            ipaddress.IPv6Address(name)
+        except ValueError:
+            return False
+        return not port or (port[0] == ":" and port[1:].isdigit())
+    name, colon, port = host.rpartition(":")
+    if not colon:
+        name, port = host, ""
+    elif not port.isdigit():
+        return False
+    try:
+        ipaddress.IPv4Address(name)
+        return True
+    except ValueError:
+        pass
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    return admin_host is not None and name == admin_host.lower()
+
+
 # Bounds on the explain form's input (a query string the admin listener's client chose).
 MAX_ORIGIN = 2048
 MAX_PATH = 8192
@@ -110,16 +164,17 @@ def _base(policy: CorsPolicy) -> Base:
 
 def parse_explain_query(query: Any) -> ExplainQuery | str:
     """The form's fields (`origin`, `method`, `path`, `header` lines `Name: value`,
-    `credentials`), or what is wrong with them."""
-    origin = query.get("origin", "").strip()
-    method = query.get("method", "GET").strip() or "GET"
-    path = query.get("path", "/").strip() or "/"
+    `credentials`), or what is wrong with them. Values go to `explain` as typed (spaces
+    included, as `corsproxy explain` takes them); only their size is bounded."""
+    origin = query.get("origin", "")
+    method = query.get("method", "") or "GET"
+    path = query.get("path", "") or "/"
     if not origin:
         return "origin is required (the page's origin, e.g. https://app.example.com)"
     if len(origin) > MAX_ORIGIN or len(path) > MAX_PATH:
         return f"origin or path too long (at most {MAX_ORIGIN} and {MAX_PATH} characters)"
-    if not TOKEN.match(method) or len(method) > 64:
-        return "method must be an HTTP method token, e.g. PUT"
+    if len(method) > 64:
+        return "method too long (at most 64 characters)"
     lines = [line for value in query.getall("header", ()) for line in value.splitlines()]
     if len(lines) > MAX_HEADERS or sum(map(len, lines)) > MAX_HEADER_CHARS:
         return f"at most {MAX_HEADERS} headers and {MAX_HEADER_CHARS} characters"
@@ -131,8 +186,6 @@ def parse_explain_query(query: Any) -> ExplainQuery | str:
         if not TOKEN.match(name.strip()):
             return f"a header is NAME or NAME: VALUE, not {line[:100]!r}"
         headers.append((name.strip(), value.strip()))
-    if not path.startswith("/"):
-        path = "/" + path
     credentials = query.get("credentials", "") in ("1", "true", "on", "yes")
     return ExplainQuery(origin, method, path, tuple(headers), credentials)
 
@@ -145,10 +198,12 @@ class Console:
         current: Callable[[], Config],
         refusals: RefusalRing,
         explainer: Explainer | None = None,
+        parsable: Callable[[str], bool] | None = None,
     ) -> None:
         self.current = current
         self.refusals = refusals
         self.explainer = explainer
+        self.parsable = parsable
         self.files = {path: (_static(name), kind) for path, (name, kind) in STATIC.items()}
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
@@ -162,6 +217,18 @@ class Console:
     def _routes(self, config: Config) -> list[Route]:
         table = config.routes
         return [*table.routes, *([table.default] if table.default is not None else [])]
+
+    def host_allowed(self, host: str | None) -> bool:
+        admin = self.current().admin
+        return host_allowed(host, admin.listen.host if admin else None)
+
+    def _current_entries(self, config: Config) -> tuple[list[Any], int]:
+        """The ring's entries of routes in the loaded config, and how many others (routes a
+        reload renamed or removed): those are left out of the list and the suggestion both."""
+        names = {r.name for r in self._routes(config)}
+        entries = self.refusals.latest()
+        kept = [e for e in entries if e.route in names]
+        return kept, len(entries) - len(kept)
 
     def _process(self) -> dict[str, Any]:
         worker = os.environ.get("CORSPROXY_WORKER") == "1"
@@ -189,6 +256,7 @@ class Console:
 
     async def refusals_handler(self, request: web.Request) -> web.Response:
         ring = self.refusals
+        current, stale = self._current_entries(self.current())
         entries = [
             {
                 "origin": e.origin,
@@ -203,11 +271,13 @@ class Console:
                 # Not a serialized origin: no browser sends it (a script, a scanner).
                 "malformed": e.origin != "null" and serialized_origin(e.origin) is None,
             }
-            for e in ring.latest()
+            for e in current
         ]
         return _json(
             {
                 **self._process(),
+                # Entries of routes no longer in the config (renamed or removed by a reload).
+                "stale": stale,
                 "capacity": ring.size,
                 "total": ring.total,
                 "evicted": ring.evicted,
@@ -218,6 +288,7 @@ class Console:
     async def suggestion(self, request: web.Request) -> web.Response:
         config = self.current()
         bases = {r.name: _base(r.cors) for r in self._routes(config) if r.cors.enabled}
+        current, stale = self._current_entries(config)
         seen = [
             Observation(
                 route=e.route,
@@ -226,14 +297,19 @@ class Console:
                 count=e.count,
                 reasons=tuple(str(r) for r in e.reasons),
             )
-            for e in self.refusals.latest()
+            for e in current
             if not e.truncated and e.route in bases
         ]
-        routes = suggest(seen, bases)
+        routes = suggest(seen, bases, self.parsable)
         header = [
             "corsproxy console: the loaded allow-lists plus what the refused and would-refuse",
             f"requests in this process's ring needed (pid {os.getpid()}).",
         ]
+        if stale:
+            header.append(
+                f"{stale} entry(ies) of routes no longer in the config (renamed or removed by a "
+                "reload) left out, here and in the list."
+            )
         return _json(
             {
                 **self._process(),

@@ -11,20 +11,21 @@ no origin a client chose can end a line or start a key.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from corsproxy.config.schema import check_header_name, check_method
+from corsproxy.config.spec import SpecError
 from corsproxy.policy.cors import (
-    FORBIDDEN_METHODS,
     SAFELISTED_HEADER_NAMES,
     SAFELISTED_METHODS,
     ReasonCode,
     parse_request_headers,
 )
-from corsproxy.policy.http_grammar import TOKEN
-from corsproxy.policy.origins import parse_origin
+from corsproxy.policy.origins import OriginEntryError, compile_origin_entry
 
 # Bounds on what one suggestion keeps (a log's content is the clients' choice).
 MAX_ROUTES = 1000
@@ -70,6 +71,8 @@ class RouteSuggestion:
     methods: set[str] = field(default_factory=set)
     headers: set[str] = field(default_factory=set)
     not_suggested: Counter[str] = field(default_factory=Counter)  # malformed, null
+    # Methods corsproxy's HTTP parser refuses (400 before any CORS): never suggested.
+    unparsable: set[str] = field(default_factory=set)
     requests: int = 0
     refusals: int = 0
     dropped_origins: int = 0  # distinct origins beyond MAX_ORIGINS_PER_ROUTE
@@ -98,43 +101,81 @@ class RouteSuggestion:
             "allow_methods": self.allow_methods(),
             "allow_headers": self.allow_headers(),
             "not_suggested": sorted(self.not_suggested),
+            "unparsable_methods": sorted(self.unparsable),
             "requests": self.requests,
             "refused": self.refusals,
         }
 
 
 def serialized_origin(text: str) -> str | None:
-    """The origin as an allow-list entry, or None when no browser sends it (malformed)."""
-    origin = parse_origin(text)
-    if origin is None:
+    """The origin as an allow-list entry, or None when no browser sends it (malformed).
+
+    Suggestible means: an exact entry `check` accepts in allow_origins (policy/origins.py's
+    own validation: IP addresses as browsers write them, no path, ASCII only) and written
+    exactly as browsers serialize it (lower case, no default port), byte for byte."""
+    if text in ("*", "null") or "*" in text or text.startswith("regex:"):
         return None
-    return f"{origin.scheme}://{origin.host}" + (f":{origin.port}" if origin.port else "")
+    try:
+        entry, _ = compile_origin_entry(0, text)
+    except OriginEntryError:
+        return None
+    origin = entry.exact
+    if entry.kind != "exact" or origin is None:
+        return None
+    serialized = f"{origin.scheme}://{origin.host}" + (f":{origin.port}" if origin.port else "")
+    return text if serialized == text else None
+
+
+# Characters that would hide or reorder what is shown (controls, bidirectional overrides and
+# isolates, line separators): written as \uXXXX wherever a client's value is displayed.
+_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+
+
+def visible(text: str) -> str:
+    """`text` on one line, with controls and bidirectional marks escaped (`\\u202e`)."""
+    return _INVISIBLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _method(text: str) -> str | None:
-    """A method worth listing: a token, not safelisted (never needs listing), not forbidden."""
-    if not text or len(text) > 64 or not TOKEN.match(text):
+    """A method worth listing: one `check` accepts in allow_methods (a token, not `*`, not
+    forbidden), not safelisted (never needs listing)."""
+    if not text or len(text) > 64:
+        return None
+    try:
+        check_method(text)
+    except SpecError:
         return None
     upper = text.upper()
     if upper in ("DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT"):
         text = upper  # normalized by fetch
-    if text in SAFELISTED_METHODS or text == "OPTIONS" or upper in FORBIDDEN_METHODS:
+    if text in SAFELISTED_METHODS or text == "OPTIONS":
         return None
     return text
 
 
 def _header(name: str) -> str | None:
     name = name.strip().lower()
-    if not name or len(name) > 256 or not TOKEN.match(name) or name in SAFELISTED_HEADER_NAMES:
+    if not name or len(name) > 256 or name in SAFELISTED_HEADER_NAMES:
+        return None
+    try:
+        check_header_name(name)  # what `check` accepts in allow_headers (a token, not `*`)
+    except SpecError:
         return None
     return name
 
 
 def suggest(
-    observations: Iterable[Observation], bases: Mapping[str, Base] | None = None
+    observations: Iterable[Observation],
+    bases: Mapping[str, Base] | None = None,
+    parsable: Callable[[str], bool] | None = None,
 ) -> list[RouteSuggestion]:
-    """Fold what was seen per route, on top of each route's `bases` entry when given."""
+    """Fold what was seen per route, on top of each route's `bases` entry when given.
+
+    `parsable(method)`: whether corsproxy's HTTP parser reads a request with that method (it
+    answers 400 to others, lower-case `patch` among them, before any CORS): such methods are
+    listed apart, never suggested."""
     routes: dict[str, RouteSuggestion] = {}
+    readable: dict[str, bool] = {}
     for name, base in (bases or {}).items():
         routes[name] = RouteSuggestion(name, base)
     for seen in observations:
@@ -168,8 +209,20 @@ def suggest(
                 headers.append(detail)
         for text in methods:
             method = _method(text)
-            if method is not None and len(route.methods) < MAX_NAMES_PER_ROUTE:
-                route.methods.add(method)
+            if (
+                method is None
+                or method in route.methods
+                or len(route.methods) >= MAX_NAMES_PER_ROUTE
+            ):
+                continue
+            if parsable is not None:
+                if method not in readable:
+                    readable[method] = parsable(method)
+                if not readable[method]:
+                    if len(route.unparsable) < MAX_NAMES_PER_ROUTE:
+                        route.unparsable.add(method)
+                    continue
+            route.methods.add(method)
         for text in headers:
             header = _header(text)
             if header is not None and len(route.headers) < MAX_NAMES_PER_ROUTE:
@@ -227,6 +280,16 @@ def render_yaml(suggestions: Sequence[RouteSuggestion], header: Sequence[str] = 
             out.append("# not suggested: malformed origins (no browser sends them) and null:")
             for text, count in sorted(route.not_suggested.items()):
                 out.append(f"#   {_q(text)}  ({count} request(s))")
+        for method in sorted(route.unparsable):
+            upper = method.upper()
+            if upper != method:
+                why = f"the page must send it in upper case ({_q(upper)})"
+            else:
+                why = "it is not a method the parser knows"
+            out.append(
+                f"# not suggested: method {_q(method)}: corsproxy's HTTP parser answers 400 to "
+                f"it before any CORS; {why}"
+            )
     return "\n".join(out) + "\n"
 
 
@@ -266,7 +329,7 @@ def observations_from_log(lines: Iterable[str], stats: LogStats) -> Iterable[Obs
             continue
         try:
             record = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deep to read
             stats.skipped += 1
             continue
         if not isinstance(record, dict) or "cors" not in record or "route" not in record:

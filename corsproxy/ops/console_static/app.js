@@ -2,9 +2,18 @@
 // client's choice (origins, header names): it is only ever written with textContent.
 'use strict';
 
+// Controls, bidirectional overrides and isolates (U+202E reverses what follows), zero-width
+// and line-separator characters: shown escaped (\u202e), never applied to the page.
+const INVISIBLE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g;
+
+function visible(text) {
+  return String(text).replace(INVISIBLE,
+    (c) => '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0'));
+}
+
 function el(tag, text, className) {
   const node = document.createElement(tag);
-  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (text !== undefined && text !== null) node.textContent = visible(text);
   if (className) node.className = className;
   return node;
 }
@@ -28,7 +37,7 @@ function list(values) {
 async function loadPolicy() {
   const data = await getJSON('/console/api/policy');
   showProcess(data);
-  document.getElementById('source').textContent = data.source;
+  document.getElementById('source').textContent = visible(data.source);
   const root = document.getElementById('policy');
   root.replaceChildren();
   for (const route of data.routes) {
@@ -69,7 +78,9 @@ async function loadRefusals() {
   document.getElementById('refusals-summary').textContent =
     data.total + ' refusal(s) recorded by process ' + data.pid + ' since it started; ' +
     'the latest ' + data.capacity + ' distinct (origin, route, reason) kept, ' +
-    data.evicted + ' older one(s) pushed out.';
+    data.evicted + ' older one(s) pushed out.' +
+    (data.stale ? ' ' + data.stale + ' entry(ies) of routes no longer in the config ' +
+      '(renamed or removed by a reload) not shown, nor in the suggestion.' : '');
   const body = document.querySelector('#refusals tbody');
   body.replaceChildren();
   if (!data.entries.length) {
@@ -97,7 +108,7 @@ async function loadRefusals() {
 
 async function loadSuggestion() {
   const data = await getJSON('/console/api/suggest');
-  document.getElementById('suggestion').textContent = data.yaml;
+  document.getElementById('suggestion').textContent = visible(data.yaml);
 }
 
 async function explain(event) {
@@ -114,13 +125,13 @@ async function explain(event) {
   try {
     const data = await getJSON('/console/api/explain?' + params.toString());
     const enforce = data.enforce_verdict === 'allowed' ? 'ALLOWED' : 'BLOCKED (' + data.reason + ')';
-    verdict.textContent = data.verdict === 'upstream_decides'
+    verdict.textContent = visible(data.verdict === 'upstream_decides'
       ? 'REPORT-ONLY: the upstream\'s own CORS headers decide; with mode: enforce: ' + enforce
-      : enforce;
+      : enforce);
     verdict.className = 'verdict ' + data.verdict;
-    output.textContent = data.text;
+    output.textContent = visible(data.text);
   } catch (error) {
-    verdict.textContent = 'Error: ' + error.message;
+    verdict.textContent = visible('Error: ' + error.message);
     verdict.className = 'verdict blocked';
     output.textContent = '';
   }
