@@ -727,19 +727,19 @@ async def test_every_admin_answer_says_nosniff_and_errors_carry_the_csp(proxy: P
 
 
 async def test_the_form_passes_values_as_typed_like_corsproxy_explain(proxy: Proxy) -> None:
-    cases = [
-        {"origin": f" {APP}", "method": "PUT", "path": "/x"},
-        {"origin": APP, "method": "PUT", "path": "/a b"},
-        {"origin": APP, "method": " PUT", "path": "/x"},
+    cases = [  # with the verdict: fetch() encodes the space in a path (/a%20b)
+        ({"origin": f" {APP}", "method": "PUT", "path": "/x"}, "blocked"),
+        ({"origin": APP, "method": "PUT", "path": "/a b"}, "allowed"),
+        ({"origin": APP, "method": " PUT", "path": "/x"}, "blocked"),
     ]
     async with aiohttp.ClientSession() as client:
-        for query in cases:
+        for query, verdict in cases:
             data = await _get_json(client, f"{proxy.admin}/console/api/explain?" + _qs(query))
             cli = await asyncio.to_thread(
                 _run, "explain", "--config", str(proxy.config), "--origin", query["origin"],
                 "-X", query["method"], "--path", query["path"], "--format", "json",
             )  # fmt: skip
-            assert data["verdict"] == "blocked", (query, data)
+            assert data["verdict"] == verdict, (query, data)
             assert {k: v for k, v in data.items() if k != "text"} == json.loads(cli.stdout)
 
 
