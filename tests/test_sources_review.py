@@ -1,0 +1,155 @@
+"""The outside review of issue 15's sections 2 and 3 (configuration sources and start-up),
+each finding as a user meets it: the `config` and `check` commands in process, `serve` and
+`healthcheck` as real processes where the behaviour is the process's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from corsproxy.commands.cli import cli
+from tests.net import ROOT, TIMEOUT, free_port
+
+UPSTREAM = "http://127.0.0.1:9"
+APP = "https://app.example.com"
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+    """The command in process, with no CORSPROXY_* variable but those given."""
+    unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("CORSPROXY_")}
+    return CliRunner().invoke(cli, list(args), env={**unset, **(env or {})})
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`corsproxy ARGS` as a real process (its own stderr, tty or not)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CORSPROXY_")}
+    return subprocess.run(
+        [sys.executable, "-m", "corsproxy", *args],
+        capture_output=True, text=True, timeout=TIMEOUT * 3, check=False, cwd=ROOT,
+        env={**clean, **(env or {})},
+    )  # fmt: skip
+
+
+# --- 1. a flag never hides the file's own error ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "args", "env", "message"),
+    [
+        ("cors: [a]", ["--allow-origin", APP], {}, "c.yaml:2: cors: expected a mapping"),
+        ("cors: 5", ["--allow-origin", APP], {}, "c.yaml:2: cors: expected false or a mapping"),
+        ("cors:", ["--max-age", "5"], {}, "c.yaml:2: cors: `cors:` is empty"),
+        ("admin: [1]", [], {"CORSPROXY_ADMIN_LISTEN": ":0"}, "c.yaml:2: admin: expected a"),
+        ("listen: {a: 1}", [], {"CORSPROXY_LISTEN": ":0"}, "c.yaml:2: listen: expected a single"),
+        (
+            "cors:\n  allow_origins: {a: 1}",
+            ["--allow-origin", APP],
+            {},
+            "c.yaml:3: cors.allow_origins: expected a list, got a mapping",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["config", "check"])
+def test_a_flag_or_variable_does_not_hide_the_files_error(
+    tmp_path: Path, command: str, text: str, args: list[str], env: dict[str, str], message: str
+) -> None:
+    path = write(tmp_path, f"upstream: {UPSTREAM}\n{text}\n")
+    if command == "check":  # the file alone: the same error
+        result = invoke("check", "-c", path)
+    else:
+        result = invoke("config", "-c", path, *args, env=env)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_flag_over_cors_false_turns_cors_on_with_a_warning_naming_both(tmp_path: Path) -> None:
+    path = write(tmp_path, f"upstream: {UPSTREAM}\ncors: false\n")
+    result = invoke("config", "--format", "json", "-c", path, "--allow-origin", APP)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["cors"]["allow_origins"] == [APP]
+    assert (
+        "c.yaml:2: cors: warning: the file's `false` is overridden by --allow-origin"
+        in result.stderr
+    )
+
+
+# --- 2. a route's aliased cors block keeps the file's values ----------------------------
+
+
+def test_a_flag_does_not_rewrite_a_routes_aliased_cors_block(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f"upstream: {UPSTREAM}\n"
+        "cors: &shared\n  allow_origins: [https://file.example]\n  max_age: 60\n"
+        "routes:\n  - path_prefix: /partner\n    cors: *shared\n",
+    )
+    result = invoke(
+        "config", "--format", "json", "-c", path, "--allow-origin", APP, "--max-age", "5"
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["cors"]["allow_origins"] == [APP]
+    assert document["cors"]["max_age"] == 5
+    route = document["routes"][0]["cors"]
+    assert route["allow_origins"] == ["https://file.example"]
+    assert route["max_age"] == 60
+
+
+# --- 3. durations are finite and bounded -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (".nan", "a duration must be a number of seconds"),
+        (".inf", "a duration must be at most 1 day (86400 s)"),
+        ("99999999999999999999h", "a duration must be at most 1 day (86400 s)"),
+        ("86401", "a duration must be at most 1 day"),
+    ],
+)
+def test_a_duration_in_the_file_is_finite_and_at_most_a_day(
+    tmp_path: Path, value: str, message: str
+) -> None:
+    path = write(tmp_path, f"upstream: {UPSTREAM}\ntimeouts:\n  read: {value}\n")
+    result = invoke("check", "-c", path)
+    assert result.exit_code == 2, result.output
+    assert f"c.yaml:3: timeouts.read: {message}" in result.output
+
+
+def test_a_day_is_the_longest_duration(tmp_path: Path) -> None:
+    path = write(tmp_path, f"upstream: {UPSTREAM}\ncors: false\ntimeouts:\n  read: 24h\n")
+    result = invoke("check", "-c", path)
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["healthcheck", "--url", "http://127.0.0.1:9/healthz", "--timeout", "99999999999999999999h"],
+        ["healthcheck", "--url", "http://127.0.0.1:9/healthz", "--timeout", "0"],
+        ["serve", "--upstream", UPSTREAM, "--shutdown-timeout", "99999999999999999999h"],
+        ["serve", "--upstream", UPSTREAM, "--drain-delay", "2000000"],
+    ],
+)
+def test_a_duration_flag_out_of_bounds_is_a_usage_error(args: list[str]) -> None:
+    if args[0] == "serve":
+        args = [*args, "--listen", f"127.0.0.1:{free_port()}", "--log-format", "text"]
+    result = run(*args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Invalid value for --" in result.stderr
+    assert "more than zero" in result.stderr or "at most 1 day" in result.stderr
