@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from click.testing import CliRunner, Result
 
 from corsproxy.commands.cli import cli
 from tests.net import ROOT, TIMEOUT, free_port
+from tests.test_serve_startup import Serve, summaries
 
 UPSTREAM = "http://127.0.0.1:9"
 APP = "https://app.example.com"
@@ -139,7 +141,13 @@ def test_a_day_is_the_longest_duration(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "args",
     [
-        ["healthcheck", "--url", "http://127.0.0.1:9/healthz", "--timeout", "99999999999999999999h"],
+        [
+            "healthcheck",
+            "--url",
+            "http://127.0.0.1:9/healthz",
+            "--timeout",
+            "99999999999999999999h",
+        ],
         ["healthcheck", "--url", "http://127.0.0.1:9/healthz", "--timeout", "0"],
         ["serve", "--upstream", UPSTREAM, "--shutdown-timeout", "99999999999999999999h"],
         ["serve", "--upstream", UPSTREAM, "--drain-delay", "2000000"],
@@ -153,3 +161,82 @@ def test_a_duration_flag_out_of_bounds_is_a_usage_error(args: list[str]) -> None
     assert "Traceback" not in result.stderr
     assert "Invalid value for --" in result.stderr
     assert "more than zero" in result.stderr or "at most 1 day" in result.stderr
+
+
+# --- 4. serve's usage errors are JSON lines in JSON mode ----------------------------------
+
+
+def _json_lines(stderr: str) -> list[dict[str, Any]]:
+    records = []
+    for line in stderr.splitlines():
+        record = json.loads(line)  # every line, or the test fails here naming it
+        assert isinstance(record, dict)
+        assert {"time", "level", "logger", "message"} <= set(record), line
+        records.append(record)
+    return records
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--max-age", "abc"], {}, "Invalid value for --max-age"),
+        ([], {"CORSPROXY_ALLOW_CREDENTIALS": "maybe"}, "CORSPROXY_ALLOW_CREDENTIALS"),
+        (["--workers", "abc"], {}, "Invalid value for --workers"),
+        (["--workers", "0"], {}, "Invalid value for --workers"),
+        (["--bogus"], {}, "No such option '--bogus'"),
+        (["--shutdown-timeout", "1e308"], {}, "Invalid value for --shutdown-timeout"),
+    ],
+)
+@pytest.mark.parametrize("how", ["flag", "variable", "not a terminal"])
+def test_in_json_mode_a_usage_error_is_a_json_line(
+    how: str, args: list[str], env: dict[str, str], message: str
+) -> None:
+    given = {"flag": ["--log-format", "json"], "variable": [], "not a terminal": []}[how]
+    variables = {"CORSPROXY_LOG_FORMAT": "json"} if how == "variable" else {}
+    result = run(
+        "serve", *given, "--upstream", UPSTREAM, "--listen", f"127.0.0.1:{free_port()}", *args,
+        env={**variables, **env},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    errors = [r for r in _json_lines(result.stderr) if r["level"] == "error"]
+    assert len(errors) == 1, result.stderr
+    assert message in errors[0]["message"]
+    assert errors[0]["usage"] == "Usage: corsproxy serve [OPTIONS]"
+
+
+def test_in_text_mode_a_usage_error_is_clicks_text() -> None:
+    result = run("serve", "--log-format", "text", "--max-age", "abc")
+    assert result.returncode == 2
+    assert "Usage: corsproxy serve [OPTIONS]" in result.stderr
+    assert "Error: Invalid value for --max-age" in result.stderr
+
+
+# --- 5, 6. the demo: its summary and probe, and where it listens -----------------------
+
+
+def test_demo_with_workers_announces_no_placeholder_and_warns_once(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("cors: {mode: report-only}\n")  # one warning
+    proc = Serve(
+        "--log-format", "json", "-c", str(config), "--demo", "--workers", "2",
+        "--listen", f"127.0.0.1:{free_port()}",
+    )  # fmt: skip
+    try:
+        proc.wait(lambda: sum(" ready" in m for m in proc.messages()) == 2)
+        time.sleep(2.5)  # the supervisor's probe (1 s to connect) would have said it by now
+    finally:
+        assert proc.stop() == 0
+    (summary,) = summaries(proc)
+    assert summary["routes"][0]["upstream"] == "the built-in demo upstream"
+    messages = proc.messages()
+    assert not [m for m in messages if "not reachable" in m], messages
+    warnings = [r for r in proc.records() if r.get("key") == "cors.mode"]
+    assert len(warnings) == 1, proc.lines
+
+
+def test_config_demo_shows_where_serve_demo_listens() -> None:
+    result = invoke("config", "--demo", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["listen"] == "127.0.0.1:8080"
+    given = invoke("config", "--demo", "--format", "json", "--listen", ":9000")
+    assert json.loads(given.stdout)["listen"] == "0.0.0.0:9000"

@@ -269,9 +269,20 @@ def demo_policy(given: Sequence[Override]) -> list[Override]:
     return [o for o in policy if o.path not in named]
 
 
+DEMO_LISTEN = "127.0.0.1:8080"
+
+
+def demo_listen(given: Sequence[Override]) -> list[Override]:
+    """Where `serve --demo` listens unless --listen (or its variable) says: loopback only."""
+    if any(o.path == ("listen",) for o in given):
+        return []
+    return [Override(("listen",), DEMO_LISTEN, "--demo")]
+
+
 def checked_overrides(ctx: click.Context) -> list[Override]:
     """The overrides a configuration is loaded with outside `serve`: the flags, and with
-    --demo the demo policy over a placeholder upstream (a flag given wins over the demo)."""
+    --demo the demo's listen address and policy over a placeholder upstream (a flag given
+    wins over the demo)."""
     given = overrides(ctx)
     if not ctx.params.get("demo"):
         return given
@@ -280,7 +291,7 @@ def checked_overrides(ctx: click.Context) -> list[Override]:
         if any(o.path == ("upstream",) for o in given)
         else [Override(("upstream",), DEMO_PLACEHOLDER_UPSTREAM, "--demo")]
     )
-    return [*upstream, *demo_policy(given), *given]
+    return [*demo_listen(given), *upstream, *demo_policy(given), *given]
 
 
 def admin_probe_address() -> tuple[str, int]:
