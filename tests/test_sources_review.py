@@ -240,3 +240,94 @@ def test_config_demo_shows_where_serve_demo_listens() -> None:
     assert json.loads(result.stdout)["listen"] == "127.0.0.1:8080"
     given = invoke("config", "--demo", "--format", "json", "--listen", ":9000")
     assert json.loads(given.stdout)["listen"] == "0.0.0.0:9000"
+
+
+# --- 7. a listen host that is no address, or does not resolve ----------------------------
+
+
+@pytest.mark.parametrize("host", ["256.1.1.1", "1.2.3", "127.000.0.1"])
+def test_digits_and_dots_that_are_no_ipv4_address_are_refused_at_load(host: str) -> None:
+    result = invoke("config", "--upstream", UPSTREAM, "--listen", f"{host}:8080")
+    assert result.exit_code == 2, result.output
+    assert f"--listen: listen: '{host}' is not an IPv4 address" in result.output
+
+
+def test_a_listen_host_that_does_not_resolve_is_said_in_words() -> None:
+    result = run(
+        "serve", "--log-format", "json", "--upstream", UPSTREAM,
+        "--listen", f"no-such-host.invalid:{free_port()}",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    (error,) = [r for r in _json_lines(result.stderr) if r["level"] == "error"]
+    assert error["error"].startswith("the host name does not resolve")
+    assert error["hint"] == "write an IP address, or a name this host resolves"
+    assert "unknown error" not in result.stderr
+
+
+# --- 10. a password in the upstream URL is never echoed ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user:s3cret@127.0.0.1:99999",
+        "ftp://user:s3cret@127.0.0.1:9",
+        "http://user:s3cret@[zz]:9",
+        "http://user:s3cret@bad_host!:9",
+    ],
+)
+def test_an_upstream_urls_password_is_not_in_its_error(url: str) -> None:
+    result = invoke("config", env={"CORSPROXY_UPSTREAM": url})
+    assert result.exit_code == 2, result.output
+    assert "CORSPROXY_UPSTREAM: upstream:" in result.output
+    assert "s3cret" not in result.output
+    assert "user" not in result.output
+
+
+def test_an_upstream_urls_password_is_not_in_the_files_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "upstream: 'http://user:s3cret@127.0.0.1:99999'\n")
+    result = invoke("check", "-c", path)
+    assert result.exit_code == 2
+    assert "http://***@127.0.0.1:99999" in result.output
+    assert "s3cret" not in result.output
+
+
+# --- 12. listen and admin.listen on one address -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("listen", "admin", "problem"),
+    [
+        ("127.0.0.1:{p}", "127.0.0.1:{p}", "is the same address as listen"),
+        ("{p}", "127.0.0.1:{p}", "overlaps listen (0.0.0.0:{p})"),
+        ("127.0.0.1:{p}", ":{p}", "overlaps listen (127.0.0.1:{p})"),
+        ("[::]:{p}", "127.0.0.1:{p}", "overlaps listen ([::]:{p})"),
+    ],
+)
+def test_admin_listen_on_the_address_of_listen_is_refused_at_load(
+    tmp_path: Path, listen: str, admin: str, problem: str
+) -> None:
+    port = free_port()
+    path = write(
+        tmp_path,
+        f"upstream: {UPSTREAM}\ncors: false\nlisten: '{listen.format(p=port)}'\n"
+        f"admin:\n  listen: '{admin.format(p=port)}'\n",
+    )
+    result = invoke("check", "-c", path)
+    assert result.exit_code == 2, result.output
+    assert "c.yaml:5: admin.listen: " in result.output
+    assert problem.format(p=port) in result.output
+    assert "give admin.listen a port of its own" in result.output
+
+
+@pytest.mark.parametrize(
+    ("listen", "admin"),
+    [("127.0.0.1:{p}", "127.0.0.2:{p}"), ("[::1]:{p}", "0.0.0.0:{p}"), ("127.0.0.1:0", ":0")],
+)
+def test_distinct_listeners_on_one_port_are_fine(listen: str, admin: str) -> None:
+    port = free_port()
+    result = invoke(
+        "config", "--upstream", UPSTREAM, "--listen", listen.format(p=port),
+        "--admin-listen", admin.format(p=port),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
