@@ -467,6 +467,8 @@ def test_listen_forms(value: str | int, listen: Listen) -> None:
     for key in ("listen", "admin"):
         doc: dict[str, Any] = {"upstream": "http://u:1"}
         doc[key] = value if key == "listen" else {"listen": value}
+        if key == "admin":  # not on the default listen's port: refused at load
+            doc["listen"] = "127.0.0.1:1"
         jsonschema.validate(doc, json_schema())
         config = parse_config(json.dumps(doc), "c.yaml")
         assert (config.listen if key == "listen" else config.admin.listen) == listen  # type: ignore[union-attr]
