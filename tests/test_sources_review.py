@@ -179,7 +179,7 @@ def _json_lines(stderr: str) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        (["--max-age", "abc"], {}, "Invalid value for --max-age"),
+        (["--drain-delay", "5x"], {}, "Invalid value for --drain-delay"),
         ([], {"CORSPROXY_ALLOW_CREDENTIALS": "maybe"}, "CORSPROXY_ALLOW_CREDENTIALS"),
         (["--workers", "abc"], {}, "Invalid value for --workers"),
         (["--workers", "0"], {}, "Invalid value for --workers"),
@@ -205,10 +205,10 @@ def test_in_json_mode_a_usage_error_is_a_json_line(
 
 
 def test_in_text_mode_a_usage_error_is_clicks_text() -> None:
-    result = run("serve", "--log-format", "text", "--max-age", "abc")
+    result = run("serve", "--log-format", "text", "--drain-delay", "5x")
     assert result.returncode == 2
     assert "Usage: corsproxy serve [OPTIONS]" in result.stderr
-    assert "Error: Invalid value for --max-age" in result.stderr
+    assert "Error: Invalid value for --drain-delay" in result.stderr
 
 
 # --- 5, 6. the demo: its summary and probe, and where it listens -----------------------
@@ -331,3 +331,58 @@ def test_distinct_listeners_on_one_port_are_fine(listen: str, admin: str) -> Non
         "--admin-listen", admin.format(p=port),
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+
+
+# --- 11. a regex origin's commas -----------------------------------------------------------
+
+REGEX = r"regex:https://[a-z]{1,20}\.example\.com"
+
+
+def test_a_regex_origin_flag_is_not_split_at_its_comma() -> None:
+    result = invoke(
+        "config", "--format", "json", "--upstream", UPSTREAM,
+        "--allow-origin", REGEX, "--allow-origin", "https://a.example,https://b.example",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["cors"]["allow_origins"] == [
+        REGEX, "https://a.example", "https://b.example",
+    ]  # fmt: skip
+
+
+def test_a_list_variable_does_not_split_inside_braces() -> None:
+    result = invoke(
+        "config", "--format", "json", "--upstream", UPSTREAM,
+        env={"CORSPROXY_ALLOW_ORIGINS": f"{REGEX},https://b.example"},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["cors"]["allow_origins"] == [REGEX, "https://b.example"]
+
+
+# --- 14. a number flag reads as the file's; SIGHUP early at start ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("10m", "expected a whole number of seconds, got '10m' (in whole seconds: write 600)"),
+        ("1_000", "'1_000' is not a plain decimal number"),
+        ("0x10", "'0x10' is not a plain decimal number"),
+        ("010", "'010' has a leading 0"),
+    ],
+)
+@pytest.mark.parametrize("where", ["--max-age", "CORSPROXY_MAX_AGE"])
+def test_a_max_age_flag_or_variable_gets_the_files_messages(
+    where: str, value: str, message: str
+) -> None:
+    if where.startswith("--"):
+        result = invoke("config", "--upstream", UPSTREAM, where, value)
+    else:
+        result = invoke("config", "--upstream", UPSTREAM, env={where: value})
+    assert result.exit_code == 2, result.output
+    assert f"{where}: cors.max_age: {message}" in result.output
+
+
+def test_a_plain_max_age_flag_still_works() -> None:
+    result = invoke("config", "--format", "json", "--upstream", UPSTREAM, "--max-age", " 600 ")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["cors"]["max_age"] == 600

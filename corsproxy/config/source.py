@@ -53,10 +53,19 @@ class Override:
     path: tuple[str, ...]  # ("upstream",) or ("cors", "allow_origins")
     value: str | bool | int | list[str]
     source: str  # "--upstream", "CORSPROXY_UPSTREAM": named in messages instead of a line
+    # A number as typed (`--max-age 600`): read as the file reads a plain value, so `10m`,
+    # `1_000` or `0x10` get the file's messages and hints.
+    plain: bool = False
 
 
-def _node(value: str | bool | int | list[str], source: str) -> Node:
+_RESOLVER = yaml.resolver.Resolver()
+
+
+def _node(value: str | bool | int | list[str], source: str, plain: bool = False) -> Node:
     mark = yaml.error.Mark(source, 0, -1, -1, None, 0)
+    if plain and isinstance(value, str) and "$" not in value:
+        tag = _RESOLVER.resolve(ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
+        return ScalarNode(tag, value, mark, mark)
     if isinstance(value, bool):
         return ScalarNode(BOOL_TAG, "true" if value else "false", mark, mark)
     if isinstance(value, int):
@@ -115,7 +124,10 @@ def _apply_overrides(
                 notes.append(Diagnostic(file, old.start_mark.line + 1, key, wrong))
             mapping.value = [(k, v) for k, v in mapping.value if k.value != leaf]
             mapping.value.append(
-                (_node(leaf, override.source), _node(override.value, override.source))
+                (
+                    _node(leaf, override.source),
+                    _node(override.value, override.source, override.plain),
+                )
             )
 
 
