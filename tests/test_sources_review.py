@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -386,3 +387,34 @@ def test_a_plain_max_age_flag_still_works() -> None:
     result = invoke("config", "--format", "json", "--upstream", UPSTREAM, "--max-age", " 600 ")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["cors"]["max_age"] == 600
+
+
+def _catches_sighup(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGHUP - 1)))
+    return False
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_sighup_early_at_start_is_one_reload_once_serving(tmp_path: Path, workers: str) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"upstream: {UPSTREAM}\ncors: false\nlisten: 127.0.0.1:{free_port()}\n")
+    proc = Serve("--log-format", "json", "-c", str(config), "--workers", workers)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not _catches_sighup(proc.proc.pid):  # as soon as anything catches it
+            assert time.monotonic() < deadline and proc.proc.poll() is None, proc.lines
+            time.sleep(0.001)
+        proc.proc.send_signal(signal.SIGHUP)
+        proc.wait(lambda: [m for m in proc.messages() if m.startswith("config reloaded")])
+        assert proc.proc.poll() is None
+    finally:
+        code = proc.stop()
+    assert code == 0, proc.lines
+    messages = proc.messages()
+    assert messages.count("SIGHUP during start-up: reloading now") == 1, messages
+    # Replayed once the reload handler is in place: the server's, or the supervisor's.
+    mark = " listening on " if workers == "1" else ": started 2 workers"
+    started = min(i for i, m in enumerate(messages) if mark in m)
+    assert messages.index("SIGHUP during start-up: reloading now") > started

@@ -37,6 +37,7 @@ from corsproxy.config import (
     read_config_text,
 )
 from corsproxy.config.spec import MAX_SHOWN, Diagnostic, shown
+from corsproxy.ops import early_hup
 from corsproxy.ops.threads import exit_process
 from corsproxy.policy.http_grammar import TOKEN
 
@@ -356,6 +357,7 @@ def serve(
         def announce(old: Config | None, new: Config) -> None:  # once, not per worker
             if old is None:
                 log_summary(new, placeholder)
+                early_hup.replay()  # the supervisor's handler is in place now
             else:
                 log_changes(old, new)
             probe_on_thread(new, old, skip=placeholder)
@@ -477,6 +479,7 @@ async def _serve(
     def ready(url: str) -> None:
         tune_gc()
         link.start()
+        early_hup.replay()  # the server's SIGHUP handler is in place now
         if demo:
             _say_demo_banner(url)
 
