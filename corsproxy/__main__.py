@@ -1,3 +1,3 @@
-from corsproxy.commands.cli import main
+from corsproxy.commands.launch import main
 
 main()

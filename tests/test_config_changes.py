@@ -81,6 +81,24 @@ CASES = [
         doc(admin={"listen": "127.0.0.1:9902"}, limits={"max_body_size": 1000}),
         ["changed admin.listen, limits.max_body_size"],
     ),
+    (  # the name labels the route's log lines and metrics
+        "a route renamed",
+        doc(routes=[{**api(allow_origins=[APP]), "name": "api-v1"}]),
+        doc(routes=[{**api(allow_origins=[APP]), "name": "api-v2"}]),
+        ["route /api: changed name"],
+    ),
+    (
+        "a route turns cors off",
+        doc(routes=[api(allow_origins=[APP], max_age=60)]),
+        doc(routes=[{**api(), "cors": False}]),
+        ["route /api: cors turned off (cors: false)"],
+    ),
+    (
+        "a route turns cors back on",
+        doc(routes=[{**api(), "cors": False}]),
+        doc(routes=[api(allow_origins=[APP])]),
+        ["route /api: cors turned on (was cors: false)", f"route /api: origins added: {APP}"],
+    ),
     (
         "no catch-all any more",
         doc(routes=[api(allow_origins=[APP])]),

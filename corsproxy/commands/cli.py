@@ -18,6 +18,7 @@ from corsproxy import __version__
 from corsproxy.commands import sources
 from corsproxy.commands.explain import explain, rechecker, render_text, websocket_url
 from corsproxy.commands.probe_url import check_probe_url
+from corsproxy.commands.serve_usage import LogFormatCommand
 from corsproxy.commands.sources import (
     DEMO_PLACEHOLDER_UPSTREAM,
     Duration,
@@ -36,6 +37,7 @@ from corsproxy.config import (
     read_config_text,
 )
 from corsproxy.config.spec import MAX_SHOWN, Diagnostic, shown
+from corsproxy.ops import early_hup
 from corsproxy.ops.threads import exit_process
 from corsproxy.policy.http_grammar import TOKEN
 
@@ -49,9 +51,11 @@ def _load(
     overrides: Sequence[Override] = (),
     document: str | None = None,
     log: bool = False,
+    warnings: bool = True,
 ) -> Config:
     """Load (or parse `document`, the file's text) or exit with every problem on stderr
-    (never a traceback). `log`: through the log writer (`serve`: JSON lines in JSON mode)."""
+    (never a traceback). `log`: through the log writer (`serve`: JSON lines in JSON mode);
+    `warnings`: say the warnings (a worker's are the supervisor's, said once)."""
 
     def echo(line: str, level: int, diagnostic: Diagnostic | None = None) -> None:
         if not log:
@@ -78,7 +82,7 @@ def _load(
         where = config_path or "command line"
         echo(f"{where}: {count} error{'s' if count != 1 else ''}", logging.ERROR)
         sys.exit(EXIT_CONFIG)
-    for line, diagnostic in _shown(config.warnings, excerpts=not log):
+    for line, diagnostic in _shown(config.warnings if warnings else (), excerpts=not log):
         echo(line, logging.WARNING, diagnostic)
     if strict and config.warnings:
         click.echo(f"{config_path}: warnings are errors with --strict", err=True)
@@ -225,7 +229,7 @@ def _load_sources(ctx: click.Context) -> Config:
     return _load(sources.config_path(ctx), overrides=sources.checked_overrides(ctx))
 
 
-@cli.command()
+@cli.command(cls=LogFormatCommand)
 @policy_sources()
 @click.option(
     "--log-format",
@@ -303,8 +307,8 @@ def serve(
     _require_c_parser(logs.say)
     config_path = sources.config_path(ctx)  # else a mounted file, as in the container image
     overrides = sources.overrides(ctx)
-    if demo and ctx.params["listen"] is None:
-        overrides.append(Override(("listen",), "127.0.0.1:8080", "--demo"))
+    if demo:
+        overrides += sources.demo_listen(overrides)
     from corsproxy.ops.workers import EXIT_MEMORY, SNAPSHOT_ENV, WORKER_ENV, supervise, worker_count
 
     is_worker = os.environ.get(WORKER_ENV) == "1"
@@ -326,7 +330,9 @@ def serve(
             *demo_policy(overrides),
         ]
         checked = [*overrides, *demo_overrides]
-    loaded = _load(config_path, overrides=checked, document=document, log=True)
+    loaded = _load(
+        config_path, overrides=checked, document=document, log=True, warnings=not is_worker
+    )
     try:
         count = worker_count(workers)
     except ValueError as exc:
@@ -346,12 +352,16 @@ def serve(
             os.environ[variable] = listen_source(key, config_path, document, checked)
         from corsproxy.http.startup import log_changes, log_summary, probe_on_thread
 
+        # With --demo each worker runs its own demo upstream: not the placeholder's address.
+        placeholder = DEMO_PLACEHOLDER_UPSTREAM if demo else None
+
         def announce(old: Config | None, new: Config) -> None:  # once, not per worker
             if old is None:
-                log_summary(new)
+                log_summary(new, placeholder)
+                early_hup.replay()  # the supervisor's handler is in place now
             else:
                 log_changes(old, new)
-            probe_on_thread(new, old)
+            probe_on_thread(new, old, skip=placeholder)
 
         exit_process(
             supervise(count, arguments, shutdown_timeout, read_config, loaded.watch, announce)
@@ -470,6 +480,7 @@ async def _serve(
     def ready(url: str) -> None:
         tune_gc()
         link.start()
+        early_hup.replay()  # the server's SIGHUP handler is in place now
         if demo:
             _say_demo_banner(url)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import socket
 from collections.abc import Sequence
 
 from yaml.nodes import MappingNode, Node
@@ -54,6 +55,8 @@ def listen_source(
 
 
 def hint(error: OSError, port: int) -> str:
+    if isinstance(error, socket.gaierror):
+        return "write an IP address, or a name this host resolves"
     if error.errno == errno.EADDRINUSE:
         return f"another process listens there (`ss -ltnp 'sport = :{port}'`)"
     if error.errno == errno.EACCES and 0 < port < 1024:
@@ -70,7 +73,12 @@ def hint(error: OSError, port: int) -> str:
 def report(failed: ListenFailed, source: str) -> None:
     """One line (one JSON object in JSON mode) saying why the listener did not bind."""
     error = failed.error
-    reason = os.strerror(error.errno).lower() if error.errno else str(error)
+    if isinstance(error, socket.gaierror):  # its errno is the resolver's (-2), not errno's
+        reason = "the host name does not resolve" + (
+            f" ({error.strerror})" if error.strerror else ""
+        )
+    else:
+        reason = os.strerror(error.errno).lower() if error.errno else str(error)
     advice = hint(error, failed.address.port)
     text = (
         f"corsproxy: cannot listen: {failed.key} {failed.address} (set by {source}): {reason}"

@@ -91,16 +91,41 @@ class Duration(_SecondsType):
         return "DURATION"
 
 
+def split_list(text: str) -> list[str]:
+    """A comma list, a comma inside `{...}` not splitting: `regex:https://[a-z]{1,20}\\.x`
+    stays one origin."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth = max(depth - 1, 0)
+        elif char == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    return [*items, text[start:]]
+
+
 class _Text(click.types.StringParamType):
     """A list flag's value; its variable splits at commas only (click's default splits at
-    whitespace: `CORSPROXY_ALLOW_METHODS="GE T"` would pass as two methods)."""
+    whitespace: `CORSPROXY_ALLOW_METHODS="GE T"` would pass as two methods), and not at a
+    comma inside `{...}` (a regex origin's `{1,20}`)."""
 
     envvar_list_splitter = ","
 
+    def split_envvar_value(self, rv: str) -> Sequence[str]:
+        return split_list(rv or "")
+
 
 def _split_commas(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str]:
-    """A repeated flag, each value (and the variable) also a comma list."""
-    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+    """A repeated flag, each value (and the variable) also a comma list; a value that starts
+    with `regex:` is one origin, whole (its commas are the pattern's)."""
+    return [
+        v.strip()
+        for value in values
+        for v in ([value] if value.strip().startswith("regex:") else split_list(value))
+        if v.strip()
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +163,8 @@ class Source:
                 metavar=self.metavar,
                 **common,
             )
-        kind = int if self.kind == "int" else str
-        return click.option(self.flag, self.param, type=kind, metavar=self.metavar, **common)
+        # A number is read by the config's checks, as the file's is (`10m`: "write 600").
+        return click.option(self.flag, self.param, type=str, metavar=self.metavar, **common)
 
 
 def _list_help(what: str, key: str) -> str:
@@ -251,7 +276,10 @@ def overrides(ctx: click.Context) -> list[Override]:
         if value is None or given not in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
             continue  # an empty list given (`CORSPROXY_ALLOW_METHODS=,`) gets the file's checks
         from_env = given is ParameterSource.ENVIRONMENT
-        found.append(Override(source.path, value, source.envvar if from_env else source.flag))
+        name = source.envvar if from_env else source.flag
+        if source.kind == "int":
+            value = value.strip()
+        found.append(Override(source.path, value, name, plain=source.kind == "int"))
     return found
 
 
@@ -269,9 +297,20 @@ def demo_policy(given: Sequence[Override]) -> list[Override]:
     return [o for o in policy if o.path not in named]
 
 
+DEMO_LISTEN = "127.0.0.1:8080"
+
+
+def demo_listen(given: Sequence[Override]) -> list[Override]:
+    """Where `serve --demo` listens unless --listen (or its variable) says: loopback only."""
+    if any(o.path == ("listen",) for o in given):
+        return []
+    return [Override(("listen",), DEMO_LISTEN, "--demo")]
+
+
 def checked_overrides(ctx: click.Context) -> list[Override]:
     """The overrides a configuration is loaded with outside `serve`: the flags, and with
-    --demo the demo policy over a placeholder upstream (a flag given wins over the demo)."""
+    --demo the demo's listen address and policy over a placeholder upstream (a flag given
+    wins over the demo)."""
     given = overrides(ctx)
     if not ctx.params.get("demo"):
         return given
@@ -280,7 +319,7 @@ def checked_overrides(ctx: click.Context) -> list[Override]:
         if any(o.path == ("upstream",) for o in given)
         else [Override(("upstream",), DEMO_PLACEHOLDER_UPSTREAM, "--demo")]
     )
-    return [*upstream, *demo_policy(given), *given]
+    return [*demo_listen(given), *upstream, *demo_policy(given), *given]
 
 
 def admin_probe_address() -> tuple[str, int]:

@@ -35,7 +35,7 @@ _KEY_NAMES = {
 }
 # Not configuration: where things were written, derived lookups, the top-level keys that
 # the catch-all route "/" already shows (its upstream and policy), and each route's own.
-_SKIP_ROUTE = {"line", "cors_sources", "path_prefix", "name"}
+_SKIP_ROUTE = {"line", "cors_sources", "path_prefix"}
 _SKIP_CONFIG = {"source", "warnings", "routes", "cors", "upstream"}
 
 
@@ -45,6 +45,7 @@ class RouteChange:
     origins_added: tuple[str, ...] = ()
     origins_removed: tuple[str, ...] = ()
     keys: tuple[str, ...] = ()  # other dotted keys that changed
+    cors_turned: str = ""  # "off" (the route now says cors: false) or "on", else ""
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,10 @@ class Changes:
         lines = [f"route {prefix} added" for prefix in self.routes_added]
         lines += [f"route {prefix} removed" for prefix in self.routes_removed]
         for change in self.routes_changed:
+            if change.cors_turned == "off":
+                lines.append(f"route {change.path_prefix}: cors turned off (cors: false)")
+            elif change.cors_turned == "on":
+                lines.append(f"route {change.path_prefix}: cors turned on (was cors: false)")
             if change.origins_added:
                 lines.append(
                     f"route {change.path_prefix}: origins added: {_named(change.origins_added)}"
@@ -140,11 +145,19 @@ def _route_change(old: Route, new: Route) -> RouteChange | None:
     removed = tuple(o for o in old_origins if o not in new_set)
     old_keys = flatten(old, skip=_SKIP_ROUTE)
     new_keys = flatten(new, skip=_SKIP_ROUTE)
-    # Origins are said as added and removed (their order decides nothing).
-    keys = tuple(k for k in _differing(old_keys, new_keys) if k != "cors.allow_origins")
-    if not (added or removed or keys):
+    # Origins are said as added and removed (their order decides nothing); `cors.enabled`
+    # is no key: `cors: false` turns the policy off (its origins go with it) or back on.
+    keys = tuple(
+        k for k in _differing(old_keys, new_keys) if k not in ("cors.allow_origins", "cors.enabled")
+    )
+    turned = ""
+    if old.cors.enabled != new.cors.enabled:
+        turned = "on" if new.cors.enabled else "off"
+        removed = ()  # with the policy, and its other cors keys: not changed one by one
+        keys = tuple(k for k in keys if not k.startswith("cors."))
+    if not (added or removed or keys or turned):
         return None
-    return RouteChange(new.path_prefix, added, removed, keys)
+    return RouteChange(new.path_prefix, added, removed, keys, turned)
 
 
 def _origins(route: Route) -> tuple[str, ...]:

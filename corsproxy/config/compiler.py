@@ -14,6 +14,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from corsproxy.config.listeners import check_listeners
 from corsproxy.config.policy_places import policy_places
 from corsproxy.config.rewrite_keys import REWRITE_KEYS
 from corsproxy.config.schema import MIN_WORKER_RSS, POLICY_SPEC, Admin, Config, Limits
@@ -645,6 +646,7 @@ def compile_config(top: Section, ctx: Context) -> Config | None:
     _check_upstream(top, ctx)
     routes = _compile_routes(top, default_layer, default_policy, timeouts, ctx)
     admin: Section | None = top.get("admin")
+    check_listeners(top, admin, ctx)
     tls, admin_tls = compile_tls(top.get("tls"), ctx), compile_tls(admin and admin.get("tls"), ctx)
     if ctx.failed or isinstance(default_policy, Invalid):
         return None

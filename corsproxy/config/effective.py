@@ -44,7 +44,7 @@ def effective_document(
 
     Raises ConfigError with every problem, as `parse_config` does."""
     ctx = Context(file, os.environ if env is None else env)
-    root = compose_document(text, file, overrides)
+    root = compose_document(text, file, overrides, ctx.diagnostics)
     top = CONFIG_SPEC.parse(root, "", ctx)
     config = None if isinstance(top, Invalid) else compile_config(top, ctx)
     if config is None or isinstance(top, Invalid) or ctx.failed:

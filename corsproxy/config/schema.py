@@ -7,6 +7,7 @@ default: the loader, the schema and the compiled objects all read it from there.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -158,7 +159,26 @@ def parse_listen(value: str | int) -> Listen:
             raise SpecError(f"'{value}' is not HOST:PORT", hint)
     if not port_text.isdigit() or int(port_text) > 65535:
         raise SpecError(f"bad port '{port_text}'", "a port is a number from 0 to 65535")
+    not_ipv4(host)
     return Listen(host, int(port_text))
+
+
+def not_ipv4(host: str) -> None:
+    """A host of digits and dots is meant as an IPv4 address: refused unless it is one
+    (`256.1.1.1` would go to the resolver as a name)."""
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise SpecError(
+                f"'{host}' is not an IPv4 address",
+                "write four numbers from 0 to 255 (127.0.0.1), or a host name",
+            ) from None
+
+
+def redacted(url: str) -> str:
+    """A URL as messages show it: a user name and password in it written `***`."""
+    return re.sub(r"\A([A-Za-z][A-Za-z0-9+.-]*:)?//[^/?#]*@", lambda m: f"{m[1] or ''}//***@", url)
 
 
 def listen_address() -> Scalar[Listen]:
@@ -175,13 +195,14 @@ def listen_address() -> Scalar[Listen]:
 
 def parse_upstream(value: str) -> Upstream:
     hint = "write an http(s) URL such as 'http://legacy:9000'; a base path may follow"
+    shown = redacted(value)  # never a password in a message
     try:
         parts = urlsplit(value)
         port = parts.port
     except ValueError as exc:
-        raise SpecError(f"bad upstream URL '{value}': {exc}", hint) from None
+        raise SpecError(f"bad upstream URL '{shown}': {exc}", hint) from None
     if parts.scheme not in ("http", "https"):
-        raise SpecError(f"upstream URL '{value}' must start with http:// or https://", hint)
+        raise SpecError(f"upstream URL '{shown}' must start with http:// or https://", hint)
     if parts.username is not None or parts.password is not None:
         raise SpecError("credentials in the upstream URL are not supported", hint)
     if parts.query or parts.fragment or "?" in value or "#" in value:
@@ -190,10 +211,12 @@ def parse_upstream(value: str) -> Upstream:
     bracketed = parts.netloc.rpartition("@")[2].startswith("[")
     if bracketed:
         if not re.fullmatch(r"[0-9a-f:.]+", host):
-            raise SpecError(f"bad IPv6 address in '{value}'", hint)
+            raise SpecError(f"bad IPv6 address in '{shown}'", hint)
         host = f"[{host}]"
     elif not _HOST.match(host):
-        raise SpecError(f"upstream URL '{value}' has no valid host", hint)
+        raise SpecError(f"upstream URL '{shown}' has no valid host", hint)
+    else:
+        not_ipv4(host)
     base = parts.path.rstrip("/")
     if base:
         try:

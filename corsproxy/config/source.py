@@ -53,10 +53,19 @@ class Override:
     path: tuple[str, ...]  # ("upstream",) or ("cors", "allow_origins")
     value: str | bool | int | list[str]
     source: str  # "--upstream", "CORSPROXY_UPSTREAM": named in messages instead of a line
+    # A number as typed (`--max-age 600`): read as the file reads a plain value, so `10m`,
+    # `1_000` or `0x10` get the file's messages and hints.
+    plain: bool = False
 
 
-def _node(value: str | bool | int | list[str], source: str) -> Node:
+_RESOLVER = yaml.resolver.Resolver()
+
+
+def _node(value: str | bool | int | list[str], source: str, plain: bool = False) -> Node:
     mark = yaml.error.Mark(source, 0, -1, -1, None, 0)
+    if plain and isinstance(value, str) and "$" not in value:
+        tag = _RESOLVER.resolve(ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
+        return ScalarNode(tag, value, mark, mark)
     if isinstance(value, bool):
         return ScalarNode(BOOL_TAG, "true" if value else "false", mark, mark)
     if isinstance(value, int):
@@ -67,20 +76,74 @@ def _node(value: str | bool | int | list[str], source: str) -> Node:
     return ScalarNode(STR_TAG, value.replace("$", "$$"), mark, mark, style='"')
 
 
-def _apply_overrides(root: MappingNode, overrides: Sequence[Override]) -> None:
+def _apply_overrides(
+    root: MappingNode,
+    overrides: Sequence[Override],
+    file: str,
+    notes: list[Diagnostic] | None = None,
+) -> None:
+    """Splice each override into the document. A mapping on the way is copied first (a YAML
+    alias shares it: `cors: *shared` in a route keeps the file's values). A key the file
+    wrote as something other than a mapping keeps the file's value, so its own error is
+    reported; `cors: false` alone gives way, with a warning in `notes` naming both."""
+    notes = notes if notes is not None else []
     for override in overrides:
         mapping = root
         for name in override.path[:-1]:
             child = next((v for k, v in mapping.value if k.value == name), None)
-            if not isinstance(child, MappingNode):
-                fresh = MappingNode(MAP_TAG, [], child.start_mark if child else root.start_mark)
-                mapping.value = [(k, v) for k, v in mapping.value if k.value != name]
+            if isinstance(child, MappingNode):
+                fresh = MappingNode(
+                    child.tag, list(child.value), child.start_mark, child.end_mark,
+                    child.flow_style,
+                )  # fmt: skip
+            elif child is None:
+                fresh = MappingNode(MAP_TAG, [], root.start_mark)
+            elif _is_false(child):
+                fresh = MappingNode(MAP_TAG, [], child.start_mark)
+                notes.append(
+                    Diagnostic(
+                        file, child.start_mark.line + 1, name,
+                        f"the file's `false` is overridden by {override.source}: {name} is on, "
+                        "with the keys flags and variables set and the others at their defaults",
+                        f"remove {name}: false from the file, or {override.source}",
+                        warning=True,
+                    )
+                )  # fmt: skip
+            else:
+                break  # the file's own value stays, and its error is reported
+            mapping.value = [(k, fresh if v is child else v) for k, v in mapping.value]
+            if child is None:
                 mapping.value.append((_node(name, override.source), fresh))
-                child = fresh
-            mapping = child
-        leaf = override.path[-1]
-        mapping.value = [(k, v) for k, v in mapping.value if k.value != leaf]
-        mapping.value.append((_node(leaf, override.source), _node(override.value, override.source)))
+            mapping = fresh
+        else:
+            leaf = override.path[-1]
+            old = next((v for k, v in mapping.value if k.value == leaf), None)
+            wrong = _wrong_shape(old, override.value)
+            if old is not None and wrong:
+                key = ".".join(override.path)
+                notes.append(Diagnostic(file, old.start_mark.line + 1, key, wrong))
+            mapping.value = [(k, v) for k, v in mapping.value if k.value != leaf]
+            mapping.value.append(
+                (
+                    _node(leaf, override.source),
+                    _node(override.value, override.source, override.plain),
+                )
+            )
+
+
+def _wrong_shape(node: Node | None, value: str | bool | int | list[str]) -> str:
+    """The file's error for a value an override replaces, when its shape is wrong for the
+    key (the spec's words): the flag wins, but the file is still wrong."""
+    kind = "a mapping" if isinstance(node, MappingNode) else "a list"
+    if isinstance(value, list):
+        return "expected a list, got a mapping" if isinstance(node, MappingNode) else ""
+    if isinstance(node, (MappingNode, SequenceNode)):
+        return f"expected a single value, got {kind}"
+    return ""
+
+
+def _is_false(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and node.style is None and node.value == "false"
 
 
 # A config is a few KiB; these bound what a reload can cost (a FIFO, /dev/zero, a YAML bomb).
@@ -224,8 +287,14 @@ def _empty_root(file: str) -> MappingNode:
     return MappingNode(MAP_TAG, [], mark, mark)
 
 
-def compose_document(text_: str | None, file: str, overrides: Sequence[Override] = ()) -> Node:
-    """The document's root node with the overrides applied (None: overrides only).
+def compose_document(
+    text_: str | None,
+    file: str,
+    overrides: Sequence[Override] = (),
+    notes: list[Diagnostic] | None = None,
+) -> Node:
+    """The document's root node with the overrides applied (None: overrides only); warnings
+    about the overrides go to `notes`.
 
     Raises ConfigError for unreadable YAML, an empty document or one too large.
     """
@@ -263,7 +332,7 @@ def compose_document(text_: str | None, file: str, overrides: Sequence[Override]
             ]
         )
     if isinstance(root, MappingNode):
-        _apply_overrides(root, overrides)
+        _apply_overrides(root, overrides, file, notes)
     return root
 
 

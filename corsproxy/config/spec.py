@@ -428,6 +428,12 @@ _DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)\s*\Z")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+# Every duration (timeouts, grace periods, flags): finite and at most a day. `.inf`, `.nan`
+# or `99999999999999999999h` would time out every request at once or overflow a timer.
+MAX_DURATION = 86400.0
+MAX_DURATION_TEXT = "1 day"
+
+
 def parse_duration(value: Any) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
@@ -437,8 +443,15 @@ def parse_duration(value: Any) -> float:
         raise SpecError(
             f"'{value}' is not a duration", "seconds as a number, or a string like 500ms, 5s, 2m"
         )
+    if seconds != seconds:  # .nan: compares false to everything
+        raise SpecError("a duration must be a number of seconds, got .nan")
     if seconds <= 0:
         raise SpecError("a duration must be more than zero")
+    if seconds > MAX_DURATION:
+        raise SpecError(
+            f"a duration must be at most {MAX_DURATION_TEXT} ({MAX_DURATION:g} s), got {value}",
+            "no wait of this proxy needs longer; a larger number is a typo",
+        )
     return seconds
 
 
@@ -473,7 +486,7 @@ def parse_size(value: Any) -> int:
 
 DURATION_SCHEMA = {
     "anyOf": [
-        {"type": "number", "exclusiveMinimum": 0},
+        {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION},
         {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*(ms|s|m|h)\s*$"},
         {"type": "string", "pattern": ENV_PATTERN},
     ]

@@ -59,9 +59,17 @@ class ListenFailed(SystemExit):
         self.error = error
 
 
-def log_summary(config: Config) -> None:
-    """The one line that says what is loaded (config/summary.py)."""
+DEMO_UPSTREAM_WORDS = "the built-in demo upstream"
+
+
+def log_summary(config: Config, demo_placeholder: str | None = None) -> None:
+    """The one line that says what is loaded (config/summary.py). `demo_placeholder`: the
+    upstream that stands for `serve --demo`'s (the supervisor's, with --workers: each worker
+    runs its own demo upstream), said as such."""
     fields = summary(config)
+    for route in fields["routes"]:
+        if demo_placeholder is not None and route["upstream"] == demo_placeholder:
+            route["upstream"] = DEMO_UPSTREAM_WORDS
     say("configuration loaded", text=summary_text(fields), prefix=True, **fields)
 
 
@@ -141,14 +149,16 @@ async def probe(upstream: Upstream, seconds: float | None = None) -> str | None:
             sock.close()
 
 
-async def probe_upstreams(config: Config, previous: Config | None = None) -> None:
-    """Probe each distinct upstream (not those `previous` had) at once; a warning for each
-    failure as soon as it is known."""
+async def probe_upstreams(
+    config: Config, previous: Config | None = None, skip: str | None = None
+) -> None:
+    """Probe each distinct upstream (not those `previous` had, nor `skip`, the demo's
+    placeholder) at once; a warning for each failure as soon as it is known."""
     if probe_timeout() == 0:
         return
     known = upstreams(previous) if previous is not None else {}
     when = "at start" if previous is None else "after the reload"
-    fresh = [u for key, u in upstreams(config).items() if key not in known]
+    fresh = [u for key, u in upstreams(config).items() if key not in known and str(u) != skip]
     await asyncio.gather(*(_probe_and_say(u, when) for u in fresh), return_exceptions=True)
 
 
@@ -171,11 +181,13 @@ def probe_in_background(config: Config, previous: Config | None = None) -> async
     return asyncio.get_running_loop().create_task(probe_upstreams(config, previous))
 
 
-def probe_on_thread(config: Config, previous: Config | None = None) -> None:
+def probe_on_thread(
+    config: Config, previous: Config | None = None, skip: str | None = None
+) -> None:
     """For the supervisor, which has no event loop: a daemon thread with its own."""
 
     def run() -> None:
         with contextlib.suppress(Exception):
-            asyncio.run(probe_upstreams(config, previous))
+            asyncio.run(probe_upstreams(config, previous, skip))
 
     threading.Thread(target=run, name="corsproxy-probe", daemon=True).start()
