@@ -9,7 +9,6 @@ import pytest
 
 from tests.net import Recorder, running_app
 
-
 # The start-up probe (http/startup.py) connects once to each upstream; tests that count an
 # upstream's connections would see it. Off here; tests/test_serve_startup.py turns it on.
 os.environ["CORSPROXY_PROBE_TIMEOUT"] = "0"
