@@ -11,6 +11,7 @@ import contextlib
 import errno
 import json
 import logging
+import re
 import signal
 import socket
 import ssl
@@ -88,6 +89,14 @@ WORDS: list[tuple[BaseException, str]] = [
     (_connector_error(NO_NAME), "name not resolved"),
     (aiohttp.ServerDisconnectedError(), "connection closed without an answer"),
     (aiohttp.ConnectionTimeoutError(), "timed out connecting"),
+    (
+        words.cut_short(_from(E.UPSTREAM_DISCONNECTED, "connection closed", None), 3, 100),
+        "body cut short (3 of 100 bytes)",
+    ),
+    (
+        words.cut_short(_from(E.UPSTREAM_DISCONNECTED, f"closed: {RESET!r}", RESET), 7, None),
+        "body cut short (after 7 bytes): connection reset",
+    ),
     (RuntimeError("uvloop said no"), "RuntimeError: uvloop said no"),
 ]  # fmt: skip
 
@@ -100,7 +109,11 @@ def test_failures_read_as_plain_words(exc: BaseException, expected: str) -> None
 @pytest.mark.parametrize("exc", [exc for exc, _ in WORDS], ids=[w for _, w in WORDS])
 def test_no_words_are_a_nested_repr(exc: BaseException) -> None:
     said = error_words(exc)
-    assert "(" not in said and "ConnectionKey" not in said and "Error" not in said.split(":")[-1]
+    assert (
+        not re.search(r"\w\(", said)
+        and "ConnectionKey" not in said
+        and "Error" not in said.split(":")[-1]
+    )
 
 
 def test_words_are_bounded() -> None:
@@ -120,8 +133,11 @@ def test_a_list_field_is_joined_in_a_text_line() -> None:
 
 
 @contextlib.asynccontextmanager
-async def proxy(*args: str) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
-    """`corsproxy serve` with `args`; after the block, the access records it wrote."""
+async def proxy(
+    *args: str, raw: list[str] | None = None
+) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    """`corsproxy serve` with `args`; after the block, the access records it wrote (and in
+    `raw`, every line of its stderr)."""
     proc, url = start_cli("--listen", "127.0.0.1:0", *args)
     records: list[dict[str, Any]] = []
     try:
@@ -134,6 +150,8 @@ async def proxy(*args: str) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate(timeout=10)
+    if raw is not None:
+        raw += err.splitlines()
     lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert not [r for r in lines if r.get("level") == "error"], err[-3000:]
     records += [r for r in lines if r.get("logger") == "corsproxy.access"]
@@ -334,7 +352,7 @@ async def test_the_decisions_details_are_logged_at_debug_only(
     assert forwarded["headers_added"] == [f"Access-Control-Allow-Origin: {APP}", "Vary: Origin"]
     assert forwarded["headers_stripped"] == ["Access-Control-Allow-Origin"]  # the upstream's
     assert refused["action"] == "refuse"
-    assert refused["method_overrides_dropped"] is True
+    assert "method_overrides_dropped" not in refused  # none was sent
 
 
 async def test_the_demo_lists_its_endpoints_and_echoes_the_request_id() -> None:
@@ -355,3 +373,198 @@ async def test_the_demo_lists_its_endpoints_and_echoes_the_request_id() -> None:
     assert set(ENDPOINTS) >= {"GET /", "GET /api/hello", "ANY /api/echo"}
     assert ids[0] == "my-id-1"  # the client's id, through corsproxy, back from the demo
     assert len(set(ids)) == 3 and "demo-1" not in ids
+
+
+# --- the reviewer's findings (issue 15, section 5 follow-up) ---------------------------------
+
+
+def valid_json_line(line: str) -> dict[str, Any]:
+    """`line` is one JSON object of valid Unicode: no lone surrogate, escaped or not."""
+    assert "\\ud" not in line.lower(), line  # json.dumps writes a lone surrogate as \udcff
+    line.encode("utf-8")  # strict: a raw lone surrogate fails here
+    parsed: dict[str, Any] = json.loads(line)
+    return parsed
+
+
+PARSER_REFUSED = [
+    # (request, method, path, origin, error)
+    (
+        f"purge /x HTTP/1.1\r\nHost: p\r\nOrigin: {APP}\r\n\r\n".encode(),
+        "purge", "/x", None, "bad_request: invalid method",
+    ),
+    (
+        b"G\x1bET /x HTTP/1.1\r\nHost: p\r\n\r\n",
+        "-", "-", None, "bad_request: invalid method",
+    ),
+    (
+        f"GET /x HTTP/1.1\r\nHost: p\r\nOrigin: {APP}\x1b[31m\r\n\r\n".encode(),
+        "-", "-", f"{APP}\x1b[31m", "bad_request: invalid header value char",
+    ),
+    (
+        f"GET /x HTTP/1.1\r\nHost: p\r\nOrigin: {APP}\r\nX-A: a\rb\r\n\r\n".encode(),
+        "-", "-", None, "bad_request: missing expected lf after header value",
+    ),
+]  # fmt: skip
+
+
+async def test_requests_the_parser_refuses_get_one_access_line_each(
+    upstream: str, tmp_path: Path
+) -> None:
+    raw: list[str] = []
+    doc = config_file(tmp_path, upstream)
+    async with proxy("--config", doc, "--log-level", "debug", raw=raw) as (url, records):
+        replies = [await raw_exchange(url, request) for request, *_ in PARSER_REFUSED]
+    assert len(records) == len(PARSER_REFUSED), records
+    for reply, line, (_, method, path, origin, error) in zip(
+        replies, records, PARSER_REFUSED, strict=True
+    ):
+        status, body = status_and_body(reply)
+        head, _ = head_and_body(reply)
+        assert status == 400
+        assert line["level"] == "warning" and line["status"] == 400
+        assert (line["method"], line["path"], line["error"]) == (method, path, error)
+        assert line["reason"] == "bad_request" and line["action"] == "bad_request"
+        assert line.get("origin") == origin
+        assert line["bytes"] == len(body) > 0 and line["peer"] == "127.0.0.1"
+        assert header_values(head, "X-Request-Id") == [line["request_id"]]
+    # Every line of the process is one JSON object: no aiohttp message over several lines,
+    # no traceback even at debug, no separate "bad request from" warning.
+    assert raw and all(line.startswith("{") for line in raw), raw
+    parsed = [valid_json_line(line) for line in raw]
+    assert not [p for p in parsed if "exception" in p or "bad request" in p["message"]], parsed
+
+
+async def test_a_path_refusal_logs_the_origin_at_warning_with_its_action(
+    upstream: str, tmp_path: Path
+) -> None:
+    doc = tmp_path / "routes.yaml"
+    doc.write_text(
+        f"cors: {{allow_origins: [{APP}]}}\nroutes:\n"
+        f"  - {{path_prefix: /star, upstream: {upstream}, cors: {{allow_origins: ['*']}}}}\n"
+        f"  - {{path_prefix: /ro2, upstream: {upstream}}}\n"
+    )
+    async with proxy("--config", str(doc), "--log-level", "debug") as (url, records):
+        reply = await raw_exchange(url, get("/star%2f..%2fro2/x"))
+    assert status_and_body(reply)[0] == 400
+    (line,) = records
+    assert (line["reason"], line["origin"]) == ("path_ambiguous", APP)
+    assert line["level"] == "warning"
+    assert line["action"] == "bad_request"
+
+
+async def test_fields_that_do_not_apply_are_left_out(upstream: str, tmp_path: Path) -> None:
+    request = b"GET /x HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n"  # no Origin
+    async with proxy("--config", config_file(tmp_path, upstream)) as (url, records):
+        await raw_exchange(url, request)
+        await raw_exchange(url, get("/x"))
+    plain, with_origin = records
+    assert "origin" not in plain and "error" not in plain, plain
+    assert plain["cors"] == "none" and plain["upstream_status"] == 200
+    assert with_origin["origin"] == APP and "error" not in with_origin
+
+
+async def test_method_overrides_dropped_only_when_one_was_sent(
+    upstream: str, tmp_path: Path
+) -> None:
+    evil = "https://evil.example"
+    sent = get("/x", origin=evil).replace(b"\r\n\r\n", b"\r\nX-HTTP-Method-Override: PUT\r\n\r\n")
+    doc = config_file(tmp_path, upstream)
+    async with proxy("--config", doc, "--log-level", "debug") as (url, records):
+        await raw_exchange(url, get("/x", origin=evil))
+        await raw_exchange(url, sent)
+    without, with_override = records
+    assert without["cors"] == with_override["cors"] == "refused"
+    assert "method_overrides_dropped" not in without
+    assert with_override["method_overrides_dropped"] is True
+
+
+@contextlib.asynccontextmanager
+async def truncating_upstream(length: int, sent: int) -> AsyncIterator[str]:
+    """An upstream that answers 200 with Content-Length `length`, sends `sent` bytes of the
+    body, then closes."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n".encode())
+            writer.write(b"x" * sent)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_body_cut_short_says_so_before_the_head_went_out(tmp_path: Path) -> None:
+    async with truncating_upstream(100, 3) as up:
+        async with proxy("--config", config_file(tmp_path, up)) as (url, records):
+            reply = await raw_exchange(url, get("/x"))
+    assert status_and_body(reply)[0] == 502
+    (line,) = records
+    assert (line["status"], line["upstream_status"]) == (502, 200)
+    assert line["error"] == "upstream_disconnected: body cut short (3 of 100 bytes)"
+
+
+async def test_a_body_cut_short_after_the_head_says_the_client_connection_was_cut(
+    tmp_path: Path,
+) -> None:
+    length, sent = 200_000, 100_000  # over SMALL_BODY: streamed, the head leaves first
+    async with truncating_upstream(length, sent) as up:
+        async with proxy("--config", config_file(tmp_path, up)) as (url, records):
+            reply = await raw_exchange(url, get("/x"))
+    status, body = status_and_body(reply)
+    assert status == 200 and len(body) == sent < length  # cut short, never complete
+    (line,) = records
+    assert (line["status"], line["upstream_status"], line["bytes"]) == (200, 200, sent)
+    assert line["error"] == (
+        f"upstream_body_cut_short: body cut short ({sent} of {length} bytes); "
+        "client connection closed"
+    )
+    assert line["level"] == "warning"
+
+
+async def test_bytes_that_are_not_utf8_are_logged_as_escapes(upstream: str, tmp_path: Path) -> None:
+    request = (
+        b"OPTIONS /x HTTP/1.1\r\nHost: p\r\nOrigin: http://\xff\xfe.example\r\n"
+        b"Access-Control-Request-Method: PUT\r\nAccess-Control-Request-Headers: a\xc3\x28\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+    raw: list[str] = []
+    async with proxy("--config", config_file(tmp_path, upstream), raw=raw) as (url, _):
+        await raw_exchange(url, request)
+    (line,) = [line for line in raw if "OPTIONS /x" in line]
+    record = valid_json_line(line)
+    assert record["origin"] == "http://\\xff\\xfe.example"
+    assert record["request_headers"] == "a\\xc3("
+
+
+def test_a_text_line_escapes_bytes_that_are_not_utf8() -> None:
+    # What aiohttp makes of `Origin: http://\xff.example` (surrogateescape).
+    origin = b"http://\xff.example".decode("utf-8", "surrogateescape")
+    record = logging.LogRecord(
+        "corsproxy.access", logging.INFO, __file__, 0, "GET %s 200", ("/\udcfe",), None
+    )
+    record.fields = {"origin": origin, "plain": "caf\u00e9"}
+    line = _Formatter(json_lines=False).format(record)
+    line.encode("utf-8")  # strict: no lone surrogate left
+    assert "GET /\\xfe 200" in line
+    assert 'origin="http://\\\\xff.example"' in line and 'plain="caf\\u00e9"' in line
+
+
+async def test_client_chosen_values_are_capped(upstream: str, tmp_path: Path) -> None:
+    long_path = "/" + "p" * 5000
+    request = (
+        f"GET {long_path} HTTP/1.1\r\nHost: p\r\nOrigin: http://{'a' * 8000}.example\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    async with proxy("--config", config_file(tmp_path, upstream)) as (url, records):
+        await raw_exchange(url, request)
+    (line,) = records
+    origin_more = len("http://") + 8000 + len(".example") - 512
+    assert line["origin"] == f"http://{'a' * 505}…(+{origin_more} chars)"
+    assert line["path"] == f"{long_path[:2048]}…(+{len(long_path) - 2048} chars)"
+    assert len(line["message"]) < 2100

@@ -728,7 +728,7 @@ async def test_the_access_line_of_a_websocket_says_how_it_ended(
                     break
                 await asyncio.sleep(0.1)
     records = _access_records(caplog)
-    assert [(r["status"], r["error"]) for r in records[:5]] == [(101, "")] * 5
+    assert [(r["status"], r.get("error", "")) for r in records[:5]] == [(101, "")] * 5
     assert records[5]["status"] == 101
     assert records[5]["error"].startswith("upstream message too big")
 

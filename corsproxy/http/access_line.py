@@ -5,6 +5,7 @@ decision's details only at debug level.
 - `upstream_url`: where the request went, `scheme://host[:port]/path`, without the query
   (a query may hold keys or tokens; the client's own target, query included, is `path`).
 - `reasons`: every reason of a refusal (or of a would-refuse in report-only mode).
+- `origin`, `error`: when there is one.
 - `request_method`, `request_headers`: what a preflight asked for, as sent.
 - at debug: `action`, `route_prefix`, `origin_rule`, `headers_added`, `headers_stripped`,
   `method_overrides_dropped`, `would_action` (report-only).
@@ -17,24 +18,39 @@ from typing import Any
 from corsproxy.http.relay import Exchange
 from corsproxy.policy.cors import Kind
 
-MAX_VALUE = 512  # a preflight's request_headers as logged, at most
+# Client-chosen values as logged, at most (characters; then `…(+N chars)`).
+MAX_VALUE = 512  # the Origin, a preflight's request_method and request_headers
+MAX_PATH = 2048  # the request target (`path`)
+
+
+def capped(value: str, limit: int) -> str:
+    """`value` cut to `limit` characters, saying how many more there were."""
+    if len(value) <= limit:
+        return value
+    return f"{value[:limit]}…(+{len(value) - limit} chars)"
 
 
 def add_fields(exchange: Exchange, fields: dict[str, Any], debug: bool) -> None:
-    """Add the optional fields that apply to this exchange (none is ever null)."""
+    """Add the optional fields that apply to this exchange (none is ever null or empty)."""
+    if exchange.origin:
+        fields["origin"] = capped(exchange.origin, MAX_VALUE)
+    if exchange.error:
+        fields["error"] = exchange.error
     target = exchange.target
     if target is not None:
         fields["upstream_url"] = target.upstream.origin + target.request_target.partition("?")[0]
     decision = exchange.decision
     if decision is None:
+        if debug and exchange.action:  # refused before any decision (http/server.py)
+            fields["action"] = exchange.action
         return
     if exchange.verdict in ("refused", "would_refuse"):
         fields["reasons"] = list(decision.reasons)
     view = exchange.cors_view
     if decision.kind is Kind.PREFLIGHT and view is not None:
-        fields["request_method"] = ", ".join(view.request_method)[:MAX_VALUE]
+        fields["request_method"] = capped(", ".join(view.request_method), MAX_VALUE)
         if view.request_headers:
-            fields["request_headers"] = ", ".join(view.request_headers)[:MAX_VALUE]
+            fields["request_headers"] = capped(", ".join(view.request_headers), MAX_VALUE)
     if debug:
         fields.update(debug_fields(exchange))
 
@@ -58,6 +74,6 @@ def debug_fields(exchange: Exchange) -> dict[str, Any]:
         added.append("Vary: " + ", ".join(decision.vary))
     out["headers_added"] = added
     out["headers_stripped"] = list(exchange.stripped)
-    if decision.drop_method_overrides:
+    if exchange.overrides_dropped:  # one was sent, and not forwarded (http/server.py)
         out["method_overrides_dropped"] = True
     return out

@@ -26,6 +26,7 @@ TIMED_OUT_CONNECTING = "timed out connecting"
 TIMED_OUT_READING = "timed out waiting for the answer"
 NAME_NOT_RESOLVED = "name not resolved"
 CLOSED_WITHOUT_ANSWER = "connection closed without an answer"
+BODY_CUT_SHORT = "body cut short"  # the head came, then the body ended early (cut_short())
 
 _ERRNO = {
     errno.ECONNREFUSED: CONNECTION_REFUSED,
@@ -93,9 +94,24 @@ def _words(exc: BaseException, depth: int) -> str:
     return f"{name}: {text}" if text else name
 
 
+def cut_short(exc: errors.ProxyFailure, received: int, length: int | None) -> errors.ProxyFailure:
+    """`exc`, raised while an answer's body was read, said as a body cut short after
+    `received` of `length` bytes (the head was read: "without an answer" would be false)."""
+    if exc.failure is not errors.UPSTREAM_DISCONNECTED:
+        return exc
+    of = f"{received} of {length} bytes" if length is not None else f"after {received} bytes"
+    said = errors.UpstreamFailure(exc.failure, f"{BODY_CUT_SHORT} ({of})")
+    said.__cause__ = exc.__cause__
+    return said
+
+
 def _failure_words(exc: errors.ProxyFailure, depth: int) -> str:
     failure = exc.failure
     cause = exc.__cause__
+    if exc.detail.startswith(BODY_CUT_SHORT):  # cut_short(): the cause, if any, after it
+        if cause is None or depth >= 4 or isinstance(cause, TimeoutError):
+            return exc.detail
+        return f"{exc.detail}: {_words(cause, depth + 1)}"
     if failure is errors.UPSTREAM_TLS:
         if isinstance(cause, BaseException):
             return f"TLS: {tls_reason(cause)}"

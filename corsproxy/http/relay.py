@@ -26,7 +26,7 @@ from multidict import CIMultiDict
 from corsproxy.http import errors
 from corsproxy.http import headers as hygiene
 from corsproxy.http.aiohttp_private import DefaultHeadersHook
-from corsproxy.http.error_words import error_words
+from corsproxy.http.error_words import cut_short, error_words
 from corsproxy.http.public_origin import local_authority
 from corsproxy.http.upstream import UpstreamClient, UpstreamResponse
 from corsproxy.ops.logs import ACCESS
@@ -71,6 +71,8 @@ class Exchange:
     matched_route: Route | None = None
     target: Target | None = None
     stripped: tuple[str, ...] = ()  # the upstream's CORS headers replaced (at debug only)
+    overrides_dropped: bool = False  # a method override header was not forwarded (debug only)
+    action: str = ""  # corsproxy refused before any decision: `bad_request` (http/server.py)
     # time.monotonic, not loop.time(): get_running_loop() costs a getpid() syscall.
     started: float = field(default_factory=time.monotonic)
 
@@ -481,7 +483,13 @@ async def _relay(
     if not empty and length is not None and length <= SMALL_BODY and not chunked:
         # Small bodies are read whole and leave with the headers in one write. A body cut
         # short raises here, before anything was sent: the client gets a clean 502.
-        body = await upstream.read()
+        parts: list[bytes] = []
+        try:
+            async for chunk in upstream.chunks():
+                parts.append(chunk)
+        except errors.ProxyFailure as exc:  # the head came: say the body was cut short
+            raise cut_short(exc, sum(map(len, parts)), length) from exc.__cause__
+        body = b"".join(parts)
         response = SmallProxyResponse(
             status=upstream.status, reason=reason, body=body, upstream_names=names
         )
@@ -502,9 +510,12 @@ async def _relay(
     # This answer streams while it holds an upstream connection: the client must take it.
     sender = _Sender(request, response, target, exchange)
     if not empty:  # HEAD, 204, 304: nothing more on the wire
-        async for chunk in upstream.chunks():
-            await sender.write(chunk)
-            exchange.bytes_out += len(chunk)
+        try:
+            async for chunk in upstream.chunks():
+                await sender.write(chunk)
+                exchange.bytes_out += len(chunk)
+        except errors.ProxyFailure as exc:  # the caller closes the client's connection
+            raise cut_short(exc, exchange.bytes_out, None if chunked else length) from exc.__cause__
     await sender.write_eof()
     return response
 

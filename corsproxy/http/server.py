@@ -24,7 +24,7 @@ from corsproxy.config.spec import shown
 from corsproxy.config.upstream_tls import insecure_warnings
 from corsproxy.http import errors
 from corsproxy.http import headers as hygiene
-from corsproxy.http.access_line import add_fields
+from corsproxy.http.access_line import MAX_PATH, add_fields, capped
 from corsproxy.http.aiohttp_private import (
     HandlerClassServer,
     HandshakeTimeoutSite,
@@ -34,6 +34,7 @@ from corsproxy.http.aiohttp_private import (
     send_interim,
     set_version,
 )
+from corsproxy.http.bad_request_line import read_refusal
 from corsproxy.http.error_words import error_words
 from corsproxy.http.public_origin import local_authority
 from corsproxy.http.relay import (
@@ -165,6 +166,8 @@ class _RequestHandler(RequestHandler):
     placeholder request's version): corsproxy writes its own, closes the connection, and
     says 431 for a head over the parser's size limits."""
 
+    app: ProxyApp | None = None  # set by serve(): the app whose access log and metrics count
+
     def handle_error(
         self,
         request: web.BaseRequest,
@@ -172,7 +175,10 @@ class _RequestHandler(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        super().handle_error(request, status, exc, message)  # logs; raises if too late
+        if not isinstance(exc, HttpProcessingError):  # a crash: logged with its traceback
+            super().handle_error(request, status, exc, message)  # raises if too late
+        # A request the parser refused gets an access line instead (aiohttp's own log says
+        # the same over several lines, with a traceback at debug); nothing was sent yet.
         if isinstance(exc, LineTooLong) or (
             isinstance(exc, BadHttpMessage) and "Too many headers" in exc.message
         ):
@@ -184,6 +190,8 @@ class _RequestHandler(RequestHandler):
         set_version(request, HttpVersion11)
         response = error_response(failure, None)
         response.force_close()
+        if isinstance(exc, HttpProcessingError) and self.app is not None:
+            response.headers["X-Request-Id"] = self.app.log_refused(request, exc, failure, response)
         return response
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
@@ -357,7 +365,8 @@ class ProxyApp:
             # The upstream failed after the headers went out: close the connection so the
             # client sees a truncated body, never a complete one.
             if not isinstance(exc, ClientTooSlow):  # then the relay said why, and reset
-                exchange.error = f"upstream body cut short: {error_words(exc)}"[:300]
+                words = error_words(exc)
+                exchange.error = f"upstream_body_cut_short: {words}; client connection closed"
                 exchange.upstream_error = "upstream_body_cut_short"
             if request.transport is not None:
                 request.transport.close()
@@ -381,9 +390,12 @@ class ProxyApp:
             early = _max_forwards(request)
             if early is not None:
                 exchange.reason = early.reason
+                if early.status >= 400:
+                    _refused_here(exchange, request, "bad_request" if early.status == 400 else "")
                 return _early_response(early, _fallback_decision(request, config))
         if request.version not in (HttpVersion10, HttpVersion11):
             exchange.reason = errors.BAD_VERSION.reason
+            _refused_here(exchange, request, "bad_request")
             # aiohttp echoes the request's version in the status line ("HTTP/2.0 505"):
             # answer as what we speak, then close.
             set_version(request, HttpVersion11)
@@ -402,12 +414,14 @@ class ProxyApp:
         if failure is not None:
             # Where the body ends is in doubt (or it was never read): answer, then close.
             exchange.reason = failure.reason
+            _refused_here(exchange, request, "bad_request")
             response = error_response(failure, _fallback_decision(request, config))
             response.force_close()
             return response
         host = request.headers.get("Host")
         if host is not None and not hygiene.valid_host(host):
             exchange.reason = "bad_host"
+            _refused_here(exchange, request, "bad_request")
             decision = _fallback_decision(request, config)
             return _text_response(400, "Bad request: invalid Host header", decision)
         try:
@@ -416,6 +430,7 @@ class ProxyApp:
             route = config.routes.match(path)
         except PathError as exc:
             exchange.reason = exc.reason
+            _refused_here(exchange, request, "bad_request")
             decision = _fallback_decision(request, config)  # the default policy
             return _text_response(400, f"Bad request: {exc} ({exc.reason})", decision)
         if route is None or route.upstream is None:
@@ -456,6 +471,10 @@ class ProxyApp:
         if limit is not None and (request.content_length or 0) > limit:
             exchange.reason = errors.BODY_TOO_LARGE.reason
             return error_response(errors.BODY_TOO_LARGE, decision)
+        if decision.drop_method_overrides and ACCESS.isEnabledFor(logging.DEBUG):
+            exchange.overrides_dropped = any(
+                name.lower() in hygiene.METHOD_OVERRIDES for name in headers
+            )
         forwarding = hygiene.Forwarding(
             peer=request.remote,
             scheme="https" if request.secure else "http",
@@ -498,43 +517,72 @@ class ProxyApp:
         assert self.upstreams is not None
         return await forward(request, target, decision, self.upstreams, exchange)
 
-    def _finish(self, exchange: Exchange, status: int) -> None:
+    def log_refused(
+        self,
+        request: web.BaseRequest,
+        exc: HttpProcessingError,
+        failure: errors.Failure,
+        response: web.Response,
+    ) -> str:
+        """Count and log a request the parser refused, like any answer corsproxy writes;
+        returns its request id (for the answer's X-Request-Id)."""
+        refused = read_refusal(exc.message)
+        exchange = Exchange(refused.method or "-", refused.path or "-", request.remote or "")
+        exchange.request_id = _new_id()
+        exchange.origin = refused.origin
+        exchange.reason = failure.reason or "bad_request"
+        exchange.error = f"{exchange.reason}: {refused.words}"
+        exchange.action = "bad_request"
+        body = response.body
+        exchange.bytes_out = len(body) if isinstance(body, bytes) else 0
+        self._finish(exchange, failure.status, in_flight=False)
+        return exchange.request_id
+
+    def _finish(self, exchange: Exchange, status: int, in_flight: bool = True) -> None:
         """Count and log one request."""
         duration = time.monotonic() - exchange.started
         route = exchange.route
         metrics = self.metrics
         if metrics is not None:
-            metrics.in_flight.dec()
+            if in_flight:
+                metrics.in_flight.dec()
             metrics.count_request(route, method_label(exchange.method), status, duration)
             if exchange.upstream_error:
                 metrics.upstream_errors.labels(route, exchange.upstream_error).inc()
             if exchange.kind != "none" and exchange.verdict != "none":
                 metrics.count_decision(route, exchange.kind, exchange.verdict, exchange.reason)
-        refused = exchange.verdict in ("refused", "would_refuse")
-        level = logging.WARNING if refused or status >= 500 else logging.INFO
+        refused = exchange.verdict in ("refused", "would_refuse") or exchange.action
+        failed = status >= 500 or exchange.upstream_error  # or a body cut short after the head
+        level = logging.WARNING if refused or failed else logging.INFO
         if not ACCESS.isEnabledFor(level):
             return
+        path = exchange.path
+        if len(path) > MAX_PATH:
+            path = capped(path, MAX_PATH)
         fields = {
             "pid": _WORKER_PID,
             "request_id": exchange.request_id,
             "peer": exchange.peer,
             "client": exchange.view.client if exchange.view else exchange.peer,
             "method": exchange.method,
-            "path": exchange.path,
+            "path": path,
             "status": status,
             "upstream_status": exchange.upstream_status or None,
             "bytes": exchange.bytes_out,
             "duration_ms": round(duration * 1000, 2),
             "route": exchange.route,
-            "origin": exchange.origin,
             "cors": exchange.verdict,
             "reason": exchange.reason,
-            "error": exchange.error,
         }
         add_fields(exchange, fields, ACCESS.isEnabledFor(logging.DEBUG))
-        ACCESS.log(
-            level, "%s %s %d", exchange.method, exchange.path, status, extra={"fields": fields}
-        )
+        ACCESS.log(level, "%s %s %d", exchange.method, path, status, extra={"fields": fields})
+
+
+def _refused_here(exchange: Exchange, request: web.BaseRequest, action: str) -> None:
+    """An answer corsproxy writes before any decision (a bad path, Host, framing...): the
+    access line names the Origin, is a WARNING, and says the action at debug."""
+    exchange.origin = request.headers.get("Origin", "")
+    exchange.action = action or "refuse"
 
 
 async def serve(
@@ -561,7 +609,7 @@ async def serve(
     await app.start()
     server = HandlerClassServer(
         app.handle,
-        handler_class=_RequestHandler,
+        handler_class=type("_AppRequestHandler", (_RequestHandler,), {"app": app}),
         max_line_size=app.header_cap,  # the request target
         max_field_size=app.header_cap,  # a header field's name and value
         handler_cancellation=True,  # a client that goes away cancels its upstream request

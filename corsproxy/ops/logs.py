@@ -48,9 +48,12 @@ class _Formatter(logging.Formatter):
             }
             if record.exc_info:
                 line["exception"] = self.formatException(record.exc_info)
-            return json.dumps(line, separators=(",", ":"), default=str)
+            text = json.dumps(line, separators=(",", ":"), default=str)
+            if "\\ud" in text:  # maybe a lone surrogate (a client's non-UTF-8 byte): rare
+                text = json.dumps(_valid(line), separators=(",", ":"), default=str)
+            return text
         # Messages quote request data too (method, path, a bad request's reason): one line.
-        message = _CONTROL.sub(_escape, message)
+        message = _CONTROL.sub(_escape, _utf8(message))
         if record.exc_info:
             message += "\n" + self.formatException(record.exc_info)
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
@@ -66,7 +69,37 @@ def _text(value: Any) -> str:
     elif isinstance(value, bool):
         value = "true" if value else "false"
     text = str(value)
-    return text if _BARE.match(text) else json.dumps(text)
+    return text if _BARE.match(text) else json.dumps(_utf8(text))
+
+
+def _utf8(text: str) -> str:
+    """`text` as valid Unicode: the bytes a client sent that were not UTF-8 (which reach
+    Python as lone surrogates, `\\udcff`, invalid in JSON and in a UTF-8 stream) written as
+    `\\xff`. Everything else as it was."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogateescape" if _escaped_only(text) else "backslashreplace")
+        return raw.decode("utf-8", "backslashreplace")
+
+
+def _escaped_only(text: str) -> bool:
+    """Whether every surrogate in `text` is one surrogateescape makes (U+DC80..U+DCFF)."""
+    return all(not "\ud800" <= c <= "\udfff" or "\udc80" <= c <= "\udcff" for c in text)
+
+
+def _valid(value: Any) -> Any:
+    """`value` with every string in it made valid Unicode (`_utf8`)."""
+    if isinstance(value, str):
+        return _utf8(value)
+    if isinstance(value, dict):
+        return {_utf8(str(k)): _valid(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_valid(v) for v in value]
+    return value
 
 
 def _escape(match: re.Match[str]) -> str:
