@@ -767,3 +767,81 @@ def test_explain_json_carries_the_suggestion_and_the_edits(tmp_path: Path) -> No
     assert f"Fix:     cors ({path}:2) is false" in text.stdout
     put = runner.invoke(cli, [*base, APP, "-X", "put"])
     assert json.loads(put.stdout)["method"] == "PUT"
+
+
+@pytest.mark.parametrize(
+    ("headers", "dropped"),
+    [
+        ([("Origin", "https://evil.example")], "Origin"),
+        ([("Cookie", "a=1")], "Cookie"),
+        ([("Sec-Fetch-Mode", "cors")], "Sec-Fetch-Mode"),
+        ([("Proxy-Authorization", "Basic x")], "Proxy-Authorization"),
+        ([("X-HTTP-Method-Override", "get, trace")], "X-HTTP-Method-Override"),
+        ([("X-Method-Override", "Track")], "X-Method-Override"),
+    ],
+)
+def test_explain_leaves_out_the_headers_fetch_drops(
+    headers: list[tuple[str, str]], dropped: str
+) -> None:
+    """Forbidden request headers: fetch() drops them silently (an Origin the page writes
+    is not a second Origin, a method override naming TRACE is no unlisted header)."""
+    result = explain(CONFIG, APP, "GET", "/x", headers)
+    assert result.allowed, render_text(result)
+    assert f"fetch() drops the header {dropped} (a forbidden header)" in render_text(result)
+    assert [s.outcome for s in result.steps if s.title == "Headers"] == ["info"]
+
+
+def test_explain_keeps_a_method_override_naming_an_allowed_method() -> None:
+    result = explain(CONFIG, APP, "GET", "/x", [("X-HTTP-Method-Override", "PATCH")])
+    assert not result.allowed and result.reason == "header_not_allowed:x-http-method-override"
+
+
+@pytest.mark.parametrize("value", ["a\x00b", "a\nb", "a\rb", "caf\u0113"])
+def test_explain_a_header_value_fetch_refuses(value: str) -> None:
+    result = explain(CONFIG, APP, "GET", "/x", [("X-Custom", value)])
+    assert not result.allowed and result.reason == "fetch_header_refused"
+    assert result.failure is None  # no request: no CORS error either
+    assert "fetch() throws TypeError" in render_text(result)
+
+
+def test_explain_strips_the_whitespace_fetch_strips() -> None:
+    result = explain(CONFIG, APP, "POST", "/x", [("Content-Type", "\ttext/plain \n")])
+    assert result.allowed and "Preflight" not in [s.title for s in result.steps]
+
+
+@pytest.mark.parametrize("value", ["text/plain\x7f", "text/plain\x01"])
+def test_explain_a_header_value_corsproxys_parser_refuses_is_a_400(value: str) -> None:
+    """fetch() sends DEL and the other controls but tab; llhttp answers 400 to them."""
+    result = explain(CONFIG, APP, "POST", "/x", [("Content-Type", value)])
+    assert not result.allowed and result.reason == "header_unparsable"
+    assert result.failure is not None and result.failure.chrome == "MissingAllowOriginHeader"
+    assert "invalid header value char" in render_text(result)
+
+
+def test_a_top_level_false_turned_on_by_a_variable_is_fixed_by_replacing_it(
+    tmp_path: Path,
+) -> None:
+    """`cors: false` with CORSPROXY_ALLOW_METHODS set: the flag turns cors on; nothing can go
+    *under* `false`, so the fix replaces it with a block, and following it passes."""
+    path = tmp_path / "cf.yaml"
+    path.write_text(
+        "upstream: http://127.0.0.1:9\ncors: false\nroutes:\n"
+        "  - path_prefix: /api\n    cors: {allow_origins: [https://a.example]}\n"
+    )
+    env = {"CORSPROXY_ALLOW_METHODS": "PUT"}
+    args = ["explain", "-c", str(path), "--origin", "https://a.example", "-X", "PUT"]
+    text = CliRunner().invoke(cli, [*args, "--path", "/y"], env=env)
+    assert text.exit_code == 1, text.output
+    assert f"cors ({path}:2) is false in the file, but flags or variables" in text.stdout
+    assert "under cors" not in text.stdout
+    assert (
+        f"Fix:     replace `false` at cors ({path}:2) with a block: cors: "
+        "{allow_origins: ['https://a.example']}"
+    ) in text.stdout
+    data = json.loads(
+        CliRunner().invoke(cli, [*args, "--path", "/y", "--format", "json"], env=env).stdout
+    )
+    assert data["fix_edits"] == [
+        {"op": "add", "key": "cors.allow_origins", "value": "https://a.example",
+         "file": str(path), "line": 2}
+    ]  # fmt: skip
