@@ -479,6 +479,22 @@ def test_suggest_reads_standard_input_and_says_when_a_file_is_missing(tmp_path: 
     assert "Traceback" not in missing.stderr
 
 
+def test_suggest_on_a_text_log_says_it_needs_json(tmp_path: Path) -> None:
+    """A text-format log has no JSON line: not "Nothing seen" with exit 0, but a hint."""
+    log = tmp_path / "text.log"
+    log.write_text(
+        "2026-11-30 07:00:00 INFO corsproxy listening on 127.0.0.1:8080\n"
+        "2026-11-30 07:00:01 INFO GET /api/x 200 origin=https://app.example.com\n"
+    )
+    result = _suggest(str(log))
+    assert result.returncode == 1, result.stdout
+    assert "no JSON lines" in result.stderr and "--log-format json" in result.stderr
+    assert "Nothing seen" not in result.stdout
+    empty = tmp_path / "empty.log"  # nothing logged yet: nothing seen, no complaint
+    empty.write_text("")
+    assert _suggest(str(empty)).returncode == 0
+
+
 def _suggest_file(tmp_path: Path) -> str:
     log = tmp_path / "again.log"
     log.write_text(SAMPLE_LOG)
