@@ -524,6 +524,7 @@ def _say_demo_banner(url: str) -> None:
         url=url,
         allowed_origins=list(DEMO_POLICY_ORIGINS),
         examples=tries,
+        next=next(line for line in text.splitlines() if "Your first config" in line),
     )
 
 
