@@ -482,7 +482,7 @@ def _explain(
         )
         steps.append(Step("Preflight", "blocked" if failure else "ok", lines, answer))
         if failure is not None:
-            reason = decision.reason if not decision.allowed else failure.firefox
+            reason = decision.reason if not decision.allowed else browser.block_code(failure)
             if not parsable and reason == Reason(ReasonCode.METHOD_NOT_ALLOWED, method):
                 fix = _unparsable_method_fix(config, route, method)
             else:
@@ -528,7 +528,7 @@ def _explain(
     steps.append(Step("Actual request", "blocked" if failure else "ok", lines, answer))
     if failure is not None:
         fix = _decision_fix(config, route, decision, origin, headers, credentials)
-        reason = decision.reason if not decision.allowed else failure.firefox
+        reason = decision.reason if not decision.allowed else browser.block_code(failure)
         return _blocked(result, reason, failure, fix)
 
     result.allowed = True
@@ -815,7 +815,10 @@ def _preflight_checks(
         Reason(ReasonCode.METHOD_NOT_ALLOWED, method) in reasons or METHOD_INVALID in reasons
     )
     if method_failed:
-        why = "not in allow_methods (methods are case-sensitive)"
+        why = "not in allow_methods"
+        by_case = any(m != method and m.upper() == method.upper() for m in policy.allow_methods)
+        if by_case or method not in browser.NORMALIZED_METHODS:
+            why += " (methods are case-sensitive)"
     elif method in SAFELISTED_METHODS:
         why = "GET, HEAD and POST never need listing"
     else:

@@ -306,6 +306,27 @@ class Block:
     message: str
 
 
+# `explain`'s reason for a browser's block when corsproxy's decision allowed the request
+# (snake_case like every other reason code; the Firefox name stays in the Block).
+BLOCK_CODES = {
+    "CORSMissingAllowOrigin": "allow_origin_missing",
+    "CORSMultipleAllowOriginNotAllowed": "allow_origin_multiple",
+    "CORSNotSupportingCredentials": "credentials_with_wildcard_origin",
+    "CORSAllowOriginNotMatchingOrigin": "allow_origin_not_matching",
+    "CORSMIssingAllowCredentials": "allow_credentials_missing",
+    "CORSPreflightDidNotSucceed": "preflight_status_not_ok",
+    "CORSMethodNotFound": "method_not_in_allow_methods",
+    "CORSMissingAllowHeaderFromPreflight": "header_not_in_allow_headers",
+}
+
+
+def block_code(block: Block) -> str:
+    """The snake_case reason code of a browser's block (see BLOCK_CODES)."""
+    if block.chrome == "PreflightMissingAllowPrivateNetwork":
+        return "allow_private_network_missing"
+    return BLOCK_CODES.get(block.firefox, "browser_blocked")
+
+
 def _values(headers: Sequence[tuple[str, str]], name: str) -> list[str]:
     lower = name.lower()
     return [v for n, v in headers if n.lower() == lower]
