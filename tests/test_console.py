@@ -747,6 +747,8 @@ async def test_the_form_passes_values_as_typed_like_corsproxy_explain(proxy: Pro
         ({"origin": f" {APP}", "method": "PUT", "path": "/x"}, "blocked"),
         ({"origin": APP, "method": "PUT", "path": "/a b"}, "allowed"),
         ({"origin": APP, "method": " PUT", "path": "/x"}, "blocked"),
+        # fetch() drops a forbidden header: the page's Origin is no second Origin
+        ({"origin": APP, "method": "GET", "path": "/x", "header": "Origin: https://x"}, "allowed"),
     ]
     async with aiohttp.ClientSession() as client:
         for query, verdict in cases:
@@ -754,6 +756,7 @@ async def test_the_form_passes_values_as_typed_like_corsproxy_explain(proxy: Pro
             cli = await asyncio.to_thread(
                 _run, "explain", "--config", str(proxy.config), "--origin", query["origin"],
                 "-X", query["method"], "--path", query["path"], "--format", "json",
+                *(["-H", query["header"]] if "header" in query else []),
             )  # fmt: skip
             assert data["verdict"] == verdict, (query, data)
             assert {k: v for k, v in data.items() if k != "text"} == json.loads(cli.stdout)
