@@ -870,3 +870,15 @@ def test_case_sensitivity_is_mentioned_only_where_it_matters(
     text = render_text(explain(loaded, APP, method, "/x"))
     assert "not in allow_methods" in text
     assert ("(methods are case-sensitive)" in text) is said, text
+
+
+def test_explain_on_the_command_line_keeps_a_trailing_control_character() -> None:
+    """Only spaces and tabs around -H's value go (as fetch() strips them): a trailing \\x1f
+    (whitespace to Python) is sent by fetch() and refused by corsproxy's parser."""
+    path = "/x"
+    args = ["explain", "--upstream", "http://127.0.0.1:9", "--allow-origin", APP]
+    result = CliRunner().invoke(
+        cli, [*args, "--origin", APP, "--path", path, "-H", "Content-Type: text/plain\x1f"]
+    )
+    assert result.exit_code == 1, result.output
+    assert "VERDICT: BLOCKED (header_unparsable)" in result.stdout

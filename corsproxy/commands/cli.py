@@ -135,7 +135,7 @@ def _parse_header(
         name = name.strip()
         if not TOKEN.match(name):
             raise click.BadParameter(f"'{value}' is not NAME or NAME:VALUE", ctx, param)
-        headers.append((name, rest.strip()))
+        headers.append((name, rest.strip(" \t")))  # fetch() strips only these (and CR, LF)
     return headers
 
 
