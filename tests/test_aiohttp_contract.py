@@ -26,6 +26,7 @@ from corsproxy.http.aiohttp_private import (
     HandshakeTimeoutSite,
     RequestHandler,
     bound_sockets,
+    parser_accepts_header,
     parser_accepts_method,
     send_interim,
     set_version,
@@ -164,6 +165,31 @@ async def test_the_parser_probe_agrees_with_the_server() -> None:
     finally:
         await runner.cleanup()
     assert parser_accepts_method("PUT") and not parser_accepts_method("put")
+
+
+async def test_the_header_value_probe_agrees_with_the_server() -> None:
+    """`parser_accepts_header` (for explain) says what a real server's parser does with a
+    header value fetch() sends: tab and obs-text pass, DEL and other controls get 400."""
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    server = web.Server(ok)
+    runner = web.ServerRunner(server)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    values = ["text/plain", "a\tb", "caf\xe9", "text/plain\x7f", "a\x01b", "\x1bx", "a\x0bb"]
+    try:
+        for value in values:
+            head = f"GET / HTTP/1.1\r\nHost: x\r\nX-A: {value}\r\nConnection: close\r\n\r\n"
+            answer = await _raw_exchange(port, head.encode("latin-1"))
+            parsed = answer.split(b" ", 2)[1] != b"400"
+            assert parser_accepts_header("X-A", value) is parsed, (value, answer[:40])
+    finally:
+        await runner.cleanup()
+    assert parser_accepts_header("X-A", "a\tb") and not parser_accepts_header("X-A", "a\x7f")
 
 
 def test_tcpsite_start_passes_only_the_arguments_the_handshake_site_repeats() -> None:

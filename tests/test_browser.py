@@ -507,6 +507,14 @@ EXPLAINED = [
     ("allowed", "GET", "/api/e 19", {}, True),
     ("allowed", "GET", "/api/\u00fc20", {}, True),
     ("allowed", "GET", "/api/e21#frag", {}, True),
+    # forbidden request headers: fetch() drops them without a word (no second Origin; a
+    # method override naming TRACE is not sent, so PUT's preflight lists no header)
+    ("allowed", "GET", "/api/e22", {"Origin": "https://x.example"}, False),
+    ("allowed", "PUT", "/api/e23", {"X-HTTP-Method-Override": "get, Trace"}, False),
+    ("allowed", "GET", "/api/e24", {"Sec-Custom": "1", "Cookie": "a=1"}, True),
+    # fetch() throws for NUL (no request); sends DEL, which corsproxy's parser answers with 400
+    ("allowed", "GET", "/api/e25", {"X-Custom": "a\x00b"}, False),
+    ("allowed", "POST", "/api/e26", {"Content-Type": "text/plain\x7f"}, False),
 ]
 
 

@@ -149,6 +149,7 @@ def test_explain_json(runner: CliRunner) -> None:
     data = json.loads(result.stdout)
     assert data["verdict"] == "blocked"
     assert data["browser_error"]["firefox"] == "CORSNotSupportingCredentials"
+    assert data["reason"] == "credentials_with_wildcard_origin"  # snake_case, like the others
     assert data["browser_error"]["chrome"] == "WildcardOriginNotAllowed"
 
 

@@ -479,6 +479,22 @@ def test_suggest_reads_standard_input_and_says_when_a_file_is_missing(tmp_path: 
     assert "Traceback" not in missing.stderr
 
 
+def test_suggest_on_a_text_log_says_it_needs_json(tmp_path: Path) -> None:
+    """A text-format log has no JSON line: not "Nothing seen" with exit 0, but a hint."""
+    log = tmp_path / "text.log"
+    log.write_text(
+        "2026-11-30 07:00:00 INFO corsproxy listening on 127.0.0.1:8080\n"
+        "2026-11-30 07:00:01 INFO GET /api/x 200 origin=https://app.example.com\n"
+    )
+    result = _suggest(str(log))
+    assert result.returncode == 1, result.stdout
+    assert "no JSON lines" in result.stderr and "--log-format json" in result.stderr
+    assert "Nothing seen" not in result.stdout
+    empty = tmp_path / "empty.log"  # nothing logged yet: nothing seen, no complaint
+    empty.write_text("")
+    assert _suggest(str(empty)).returncode == 0
+
+
 def _suggest_file(tmp_path: Path) -> str:
     log = tmp_path / "again.log"
     log.write_text(SAMPLE_LOG)
@@ -731,6 +747,8 @@ async def test_the_form_passes_values_as_typed_like_corsproxy_explain(proxy: Pro
         ({"origin": f" {APP}", "method": "PUT", "path": "/x"}, "blocked"),
         ({"origin": APP, "method": "PUT", "path": "/a b"}, "allowed"),
         ({"origin": APP, "method": " PUT", "path": "/x"}, "blocked"),
+        # fetch() drops a forbidden header: the page's Origin is no second Origin
+        ({"origin": APP, "method": "GET", "path": "/x", "header": "Origin: https://x"}, "allowed"),
     ]
     async with aiohttp.ClientSession() as client:
         for query, verdict in cases:
@@ -738,6 +756,7 @@ async def test_the_form_passes_values_as_typed_like_corsproxy_explain(proxy: Pro
             cli = await asyncio.to_thread(
                 _run, "explain", "--config", str(proxy.config), "--origin", query["origin"],
                 "-X", query["method"], "--path", query["path"], "--format", "json",
+                *(["-H", query["header"]] if "header" in query else []),
             )  # fmt: skip
             assert data["verdict"] == verdict, (query, data)
             assert {k: v for k, v in data.items() if k != "text"} == json.loads(cli.stdout)

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import ast
 import re
+import shlex
 from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
+
+from corsproxy.commands.cli import cli
 from corsproxy.config import CONFIG_SPEC, POLICY_SPEC, ROUTE_SPEC
 from corsproxy.policy.cors import ReasonCode
 
@@ -59,3 +64,18 @@ def test_the_module_table_lists_every_module() -> None:
         if path.name != "__init__.py" or _has_code(path)  # a package's docstring is no module
     }
     assert listed == modules
+
+
+def test_the_readme_explain_example_is_what_explain_prints(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example's command, run against config.example.yaml, prints the lines shown after
+    `...` (a line number in the fix, a header the policy adds: kept true)."""
+    section = README.split("## Checking and explaining a policy", 1)[1]
+    block = re.search(r"```console\n(.*?)\n```", section, re.S)
+    assert block is not None
+    example = block.group(1).split("$ corsproxy explain ", 1)[1]
+    command, shown = example.split("\n...\n", 1)
+    monkeypatch.chdir(ROOT)
+    result = CliRunner().invoke(cli, ["explain", *shlex.split(command.replace("\\\n", " "))])
+    assert result.exit_code == 1, result.output
+    expected = shown.splitlines()
+    assert result.stdout.splitlines()[-len(expected) :] == expected

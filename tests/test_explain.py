@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,7 @@ CASES = [
         "wildcard-with-credentials",
         {"origin": APP, "path": "/public/x", "credentials": True},
         False,
-        "CORSNotSupportingCredentials",
+        "credentials_with_wildcard_origin",
         "CORSNotSupportingCredentials",
     ),
     (
@@ -115,7 +116,7 @@ CASES = [
         "credentials-not-allowed",
         {"origin": APP, "path": "/nocreds/x", "credentials": True},
         False,
-        "CORSMIssingAllowCredentials",
+        "allow_credentials_missing",
         "CORSMIssingAllowCredentials",
     ),
     (
@@ -205,6 +206,7 @@ def test_explain_verdicts(kwargs: dict, allowed: bool, reason: str, firefox: str
     result = explain(CONFIG, **kwargs)
     assert result.allowed is allowed
     assert result.reason == reason
+    assert re.fullmatch(r"[a-z_]+(:.+)?", reason)  # a reason code, never a browser's name
     if firefox is None:
         assert result.failure is None
     else:
@@ -442,7 +444,7 @@ def test_a_refused_preflight_reads_as_before_reasons_were_typed() -> None:
     assert render_text(result).splitlines()[10:] == [
         "     answered by corsproxy (never forwarded): 403",
         "     ok    origin: allowed",
-        "     FAIL  method DELETE: not in allow_methods (methods are case-sensitive)",
+        "     FAIL  method DELETE: not in allow_methods",  # fetch() upper-cases DELETE
         "     FAIL  header x-trace-id: not in allow_headers",
         "       Vary: Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
         "VERDICT: BLOCKED (method_not_allowed:DELETE)",
@@ -767,3 +769,116 @@ def test_explain_json_carries_the_suggestion_and_the_edits(tmp_path: Path) -> No
     assert f"Fix:     cors ({path}:2) is false" in text.stdout
     put = runner.invoke(cli, [*base, APP, "-X", "put"])
     assert json.loads(put.stdout)["method"] == "PUT"
+
+
+@pytest.mark.parametrize(
+    ("headers", "dropped"),
+    [
+        ([("Origin", "https://evil.example")], "Origin"),
+        ([("Cookie", "a=1")], "Cookie"),
+        ([("Sec-Fetch-Mode", "cors")], "Sec-Fetch-Mode"),
+        ([("Proxy-Authorization", "Basic x")], "Proxy-Authorization"),
+        ([("X-HTTP-Method-Override", "get, trace")], "X-HTTP-Method-Override"),
+        ([("X-Method-Override", "Track")], "X-Method-Override"),
+    ],
+)
+def test_explain_leaves_out_the_headers_fetch_drops(
+    headers: list[tuple[str, str]], dropped: str
+) -> None:
+    """Forbidden request headers: fetch() drops them silently (an Origin the page writes
+    is not a second Origin, a method override naming TRACE is no unlisted header)."""
+    result = explain(CONFIG, APP, "GET", "/x", headers)
+    assert result.allowed, render_text(result)
+    assert f"fetch() drops the header {dropped} (a forbidden header)" in render_text(result)
+    assert [s.outcome for s in result.steps if s.title == "Headers"] == ["info"]
+
+
+def test_explain_keeps_a_method_override_naming_an_allowed_method() -> None:
+    result = explain(CONFIG, APP, "GET", "/x", [("X-HTTP-Method-Override", "PATCH")])
+    assert not result.allowed and result.reason == "header_not_allowed:x-http-method-override"
+
+
+@pytest.mark.parametrize("value", ["a\x00b", "a\nb", "a\rb", "caf\u0113"])
+def test_explain_a_header_value_fetch_refuses(value: str) -> None:
+    result = explain(CONFIG, APP, "GET", "/x", [("X-Custom", value)])
+    assert not result.allowed and result.reason == "fetch_header_refused"
+    assert result.failure is None  # no request: no CORS error either
+    assert "fetch() throws TypeError" in render_text(result)
+
+
+def test_explain_strips_the_whitespace_fetch_strips() -> None:
+    result = explain(CONFIG, APP, "POST", "/x", [("Content-Type", "\ttext/plain \n")])
+    assert result.allowed and "Preflight" not in [s.title for s in result.steps]
+
+
+@pytest.mark.parametrize("value", ["text/plain\x7f", "text/plain\x01"])
+def test_explain_a_header_value_corsproxys_parser_refuses_is_a_400(value: str) -> None:
+    """fetch() sends DEL and the other controls but tab; llhttp answers 400 to them."""
+    result = explain(CONFIG, APP, "POST", "/x", [("Content-Type", value)])
+    assert not result.allowed and result.reason == "header_unparsable"
+    assert result.failure is not None and result.failure.chrome == "MissingAllowOriginHeader"
+    assert "invalid header value char" in render_text(result)
+
+
+def test_a_top_level_false_turned_on_by_a_variable_is_fixed_by_replacing_it(
+    tmp_path: Path,
+) -> None:
+    """`cors: false` with CORSPROXY_ALLOW_METHODS set: the flag turns cors on; nothing can go
+    *under* `false`, so the fix replaces it with a block, and following it passes."""
+    path = tmp_path / "cf.yaml"
+    path.write_text(
+        "upstream: http://127.0.0.1:9\ncors: false\nroutes:\n"
+        "  - path_prefix: /api\n    cors: {allow_origins: [https://a.example]}\n"
+    )
+    env = {"CORSPROXY_ALLOW_METHODS": "PUT"}
+    args = ["explain", "-c", str(path), "--origin", "https://a.example", "-X", "PUT"]
+    text = CliRunner().invoke(cli, [*args, "--path", "/y"], env=env)
+    assert text.exit_code == 1, text.output
+    assert f"cors ({path}:2) is false in the file, but flags or variables" in text.stdout
+    assert "under cors" not in text.stdout
+    assert (
+        f"Fix:     replace `false` at cors ({path}:2) with a block: cors: "
+        "{allow_origins: ['https://a.example']}"
+    ) in text.stdout
+    data = json.loads(
+        CliRunner().invoke(cli, [*args, "--path", "/y", "--format", "json"], env=env).stdout
+    )
+    assert data["fix_edits"] == [
+        {"op": "add", "key": "cors.allow_origins", "value": "https://a.example",
+         "file": str(path), "line": 2}
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("method", "allowed", "said"),
+    [
+        ("DELETE", ["PUT"], False),  # fetch() upper-cases delete: case plays no part
+        ("PATCH", ["PUT"], True),  # sent as written: patch would not be PATCH
+        ("patch", ["PATCH"], True),  # differs from a listed one only by case
+        ("PATCH", ["patch"], True),
+    ],
+)
+def test_case_sensitivity_is_mentioned_only_where_it_matters(
+    method: str, allowed: list[str], said: bool
+) -> None:
+    loaded = config(
+        {
+            "upstream": "http://legacy:9000",
+            "cors": {"allow_origins": [APP], "allow_methods": allowed},
+        }
+    )
+    text = render_text(explain(loaded, APP, method, "/x"))
+    assert "not in allow_methods" in text
+    assert ("(methods are case-sensitive)" in text) is said, text
+
+
+def test_explain_on_the_command_line_keeps_a_trailing_control_character() -> None:
+    """Only spaces and tabs around -H's value go (as fetch() strips them): a trailing \\x1f
+    (whitespace to Python) is sent by fetch() and refused by corsproxy's parser."""
+    path = "/x"
+    args = ["explain", "--upstream", "http://127.0.0.1:9", "--allow-origin", APP]
+    result = CliRunner().invoke(
+        cli, [*args, "--origin", APP, "--path", path, "-H", "Content-Type: text/plain\x1f"]
+    )
+    assert result.exit_code == 1, result.output
+    assert "VERDICT: BLOCKED (header_unparsable)" in result.stdout

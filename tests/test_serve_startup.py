@@ -570,3 +570,17 @@ def test_where_a_listen_address_came_from(tmp_path: Path) -> None:
     assert listen_source("admin.listen", str(config), None, [flag]) == "--admin-listen"
     assert listen_source("listen", None, None, ()) == "the default"
     assert listen_source("admin.listen", str(config), None, ()) == "the default"
+
+
+def test_the_json_demo_banner_points_to_your_first_config() -> None:
+    """The JSON banner carries what the text one says: the next step, in its own field."""
+    proc = Serve("--log-format", "json", "--demo", "--listen", "127.0.0.1:0")
+    try:
+        banner = proc.wait(
+            lambda: [
+                r for r in proc.records() if str(r.get("message", "")).startswith("corsproxy demo:")
+            ]
+        )[0]
+        assert '"Your first config" in the README' in banner["next"]
+    finally:
+        assert proc.stop() == 0

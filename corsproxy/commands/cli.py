@@ -135,7 +135,7 @@ def _parse_header(
         name = name.strip()
         if not TOKEN.match(name):
             raise click.BadParameter(f"'{value}' is not NAME or NAME:VALUE", ctx, param)
-        headers.append((name, rest.strip()))
+        headers.append((name, rest.strip(" \t")))  # fetch() strips only these (and CR, LF)
     return headers
 
 
@@ -524,6 +524,7 @@ def _say_demo_banner(url: str) -> None:
         url=url,
         allowed_origins=list(DEMO_POLICY_ORIGINS),
         examples=tries,
+        next=next(line for line in text.splitlines() if "Your first config" in line),
     )
 
 

@@ -23,7 +23,7 @@ from corsproxy.commands.explain_fixes import (
 )
 from corsproxy.config import Config, ConfigError, Override
 from corsproxy.config.edited import EditOp, load_edited
-from corsproxy.http.aiohttp_private import parser_accepts_method
+from corsproxy.http.aiohttp_private import parser_accepts_header, parser_accepts_method
 from corsproxy.policy import browser
 from corsproxy.policy.cors import (
     ACRH,
@@ -173,7 +173,15 @@ def _answer(decision: Decision) -> tuple[int, list[tuple[str, str]]]:
 Recheck = Callable[[Sequence[Edit]], Config]
 
 # Outcomes that do not depend on the mode: no request, or corsproxy's 400/404 before CORS.
-MODE_INDEPENDENT = frozenset({"origin_malformed", "fetch_method_refused", "method_unparsable"})
+MODE_INDEPENDENT = frozenset(
+    {
+        "origin_malformed",
+        "fetch_method_refused",
+        "method_unparsable",
+        "fetch_header_refused",
+        "header_unparsable",
+    }
+)
 # Rounds of "apply the fix, explain again" before giving up on a complete fix.
 _FIX_ROUNDS = 4
 
@@ -325,6 +333,17 @@ def _explain(
         route_lines.append("matched case-insensitively (routes_case_sensitive is false)")
     if not policy.enabled:
         route_lines.append("cors: false on this route: no cross-origin access")
+    block = places_of(route, config.source, config.warnings).block
+    if (
+        policy.enabled
+        and block is not None
+        and f"{block.file}:{block.line}"
+        in (places_of(route, config.source, config.warnings).turned_on)
+    ):
+        route_lines.append(
+            f"{block} is false in the file, but flags or variables set cors keys: cors is on, "
+            "with the keys they set and the others at their defaults"
+        )
     if policy.mode is Mode.REPORT_ONLY:
         result.mode = Mode.REPORT_ONLY.value
         route_lines.append(
@@ -372,6 +391,35 @@ def _explain(
     if method_lines:
         steps.append(Step("Method", "info" if parsable else "blocked", method_lines))
     method = sent
+
+    # 2b. What fetch() does with the headers: throws, drops forbidden ones, normalizes.
+    header_lines: list[str] = []
+    kept: list[tuple[str, str]] = []
+    for name, value in headers:
+        thrown = browser.fetch_header_error(name, value)
+        if thrown is not None:
+            lines = [f"fetch() throws TypeError: {thrown} No request is sent (Fetch standard)"]
+            steps.append(Step("fetch()", "blocked", lines))
+            fix = Fix(f"remove NUL, CR and LF (and characters above U+00FF) from {name}")
+            return _blocked(result, "fetch_header_refused", None, fix)
+        if browser.fetch_drops_header(name, value):
+            header_lines.append(
+                f"fetch() drops the header {name} (a forbidden header): the browser sets it "
+                "itself or never sends it; the rest is explained without it"
+            )
+            continue
+        kept.append((name, browser.normalize_header_value(value)))
+    headers = kept
+    unparsable = next(((n, v) for n, v in headers if not parser_accepts_header(n, v)), None)
+    if unparsable is not None:
+        header_lines.append(
+            f"corsproxy's HTTP parser (llhttp) refuses the value of {unparsable[0]} "
+            f"({unparsable[1]!r}: a control character other than tab): fetch() sends it, and "
+            "corsproxy answers 400 (bad_request: invalid header value char), before any "
+            "CORS header"
+        )
+    if header_lines:
+        steps.append(Step("Headers", "info" if unparsable is None else "blocked", header_lines))
 
     # 3. The origin against the allow-list.
     steps.append(_origin_step(config, route, policy, origin))
@@ -434,7 +482,7 @@ def _explain(
         )
         steps.append(Step("Preflight", "blocked" if failure else "ok", lines, answer))
         if failure is not None:
-            reason = decision.reason if not decision.allowed else failure.firefox
+            reason = decision.reason if not decision.allowed else browser.block_code(failure)
             if not parsable and reason == Reason(ReasonCode.METHOD_NOT_ALLOWED, method):
                 fix = _unparsable_method_fix(config, route, method)
             else:
@@ -449,6 +497,15 @@ def _explain(
         steps.append(Step("Actual request", "blocked", lines))
         fix = _unparsable_method_fix(config, route, method)
         return _blocked(result, "method_unparsable", failure, fix)
+    if unparsable is not None:
+        lines = [
+            f"{method} {normalized.route_path}: corsproxy answers 400 (the header "
+            f"{unparsable[0]} could not be parsed), without Access-Control-* headers"
+        ]
+        failure = browser.cors_check([], origin, credentials)
+        steps.append(Step("Actual request", "blocked", lines))
+        fix = Fix(f"remove the control characters from the value of {unparsable[0]} in the page")
+        return _blocked(result, "header_unparsable", failure, fix)
     view = _request_view(method, normalized.route_path, origin, headers)
     decision = _enforced(decide(policy, view))
     if decision.action is Action.REFUSE:
@@ -471,7 +528,7 @@ def _explain(
     steps.append(Step("Actual request", "blocked" if failure else "ok", lines, answer))
     if failure is not None:
         fix = _decision_fix(config, route, decision, origin, headers, credentials)
-        reason = decision.reason if not decision.allowed else failure.firefox
+        reason = decision.reason if not decision.allowed else browser.block_code(failure)
         return _blocked(result, reason, failure, fix)
 
     result.allowed = True
@@ -587,6 +644,7 @@ def _explain_websocket(
     ws_target = target.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
     lines.append(f"forwarded to {ws_target}; the upstream's 101 reaches the page")
     if decision.strip_credentials:
+        places = places_of(route, config.source, config.warnings)
         enforce = policy.mode is Mode.ENFORCE
         result.strips_credentials = enforce
         lines.append(
@@ -594,7 +652,7 @@ def _explain_websocket(
             + "forwarded WITHOUT the page's Cookie and Authorization headers: browsers attach "
             "cookies to every WebSocket handshake, and this policy has allow_credentials: "
             "false, so a cross-origin handshake gets what a CORS request without credentials "
-            f"gets ({set_key(places_of(route, config.source), 'allow_credentials', True).text} "
+            f"gets ({set_key(places, 'allow_credentials', True).text} "
             "to keep them)"
         )
     answer = response_headers(decision, [])
@@ -616,7 +674,7 @@ def _decision_fix(
     credentials: bool,
 ) -> Fix:
     """Every edit the request needs: one per refusal of the decision, and credentials."""
-    places = places_of(route, config.source)
+    places = places_of(route, config.source, config.warnings)
     policy = route.cors
     fixes: list[Fix] = []
     for reason in () if decision.allowed else decision.reasons:
@@ -647,7 +705,7 @@ def _url_lines(written: str, sent: str) -> list[str]:
 
 
 def _websocket_fix(config: Config, route: Route, origin: str, own: str) -> Fix:
-    places = places_of(route, config.source)
+    places = places_of(route, config.source, config.warnings)
     if route.cors.enabled:
         return reason_fix(places, route.cors, ORIGIN_NOT_ALLOWED, origin)
     fix = disabled_fix(places, origin)
@@ -688,7 +746,7 @@ def _unparsable_method_fix(config: Config, route: Route, method: str) -> Fix:
                 if route.cors.any_method or upper in route.cors.allow_methods
                 else " (then allow it: "
                 + reason_fix(
-                    places_of(route, config.source),
+                    places_of(route, config.source, config.warnings),
                     route.cors,
                     Reason(ReasonCode.METHOD_NOT_ALLOWED, upper),
                     "",
@@ -757,7 +815,10 @@ def _preflight_checks(
         Reason(ReasonCode.METHOD_NOT_ALLOWED, method) in reasons or METHOD_INVALID in reasons
     )
     if method_failed:
-        why = "not in allow_methods (methods are case-sensitive)"
+        why = "not in allow_methods"
+        by_case = any(m != method and m.upper() == method.upper() for m in policy.allow_methods)
+        if by_case or method not in browser.NORMALIZED_METHODS:
+            why += " (methods are case-sensitive)"
     elif method in SAFELISTED_METHODS:
         why = "GET, HEAD and POST never need listing"
     else:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
+from corsproxy.config.spec import Diagnostic
 from corsproxy.policy.config_places import Place, PolicyPlaces
 from corsproxy.policy.cors import CorsPolicy, Reason, ReasonCode
 from corsproxy.policy.origins import parse_origin
@@ -53,8 +55,16 @@ class Fix:
 NO_FIX = Fix()
 
 
-def places_of(route: Route, source: str) -> PolicyPlaces:
-    return route.cors_places or PolicyPlaces(file=source)
+# The start of the warning a source gives when a flag or variable turns a file's `false` on.
+TURNED_ON = "the file's `false` is overridden by"
+
+
+def places_of(route: Route, source: str, warnings: Sequence[Diagnostic] = ()) -> PolicyPlaces:
+    """Where the route's policy is written; `warnings`: the loaded config's, which say which
+    `cors: false` blocks flags or variables turned on."""
+    places = route.cors_places or PolicyPlaces(file=source)
+    turned_on = frozenset(f"{w.file}:{w.line}" for w in warnings if w.message.startswith(TURNED_ON))
+    return replace(places, turned_on=turned_on) if turned_on else places
 
 
 def _yaml(value: Any) -> str:
@@ -78,6 +88,17 @@ def _where_absent(places: PolicyPlaces, name: str, value: Any) -> tuple[str, str
         if places.file == NO_FILE:
             text = _on_the_command_line(name, value) or text
         return key, text, block
+    if block is not None and f"{block.file}:{block.line}" in places.turned_on:
+        key = f"{block.key}.{name}"
+        return (
+            key,
+            (
+                f"replace `false` at {block} with a block: {block.key.rsplit('.', 1)[-1]}: "
+                f"{{{name}: {_yaml(value)}}} (the file says false; flags or variables turn it on, "
+                "with the keys they set)"
+            ),
+            block,
+        )
     if block is not None:
         key = f"{block.key}.{name}"
         return key, f"add {name}: {_yaml(value)} under {block}", block

@@ -23,7 +23,8 @@ def suggest_command(log_file: TextIO) -> None:
     as YAML, one cors: block per route: the origins, methods and headers that requests with
     an Origin used, so that they all would have been allowed. Malformed origins and null are
     never suggested; they are listed as comments. Review before use: a refused origin may be
-    a stranger's. Exit 2 when the file cannot be read.
+    a stranger's. Exit 1 when no line of FILE is JSON (a text-format log: said on stderr),
+    2 when the file cannot be read.
     """
     stats = LogStats()
     name = "standard input" if log_file.name == "<stdin>" else visible(log_file.name)
@@ -32,6 +33,13 @@ def suggest_command(log_file: TextIO) -> None:
     except OSError as exc:
         click.echo(f"corsproxy suggest: cannot read {name}: {exc.strerror or exc}", err=True)
         sys.exit(2)
+    if stats.lines and not stats.json_lines:
+        click.echo(
+            f"corsproxy suggest: no JSON lines in {name} ({stats.lines} line(s)): suggest reads "
+            "the JSON access log: run serve with --log-format json",
+            err=True,
+        )
+        sys.exit(1)
     header = [
         "corsproxy suggest: the tightest allow-lists that would have allowed what was seen",
         f"(from {name}: {stats.lines} line(s), {stats.used} request(s) with an Origin on a "

@@ -20,7 +20,8 @@ MAX_WORDS = 80
 # A quoted Python literal (str or bytes repr) in the parser's message.
 _LITERAL = re.compile(r"""b?'(?:[^'\\\n]|\\.)*'|b?"(?:[^"\\\n]|\\.)*\"""")
 _REQUEST_LINE = re.compile(r"([!-~]{1,64}) (\S+) HTTP/\S+\Z")
-_CUT = re.compile(r"""[:'"{(\n]""")
+# Where the words end: a colon, a quote that opens a literal (not the apostrophe of "can't").
+_CUT = re.compile(r"""[:"{(\n]|(?<![A-Za-z])'|\bb'""")
 
 
 @dataclass(frozen=True, slots=True)

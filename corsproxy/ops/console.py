@@ -185,7 +185,7 @@ def parse_explain_query(query: Any) -> ExplainQuery | str:
         name, _, value = line.partition(":")
         if not TOKEN.match(name.strip()):
             return f"a header is NAME or NAME: VALUE, not {line[:100]!r}"
-        headers.append((name.strip(), value.strip()))
+        headers.append((name.strip(), value.strip(" \t")))
     credentials = query.get("credentials", "") in ("1", "true", "on", "yes")
     return ExplainQuery(origin, method, path, tuple(headers), credentials)
 

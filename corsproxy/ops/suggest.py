@@ -298,6 +298,7 @@ class LogStats:
     lines: int = 0
     used: int = 0  # access lines of requests with an Origin on a route
     skipped: int = 0  # not JSON, not an access line, or too long
+    json_lines: int = 0  # lines that are JSON objects (access lines or not)
 
 
 def _names(value: Any) -> tuple[str, ...]:
@@ -332,6 +333,7 @@ def observations_from_log(lines: Iterable[str], stats: LogStats) -> Iterable[Obs
         except (ValueError, RecursionError):  # not JSON, or nested too deep to read
             stats.skipped += 1
             continue
+        stats.json_lines += isinstance(record, dict)
         if not isinstance(record, dict) or "cors" not in record or "route" not in record:
             stats.skipped += 1  # not an access line (a start-up message, a warning)
             continue

@@ -79,6 +79,42 @@ def is_forbidden_request_header(name: str) -> bool:
     return lower in FORBIDDEN_REQUEST_HEADERS or lower.startswith(("proxy-", "sec-"))
 
 
+# Fetch: these name the method for some servers; a value naming a forbidden method (after
+# splitting on commas, case-insensitively) makes the header forbidden.
+_METHOD_OVERRIDE_HEADERS = frozenset(
+    {"x-http-method", "x-http-method-override", "x-method-override"}
+)
+# Fetch's HTTP whitespace, which "normalize" strips from both ends of a header value.
+_HTTP_WHITESPACE = " \t\n\r"
+
+
+def normalize_header_value(value: str) -> str:
+    """A header value as fetch() keeps it: leading and trailing HTTP whitespace removed."""
+    return value.strip(_HTTP_WHITESPACE)
+
+
+def fetch_header_error(name: str, value: str) -> str | None:
+    """Why fetch() throws a TypeError for this header before any request, or None: a name
+    that is not a token, or a value (normalized) with NUL, CR or LF or a code point above
+    U+00FF (a ByteString)."""
+    if not TOKEN.match(name):
+        return f"'{name}' is not a valid HTTP header field name."
+    value = normalize_header_value(value)
+    if any(c in "\x00\n\r" or ord(c) > 0xFF for c in value):
+        return f"{value!r} is not a valid value for the header {name}."
+    return None
+
+
+def fetch_drops_header(name: str, value: str) -> bool:
+    """A forbidden request-header (Fetch): fetch() leaves it out without an error."""
+    if is_forbidden_request_header(name):
+        return True
+    if name.lower() not in _METHOD_OVERRIDE_HEADERS:
+        return False
+    named = (m.strip(" \t").upper() for m in normalize_header_value(value).split(","))
+    return any(m.isascii() and m in FORBIDDEN_METHODS for m in named)
+
+
 def is_safelisted_request_header(name: str, value: str) -> bool:
     """Fetch's CORS-safelisted request-header check for one header."""
     lower = name.lower()
@@ -243,7 +279,7 @@ def preflight_need(method: str, headers: Sequence[tuple[str, str]]) -> Preflight
     reasons: list[str] = []
     if method not in SAFELISTED_METHODS:
         reasons.append(f"{method} is not GET, HEAD or POST")
-    page_headers = [(n, v) for n, v in headers if not is_forbidden_request_header(n)]
+    page_headers = [(n, v) for n, v in headers if not fetch_drops_header(n, v)]
     safelisted_total = sum(
         len(v.encode()) for n, v in page_headers if is_safelisted_request_header(n, v)
     )
@@ -268,6 +304,27 @@ class Block:
     firefox: str
     chrome: str
     message: str
+
+
+# `explain`'s reason for a browser's block when corsproxy's decision allowed the request
+# (snake_case like every other reason code; the Firefox name stays in the Block).
+BLOCK_CODES = {
+    "CORSMissingAllowOrigin": "allow_origin_missing",
+    "CORSMultipleAllowOriginNotAllowed": "allow_origin_multiple",
+    "CORSNotSupportingCredentials": "credentials_with_wildcard_origin",
+    "CORSAllowOriginNotMatchingOrigin": "allow_origin_not_matching",
+    "CORSMIssingAllowCredentials": "allow_credentials_missing",
+    "CORSPreflightDidNotSucceed": "preflight_status_not_ok",
+    "CORSMethodNotFound": "method_not_in_allow_methods",
+    "CORSMissingAllowHeaderFromPreflight": "header_not_in_allow_headers",
+}
+
+
+def block_code(block: Block) -> str:
+    """The snake_case reason code of a browser's block (see BLOCK_CODES)."""
+    if block.chrome == "PreflightMissingAllowPrivateNetwork":
+        return "allow_private_network_missing"
+    return BLOCK_CODES.get(block.firefox, "browser_blocked")
 
 
 def _values(headers: Sequence[tuple[str, str]], name: str) -> list[str]:

@@ -41,6 +41,8 @@ class PolicyPlaces:
     # Keys (and "" for the route's own `cors:` block) written inside another route's block
     # and reached through a YAML anchor: the route they are written in ("routes[0]").
     shared: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # Blocks ("FILE:LINE") the file writes as `cors: false` that flags or variables turned on.
+    turned_on: frozenset[str] = frozenset()
 
     def shared_warning(self, name: str) -> str:
         """For an edit of `name` (absent: added under the block): a warning when the line
