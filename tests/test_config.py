@@ -453,7 +453,8 @@ ERRORS = [
         """,
         "cfg.yaml:4: cors.allow_origins[0]: 'http://app.example.com' is plain http and "
         "allow_credentials is true (line 3) (anyone on the network path can send requests as an "
-        "http origin and read the answers; use https, or set allow_insecure_origins: true if you "
+        "http origin and read the answers; use https, or set allow_insecure_origins: true (or "
+        "--allow-insecure-origins / CORSPROXY_ALLOW_INSECURE_ORIGINS) if you "
         "accept that (loopback origins such as http://localhost:3000 are always allowed))",
     ),
     (
@@ -722,7 +723,8 @@ def test_a_regex_matching_its_own_names_over_http_needs_insecure_origins() -> No
         "cfg.yaml:3: cors.allow_origins[0]: 'regex:https?://app\\\\.example\\\\.com' matches "
         "'http://app.example.com', which is plain http and allow_credentials is true (line 4) "
         "(anyone on the network path can send requests as an http origin and read the answers; "
-        "use https, or set allow_insecure_origins: true if you accept that (loopback origins "
+        "use https, or set allow_insecure_origins: true (or --allow-insecure-origins / "
+        "CORSPROXY_ALLOW_INSECURE_ORIGINS) if you accept that (loopback origins "
         "such as http://localhost:3000 are always allowed))"
     ]
     more = "  allow_credentials: true\n  allow_insecure_origins: true\n"

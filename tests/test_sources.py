@@ -89,6 +89,8 @@ FLAGS: list[tuple[list[str], str, str, str, Any]] = [
      "cors.allow_origins", {"flag": [OTHER, APP], "variable": [APP, OTHER]}),
     (["--allow-credentials"], "CORSPROXY_ALLOW_CREDENTIALS", "on", "cors.allow_credentials",
      True),
+    (["--allow-insecure-origins"], "CORSPROXY_ALLOW_INSECURE_ORIGINS", "yes",
+     "cors.allow_insecure_origins", True),
     (["--listen", ":8081"], "CORSPROXY_LISTEN", "8081", "listen", "0.0.0.0:8081"),
     (["--admin-listen", "127.0.0.1:9902"], "CORSPROXY_ADMIN_LISTEN", ":9902", "admin.listen",
      {"flag": "127.0.0.1:9902", "variable": "0.0.0.0:9902"}),

@@ -18,6 +18,12 @@ from corsproxy import __version__
 from corsproxy.commands import sources
 from corsproxy.commands.explain import explain, rechecker, render_text, websocket_url
 from corsproxy.commands.probe_url import check_probe_url
+from corsproxy.commands.serve_options import (
+    check_probe_timeout,
+    check_serve_variables,
+    serve_options,
+    worker_count_of,
+)
 from corsproxy.commands.serve_usage import LogFormatCommand
 from corsproxy.commands.sources import (
     DEMO_PLACEHOLDER_UPSTREAM,
@@ -85,7 +91,7 @@ def _load(
     for line, diagnostic in _shown(config.warnings if warnings else (), excerpts=not log):
         echo(line, logging.WARNING, diagnostic)
     if strict and config.warnings:
-        click.echo(f"{config_path}: warnings are errors with --strict", err=True)
+        click.echo(f"{config_path or 'command line'}: warnings are errors with --strict", err=True)
         sys.exit(EXIT_CONFIG)
     return config
 
@@ -113,15 +119,24 @@ def cli() -> None:
 
 
 @cli.command()
-@sources.config_option(required=True)
+@policy_sources()
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
-def check(config_path: str, strict: bool) -> None:
-    """Validate a configuration file (exit 0 when valid, 2 with the errors)."""
-    config = _load(config_path, strict)
+@click.pass_context
+def check(ctx: click.Context, /, strict: bool, **_sources: Any) -> None:
+    """Validate a configuration (exit 0 when valid, 2 with the errors).
+
+    Reads the same sources as serve: --config (optional), the policy flags and their
+    variables, or --demo; and serve's own variables when set (CORSPROXY_WORKERS,
+    CORSPROXY_LOG_FORMAT, ...), so exit 0 means serve will start with them.
+    """
+    check_serve_variables()
+    config_path = sources.config_path(ctx)
+    config = _load(config_path, strict, overrides=sources.checked_overrides(ctx))
     routes = len(config.routes.routes)
     upstream = config.upstream or "none (routes only)"
     click.echo(
-        f"{config_path}: OK: upstream {upstream}, {routes} route{'s' if routes != 1 else ''}"
+        f"{config_path or 'command line'}: OK: upstream {upstream}, "
+        f"{routes} route{'s' if routes != 1 else ''}"
         + (f", {len(config.warnings)} warning(s)" if config.warnings else "")
     )
 
@@ -231,57 +246,7 @@ def _load_sources(ctx: click.Context) -> Config:
 
 @cli.command(cls=LogFormatCommand)
 @policy_sources()
-@click.option(
-    "--log-format",
-    type=click.Choice(["text", "json"]),
-    envvar="CORSPROXY_LOG_FORMAT",
-    show_envvar=True,
-    help="Default: text on a terminal, JSON lines otherwise.",
-)
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    envvar="CORSPROXY_LOG_LEVEL",
-    show_envvar=True,
-)
-@click.option(
-    "--shutdown-timeout",
-    cls=SourceOption,
-    type=Duration(zero_ok=True),
-    default=30.0,
-    show_default=True,
-    envvar="CORSPROXY_SHUTDOWN_TIMEOUT",
-    show_envvar=True,
-    help="How long to let requests in flight finish on SIGTERM (seconds, or 30s, 2m).",
-)
-@click.option(
-    "--drain-delay",
-    cls=SourceOption,
-    type=Duration(zero_ok=True),
-    default=0.0,
-    show_default=True,
-    envvar="CORSPROXY_DRAIN_DELAY",
-    show_envvar=True,
-    help="On SIGTERM, answer /readyz 503 and keep serving this long first (seconds, or 5s).",
-)
-@click.option(
-    "--workers",
-    default="1",
-    show_default=True,
-    envvar="CORSPROXY_WORKERS",
-    show_envvar=True,
-    help="Processes sharing the port (SO_REUSEPORT), or 'auto' for one per CPU.",
-)
-@click.option(
-    "--uvloop/--no-uvloop",
-    "use_uvloop",
-    default=True,
-    show_default=True,
-    envvar="CORSPROXY_UVLOOP",
-    show_envvar=True,
-    help="Use uvloop's event loop when it is installed.",
-)
+@serve_options()
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -309,7 +274,7 @@ def serve(
     overrides = sources.overrides(ctx)
     if demo:
         overrides += sources.demo_listen(overrides)
-    from corsproxy.ops.workers import EXIT_MEMORY, SNAPSHOT_ENV, WORKER_ENV, supervise, worker_count
+    from corsproxy.ops.workers import EXIT_MEMORY, SNAPSHOT_ENV, WORKER_ENV, supervise
 
     is_worker = os.environ.get(WORKER_ENV) == "1"
     # A worker starts from the supervisor's copy of the last file that loaded (workers.py).
@@ -333,12 +298,8 @@ def serve(
     loaded = _load(
         config_path, overrides=checked, document=document, log=True, warnings=not is_worker
     )
-    try:
-        count = worker_count(workers)
-    except ValueError as exc:
-        from_env = ctx.get_parameter_source("workers") is click.core.ParameterSource.ENVIRONMENT
-        hint = "CORSPROXY_WORKERS" if from_env else "--workers"
-        raise click.BadParameter(str(exc), param_hint=hint) from None
+    count = worker_count_of(ctx)
+    check_probe_timeout()
     if count > 1 and not is_worker:
         arguments = _worker_arguments(ctx)
 
@@ -501,7 +462,7 @@ async def _serve(
         from corsproxy.commands.listen_errors import SOURCE_ENV, listen_source, report
 
         source = os.environ.get(SOURCE_ENV[failed.key]) if reuse_port else None
-        report(failed, source or listen_source(failed.key, *sources, overrides))
+        report(failed, source or listen_source(failed.key, *sources, overrides), config.listen)
         raise SystemExit(1) from None
     finally:
         if demo_runner is not None:
@@ -614,6 +575,7 @@ def config_command(ctx: click.Context, /, output_format: str, **_sources: Any) -
     """
     from corsproxy.config.effective import effective_document, render
 
+    check_serve_variables()  # those that would stop serve: exit 2 as serve
     config_path = sources.config_path(ctx)
     overrides = sources.checked_overrides(ctx)
     _load(config_path, overrides=overrides)  # every problem on stderr, exit 2

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from yaml.nodes import MappingNode, Node
 
 from corsproxy.config import ConfigError, Override, read_config_text
+from corsproxy.config.schema import Listen
 from corsproxy.config.source import compose_document
 from corsproxy.http.startup import ListenFailed
 from corsproxy.ops.logs import say
@@ -70,8 +71,25 @@ def hint(error: OSError, port: int) -> str:
     return ""
 
 
-def report(failed: ListenFailed, source: str) -> None:
-    """One line (one JSON object in JSON mode) saying why the listener did not bind."""
+def own_port(failed: ListenFailed, listen: Listen | None) -> str:
+    """admin.listen refused as in use on the port `listen` has just bound (`localhost:P`
+    and `127.0.0.1:P` pass the load's check, which compares addresses, not names)."""
+    if (
+        failed.key == "admin.listen"
+        and listen is not None
+        and listen.port == failed.address.port
+        and failed.error.errno == errno.EADDRINUSE
+    ):
+        return (
+            f"the same port as listen ({listen}), which corsproxy itself holds; "
+            "give admin.listen a port of its own"
+        )
+    return ""
+
+
+def report(failed: ListenFailed, source: str, listen: Listen | None = None) -> None:
+    """One line (one JSON object in JSON mode) saying why the listener did not bind;
+    `listen`: the address the proxy's own listener holds."""
     error = failed.error
     if isinstance(error, socket.gaierror):  # its errno is the resolver's (-2), not errno's
         reason = "the host name does not resolve" + (
@@ -79,7 +97,7 @@ def report(failed: ListenFailed, source: str) -> None:
         )
     else:
         reason = os.strerror(error.errno).lower() if error.errno else str(error)
-    advice = hint(error, failed.address.port)
+    advice = own_port(failed, listen) or hint(error, failed.address.port)
     text = (
         f"corsproxy: cannot listen: {failed.key} {failed.address} (set by {source}): {reason}"
         + (f"; {advice}" if advice else "")

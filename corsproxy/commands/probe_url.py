@@ -32,4 +32,9 @@ def check_probe_url(ctx: click.Context, param: click.Parameter, value: str | Non
         raise click.BadParameter(f"'{value}': the scheme must be http or https ({HINT})")
     if not parts.hostname:
         raise click.BadParameter(f"'{value}' has no host ({HINT})")
+    if parts.path in ("", "/"):  # `/` on the admin listener is the console: always 200
+        raise click.BadParameter(
+            f"'{value}' has no path: it would probe / (the console), not the health check "
+            f"(add /healthz: {parts.scheme}://{parts.netloc}/healthz)"
+        )
     return value

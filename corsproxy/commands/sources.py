@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import click
 from click.core import ParameterSource
@@ -52,13 +52,24 @@ class SourceOption(click.Option):
             return self.envvar
         return max(self.opts, key=len)
 
+    def resolve_envvar_value(self, ctx: click.Context) -> str | None:
+        """An empty variable (or one of blanks only) is unset, whatever its kind."""
+        value = super().resolve_envvar_value(ctx)
+        return value if value is not None and value.strip() else None
+
 
 class Boolean(click.types.BoolParamType):
     """A boolean flag's variable: true/false, 1/0, yes/no, on/off (any case)."""
 
+    STATES: ClassVar[dict[str, bool]] = {"true": True, "1": True, "yes": True, "on": True}
+    STATES |= {"false": False, "0": False, "no": False, "off": False}
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> bool:
-        normalized = self.str_to_bool(value) if isinstance(value, (str, bool)) else None
-        if not isinstance(normalized, bool):
+        # Exactly these (click's BOOL also takes t, f, y and n).
+        normalized = (
+            value if isinstance(value, bool) else self.STATES.get(str(value).strip().lower())
+        )
+        if normalized is None:
             self.fail(
                 f"'{value}' is not true or false (true/false, 1/0, yes/no, on/off)", param, ctx
             )
@@ -92,18 +103,37 @@ class Duration(_SecondsType):
 
 
 def split_list(text: str) -> list[str]:
-    """A comma list, a comma inside `{...}` not splitting: `regex:https://[a-z]{1,20}\\.x`
-    stays one origin."""
-    items, depth, start = [], 0, 0
+    """A comma list. In an item that starts with `regex:` a comma inside `[...]`, `{...}` or
+    `(...)` does not split (`regex:https://[a,b]{1,20}\\.x` stays one origin); an escaped
+    bracket (`\\[`) is no bracket, nor is one inside a class (`[(]`)."""
+    items: list[str] = []
+    start = depth = 0
+    in_class = escaped = False
+    regex = _starts_regex(text, 0)
     for i, char in enumerate(text):
-        if char == "{":
+        if escaped:
+            escaped = False
+        elif regex and char == "\\":
+            escaped = True
+        elif regex and in_class:
+            in_class = char != "]"
+        elif regex and char == "[":
+            in_class = True
+        elif regex and char in "({":
             depth += 1
-        elif char == "}":
+        elif regex and char in ")}":
             depth = max(depth - 1, 0)
         elif char == "," and depth == 0:
             items.append(text[start:i])
-            start = i + 1
+            start, depth = i + 1, 0
+            regex = _starts_regex(text, start)
     return [*items, text[start:]]
+
+
+def _starts_regex(text: str, start: int) -> bool:
+    while start < len(text) and text[start].isspace():
+        start += 1
+    return text.startswith("regex:", start)
 
 
 class _Text(click.types.StringParamType):
@@ -177,7 +207,8 @@ SOURCES = (
            "HOST:PORT, or :PORT / PORT for all interfaces (0.0.0.0).", metavar="HOST:PORT",
            listener=True),
     Source("admin_listen", "--admin-listen", "CORSPROXY_ADMIN_LISTEN", ("admin", "listen"),
-           "HOST:PORT (or :PORT) of /healthz, /readyz and /metrics.", metavar="HOST:PORT",
+           "HOST:PORT (or :PORT) of the console (/), /healthz, /readyz and /metrics.",
+           metavar="HOST:PORT",
            listener=True),
     Source("upstream", "--upstream", "CORSPROXY_UPSTREAM", ("upstream",), "Upstream URL.",
            metavar="URL"),
@@ -187,6 +218,10 @@ SOURCES = (
     Source("allow_credentials", "--allow-credentials", "CORSPROXY_ALLOW_CREDENTIALS",
            ("cors", "allow_credentials"), "Allow cookies and HTTP authentication.",
            kind="bool"),
+    Source("allow_insecure_origins", "--allow-insecure-origins",
+           "CORSPROXY_ALLOW_INSECURE_ORIGINS", ("cors", "allow_insecure_origins"),
+           "Allow plain-http origins other than loopback with credentials (overrides "
+           "cors.allow_insecure_origins).", kind="bool"),
     Source("allow_methods", "--allow-method", "CORSPROXY_ALLOW_METHODS",
            ("cors", "allow_methods"),
            _list_help("A method a preflight may approve, or '*'", "cors.allow_methods"),
@@ -279,7 +314,13 @@ def overrides(ctx: click.Context) -> list[Override]:
         name = source.envvar if from_env else source.flag
         if source.kind == "int":
             value = value.strip()
-        found.append(Override(source.path, value, name, plain=source.kind == "int"))
+        # An origin cut apart is the surprise (a regex's comma): its messages say so.
+        split = (
+            from_env
+            and source.param == "allow_origins"
+            and len(split_list(os.environ.get(source.envvar, ""))) > 1
+        )
+        found.append(Override(source.path, value, name, plain=source.kind == "int", split=split))
     return found
 
 

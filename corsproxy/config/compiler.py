@@ -240,7 +240,8 @@ def _check_credentials(keys: PolicyKeys, origins: _Origins, ctx: Context) -> Non
                 (f"{entry.text!r} matches {plain!r}, which" if plain else f"{entry.text!r}")
                 + f" is plain http and allow_credentials is true ({at})",
                 "anyone on the network path can send requests as an http origin and read "
-                "the answers; use https, or set allow_insecure_origins: true if you accept "
+                "the answers; use https, or set allow_insecure_origins: true (or "
+                "--allow-insecure-origins / CORSPROXY_ALLOW_INSECURE_ORIGINS) if you accept "
                 "that (loopback origins such as http://localhost:3000 are always allowed)",
                 item.file,
                 Problem.INSECURE_WITH_CREDENTIALS,

@@ -153,6 +153,11 @@ def parse_listen(value: str | int) -> Listen:
         host, sep, port_text = value[1:].partition("]:")
         if not sep or not host or not re.fullmatch(r"[0-9A-Fa-f:.]+", host):
             raise SpecError(f"'{value}' is not HOST:PORT", hint)
+        mapped = _ipv4_mapped(host)
+        if mapped:  # binds, then fails `invalid argument`
+            raise SpecError(
+                f"'{host}' is an IPv4-mapped IPv6 address", f"write {mapped}:{port_text}"
+            )
     else:
         host, sep, port_text = value.rpartition(":")
         if not sep or not host or ":" in host or not _HOST.match(host):
@@ -161,6 +166,14 @@ def parse_listen(value: str | int) -> Listen:
         raise SpecError(f"bad port '{port_text}'", "a port is a number from 0 to 65535")
     not_ipv4(host)
     return Listen(host, int(port_text))
+
+
+def _ipv4_mapped(host: str) -> str | None:
+    try:
+        mapped = ipaddress.IPv6Address(host).ipv4_mapped
+    except ValueError:
+        return None
+    return str(mapped) if mapped else None
 
 
 def not_ipv4(host: str) -> None:

@@ -56,12 +56,16 @@ class Override:
     # A number as typed (`--max-age 600`): read as the file reads a plain value, so `10m`,
     # `1_000` or `0x10` get the file's messages and hints.
     plain: bool = False
+    # A list variable split at commas: a message about one item says so (a regex cut apart).
+    split: bool = False
 
 
 _RESOLVER = yaml.resolver.Resolver()
 
 
-def _node(value: str | bool | int | list[str], source: str, plain: bool = False) -> Node:
+def _node(
+    value: str | bool | int | list[str], source: str, plain: bool = False, split: bool = False
+) -> Node:
     mark = yaml.error.Mark(source, 0, -1, -1, None, 0)
     if plain and isinstance(value, str) and "$" not in value:
         tag = _RESOLVER.resolve(ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
@@ -71,7 +75,8 @@ def _node(value: str | bool | int | list[str], source: str, plain: bool = False)
     if isinstance(value, int):
         return ScalarNode(INT_TAG, str(value), mark, mark)
     if isinstance(value, list):
-        return SequenceNode(SEQ_TAG, [_node(v, source) for v in value], mark, mark)
+        item = f"{source} (split at commas)" if split else source
+        return SequenceNode(SEQ_TAG, [_node(v, item) for v in value], mark, mark)
     # `$` is literal in flags and variables: no second round of interpolation.
     return ScalarNode(STR_TAG, value.replace("$", "$$"), mark, mark, style='"')
 
@@ -126,7 +131,7 @@ def _apply_overrides(
             mapping.value.append(
                 (
                     _node(leaf, override.source),
-                    _node(override.value, override.source, override.plain),
+                    _node(override.value, override.source, override.plain, override.split),
                 )
             )
 

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
+from fractions import Fraction
 from typing import Any, Generic, TypeVar
 
 import yaml
@@ -255,9 +256,12 @@ def _yaml11(written: str, value: Any, node: Node, key: str, ctx: Context) -> Any
             f"write {describe(value)}",
         )
     if isinstance(value, (int, float)) and not _DECIMAL.match(written.strip()):
+        typed = node.start_mark.line < 0  # a flag or variable: no YAML in the words
         if re.fullmatch(r"[-+]?0[0-7_]+", written.strip()):
             plain = written.strip().lstrip("+-0").replace("_", "") or "0"
             sign = "-" if written.strip().startswith("-") else ""
+            if typed:
+                return ctx.error(node, key, f"'{written}' has a leading 0", f"write {sign}{plain}")
             return ctx.error(
                 node,
                 key,
@@ -270,7 +274,8 @@ def _yaml11(written: str, value: Any, node: Node, key: str, ctx: Context) -> Any
         return ctx.error(
             node,
             key,
-            f"'{written}' is not a plain decimal number (YAML 1.1 reads it as {value})"
+            f"'{written}' is not a plain decimal number"
+            + ("" if typed else f" (YAML 1.1 reads it as {value})")
             + from_variables(node),
             f"write {value}",
         )
@@ -469,18 +474,31 @@ _SIZE_UNITS = {
 }
 
 
+MAX_SIZE = 1024**4
+MAX_SIZE_TEXT = "1 TiB"
+
+
 def parse_size(value: Any) -> int:
+    """Bytes, a whole number (`1.5KB` is 1500, exactly: no float rounding), more than zero
+    and at most MAX_SIZE."""
     if isinstance(value, int) and not isinstance(value, bool):
         size = value
     elif isinstance(value, str) and (m := _SIZE.match(value)):
         unit = m.group(2).lower() if m.group(2) else None
-        size = int(float(m.group(1)) * _SIZE_UNITS[unit])
+        whole = m.group(1).partition(".")[0].lstrip("0")
+        # Past 20 digits it is over the maximum whatever the unit (and int() has a limit).
+        size = MAX_SIZE + 1 if len(whole) > 20 else int(Fraction(m.group(1)) * _SIZE_UNITS[unit])
     else:
         raise SpecError(
             f"'{value}' is not a size", "bytes as a number, or a string like 512KiB, 10MiB, 1GB"
         )
     if size <= 0:
         raise SpecError("a size must be more than zero")
+    if size > MAX_SIZE:
+        raise SpecError(
+            f"a size must be at most {MAX_SIZE_TEXT} ({MAX_SIZE} bytes), got {value}",
+            "no body or buffer of this proxy needs more; a larger number is a typo",
+        )
     return size
 
 
@@ -493,7 +511,7 @@ DURATION_SCHEMA = {
 }
 SIZE_SCHEMA = {
     "anyOf": [
-        {"type": "integer", "exclusiveMinimum": 0},
+        {"type": "integer", "exclusiveMinimum": 0, "maximum": MAX_SIZE},
         {
             "type": "string",
             "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*([Bb]|[KkMmGg][Ii]?[Bb])?\s*$",

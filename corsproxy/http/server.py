@@ -45,6 +45,7 @@ from corsproxy.http.relay import (
     error_response,
     forward,
 )
+from corsproxy.http.shared_port import refuse_shared_port
 from corsproxy.http.startup import ListenFailed, log_changes, log_summary, probe_in_background
 from corsproxy.http.tls_listener import handshake_timeout, rotating_context
 from corsproxy.http.upstream import UpstreamClient
@@ -644,6 +645,7 @@ async def serve(
             await admin_runner.setup()
             admin = config.admin.listen
             admin_tls = config.admin.tls
+            await refuse_shared_port(runner.addresses, admin)  # http/shared_port.py
             await HandshakeTimeoutSite(
                 admin_runner,
                 admin.host,
