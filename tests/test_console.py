@@ -655,7 +655,8 @@ def test_route_names_that_logs_and_metrics_cannot_tell_apart_are_refused(
         f"{config}:7: routes[3].name: the route name 'zero\\u200bwidth' has U+200B "
         f"(ZERO WIDTH SPACE) ({allowed})",
         f"{config}:8: routes[4].name: the route name ' api' has a space ({allowed})",
-        f"{config}:9: routes[5].name: the route name 'bell\\x07' has U+0007 (a control character) ({allowed})",
+        f"{config}:9: routes[5].name: the route name 'bell\\x07' has U+0007 "
+        f"(a control character) ({allowed})",
         f"{config}: 6 errors",
     ], check.stderr
     assert "\u202e" not in check.stderr and "\u200b" not in check.stderr

@@ -464,7 +464,9 @@ def test_watch_follows_a_configmap_symlink_swap(
             answer = client.get(f"https://127.0.0.1:{port}/x", headers={"Origin": origin})
         return answer.headers.get("Access-Control-Allow-Origin")
 
-    with serving(root / "config.yaml", "--watch", "--workers", workers) as proxy:
+    # At debug level each worker says it reloaded (at info only the supervisor does).
+    args = ("--watch", "--workers", workers, "--log-level", "debug")
+    with serving(root / "config.yaml", *args) as proxy:
         if workers == "2":
             wait_for(lambda: len(proxy.ready()) >= 2, proxy)
         assert allowed("https://a.example") == "https://a.example"
