@@ -591,6 +591,16 @@ def test_quoted_interpolation_stays_a_string() -> None:
     ]
 
 
+def test_an_escaped_reference_names_no_variable() -> None:
+    """`$$` is an escape: `$${X}` is the text ${X}, and X was never read."""
+    found = problems("upstream: http://u:1\ncors:\n  max_age: '$${X}'\n", {"X": "5"})
+    assert found == ["cfg.yaml:3: cors.max_age: expected a whole number of seconds, got '${X}'"]
+    found = problems("upstream: http://u:1\ncors:\n  max_age: '$${X}${Y}'\n", {"Y": "5"})
+    assert found == [
+        "cfg.yaml:3: cors.max_age: expected a whole number of seconds, got '${X}5' (from ${Y})"
+    ]
+
+
 def test_example_config_is_valid_and_compiles() -> None:
     config = load_config(ROOT / "config.example.yaml", env={})
     assert config.warnings == ()

@@ -324,13 +324,15 @@ def describe(value: Any) -> str:
     return _type_name(value)
 
 
-_REFERENCE = re.compile(r"\$\{[^}]*\}")
+_REFERENCE = re.compile(r"\$\$|\$\{[^}]*\}")
 
 
 def from_variables(node: Node) -> str:
     """' (from ${MAX_AGE})' for a scalar written as variable references, else ''."""
     raw = node.value if isinstance(node, ScalarNode) else ""
-    refs = list(dict.fromkeys(_REFERENCE.findall(raw)))
+    # `$$` is an escape, never a reference: `$${X}` is the text ${X}, and X was never read.
+    found = (m.group(0) for m in _REFERENCE.finditer(raw) if m.group(0) != "$$")
+    refs = list(dict.fromkeys(found))
     return f" (from {', '.join(refs)})" if refs else ""
 
 
