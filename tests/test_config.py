@@ -648,6 +648,11 @@ def test_schema_and_loader_agree() -> None:
     bad = {"upstream": "http://u:1", "cors": {"allow_origin": []}}
     assert list(validator.iter_errors(bad))
     assert list(validator.iter_errors({"upstream": "http://u:1", "cors": {"mode": "x"}}))
+    # Route names: what the loader takes (a name, or a variable), not what it refuses.
+    for name, ok in [("api-v1", True), ("/api/v2.0:x_y", True), ("${ROUTE}", True),
+                     ("", False), ("-", False), ("a b", False), ("api\u202e", False)]:  # fmt: skip
+        doc = {"upstream": "http://u:1", "routes": [{"path_prefix": "/a", "name": name}]}
+        assert (not list(validator.iter_errors(doc))) is ok, name
 
 
 def test_compiled_matchers_and_tables_are_immutable() -> None:

@@ -384,7 +384,7 @@ class Scalar(Spec[T]):
             return ctx.error(node, key, message, hint)
 
     def schema(self) -> dict[str, Any]:
-        if not self._env_ok or self._schema.get("type") == "string":
+        if not self._env_ok or self._schema == {"type": "string"}:  # any string: ${X} too
             return dict(self._schema)
         return {"anyOf": [self._schema, {"type": "string", "pattern": ENV_PATTERN}]}
 
