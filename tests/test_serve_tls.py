@@ -365,7 +365,8 @@ def test_every_worker_serves_the_new_certificate_after_sighup(
     port = free_port()
     config = tmp_path / "config.yaml"
     write_config(config, upstream, port, first)
-    with serving(config, "--workers", "2") as proxy:
+    # At debug level each worker says it reloaded (at info only the supervisor does).
+    with serving(config, "--workers", "2", "--log-level", "debug") as proxy:
         wait_for(lambda: len(proxy.ready()) >= 2, proxy)
         second = pki.issue(tmp_path / "tls.crt", tmp_path / "tls.key")
         proxy.proc.send_signal(signal.SIGHUP)
