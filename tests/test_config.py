@@ -592,6 +592,16 @@ def test_quoted_interpolation_stays_a_string() -> None:
     ]
 
 
+def test_an_escaped_reference_names_no_variable() -> None:
+    """`$$` is an escape: `$${X}` is the text ${X}, and X was never read."""
+    found = problems("upstream: http://u:1\ncors:\n  max_age: '$${X}'\n", {"X": "5"})
+    assert found == ["cfg.yaml:3: cors.max_age: expected a whole number of seconds, got '${X}'"]
+    found = problems("upstream: http://u:1\ncors:\n  max_age: '$${X}${Y}'\n", {"Y": "5"})
+    assert found == [
+        "cfg.yaml:3: cors.max_age: expected a whole number of seconds, got '${X}5' (from ${Y})"
+    ]
+
+
 def test_example_config_is_valid_and_compiles() -> None:
     config = load_config(ROOT / "config.example.yaml", env={})
     assert config.warnings == ()
@@ -639,6 +649,11 @@ def test_schema_and_loader_agree() -> None:
     bad = {"upstream": "http://u:1", "cors": {"allow_origin": []}}
     assert list(validator.iter_errors(bad))
     assert list(validator.iter_errors({"upstream": "http://u:1", "cors": {"mode": "x"}}))
+    # Route names: what the loader takes (a name, or a variable), not what it refuses.
+    for name, ok in [("api-v1", True), ("/api/v2.0:x_y", True), ("${ROUTE}", True),
+                     ("", False), ("-", False), ("a b", False), ("api\u202e", False)]:  # fmt: skip
+        doc = {"upstream": "http://u:1", "routes": [{"path_prefix": "/a", "name": name}]}
+        assert (not list(validator.iter_errors(doc))) is ok, name
 
 
 def test_compiled_matchers_and_tables_are_immutable() -> None:

@@ -100,6 +100,18 @@ CASES = [
         ["route /api: cors turned on (was cors: false)", f"route /api: origins added: {APP}"],
     ),
     (
+        "a route off before and after: the top-level cors it would inherit changes",
+        doc(routes=[{"path_prefix": "/off", "cors": False}]),
+        doc(
+            cors={"allow_origins": [APP, "https://b.example"], "allow_methods": ["PUT"]},
+            routes=[{"path_prefix": "/off", "cors": False}],
+        ),
+        [
+            "route /: origins added: https://b.example",
+            "route /: changed cors.allow_methods",
+        ],
+    ),
+    (
         "no catch-all any more",
         doc(routes=[api(allow_origins=[APP])]),
         {"routes": [api(allow_origins=[APP])], "cors": {"allow_origins": [APP]}},

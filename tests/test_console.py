@@ -639,6 +639,45 @@ def test_route_names_are_unique_and_default_is_reserved(tmp_path: Path) -> None:
     ], check.stderr
 
 
+def test_route_names_that_logs_and_metrics_cannot_tell_apart_are_refused(
+    tmp_path: Path,
+) -> None:
+    """Empty (no route= field in text logs, `suggest` drops it), `-` (reads as no route),
+    invisible or bidi characters (printed raw in metrics and `config`), spaces at either end."""
+    config = tmp_path / "names.yaml"
+    config.write_text(
+        "upstream: http://127.0.0.1:1\n"
+        "cors: {allow_origins: ['https://app.example']}\n"
+        "routes:\n"
+        '  - {path_prefix: /a, name: ""}\n'
+        '  - {path_prefix: /b, name: "-"}\n'
+        '  - {path_prefix: /c, name: "api\\u202ev1"}\n'
+        '  - {path_prefix: /d, name: "zero\\u200bwidth"}\n'
+        '  - {path_prefix: /e, name: " api"}\n'
+        '  - {path_prefix: /f, name: "bell\\x07"}\n'
+        "  - {path_prefix: /g, name: api-v1}\n"
+        "  - {path_prefix: /h, name: /h/v2.0:x_y}\n"
+    )
+    check = _run("check", "--config", str(config))
+    assert check.returncode == 2
+    allowed = "a route name is letters, digits and - _ . / :, e.g. api-v1 or /api"
+    assert check.stderr.splitlines() == [
+        f"{config}:4: routes[0].name: a route name cannot be empty (leave name: out, or: "
+        f"{allowed})",
+        f"{config}:5: routes[1].name: '-' is not a route name: logs and metrics write - for no "
+        f"route ({allowed})",
+        f"{config}:6: routes[2].name: the route name 'api\\u202ev1' has U+202E "
+        f"(RIGHT-TO-LEFT OVERRIDE) ({allowed})",
+        f"{config}:7: routes[3].name: the route name 'zero\\u200bwidth' has U+200B "
+        f"(ZERO WIDTH SPACE) ({allowed})",
+        f"{config}:8: routes[4].name: the route name ' api' has a space ({allowed})",
+        f"{config}:9: routes[5].name: the route name 'bell\\x07' has U+0007 "
+        f"(a control character) ({allowed})",
+        f"{config}: 6 errors",
+    ], check.stderr
+    assert "\u202e" not in check.stderr and "\u200b" not in check.stderr
+
+
 MALFORMED = [
     "http://0x7f.1",
     "http://[::0001]:8080",

@@ -143,6 +143,18 @@ def test_shell_completion_works_as_documented() -> None:
         ROOT,
     )
     assert asked.stdout.split() == ["plain,text", "plain,json"]
+    # The README promises flags and their choices: --mode and --on-disallowed complete too.
+    for flag, typed, expected in (
+        ("--mode", "", ["plain,enforce", "plain,report-only"]),
+        ("--mode", "r", ["plain,report-only"]),
+        ("--on-disallowed", "", ["plain,forward", "plain,reject"]),
+    ):
+        asked = run(
+            f"COMP_WORDS='corsproxy serve {flag} {typed}' COMP_CWORD=3 "
+            "_CORSPROXY_COMPLETE=bash_complete corsproxy",
+            ROOT,
+        )
+        assert asked.stdout.split() == expected, (flag, typed, asked.stdout)
 
 
 # --- the published JSON Schema ---------------------------------------------------------------

@@ -336,12 +336,21 @@ def test_sighup_logs_what_changed(tmp_path: Path) -> None:
 # --- with workers: said once -----------------------------------------------------------
 
 
+def _preflight_allows(url: str, origin: str) -> bool:
+    request = urllib.request.Request(
+        url, method="OPTIONS", headers={"Origin": origin, "Access-Control-Request-Method": "GET"}
+    )
+    with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+        return response.headers.get("Access-Control-Allow-Origin") == origin
+
+
 def test_with_workers_the_supervisor_says_it_once(tmp_path: Path) -> None:
     refused = refusing_port()
+    port = free_port()
     config = tmp_path / "c.yaml"
-    config.write_text(
-        f"listen: 127.0.0.1:{free_port()}\nupstream: http://127.0.0.1:{refused}\n"
-        f"cors: {{allow_origins: [{APP}]}}\n"
+    config.write_text(  # max_age above the browsers' caps: a warning
+        f"listen: 127.0.0.1:{port}\nupstream: http://127.0.0.1:{refused}\n"
+        f"cors: {{allow_origins: [{APP}], max_age: 7200}}\n"
     )
     proc = Serve("--log-format", "json", "-c", str(config), "--workers", "2")
     try:
@@ -349,7 +358,11 @@ def test_with_workers_the_supervisor_says_it_once(tmp_path: Path) -> None:
         proc.wait(lambda: [m for m in proc.messages() if "not reachable" in m])
         config.write_text(config.read_text().replace(f"[{APP}]", f"[{APP}, 'https://b.example']"))
         proc.proc.send_signal(signal.SIGHUP)
-        proc.wait(lambda: sum(m.startswith("config reloaded") for m in proc.messages()) == 2)
+        proc.wait(lambda: "supervisor: configuration reloaded; new workers start from it"
+                  in proc.messages())  # fmt: skip
+        # Both workers have the new policy (the kernel spreads new connections over them).
+        url = f"http://127.0.0.1:{port}/x"
+        proc.wait(lambda: all(_preflight_allows(url, "https://b.example") for _ in range(12)))
         time.sleep(0.5)  # anything a worker would add
     finally:
         code = proc.stop()
@@ -359,6 +372,16 @@ def test_with_workers_the_supervisor_says_it_once(tmp_path: Path) -> None:
     assert len(summaries(proc)) == 1
     assert sum("not reachable" in m for m in messages) == 1
     assert messages.count("reload: route /: origins added: https://b.example") == 1
+    # The workers leave the reload's success and its warnings to the supervisor: said once.
+    assert not [m for m in messages if m.startswith("config reloaded from")], messages
+    warned = [r for r in proc.records() if "above" in r["message"] and "max_age" in r["message"]]
+    assert [r["message"].startswith("reload: ") for r in warned] == [False, True], warned
+    assert warned[1]["level"] == "warning"
+    assert (warned[1]["file"], warned[1]["line"], warned[1]["key"]) == (
+        str(config),
+        3,
+        "cors.max_age",
+    )
     assert all(_is_log_line(line) for line in proc.lines), proc.lines
 
 
@@ -438,6 +461,68 @@ def test_in_json_mode_every_line_is_json(tmp_path: Path) -> None:
     )  # fmt: skip
     assert check.returncode == 2
     assert check.stderr.startswith(f"{bad}:1: upstream: ")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_reload_errors_carry_file_line_and_key_as_start_up_ones_do(
+    tmp_path: Path, workers: str
+) -> None:
+    config = tmp_path / "c.yaml"
+    good = f"upstream: http://127.0.0.1:{refusing_port()}\ncors: {{allow_origins: [{APP}]}}\n"
+    config.write_text(good)
+    proc = Serve("--log-format", "json", "-c", str(config), "--listen", "127.0.0.1:0",
+                 "--workers", workers)  # fmt: skip
+
+    def failed(count: int) -> list[dict[str, Any]]:
+        return proc.wait(
+            lambda: (
+                len([m for m in proc.messages() if m.startswith("reload failed")]) >= count
+                and [r for r in proc.records() if r["message"].startswith("reload: ")]
+            )
+        )
+
+    try:
+        proc.wait(lambda: sum(" ready" in m for m in proc.messages()) == int(workers) > 1
+                  or (int(workers) == 1 and " listening on " in str(proc.messages())))  # fmt: skip
+        config.write_text(good + "cors: [\n")  # a YAML syntax error: a line and a column
+        proc.proc.send_signal(signal.SIGHUP)
+        failed(1)
+        config.write_text(good.replace("cors: {", "cors: {max_age: 5x, "))  # a key's error
+        proc.proc.send_signal(signal.SIGHUP)
+        reloads = failed(2)
+    finally:
+        assert proc.stop() == 0
+    syntax, value = [r for r in reloads if r["level"] == "error"][:2]
+    assert "YAML" in syntax["message"], reloads
+    assert syntax["file"] == str(config) and syntax["line"] >= 3 and syntax["column"] >= 1
+    assert "key" not in syntax  # none for a syntax error: no `"key": ""`
+    assert value["message"].startswith(f"reload: {config}:2: cors.max_age: "), value
+    assert (value["file"], value["line"], value["key"]) == (str(config), 2, "cors.max_age")
+
+
+def test_flags_and_variables_have_no_line_number(tmp_path: Path) -> None:
+    """No file: `command line: upstream: ...`, not `command line:1:`; no `"line": 0`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORSPROXY_")}
+    nothing = subprocess.run(
+        [sys.executable, "-m", "corsproxy", "serve", "--log-format", "json"],
+        capture_output=True, text=True, timeout=TIMEOUT * 3, cwd=ROOT, check=False, env=env,
+    )  # fmt: skip
+    assert nothing.returncode == 2, nothing.stderr
+    records = [json.loads(line) for line in nothing.stderr.splitlines()]
+    first = records[0]
+    assert first["message"].startswith("command line: upstream: no upstream"), records
+    assert (first["file"], first["key"], "line" in first) == ("command line", "upstream", False)
+    warning = [r for r in records if "no origin is allowed" in r["message"]]
+    assert warning and warning[0]["level"] == "warning", records
+    assert warning[0]["message"].startswith("command line: cors.allow_origins: warning: ")
+    env["CORSPROXY_ALLOW_ORIGINS"] = "nope"
+    variable = subprocess.run(
+        [sys.executable, "-m", "corsproxy", "serve", "--log-format", "json"],
+        capture_output=True, text=True, timeout=TIMEOUT * 3, cwd=ROOT, check=False, env=env,
+    )  # fmt: skip
+    (bad,) = [json.loads(line) for line in variable.stderr.splitlines() if "nope" in line]
+    assert bad["message"].startswith("CORSPROXY_ALLOW_ORIGINS: cors.allow_origins[0]: "), bad
+    assert bad["file"] == "CORSPROXY_ALLOW_ORIGINS" and "line" not in bad
 
 
 # --- bind errors -----------------------------------------------------------------------

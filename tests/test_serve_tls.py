@@ -365,7 +365,8 @@ def test_every_worker_serves_the_new_certificate_after_sighup(
     port = free_port()
     config = tmp_path / "config.yaml"
     write_config(config, upstream, port, first)
-    with serving(config, "--workers", "2") as proxy:
+    # At debug level each worker says it reloaded (at info only the supervisor does).
+    with serving(config, "--workers", "2", "--log-level", "debug") as proxy:
         wait_for(lambda: len(proxy.ready()) >= 2, proxy)
         second = pki.issue(tmp_path / "tls.crt", tmp_path / "tls.key")
         proxy.proc.send_signal(signal.SIGHUP)
@@ -464,7 +465,9 @@ def test_watch_follows_a_configmap_symlink_swap(
             answer = client.get(f"https://127.0.0.1:{port}/x", headers={"Origin": origin})
         return answer.headers.get("Access-Control-Allow-Origin")
 
-    with serving(root / "config.yaml", "--watch", "--workers", workers) as proxy:
+    # At debug level each worker says it reloaded (at info only the supervisor does).
+    args = ("--watch", "--workers", workers, "--log-level", "debug")
+    with serving(root / "config.yaml", *args) as proxy:
         if workers == "2":
             wait_for(lambda: len(proxy.ready()) >= 2, proxy)
         assert allowed("https://a.example") == "https://a.example"

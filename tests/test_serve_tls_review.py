@@ -51,7 +51,8 @@ def test_respawned_workers_serve_the_last_good_certificate_after_a_half_done_rot
     port = free_port()
     config = tmp_path / "config.yaml"
     write_config(config, upstream, port, first)
-    with serving(config, "--workers", "2") as proxy:
+    # At debug level each worker says it reloaded (at info only the supervisor does).
+    with serving(config, "--workers", "2", "--log-level", "debug") as proxy:
         wait_for(lambda: len(proxy.serving()) >= 2, proxy)
         # The reviewer's repro: a new certificate over tls.crt, its key not written yet.
         other = pki.issue(tmp_path / "b.crt", tmp_path / "b.key")

@@ -407,7 +407,8 @@ def test_a_sighup_early_at_start_is_one_reload_once_serving(tmp_path: Path, work
             assert time.monotonic() < deadline and proc.proc.poll() is None, proc.lines
             time.sleep(0.001)
         proc.proc.send_signal(signal.SIGHUP)
-        proc.wait(lambda: [m for m in proc.messages() if m.startswith("config reloaded")])
+        done = ("config reloaded", "supervisor: configuration reloaded")  # workers: said once
+        proc.wait(lambda: [m for m in proc.messages() if m.startswith(done)])
         assert proc.proc.poll() is None
     finally:
         code = proc.stop()

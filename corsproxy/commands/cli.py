@@ -71,9 +71,7 @@ def _load(
 
         where: dict[str, Any] = {}
         if diagnostic is not None:
-            where = {"file": diagnostic.file, "line": diagnostic.line, "key": diagnostic.key}
-            if diagnostic.column:
-                where["column"] = diagnostic.column
+            where = diagnostic.fields()
         say(line, level, **where)
 
     try:
@@ -83,7 +81,8 @@ def _load(
             config = load_config(config_path, overrides=overrides)
     except ConfigError as exc:
         for line, diagnostic in _shown(exc.diagnostics, excerpts=not log):
-            echo(line, logging.ERROR, diagnostic)
+            warning = diagnostic is not None and diagnostic.warning
+            echo(line, logging.WARNING if warning else logging.ERROR, diagnostic)
         count = len(exc.errors)
         where = config_path or "command line"
         echo(f"{where}: {count} error{'s' if count != 1 else ''}", logging.ERROR)

@@ -170,6 +170,7 @@ class Source:
     kind: str = "text"  # text, list, bool or int
     metavar: str | None = None
     listener: bool = False  # where the proxy listens: not a policy (explain has no use for it)
+    choices: tuple[str, ...] = ()  # offered by shell completion only: the config checks values
 
     def option(self) -> Callable[[F], F]:
         common: dict[str, Any] = {
@@ -194,7 +195,10 @@ class Source:
                 **common,
             )
         # A number is read by the config's checks, as the file's is (`10m`: "write 600").
-        return click.option(self.flag, self.param, type=str, metavar=self.metavar, **common)
+        return click.option(
+            self.flag, self.param, type=str, metavar=self.metavar, **common,
+            shell_complete=lambda _c, _p, typed: [c for c in self.choices if c.startswith(typed)],
+        )  # fmt: skip
 
 
 def _list_help(what: str, key: str) -> str:
@@ -242,11 +246,12 @@ SOURCES = (
            "Answer Private Network Access preflights (overrides cors.allow_private_network).",
            kind="bool"),
     Source("mode", "--mode", "CORSPROXY_MODE", ("cors", "mode"),
-           "enforce or report-only (overrides cors.mode).", metavar="enforce|report-only"),
+           "enforce or report-only (overrides cors.mode).", metavar="enforce|report-only",
+           choices=("enforce", "report-only")),
     Source("on_disallowed", "--on-disallowed", "CORSPROXY_ON_DISALLOWED",
            ("cors", "on_disallowed"),
            "What a disallowed Origin gets: forward or reject (overrides cors.on_disallowed).",
-           metavar="forward|reject"),
+           metavar="forward|reject", choices=("forward", "reject")),
     Source("preserve_host", "--preserve-host", "CORSPROXY_PRESERVE_HOST", ("preserve_host",),
            "Forward the client's Host header (overrides preserve_host).", kind="bool"),
     Source("watch", "--watch", "CORSPROXY_WATCH", ("watch",),

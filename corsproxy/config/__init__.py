@@ -105,7 +105,7 @@ def parse_config(
 
     Raises ConfigError with every problem.
     """
-    ctx = Context(file, os.environ if env is None else env)
+    ctx = Context(file, os.environ if env is None else env, has_lines=text_ is not None)
     root = compose_document(text_, file, overrides, ctx.diagnostics)
     top = CONFIG_SPEC.parse(root, "", ctx)
     config = None if isinstance(top, Invalid) else compile_config(top, ctx)

@@ -155,6 +155,9 @@ def _route_change(old: Route, new: Route) -> RouteChange | None:
         turned = "on" if new.cors.enabled else "off"
         removed = ()  # with the policy, and its other cors keys: not changed one by one
         keys = tuple(k for k in keys if not k.startswith("cors."))
+    elif not new.cors.enabled:
+        # Off before and after: the inherited policy it ignores may change, the route does not.
+        keys = tuple(k for k in keys if not k.startswith("cors."))
     if not (added or removed or keys or turned):
         return None
     return RouteChange(new.path_prefix, added, removed, keys, turned)

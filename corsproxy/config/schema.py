@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -283,6 +284,36 @@ def check_header_name(value: str) -> str:
     return value
 
 
+ROUTE_NAME_CHARS = "letters, digits and - _ . / :"
+_ROUTE_NAME = re.compile(r"[A-Za-z0-9_./:-]+")
+ROUTE_NAME_PATTERN = r"^(?!-$)[A-Za-z0-9_./:-]+$"
+
+
+def check_route_name(value: str) -> str:
+    """A name that logs, metrics and `suggest` print bare and tell apart: not empty, not `-`
+    (what they write when no route was chosen), nothing invisible or look-alike."""
+    hint = f"a route name is {ROUTE_NAME_CHARS}, e.g. api-v1 or /api"
+    if value == "":
+        raise SpecError("a route name cannot be empty", f"leave name: out, or: {hint}")
+    if value == "-":
+        raise SpecError("'-' is not a route name: logs and metrics write - for no route", hint)
+    if not _ROUTE_NAME.fullmatch(value):
+        char = next(c for c in value if not _ROUTE_NAME.fullmatch(c))
+        shown = "".join(_shown(c) for c in value)
+        if char == " ":
+            what = "a space"
+        elif char.isascii() and char.isprintable():
+            what = f"'{char}'"
+        else:
+            what = f"U+{ord(char):04X} ({unicodedata.name(char, 'a control character')})"
+        raise SpecError(f"the route name '{shown}' has {what}", hint)
+    return value
+
+
+def _shown(char: str) -> str:
+    return char if char.isascii() and char.isprintable() else char.encode("unicode_escape").decode()
+
+
 def check_expose_name(value: str) -> str:
     check_header_name(value)
     if value.lower() in FORBIDDEN_RESPONSE_HEADERS:
@@ -383,7 +414,10 @@ ROUTE_SPEC = Obj(
             "Requests under this path (at segment boundaries) use this route.",
             required=True,
         ),
-        "name": Field(text(), "A name for logs and metrics (default: the path prefix)."),
+        "name": Field(
+            text(check_route_name, {"pattern": ROUTE_NAME_PATTERN}),
+            f"A name for logs and metrics ({ROUTE_NAME_CHARS}; default: the path prefix).",
+        ),
         "upstream": Field(text(parse_upstream), "This route's upstream URL."),
         "upstream_tls": Field(
             UPSTREAM_TLS_SPEC, "TLS to this route's upstream (not inherited from the top level)."

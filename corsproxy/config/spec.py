@@ -56,6 +56,18 @@ class Diagnostic:
             where += f":{self.column}"
         return f"{where}: {key}{level}{_shorten(_escaped(self.message))}{hint}"
 
+    def fields(self) -> dict[str, Any]:
+        """Where, as log fields (JSON lines): the file (or flag or variable), and the line,
+        column and key when there is one."""
+        out: dict[str, Any] = {"file": self.file}
+        if self.line:
+            out["line"] = self.line
+            if self.column:
+                out["column"] = self.column
+        if self.key:
+            out["key"] = self.key
+        return out
+
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
@@ -79,6 +91,15 @@ def _shorten(text: str) -> str:
 
 # At most this many diagnostics are printed (`check`, a failed reload), then "and N more".
 MAX_SHOWN = 50
+
+
+def logged(diagnostics: Sequence[Diagnostic]) -> list[tuple[str, Diagnostic | None]]:
+    """shown()'s lines for a log, each with its diagnostic (None for the "and N more" line):
+    its level, and its place as fields in JSON lines."""
+    lines: list[tuple[str, Diagnostic | None]] = [(str(d), d) for d in diagnostics[:MAX_SHOWN]]
+    if len(diagnostics) > MAX_SHOWN:
+        lines.append((f"... and {len(diagnostics) - MAX_SHOWN} more", None))
+    return lines
 
 
 def shown(diagnostics: Sequence[Diagnostic], excerpts: bool = False) -> list[str]:
@@ -129,6 +150,9 @@ class Context:
     constructor: yaml.constructor.SafeConstructor = field(
         default_factory=yaml.constructor.SafeConstructor
     )
+    # False without a document (flags and variables alone, `file` is "command line"): no
+    # message names a line of it (`command line: upstream: ...`, not `command line:1:`).
+    has_lines: bool = True
 
     def source(self, node: Node) -> str:
         """The file a node came from, or the flag or variable that overrode it."""
@@ -137,8 +161,10 @@ class Context:
 
     def _where(self, node: Node | int, file: str | None) -> tuple[str, int]:
         if isinstance(node, int):
-            return file or self.file, node
-        return self.source(node), line_of(node)
+            where, line = file or self.file, node
+        else:
+            where, line = self.source(node), line_of(node)
+        return where, line if self.has_lines or where != self.file else 0
 
     def error(
         self,
@@ -171,7 +197,7 @@ class Context:
     def place(self, file: str, line: int, seen_from: str) -> str:
         """How a message about `seen_from` points at a value: 'line 4' in the same file,
         'config.yaml:4' from elsewhere, or a flag such as '--allow-credentials'."""
-        if not line:
+        if not line or (file == self.file and not self.has_lines):
             return file
         return f"line {line}" if file == seen_from else f"{file}:{line}"
 
@@ -303,13 +329,15 @@ def describe(value: Any) -> str:
     return _type_name(value)
 
 
-_REFERENCE = re.compile(r"\$\{[^}]*\}")
+_REFERENCE = re.compile(r"\$\$|\$\{[^}]*\}")
 
 
 def from_variables(node: Node) -> str:
     """' (from ${MAX_AGE})' for a scalar written as variable references, else ''."""
     raw = node.value if isinstance(node, ScalarNode) else ""
-    refs = list(dict.fromkeys(_REFERENCE.findall(raw)))
+    # `$$` is an escape, never a reference: `$${X}` is the text ${X}, and X was never read.
+    found = (m.group(0) for m in _REFERENCE.finditer(raw) if m.group(0) != "$$")
+    refs = list(dict.fromkeys(found))
     return f" (from {', '.join(refs)})" if refs else ""
 
 
@@ -361,7 +389,7 @@ class Scalar(Spec[T]):
             return ctx.error(node, key, message, hint)
 
     def schema(self) -> dict[str, Any]:
-        if not self._env_ok or self._schema.get("type") == "string":
+        if not self._env_ok or self._schema == {"type": "string"}:  # any string: ${X} too
             return dict(self._schema)
         return {"anyOf": [self._schema, {"type": "string", "pattern": ENV_PATTERN}]}
 

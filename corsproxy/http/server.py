@@ -20,7 +20,7 @@ from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineToo
 
 from corsproxy.config import Config, ConfigError
 from corsproxy.config.files import recording
-from corsproxy.config.spec import shown
+from corsproxy.config.spec import logged
 from corsproxy.config.upstream_tls import insecure_warnings
 from corsproxy.http import errors
 from corsproxy.http import headers as hygiene
@@ -52,10 +52,11 @@ from corsproxy.http.upstream import UpstreamClient
 from corsproxy.http.websocket import make_session, tunnel
 from corsproxy.ops.admin import Metrics, admin_app, method_label
 from corsproxy.ops.console import Console, Explainer
-from corsproxy.ops.logs import ACCESS
+from corsproxy.ops.logs import ACCESS, where
 from corsproxy.ops.refusals import RefusalRing
 from corsproxy.ops.threads import off_loop
 from corsproxy.ops.watch import Watcher
+from corsproxy.ops.workers import WORKER_ENV
 from corsproxy.policy.cors import (
     Action,
     Decision,
@@ -242,6 +243,8 @@ class ProxyApp:
         # The parser's own line limit is fixed at start (see header_cap).
         self.header_cap = header_cap(config.limits.max_header_size)
         self.announce = False  # log what a reload changed, probe new upstreams (http/startup.py)
+        # A worker of `--workers`: the supervisor says a reload's success and warnings, once.
+        self.supervised = os.environ.get(WORKER_ENV) == "1"
         self.probes: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -303,8 +306,9 @@ class ProxyApp:
     def _reloaded(self, result: Config | ConfigError) -> bool:
         if isinstance(result, ConfigError):
             exc = result
-            for line in shown(exc.diagnostics):  # bounded: logging runs on the loop
-                log.error("reload: %s", line)
+            for line, d in logged(exc.diagnostics):  # bounded: logging runs on the loop
+                level = logging.WARNING if d and d.warning else logging.ERROR
+                log.log(level, "reload: %s", line, extra=where(d.fields() if d else {}))
             log.error("reload failed: keeping the running config (%s)", self.config.source)
             if self.metrics is not None:
                 self.metrics.reloads.labels("failure").inc()
@@ -312,9 +316,9 @@ class ProxyApp:
         config = result
         if self.metrics is not None:
             self.metrics.reloads.labels("success").inc()
-        for line in shown(config.warnings):
-            log.warning("reload: %s", line)
-        for line in insecure_warnings(config.routes):
+        for line, d in [] if self.supervised else logged(config.warnings):
+            log.warning("reload: %s", line, extra=where(d.fields() if d else {}))
+        for line in [] if self.supervised else insecure_warnings(config.routes):
             log.warning("reload: %s", line)
         if config.listen != self.config.listen or config.admin != self.config.admin:
             log.warning("reload: new listen or admin addresses take effect only after a restart")
@@ -326,7 +330,11 @@ class ProxyApp:
                 self.header_cap,
             )
         old, self.config = self.config, config  # one reference swap: requests keep theirs
-        log.info("config reloaded from %s", config.source)
+        log.log(
+            logging.DEBUG if self.supervised else logging.INFO,
+            "config reloaded from %s",
+            config.source,
+        )
         if self.announce:
             log_changes(old, config)
             self._probe(config, old)

@@ -52,6 +52,8 @@ class _Formatter(logging.Formatter):
             if "\\ud" in text:  # maybe a lone surrogate (a client's non-UTF-8 byte): rare
                 text = json.dumps(_valid(line), separators=(",", ":"), default=str)
             return text
+        if getattr(record, "json_only", False):  # the text already says them (`where()`)
+            fields = {}
         # Messages quote request data too (method, path, a bad request's reason): one line.
         message = _CONTROL.sub(_escape, _utf8(message))
         if record.exc_info:
@@ -61,6 +63,12 @@ class _Formatter(logging.Formatter):
             f"{k}={_text(v)}" for k, v in fields.items() if v not in ("", None) and v != []
         )
         return f"{stamp} {record.levelname:<7} {message}" + (f" {extra}" if extra else "")
+
+
+def where(fields: dict[str, Any]) -> dict[str, Any]:
+    """`extra=` for a record whose message already names its place (a config diagnostic,
+    `config.yaml:4: key: ...`): the place as fields in JSON lines, not repeated in text."""
+    return {"fields": fields, "json_only": True}
 
 
 def _text(value: Any) -> str:

@@ -54,7 +54,9 @@ from typing import Any
 
 from corsproxy.config import Config, ConfigError
 from corsproxy.config.files import FILES_SNAPSHOT_ENV, recording
-from corsproxy.config.spec import shown
+from corsproxy.config.spec import logged
+from corsproxy.config.upstream_tls import insecure_warnings
+from corsproxy.ops.logs import where
 from corsproxy.ops.threads import OFF_LOOP
 from corsproxy.ops.watch import Watcher
 
@@ -657,8 +659,9 @@ class Supervisor:
         self.reloader.join()
         result, self.reloader, self.reloaded = self.reloaded, None, None
         if isinstance(result, ConfigError):
-            for line in shown(result.diagnostics):
-                log.error("reload: %s", line)
+            for line, d in logged(result.diagnostics):
+                level = logging.WARNING if d and d.warning else logging.ERROR
+                log.log(level, "reload: %s", line, extra=where(d.fields() if d else {}))
             count = len(result.errors)
             log.error(
                 "reload failed (%d error%s): new workers keep starting from the last good "
@@ -674,6 +677,11 @@ class Supervisor:
             old = self.config
             self._take(*result)
             log.info("supervisor: configuration reloaded; new workers start from it")
+            if self.config is not None:  # said here once, not by each worker
+                for line, d in logged(self.config.warnings):
+                    log.warning("reload: %s", line, extra=where(d.fields() if d else {}))
+                for line in insecure_warnings(self.config.routes):
+                    log.warning("reload: %s", line)
             if self.announce is not None and old is not None and self.config is not None:
                 self.announce(old, self.config)
             # Only a good reload is passed on: the workers would log the same errors again.
