@@ -39,7 +39,10 @@ def test_version(runner: CliRunner) -> None:
 def test_check_accepts_the_example(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["check", "--config", EXAMPLE])
     assert result.exit_code == 0, result.output
-    assert result.stdout == f"{EXAMPLE}: OK: upstream http://legacy:9000, 3 routes\n"
+    assert (
+        result.stdout
+        == f"{EXAMPLE}: OK: upstream http://legacy:9000, 3 routes, the default policy on /\n"
+    )
 
 
 def test_check_prints_every_error_and_exits_2(runner: CliRunner, tmp_path: Path) -> None:

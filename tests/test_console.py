@@ -854,3 +854,19 @@ def test_the_wheel_ships_the_console_files(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in ("index.html", "app.js", "console.css", "favicon.svg"):
         assert f"corsproxy/ops/console_static/{name}" in names
+
+
+def test_a_refused_options_request_is_suggested(tmp_path: Path) -> None:
+    """fetch(url, {method: "OPTIONS"}) needs OPTIONS in allow_methods (its preflight asks for
+    it): the suggestion lists it, from a log and from the ring's reasons alike."""
+    log = tmp_path / "access.log"
+    log.write_text(
+        _access("default", APP, "refused", "OPTIONS", reason="method_not_allowed:OPTIONS",
+                reasons=["method_not_allowed:OPTIONS"], request_method="OPTIONS") + "\n",
+    )  # fmt: skip
+    result = _suggest(str(log))
+    assert result.returncode == 0, result.stderr
+    blocks = yaml.safe_load(result.stdout)
+    assert blocks["cors"]["allow_methods"] == ["OPTIONS"], result.stdout
+    seen = [Observation("default", APP, refused=True, reasons=("method_not_allowed:OPTIONS",))]
+    assert "OPTIONS" in render_yaml(suggest(seen))

@@ -76,7 +76,10 @@ def test_check_config_file_works_as_before(tmp_path: Path) -> None:
     config = write(tmp_path, CREDENTIALED)
     result = invoke("check", "--config", config)
     assert result.exit_code == 0, result.output
-    assert result.output == f"{config}: OK: upstream http://127.0.0.1:9, 0 routes\n"
+    assert (
+        result.output
+        == f"{config}: OK: upstream http://127.0.0.1:9, 0 routes, the default policy on /\n"
+    )
 
 
 SERVE_VARIABLES = [

@@ -133,9 +133,11 @@ def check(ctx: click.Context, /, strict: bool, **_sources: Any) -> None:
     config = _load(config_path, strict, overrides=sources.checked_overrides(ctx))
     routes = len(config.routes.routes)
     upstream = config.upstream or "none (routes only)"
+    # The default policy is the route `/` of the start summary, the console and the logs.
+    default = ", the default policy on /" if config.upstream else ""
     click.echo(
         f"{config_path or 'command line'}: OK: upstream {upstream}, "
-        f"{routes} route{'s' if routes != 1 else ''}"
+        f"{routes} route{'s' if routes != 1 else ''}{default}"
         + (f", {len(config.warnings)} warning(s)" if config.warnings else "")
     )
 
@@ -549,7 +551,7 @@ def healthcheck(url: str | None, timeout: float, ca_file: str | None) -> None:
         with urllib.request.urlopen(url, timeout=timeout, context=context) as response:  # noqa: S310
             healthy = response.status == 200
     except (OSError, ValueError) as exc:
-        click.echo(f"unhealthy: {url}: {exc}", err=True)
+        click.echo(f"unhealthy: {url}: {_probe_error(exc)}", err=True)
         sys.exit(1)
     click.echo(f"{'healthy' if healthy else 'unhealthy'}: {url}")
     sys.exit(0 if healthy else 1)
@@ -592,6 +594,22 @@ def config_command(ctx: click.Context, /, output_format: str, **_sources: Any) -
             err=True,
         )
     click.echo(render(document, output_format), nl=False)
+
+
+def _probe_error(exc: BaseException) -> str:
+    """A failed probe in plain words (`connection refused`, `HTTP 503 Service Unavailable`),
+    as the access line says them, not urllib's nested repr."""
+    import urllib.error
+
+    from corsproxy.http.error_words import error_words
+
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
+        return error_words(exc.reason)
+    if isinstance(exc, urllib.error.URLError):
+        return str(exc.reason)
+    return error_words(exc)
 
 
 @cli.command()

@@ -148,7 +148,7 @@ def _method(text: str) -> str | None:
     upper = text.upper()
     if upper in ("DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT"):
         text = upper  # normalized by fetch
-    if text in SAFELISTED_METHODS or text == "OPTIONS":
+    if text in SAFELISTED_METHODS:  # OPTIONS is not: fetch(url, {method: "OPTIONS"}) needs it
         return None
     return text
 
