@@ -306,10 +306,15 @@ def serve(
             text = read_config_text(config_path) if config_path is not None else None
             return text, parse_config(text, config_path or "command line", None, checked)
 
-        from corsproxy.commands.listen_errors import SOURCE_ENV, listen_source
+        from corsproxy.commands.listen_errors import (
+            SOURCE_ENV,
+            listen_source,
+            refuse_held_listeners,
+        )
 
         for key, variable in SOURCE_ENV.items():  # for a worker's bind error
             os.environ[variable] = listen_source(key, config_path, document, checked)
+        refuse_held_listeners(loaded.listen, loaded.admin.listen if loaded.admin else None)
         from corsproxy.http.startup import log_changes, log_summary, probe_on_thread
 
         # With --demo each worker runs its own demo upstream: not the placeholder's address.
