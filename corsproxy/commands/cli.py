@@ -20,7 +20,7 @@ from corsproxy.commands.explain import explain, rechecker, render_text, websocke
 from corsproxy.commands.probe_url import check_probe_url
 from corsproxy.commands.serve_options import (
     check_probe_timeout,
-    check_serve_variables,
+    check_serve_options,
     serve_options,
     worker_count_of,
 )
@@ -119,16 +119,17 @@ def cli() -> None:
 
 @cli.command()
 @policy_sources()
+@serve_options()  # a serve command line with `serve` changed to `check` is checked whole
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
 @click.pass_context
 def check(ctx: click.Context, /, strict: bool, **_sources: Any) -> None:
     """Validate a configuration (exit 0 when valid, 2 with the errors).
 
     Reads the same sources as serve: --config (optional), the policy flags and their
-    variables, or --demo; and serve's own variables when set (CORSPROXY_WORKERS,
+    variables, or --demo; and serve's own options and their variables (--workers,
     CORSPROXY_LOG_FORMAT, ...), so exit 0 means serve will start with them.
     """
-    check_serve_variables()
+    check_serve_options(ctx)
     config_path = sources.config_path(ctx)
     config = _load(config_path, strict, overrides=sources.checked_overrides(ctx))
     routes = len(config.routes.routes)
@@ -562,6 +563,7 @@ def healthcheck(url: str | None, timeout: float, ca_file: str | None) -> None:
 
 @cli.command("config")
 @policy_sources()
+@serve_options()  # checked as serve checks them; not configuration keys, so not shown
 @click.option(
     "--format",
     "output_format",
@@ -579,7 +581,7 @@ def config_command(ctx: click.Context, /, output_format: str, **_sources: Any) -
     """
     from corsproxy.config.effective import effective_document, render
 
-    check_serve_variables()  # those that would stop serve: exit 2 as serve
+    check_serve_options(ctx)  # those that would stop serve: exit 2 as serve
     config_path = sources.config_path(ctx)
     overrides = sources.checked_overrides(ctx)
     _load(config_path, overrides=overrides)  # every problem on stderr, exit 2
