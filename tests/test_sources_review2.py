@@ -121,6 +121,49 @@ def test_good_serve_variables_pass_check() -> None:
     assert result.exit_code == 0, result.output
 
 
+# --- F2. check and config take serve's own flags ------------------------------------------
+
+SERVE_LINE = [
+    "--workers", "2", "--shutdown-timeout", "5s", "--drain-delay", "1", "--log-format", "json",
+    "--log-level", "debug", "--no-uvloop",
+]  # fmt: skip
+SERVE_FLAGS = [
+    ("--workers", "0", "Invalid value for --workers: a number of at least 1"),
+    ("--log-format", "xml", "Invalid value for --log-format: 'xml' is not one"),
+    ("--log-level", "loud", "Invalid value for --log-level: 'loud' is not one"),
+    ("--shutdown-timeout", "5x", "Invalid value for --shutdown-timeout: '5x'"),
+    ("--drain-delay", "-1", "Invalid value for --drain-delay: '-1'"),
+]
+
+
+def test_a_serve_command_line_with_serve_changed_to_check_or_config_is_read_whole() -> None:
+    assert invoke("check", "--upstream", UPSTREAM, *SERVE_LINE).exit_code == 0
+    plain = invoke("config", "--upstream", UPSTREAM)
+    flagged = invoke("config", "--upstream", UPSTREAM, *SERVE_LINE, "--uvloop")
+    assert flagged.exit_code == 0, flagged.output
+    assert flagged.stdout == plain.stdout  # process options, not configuration keys
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), SERVE_FLAGS)
+@pytest.mark.parametrize("command", ["check", "config"])
+def test_check_and_config_refuse_a_serve_flag_serve_refuses(
+    command: str, flag: str, value: str, message: str
+) -> None:
+    result = invoke(command, "--upstream", UPSTREAM, flag, value)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), SERVE_FLAGS[:2])
+def test_serve_refuses_those_flags_with_the_same_message(
+    flag: str, value: str, message: str
+) -> None:
+    listen = f"127.0.0.1:{free_port()}"
+    result = run("serve", "--upstream", UPSTREAM, "--listen", listen, flag, value)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+
+
 # --- R8. allow_insecure_origins has its flag and variable ----------------------------------
 
 

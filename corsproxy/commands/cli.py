@@ -20,7 +20,7 @@ from corsproxy.commands.explain import explain, rechecker, render_text, websocke
 from corsproxy.commands.probe_url import check_probe_url
 from corsproxy.commands.serve_options import (
     check_probe_timeout,
-    check_serve_variables,
+    check_serve_options,
     serve_options,
     worker_count_of,
 )
@@ -119,16 +119,17 @@ def cli() -> None:
 
 @cli.command()
 @policy_sources()
+@serve_options()  # a serve command line with `serve` changed to `check` is checked whole
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
 @click.pass_context
 def check(ctx: click.Context, /, strict: bool, **_sources: Any) -> None:
     """Validate a configuration (exit 0 when valid, 2 with the errors).
 
     Reads the same sources as serve: --config (optional), the policy flags and their
-    variables, or --demo; and serve's own variables when set (CORSPROXY_WORKERS,
+    variables, or --demo; and serve's own options and their variables (--workers,
     CORSPROXY_LOG_FORMAT, ...), so exit 0 means serve will start with them.
     """
-    check_serve_variables()
+    check_serve_options(ctx)
     config_path = sources.config_path(ctx)
     config = _load(config_path, strict, overrides=sources.checked_overrides(ctx))
     routes = len(config.routes.routes)
@@ -308,10 +309,15 @@ def serve(
             text = read_config_text(config_path) if config_path is not None else None
             return text, parse_config(text, config_path or "command line", None, checked)
 
-        from corsproxy.commands.listen_errors import SOURCE_ENV, listen_source
+        from corsproxy.commands.listen_errors import (
+            SOURCE_ENV,
+            listen_source,
+            refuse_held_listeners,
+        )
 
         for key, variable in SOURCE_ENV.items():  # for a worker's bind error
             os.environ[variable] = listen_source(key, config_path, document, checked)
+        refuse_held_listeners(loaded.listen, loaded.admin.listen if loaded.admin else None)
         from corsproxy.http.startup import log_changes, log_summary, probe_on_thread
 
         # With --demo each worker runs its own demo upstream: not the placeholder's address.
@@ -559,6 +565,7 @@ def healthcheck(url: str | None, timeout: float, ca_file: str | None) -> None:
 
 @cli.command("config")
 @policy_sources()
+@serve_options()  # checked as serve checks them; not configuration keys, so not shown
 @click.option(
     "--format",
     "output_format",
@@ -576,7 +583,7 @@ def config_command(ctx: click.Context, /, output_format: str, **_sources: Any) -
     """
     from corsproxy.config.effective import effective_document, render
 
-    check_serve_variables()  # those that would stop serve: exit 2 as serve
+    check_serve_options(ctx)  # those that would stop serve: exit 2 as serve
     config_path = sources.config_path(ctx)
     overrides = sources.checked_overrides(ctx)
     _load(config_path, overrides=overrides)  # every problem on stderr, exit 2

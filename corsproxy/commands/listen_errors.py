@@ -111,3 +111,20 @@ def report(failed: ListenFailed, source: str, listen: Listen | None = None) -> N
         error=reason,
         hint=advice,
     )
+
+
+def refuse_held_listeners(listen: Listen, admin: Listen | None) -> None:
+    """Before `--workers` spawns: a listener whose address another process holds is refused
+    as a single process's bind is (the words above, exit status 1), though SO_REUSEPORT
+    would let the workers bind beside another instance's and split its traffic. Checked
+    once, at start: a respawn binds beside its own siblings."""
+    from corsproxy.http.shared_port import held_elsewhere
+
+    for key, address in (("listen", listen), ("admin.listen", admin)):
+        if address is None:
+            continue
+        error = held_elsewhere(address)
+        if error is not None:
+            source = os.environ.get(SOURCE_ENV[key]) or "unknown"
+            report(ListenFailed(key, address, error), source, listen)
+            raise SystemExit(1)

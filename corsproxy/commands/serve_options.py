@@ -1,7 +1,8 @@
 """`serve`'s own options (how it logs, stops and runs), not the configuration's: defined once
-here, so `check` and `config` can read their variables as `serve` will and refuse, with
-serve's words and exit status 2, a `CORSPROXY_WORKERS=0` or `CORSPROXY_LOG_FORMAT=xml` that
-would stop `serve` (a `docker run -e ...` line is then checked whole)."""
+here, and taken by `check` and `config` too, which read their flags and variables as
+`serve` will and refuse, with serve's words and exit status 2, a `--workers 0` or
+`CORSPROXY_LOG_FORMAT=xml` that would stop `serve` (a serve command line with `serve`
+changed to `check`, or a `docker run -e ...` line, is then checked whole)."""
 
 from __future__ import annotations
 
@@ -116,19 +117,12 @@ def check_probe_timeout() -> None:
         )
 
 
-@click.command(name="serve")
-@serve_options()
-def _serve_variables(**_: Any) -> None:
-    """Only its options: `serve`'s variables read as `serve` reads them."""
-
-
-def check_serve_variables() -> None:
-    """`serve`'s own variables, when set, read as `serve` reads them: a usage error (exit 2)
-    with serve's message for one that would stop it."""
+def check_serve_options(ctx: click.Context) -> None:
+    """`serve`'s own options on `check` and `config` (flags, else variables), read as `serve`
+    reads them: a usage error (exit 2) with serve's message for one that would stop it (the
+    choices and durations are click's own, in the shared definitions above)."""
+    worker_count_of(ctx)
     try:
-        ctx = _serve_variables.make_context("serve", [])
-        with ctx:
-            worker_count_of(ctx)
         check_probe_timeout()
     except click.BadParameter as exc:
         raise click.UsageError(exc.format_message()) from None

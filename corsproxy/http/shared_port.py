@@ -38,3 +38,30 @@ async def refuse_shared_port(bound: Iterable[Any], admin: Listen) -> None:
     wanted = {str(info[4][0]) for info in infos}
     if wanted & taken or any(_unspecified(h) for h in wanted | taken):
         raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
+
+
+def held_elsewhere(address: Listen) -> OSError | None:
+    """EADDRINUSE when another socket holds `address`, SO_REUSEPORT or not: a throwaway
+    socket binds it with SO_REUSEADDR only (as a single process binds), then closes. The
+    supervisor asks before its workers (SO_REUSEPORT) bind, or they would share the port
+    with another instance's workers. None when it binds, on port 0, and for any other
+    error (a name that does not resolve, a privilege): the workers' own bind reports those."""
+    if address.port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(
+            address.host or None, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError:
+        return None
+    for family, kind, proto, _, where in infos:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:  # as asyncio's create_server binds
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                probe.bind(where)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return exc
+    return None
