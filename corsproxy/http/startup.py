@@ -26,6 +26,7 @@ from corsproxy.config.changes import changes
 from corsproxy.config.summary import all_routes, summary, summary_text
 from corsproxy.config.upstream_tls import UpstreamTLS, default_context
 from corsproxy.http.connect import HAPPY_EYEBALLS_DELAY, tls_reason
+from corsproxy.http.error_words import error_words
 from corsproxy.ops.logs import say
 from corsproxy.policy.routes import Upstream
 
@@ -92,13 +93,13 @@ def upstreams(config: Config) -> dict[tuple[str, str, int, object], Upstream]:
     return found
 
 
-def plain_error(exc: BaseException) -> str:
-    """An OSError in words: `connection refused`, not a nested repr."""
-    if isinstance(exc, socket.gaierror):
-        return f"name not resolved ({exc.strerror or exc})"
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return os.strerror(exc.errno).lower()
-    return str(exc) or type(exc).__name__
+def _connect_error(exc: BaseException) -> str:
+    """The access line's words (`connection refused`); a failed lookup also says the
+    resolver's reason, which tells a typo from a DNS outage at start-up."""
+    words = error_words(exc)
+    if isinstance(exc, socket.gaierror) and exc.strerror:
+        return f"{words} ({exc.strerror})"
+    return words
 
 
 def _label(upstream: Upstream) -> str:
@@ -143,7 +144,7 @@ async def probe(upstream: Upstream, seconds: float | None = None) -> str | None:
     except (OSError, RuntimeError, ValueError) as exc:
         if step != "connect":
             return f"TLS handshake failed: {tls_reason(exc)}"
-        return plain_error(exc)
+        return _connect_error(exc)
     finally:
         if sock is not None:
             sock.close()
