@@ -83,9 +83,12 @@ def relay(upstream_port: int) -> tuple[Handler, Callable[[], Awaitable[None]]]:
             if answer.content_length is not None:
                 response.content_length = answer.content_length
             await response.prepare(request)
-            async for chunk in answer.chunks():
-                await response.write(chunk)
-            await response.write_eof()
+            try:
+                async for chunk in answer.chunks():
+                    await response.write(chunk)
+                await response.write_eof()
+            except ConnectionError:  # the client went away (wrk stops mid-answer): not ours
+                pass
         finally:
             answer.release()
         return response
