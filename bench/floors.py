@@ -62,6 +62,12 @@ def relay(upstream_port: int) -> tuple[Handler, Callable[[], Awaitable[None]]]:
             yield chunk
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            return await forward(request)
+        except ConnectionError:  # the client went away (wrk stops mid-exchange): not ours
+            return web.Response(status=499)
+
+    async def forward(request: web.BaseRequest) -> web.StreamResponse:
         if not client:
             client.append(UpstreamClient())
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP]
@@ -83,12 +89,9 @@ def relay(upstream_port: int) -> tuple[Handler, Callable[[], Awaitable[None]]]:
             if answer.content_length is not None:
                 response.content_length = answer.content_length
             await response.prepare(request)
-            try:
-                async for chunk in answer.chunks():
-                    await response.write(chunk)
-                await response.write_eof()
-            except ConnectionError:  # the client went away (wrk stops mid-answer): not ours
-                pass
+            async for chunk in answer.chunks():
+                await response.write(chunk)
+            await response.write_eof()
         finally:
             answer.release()
         return response
