@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -106,6 +107,11 @@ def serving(
             proc.kill()
             _, err = proc.communicate(timeout=TIMEOUT)
             raise AssertionError("corsproxy did not start:\n" + "".join(lines) + err)
+        while time.monotonic() < deadline:  # with --workers the summary comes first
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
         yield records, f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
@@ -133,6 +139,9 @@ def _serves(url: str) -> None:
         (("--no-uvloop",), {}, "asyncio"),
         ((), {"CORSPROXY_UVLOOP": "false"}, "asyncio"),
         (("--uvloop",), {}, "uvloop"),
+        # With workers the supervisor says the summary line: its workers' loop.
+        (("--workers", "2"), {}, "uvloop"),
+        (("--workers", "2", "--no-uvloop"), {}, "asyncio"),
     ],
 )
 def test_serve_runs_on_uvloop_by_default(
