@@ -182,7 +182,8 @@ def test_one_summary_line_says_what_is_loaded(tmp_path: Path) -> None:
             line = text.wait(lambda: [x for x in text.lines if " loaded " in x])
         finally:
             text.stop()
-    assert set(record) == LOG_KEYS | {"config", "listen", "admin", "routes"}
+    assert set(record) == LOG_KEYS | {"config", "listen", "admin", "routes", "loop"}
+    assert record["loop"] in {"uvloop", "asyncio"}  # tests/test_uvloop_default.py: which
     assert record["level"] == "info"
     assert {k: record[k] for k in ("config", "listen", "admin", "routes")} == {
         "config": str(config),

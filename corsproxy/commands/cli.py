@@ -8,9 +8,9 @@ import logging
 import os
 import sys
 import urllib.request
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
@@ -43,7 +43,7 @@ from corsproxy.config import (
     read_config_text,
 )
 from corsproxy.config.spec import MAX_SHOWN, Diagnostic, shown
-from corsproxy.ops import early_hup
+from corsproxy.ops import early_hup, event_loop
 from corsproxy.ops.threads import exit_process
 from corsproxy.policy.http_grammar import TOKEN
 
@@ -302,6 +302,11 @@ def serve(
     )
     count = worker_count_of(ctx)
     check_probe_timeout()
+    runner = event_loop.choose(
+        use_uvloop,
+        ctx.get_parameter_source("use_uvloop") is not click.core.ParameterSource.DEFAULT,
+        None if is_worker else logs.say,  # the supervisor says it once
+    )
     if count > 1 and not is_worker:
         arguments = _worker_arguments(ctx)
 
@@ -346,7 +351,6 @@ def serve(
         announce=not is_worker,
         sources=(config_path, document),
     )
-    runner = _loop_runner(use_uvloop)
     exit_process(EXIT_MEMORY if runner(main) else 0)  # EXIT_MEMORY: the memory guard stopped it
 
 
@@ -384,21 +388,6 @@ def _require_c_parser(say: Callable[[str, int], None]) -> None:
             logging.ERROR,
         )
         sys.exit(2)
-
-
-_T = TypeVar("_T")
-
-
-def _loop_runner(use_uvloop: bool) -> Callable[[Coroutine[Any, Any, _T]], _T]:
-    """uvloop's event loop when installed and wanted, else asyncio's."""
-    if use_uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            return uvloop.run
-    return asyncio.run
 
 
 async def _serve(

@@ -27,6 +27,7 @@ from corsproxy.config.summary import all_routes, summary, summary_text
 from corsproxy.config.upstream_tls import UpstreamTLS, default_context
 from corsproxy.http.connect import HAPPY_EYEBALLS_DELAY, tls_reason
 from corsproxy.http.error_words import error_words
+from corsproxy.ops import event_loop
 from corsproxy.ops.logs import say
 from corsproxy.policy.routes import Upstream
 
@@ -71,7 +72,9 @@ def log_summary(config: Config, demo_placeholder: str | None = None) -> None:
     for route in fields["routes"]:
         if demo_placeholder is not None and route["upstream"] == demo_placeholder:
             route["upstream"] = DEMO_UPSTREAM_WORDS
-    say("configuration loaded", text=summary_text(fields), prefix=True, **fields)
+    loop = event_loop.name()  # uvloop by default; asyncio's with --no-uvloop or without it
+    text = f"{summary_text(fields)}; loop {loop}"
+    say("configuration loaded", text=text, prefix=True, **fields, loop=loop)
 
 
 def log_changes(old: Config, new: Config) -> None:
