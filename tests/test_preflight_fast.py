@@ -226,7 +226,7 @@ _HEADER_LISTS = st.one_of(
 )
 _PATHS = st.sampled_from(
     ["/small.json", "/", "/wild/x", "/creds/a?b=c", "/pna", "/reject/1", "/report/r", "/off/o",
-     "/%2e%2e/x", "/a//b", "/CREDS/x"]
+     "/%2e%2e/x", "/a//b", "/CREDS/x", "/small.json?q=1", "/x/" + "a" * 600]
 )  # fmt: skip
 
 

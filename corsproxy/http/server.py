@@ -46,6 +46,7 @@ from corsproxy.http.relay import (
     error_response,
     forward,
 )
+from corsproxy.http.route_memo import RouteMemo, route_target
 from corsproxy.http.shared_port import refuse_shared_port
 from corsproxy.http.startup import ListenFailed, log_changes, log_summary, probe_in_background
 from corsproxy.http.tls_listener import handshake_timeout, rotating_context
@@ -247,6 +248,7 @@ class ProxyApp:
         # A worker of `--workers`: the supervisor says a reload's success and warnings, once.
         self.supervised = os.environ.get(WORKER_ENV) == "1"
         self.probes: set[asyncio.Task[None]] = set()
+        self.routing = RouteMemo()  # http/route_memo.py
 
     async def start(self) -> None:
         # Read at start only: a reload does not resize the pools. Open WebSockets are capped
@@ -431,9 +433,10 @@ class ProxyApp:
             decision = _fallback_decision(request, config)
             return _text_response(400, "Bad request: invalid Host header", decision)
         try:
-            path_text, query = split_target(request.raw_path)
-            path = normalize_path(path_text)
-            route = config.routes.match(path)
+            if preflight_answer.ENABLED:
+                path, query, route = self.routing.lookup(config, request.raw_path)
+            else:
+                path, query, route = route_target(config, request.raw_path)
         except PathError as exc:
             exchange.reason = exc.reason
             _refused_here(exchange, request, "bad_request")
