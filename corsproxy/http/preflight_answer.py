@@ -26,7 +26,9 @@ from corsproxy.policy.cors import Action, Decision, response_headers
 
 __all__ = ["ENABLED", "PreflightAnswer", "Prepared", "prepared"]
 
-# The switch for tests: False answers every preflight the straightforward way.
+# The fast path's switch, for the oracle test only: False answers every preflight the
+# straightforward way (and http/server.py then resolves the client's view eagerly and routes
+# without the memo of http/route_memo.py).
 ENABLED = True
 
 # Decisions are few and live in their policy's memo; a bound keeps hostile traffic (whose
