@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import inspect
+import re
 import socket
 import ssl
 import textwrap
@@ -26,12 +27,15 @@ from corsproxy.http.aiohttp_private import (
     HandshakeTimeoutSite,
     RequestHandler,
     bound_sockets,
+    http_date,
     parser_accepts_header,
     parser_accepts_method,
     send_interim,
+    serialize_head,
     set_version,
     uses_c_parser,
 )
+from corsproxy.http.preflight_answer import PreflightAnswer, Prepared
 
 
 async def _raw_exchange(port: int, request: bytes) -> bytes:
@@ -242,3 +246,70 @@ async def test_the_handshake_site_bounds_a_handshake_and_still_serves_tls() -> N
         writer.close()
     finally:
         await runner.cleanup()
+
+
+async def test_serialize_head_writes_what_a_response_writes() -> None:
+    pairs = [("Access-Control-Allow-Origin", "https://a.example"), ("Vary", "Origin"), ("X-A", "é")]
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        response = web.Response(status=204)
+        for name, value in pairs:
+            response.headers.add(name, value)
+        return response
+
+    runner, _, port = await _serve(handler)
+    try:
+        answer = await _raw_exchange(port, b"OPTIONS / HTTP/1.1\r\nHost: x\r\n\r\n")
+    finally:
+        await runner.cleanup()
+    ours = serialize_head("HTTP/1.1 204 No Content", pairs)
+    assert ours.endswith(b"\r\n\r\n")
+    assert answer.startswith(ours[:-2] + b"Date: "), (answer, ours)
+    try:
+        serialize_head("X", [("X-A", "a\r\nX-B: b")])
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a CRLF in a value was serialized")
+
+
+async def test_http_date_is_the_date_aiohttp_writes() -> None:
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        return web.Response(status=204)
+
+    runner, _, port = await _serve(handler)
+    try:
+        for _ in range(5):  # the second may turn between the two readings
+            answer = await _raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            if b"\r\nDate: " + http_date() + b"\r\n" in answer:
+                break
+        else:
+            raise AssertionError(answer)
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_response_that_writes_its_head_in_prepare_keeps_the_connection() -> None:
+    """PreflightAnswer: aiohttp calls `prepare()` then `write_eof()` on what a handler
+    returns, reads `keep_alive` to keep the connection, and the connection's writer sends
+    `write_eof(head)` as it is."""
+    answer = Prepared(b" 204 No Content\r\n", b"X-A: 1\r\n", "allowed", "preflight")
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        return PreflightAnswer(answer, "id1")
+
+    runner, _, port = await _serve(handler)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        heads = []
+        for last in (False, True):
+            close = b"Connection: close\r\n" if last else b""
+            writer.write(b"OPTIONS / HTTP/1.1\r\nHost: x\r\n" + close + b"\r\n")
+            heads.append(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5))
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed after the second
+        writer.close()
+    finally:
+        await runner.cleanup()
+    first = re.sub(rb"\r\nDate: [^\r]+\r\n", b"\r\nDate: -\r\n", heads[0])
+    assert first == b"HTTP/1.1 204 No Content\r\nX-A: 1\r\nX-Request-Id: id1\r\nDate: -\r\n\r\n"
+    assert heads[1].endswith(b"\r\nConnection: close\r\n\r\n"), heads

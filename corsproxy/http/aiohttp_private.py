@@ -17,8 +17,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
+from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import HttpVersion
+from aiohttp.http_writer import _serialize_headers
 from aiohttp.web_protocol import RequestHandler
+from multidict import CIMultiDict
 
 __all__ = [
     "DefaultHeadersHook",
@@ -26,9 +29,11 @@ __all__ = [
     "HandshakeTimeoutSite",
     "RequestHandler",
     "bound_sockets",
+    "http_date",
     "parser_accepts_header",
     "parser_accepts_method",
     "send_interim",
+    "serialize_head",
     "set_version",
     "uses_c_parser",
 ]
@@ -186,3 +191,32 @@ def parser_accepts_method(method: str) -> bool:
     `BadHttpMessage` (or a subclass) for a request line it refuses.
     """
     return _parser_reads(f"{method} / HTTP/1.1\r\nHost: x\r\n\r\n")
+
+
+def serialize_head(status_line: str, headers: Sequence[tuple[str, str]]) -> bytes:
+    """A response head as aiohttp's server writes it: `status_line`, each header as
+    `Name: value` in order, CRLFs, UTF-8; a control character in a name or value raises
+    ValueError (aiohttp refuses to send it).
+
+    Contract: `http_writer._serialize_headers(status_line, CIMultiDict)` is the function
+    `StreamWriter.write_headers()` encodes a response head with.
+    """
+    result: bytes = _serialize_headers(status_line, CIMultiDict(headers))
+    return result
+
+
+_date_text = ""
+_date_bytes = b""
+
+
+def http_date() -> bytes:
+    """The `Date` value aiohttp's responses carry (formatted once per second), as bytes.
+
+    Contract: `helpers.rfc822_formatted_time()` is what `StreamResponse._prepare_headers()`
+    sets `Date` to, and returns the same string object until the second changes.
+    """
+    global _date_text, _date_bytes
+    text = rfc822_formatted_time()
+    if text is not _date_text:
+        _date_text, _date_bytes = text, text.encode()
+    return _date_bytes

@@ -16,7 +16,7 @@ import socket
 import struct
 import termios
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -65,6 +65,8 @@ class Exchange:
     request_id: str = ""
     body_error: errors.Failure | None = None
     view: ClientView | None = None  # the client behind trusted proxies (policy/forwarded.py)
+    # Computes `view` when first needed (a preflight's only when its access line is written).
+    resolve_view: Callable[[], ClientView] | None = None
     # For the access line (http/access_line.py): references only, read when it is written.
     decision: Decision | None = None
     cors_view: RequestView | None = None

@@ -22,7 +22,7 @@ from corsproxy.config import Config, ConfigError
 from corsproxy.config.files import recording
 from corsproxy.config.spec import logged
 from corsproxy.config.upstream_tls import insecure_warnings
-from corsproxy.http import errors
+from corsproxy.http import errors, preflight_answer
 from corsproxy.http import headers as hygiene
 from corsproxy.http.access_line import MAX_PATH, add_fields, capped
 from corsproxy.http.aiohttp_private import (
@@ -36,6 +36,7 @@ from corsproxy.http.aiohttp_private import (
 )
 from corsproxy.http.bad_request_line import read_refusal
 from corsproxy.http.error_words import error_words
+from corsproxy.http.preflight_answer import PreflightAnswer
 from corsproxy.http.public_origin import local_authority
 from corsproxy.http.relay import (
     ClientTooSlow,
@@ -45,6 +46,7 @@ from corsproxy.http.relay import (
     error_response,
     forward,
 )
+from corsproxy.http.route_memo import RouteMemo, route_target
 from corsproxy.http.shared_port import refuse_shared_port
 from corsproxy.http.startup import ListenFailed, log_changes, log_summary, probe_in_background
 from corsproxy.http.tls_listener import handshake_timeout, rotating_context
@@ -246,6 +248,7 @@ class ProxyApp:
         # A worker of `--workers`: the supervisor says a reload's success and warnings, once.
         self.supervised = os.environ.get(WORKER_ENV) == "1"
         self.probes: set[asyncio.Task[None]] = set()
+        self.routing = RouteMemo()  # http/route_memo.py
 
     async def start(self) -> None:
         # Read at start only: a reload does not resize the pools. Open WebSockets are capped
@@ -349,16 +352,9 @@ class ProxyApp:
         config = self.config  # one snapshot for the whole request
         exchange = Exchange(request.method, request.raw_path, request.remote or "")
         exchange.request_id = hygiene.request_id(request.headers.get("X-Request-Id"), _new_id)
-        host = request.headers.get("Host")
-        exchange.view = resolve(
-            request.remote,
-            request.secure,
-            host,
-            request.headers.items(),
-            config.trusted_proxies,
-            None if host else local_authority(request),
-            config.forwarded_headers,
-        )
+        exchange.resolve_view = lambda: _resolve_view(request, config)
+        if not preflight_answer.ENABLED:
+            _client_view(exchange)
         if self.metrics is not None:
             self.metrics.in_flight.inc()
         try:
@@ -381,6 +377,9 @@ class ProxyApp:
                 request.transport.close()
             self._finish(exchange, exchange.status)
             return web.StreamResponse(status=exchange.status)
+        if type(response) is PreflightAnswer:  # its head is whole (http/preflight_answer.py)
+            self._finish(exchange, 204)
+            return response
         if not response.prepared and "X-Request-Id" not in response.headers:
             response.headers["X-Request-Id"] = exchange.request_id
         if type(response) is OwnResponse and not exchange.bytes_out and request.method != "HEAD":
@@ -434,9 +433,10 @@ class ProxyApp:
             decision = _fallback_decision(request, config)
             return _text_response(400, "Bad request: invalid Host header", decision)
         try:
-            path_text, query = split_target(request.raw_path)
-            path = normalize_path(path_text)
-            route = config.routes.match(path)
+            if preflight_answer.ENABLED:
+                path, query, route = self.routing.lookup(config, request.raw_path)
+            else:
+                path, query, route = route_target(config, request.raw_path)
         except PathError as exc:
             exchange.reason = exc.reason
             _refused_here(exchange, request, "bad_request")
@@ -458,24 +458,32 @@ class ProxyApp:
             tuple(headers.getall("Access-Control-Request-Headers", ())),
             tuple(headers.getall("Access-Control-Request-Private-Network", ())),
             websocket,
-            _own_origin(request, exchange.view) if websocket else "",
+            _own_origin(request, _client_view(exchange)) if websocket else "",
         )
         decision = decide_cached(route.cors, view)
         exchange.decision, exchange.cors_view, exchange.matched_route = decision, view, route
+        answer = None  # a successful preflight's head, built once per decision
+        if decision.action is Action.PREFLIGHT and preflight_answer.ENABLED:
+            answer = preflight_answer.prepared(decision)
         exchange.origin = view.origin[0] if view.origin else ""
-        exchange.verdict = decision.verdict
+        if answer is not None:
+            exchange.verdict, exchange.kind = answer.verdict, answer.kind
+        else:
+            exchange.verdict, exchange.kind = decision.verdict, decision.kind.value
         exchange.reason = decision.reason
-        exchange.kind = decision.kind.value
         if not decision.allowed and decision.kind is not Kind.NONE and self.refusals is not None:
             # Refused, or would be in report-only mode: one ring update, refusals only.
             self.refusals.record(
                 exchange.origin, route.name, decision.reasons, exchange.verdict, exchange.kind
             )
+        if answer is not None:
+            return PreflightAnswer(answer, exchange.request_id)
         if decision.action is Action.PREFLIGHT:
             return _bodiless(decision.status, decision, [])  # a whole response: one write
         if decision.action is not Action.FORWARD:  # refused (403) or malformed (400) here
             return _text_response(decision.status, decision.body().decode().strip(), decision)
 
+        _client_view(exchange)  # forwarded: the upstream is told who the client is
         limit = config.limits.max_body_size
         if limit is not None and (request.content_length or 0) > limit:
             exchange.reason = errors.BODY_TOO_LARGE.reason
@@ -572,7 +580,7 @@ class ProxyApp:
             "pid": _WORKER_PID,
             "request_id": exchange.request_id,
             "peer": exchange.peer,
-            "client": exchange.view.client if exchange.view else exchange.peer,
+            "client": view.client if (view := _client_view(exchange)) else exchange.peer,
             "method": exchange.method,
             "path": path,
             "status": status,
@@ -585,6 +593,27 @@ class ProxyApp:
         }
         add_fields(exchange, fields, ACCESS.isEnabledFor(logging.DEBUG))
         ACCESS.log(level, "%s %s %d", exchange.method, path, status, extra={"fields": fields})
+
+
+def _resolve_view(request: web.BaseRequest, config: Config) -> ClientView:
+    host = request.headers.get("Host")
+    return resolve(
+        request.remote,
+        request.secure,
+        host,
+        request.headers.items(),
+        config.trusted_proxies,
+        None if host else local_authority(request),
+        config.forwarded_headers,
+    )
+
+
+def _client_view(exchange: Exchange) -> ClientView | None:
+    """The client behind trusted proxies, computed once, when first needed."""
+    if exchange.view is None and exchange.resolve_view is not None:
+        exchange.view = exchange.resolve_view()
+        exchange.resolve_view = None
+    return exchange.view
 
 
 def _refused_here(exchange: Exchange, request: web.BaseRequest, action: str) -> None:
