@@ -52,6 +52,7 @@ from corsproxy.http.upstream import UpstreamClient
 from corsproxy.http.websocket import make_session, tunnel
 from corsproxy.ops.admin import Metrics, admin_app, method_label
 from corsproxy.ops.console import Console, Explainer
+from corsproxy.ops import logs
 from corsproxy.ops.logs import ACCESS, where
 from corsproxy.ops.refusals import RefusalRing
 from corsproxy.ops.threads import off_loop
@@ -584,7 +585,7 @@ class ProxyApp:
             "reason": exchange.reason,
         }
         add_fields(exchange, fields, ACCESS.isEnabledFor(logging.DEBUG))
-        ACCESS.log(level, "%s %s %d", exchange.method, path, status, extra={"fields": fields})
+        logs.access(level, fields)  # ops/logs.py: the line built directly, written in batches
 
 
 def _refused_here(exchange: Exchange, request: web.BaseRequest, action: str) -> None:
@@ -675,6 +676,7 @@ async def serve(
         raise ListenFailed(*listener, exc) from None
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    logs.bind_loop(loop, app.metrics.log_lines_dropped.inc if app.metrics else None)
     if signals:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -712,3 +714,4 @@ async def serve(
     if admin_runner is not None:
         await admin_runner.cleanup()
     log.info("stopped")
+    logs.bind_loop(None)  # what waits is handed on to the writer (ops/log_writer.py)
