@@ -111,6 +111,7 @@ class AccessFormatter:
         self._second = -1  # the second the cached stamp is for
         self._stamp = ""
         self._keys: dict[str, str] = {}  # a field's name as written before its value
+        self._levels: dict[int, str] = {}  # a level as written
 
     def line(self, levelno: int, fields: dict[str, Any], now: float) -> str:
         """The line (without its newline) `_Formatter` writes for an access record logged
@@ -124,39 +125,60 @@ class AccessFormatter:
                 self._stamp = time.strftime("%H:%M:%S ", time.localtime(now))
         message = f"{fields['method']} {fields['path']} {fields['status']:d}"
         keys = self._keys
+        level = self._levels.get(levelno) or self._level(levelno)
         if self.json_lines:
             parts = [
-                self._stamp,
-                f'{int((now - second) * 1000):03d}Z","level":"',
-                logging.getLevelName(levelno).lower(),
-                '","logger":"corsproxy.access","message":',
-                json_string(message),
+                f'{self._stamp}{int((now - second) * 1000):03d}Z","level":"{level}'
+                f'","logger":"corsproxy.access","message":{json_string(message)}'
             ]
+            append = parts.append
             for key, value in fields.items():
-                head = keys.get(key)
-                if head is None:
-                    if key in _HEAD_KEYS:
-                        raise ValueError(f"an access field may not be named {key!r}")
-                    head = keys[key] = "," + json_string(key) + ":"
-                parts.append(head)
-                parts.append(json_value(value))
-            parts.append("}")
+                head = keys.get(key) or self._key(key)
+                kind = type(value)
+                if kind is str:
+                    if (
+                        value.isascii()
+                        and value.isprintable()
+                        and '"' not in value
+                        and "\\" not in value
+                    ):
+                        append(f'{head}"{value}"')
+                    else:
+                        append(head + encode_basestring_ascii(utf8(value)))
+                elif kind is int:
+                    append(head + int.__repr__(value))
+                else:
+                    append(head + json_value(value))
+            append("}")
             return "".join(parts)
         if not (message.isascii() and message.isprintable()):
             message = CONTROL.sub(escape_control, utf8(message))
-        parts = [self._stamp, f"{logging.getLevelName(levelno):<7} ", message]
+        parts = [self._stamp, level, message]
+        append = parts.append
         for key, value in fields.items():
             if value in ("", None) or value == []:
                 continue
-            head = keys.get(key)
-            if head is None:
-                head = keys[key] = f" {key}="
-            parts.append(head)
+            head = keys.get(key) or self._key(key)
             kind = type(value)
             if kind is int or kind is float:
-                parts.append(str(value))  # digits, `.`, `-`, `e`, `inf`, `nan`: always bare
+                append(head + str(value))  # digits, `.`, `-`, `e`, `inf`, `nan`: always bare
             elif kind is str and BARE.match(value):
-                parts.append(value)
+                append(head + value)
             else:
-                parts.append(text_value(value))
+                append(head + text_value(value))
         return "".join(parts)
+
+    def _level(self, levelno: int) -> str:
+        name = logging.getLevelName(levelno)
+        level = self._levels[levelno] = name.lower() if self.json_lines else f"{name:<7} "
+        return level
+
+    def _key(self, key: str) -> str:
+        """A field's name as written before its value (once per name and process)."""
+        if not self.json_lines:
+            head = self._keys[key] = f" {key}="
+        elif key in _HEAD_KEYS:
+            raise ValueError(f"an access field may not be named {key!r}")
+        else:
+            head = self._keys[key] = "," + json_string(key) + ":"
+        return head

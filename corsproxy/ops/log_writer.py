@@ -148,8 +148,10 @@ class LineWriter:
             self._write(text)
             with self._lock:
                 self._waiting -= len(text)
-                dropped = self.dropped - self._reported
-                self._reported += dropped
+                dropped = 0
+                if batches.empty():  # drained: what waited before the drops is written
+                    dropped = self.dropped - self._reported
+                    self._reported += dropped
             if dropped:  # the stream took lines again: say how many it missed
                 self._write(self.report(dropped))
 
