@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from corsproxy.ops import logs
 from corsproxy.ops.log_format import AccessFormatter
+from corsproxy.policy.cors import Reason, ReasonCode
 
 # ---- the reference: corsproxy/ops/logs.py at 4f845a8, verbatim (the access-line part) ----
 _BARE = re.compile(r"[!#-<>-\[\]-~]+\Z")
@@ -129,6 +130,9 @@ _TEXT = st.one_of(
 )
 _SCALAR = st.one_of(
     _TEXT,
+    # What `_finish` really passes: `reason` is a `Reason` (a str subclass), codes StrEnums.
+    st.builds(Reason, st.sampled_from(list(ReasonCode)), st.one_of(st.just(""), _TEXT)),
+    st.sampled_from(list(ReasonCode)),
     st.integers(min_value=-(2**40), max_value=2**40),
     st.floats(allow_nan=True, allow_infinity=True),
     st.booleans(),
@@ -150,7 +154,9 @@ _ALWAYS = {
     "duration_ms": st.floats(0, 1e6).map(lambda v: round(v, 2)),
     "route": _TEXT,
     "cors": st.sampled_from(["allowed", "refused", "would_refuse", "none"]),
-    "reason": _TEXT,
+    "reason": st.one_of(
+        _TEXT, st.builds(Reason, st.sampled_from(list(ReasonCode)), st.one_of(st.just(""), _TEXT))
+    ),
 }
 _OPTIONAL = [
     "origin", "error", "upstream_url", "reasons", "request_method", "request_headers",

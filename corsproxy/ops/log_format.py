@@ -135,6 +135,9 @@ class AccessFormatter:
             for key, value in fields.items():
                 head = keys.get(key) or self._key(key)
                 kind = type(value)
+                if kind is not str and isinstance(value, str):  # a `Reason`, a `StrEnum`
+                    value = str.__str__(value)  # what json.dumps writes: the text itself
+                    kind = str
                 if kind is str:
                     if (
                         value.isascii()
@@ -162,8 +165,9 @@ class AccessFormatter:
             kind = type(value)
             if kind is int or kind is float:
                 append(head + str(value))  # digits, `.`, `-`, `e`, `inf`, `nan`: always bare
-            elif kind is str and BARE.match(value):
-                append(head + value)
+            elif isinstance(value, str):
+                text = str(value)
+                append(head + (text if BARE.match(text) else json.dumps(utf8(text))))
             else:
                 append(head + text_value(value))
         return "".join(parts)
