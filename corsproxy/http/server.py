@@ -52,8 +52,7 @@ from corsproxy.http.upstream import UpstreamClient
 from corsproxy.http.websocket import make_session, tunnel
 from corsproxy.ops.admin import Metrics, admin_app, method_label
 from corsproxy.ops.console import Console, Explainer
-from corsproxy.ops import logs
-from corsproxy.ops.logs import ACCESS, where
+from corsproxy.ops.logs import ACCESS, bind_loop, log_access, where
 from corsproxy.ops.refusals import RefusalRing
 from corsproxy.ops.threads import off_loop
 from corsproxy.ops.watch import Watcher
@@ -585,7 +584,7 @@ class ProxyApp:
             "reason": exchange.reason,
         }
         add_fields(exchange, fields, ACCESS.isEnabledFor(logging.DEBUG))
-        logs.access(level, fields)  # ops/logs.py: the line built directly, written in batches
+        log_access(level, fields)  # ops/logs.py: the line built directly, written in batches
 
 
 def _refused_here(exchange: Exchange, request: web.BaseRequest, action: str) -> None:
@@ -676,7 +675,7 @@ async def serve(
         raise ListenFailed(*listener, exc) from None
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    logs.bind_loop(loop, app.metrics.log_lines_dropped.inc if app.metrics else None)
+    bind_loop(loop, app.metrics.log_lines_dropped.inc if app.metrics else None)
     if signals:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -714,4 +713,4 @@ async def serve(
     if admin_runner is not None:
         await admin_runner.cleanup()
     log.info("stopped")
-    logs.bind_loop(None)  # what waits is handed on to the writer (ops/log_writer.py)
+    bind_loop(None)  # what waits is handed on to the writer (ops/log_writer.py)

@@ -34,9 +34,7 @@ LIMIT = 4 << 20  # characters waiting at most (buffered and handed on); beyond: 
 FLUSH_LINES = 256  # lines buffered on the loop before they are handed on without waiting
 PIPE_BUF = 4096  # bytes a pipe writes in one piece (POSIX's minimum, Linux's value)
 STOP_TIMEOUT = 5.0  # seconds stop() waits for the writer: a stuck stream cannot hold up exit
-LINGER = 0.002  # seconds the writer thread waits after waking, so one write takes a burst
-
-_STOP = ""  # handed on to end the writer thread (a batch is never empty)
+LINGER = 0.01  # seconds the writer thread waits after waking: a burst in one write, few wakes
 
 
 class LineWriter:
@@ -55,7 +53,7 @@ class LineWriter:
         self._scheduled = False  # a flush is coming on the loop
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
-        self._batches: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._batches: queue.SimpleQueue[str | None] = queue.SimpleQueue()  # None: stop
         self._thread: threading.Thread | None = None
         self._direct = False  # stopped: each line is written at once, by its caller
         self._write_lock = threading.Lock()
@@ -131,16 +129,17 @@ class LineWriter:
         batches = self._batches
         stopping = False
         while not stopping:
-            parts = [batches.get()]
-            if parts[0] is _STOP:
+            first = batches.get()
+            if first is None:
                 break
+            parts = [first]
             time.sleep(LINGER)  # a burst in one write rather than many wakes
             while True:
                 try:
                     part = batches.get_nowait()
                 except queue.Empty:
                     break
-                if part is _STOP:
+                if part is None:
                     stopping = True
                     break
                 parts.append(part)
@@ -189,7 +188,7 @@ class LineWriter:
             return
         self._thread = None
         self.flush()
-        self._batches.put(_STOP)
+        self._batches.put(None)
         thread.join(STOP_TIMEOUT)
         if thread.is_alive():
             return
@@ -199,7 +198,7 @@ class LineWriter:
             with contextlib.suppress(queue.Empty):
                 while True:
                     part = self._batches.get_nowait()
-                    if part is not _STOP:
+                    if part is not None:
                         parts.append(part)
             parts += self._lines
             self._lines = []

@@ -1,7 +1,7 @@
 """Logging: one access line per request, as text or JSON lines, on stderr, written in
 batches by a thread (ops/log_writer.py) so the event loop never waits on the stream.
 
-The access line is built directly (ops/log_format.py: `access()`), with no `LogRecord`;
+The access line is built directly (ops/log_format.py; `log_access()`), with no `LogRecord`;
 operational messages go through `logging`, formatted here (`_Formatter`) on the thread that
 logs them, into the same writer, so every line keeps its place.
 """
@@ -91,7 +91,7 @@ class _Handler(logging.Handler):
 
 
 class LogWriter:
-    """Every line `serve` writes: access lines (`access()`) and `logging`'s records (through
+    """Every line `serve` writes: access lines (`log_access()`) and `logging`'s records (through
     `handler`), in batches by a thread (ops/log_writer.py). `stop()` writes what waits."""
 
     def __init__(self, stream: Any, json_lines: bool, limit: int = LIMIT) -> None:
@@ -150,7 +150,7 @@ def say(
     _SAY.handle(record)  # handle(), not log(): the level filter does not apply
 
 
-def access(levelno: int, fields: dict[str, Any]) -> None:
+def log_access(levelno: int, fields: dict[str, Any]) -> None:
     """Log one access line (http/server.py; the level already checked): built directly when
     serving (`configure()`), else an ordinary record on `corsproxy.access` with `fields`."""
     writer = _running
