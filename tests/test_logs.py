@@ -11,6 +11,8 @@ import io
 import json
 import logging
 import os
+import re
+import select
 import signal
 import socket
 import subprocess
@@ -383,3 +385,44 @@ def test_two_workers_on_one_pipe_never_cut_each_others_lines(tmp_path: Path) -> 
     access = [r for r in records if r.get("logger") == "corsproxy.access"]
     assert sorted(int(r["path"].rpartition("=")[2]) for r in access) == list(range(count))
     assert len({r["pid"] for r in access}) == 2  # both workers wrote
+
+
+def test_on_a_terminal_the_access_line_is_text_and_reaches_it() -> None:
+    """No `--log-format`: stderr a terminal means text lines, written by the same writer."""
+    master, slave = os.openpty()
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "corsproxy", "serve", "--listen", f"127.0.0.1:{port}",
+         "--upstream", "http://127.0.0.1:1"],
+        stderr=slave, stdout=subprocess.DEVNULL, cwd=ROOT,
+    )  # fmt: skip
+    os.close(slave)
+    output = b""
+
+    def read_until(needle: bytes) -> None:
+        nonlocal output
+        deadline = time.monotonic() + 30
+        while needle not in output:
+            assert time.monotonic() < deadline and proc.poll() is None, output[-2000:]
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                output += os.read(master, 1 << 16)
+
+    try:
+        read_until(b"listening on")
+        send_requests(f"http://127.0.0.1:{port}", 3, "/t=x-")  # `=`: quoted in text lines
+        proc.send_signal(signal.SIGTERM)
+        read_until(b"stopped")
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        os.close(master)
+    lines = output.decode().replace("\r\n", "\n").splitlines()
+    access = [line for line in lines if " GET /t" in line]
+    assert len(access) == 3, lines
+    for i, line in enumerate(access):
+        stamp, level, rest = line.split(None, 2)
+        assert re.fullmatch(r"\d\d:\d\d:\d\d", stamp) and level == "WARNING"
+        assert rest.startswith(f"GET /t=x-{i} 502 pid=") and f'path="/t=x-{i}"' in rest
