@@ -100,6 +100,7 @@ class LogWriter:
         self.lines = LineWriter(stream, self._dropped_line, limit)
         self.handler = _Handler(self.lines)
         self.handler.setFormatter(self.formatter)
+        self.stopped = False  # then access lines go through `logging` too
 
     def _dropped_line(self, count: int) -> str:
         record = logging.LogRecord(
@@ -117,6 +118,7 @@ class LogWriter:
         self.lines.start()
 
     def stop(self) -> None:
+        self.stopped = True
         self.lines.stop()
 
 
@@ -154,7 +156,7 @@ def log_access(levelno: int, fields: dict[str, Any]) -> None:
     """Log one access line (http/server.py; the level already checked): built directly when
     serving (`configure()`), else an ordinary record on `corsproxy.access` with `fields`."""
     writer = _running
-    if writer is None:
+    if writer is None or writer.stopped:  # not serving (in-process use, tests' caplog)
         message = "%s %s %d"
         args = (fields["method"], fields["path"], fields["status"])
         ACCESS.log(levelno, message, *args, extra={"fields": fields})
@@ -165,7 +167,7 @@ def log_access(levelno: int, fields: dict[str, Any]) -> None:
 def bind_loop(loop: Any, on_drop: Any = None) -> None:
     """Batch the lines logged on `loop` per iteration of it (None: stop, handing on what
     waits); `on_drop()` is called for each line dropped (the metric)."""
-    if _running is not None:
+    if _running is not None and not _running.stopped:
         _running.lines.bind(loop)
         _running.lines.on_drop = on_drop
 
