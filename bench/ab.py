@@ -10,6 +10,12 @@ one's CPU time per request from /proc. Both see the same neighbours, so the per-
 its spread. The base revision is checked out into a temporary git worktree and runs on this
 tree's interpreter and packages (`PYTHONPATH`), so no second install is needed. Start order
 alternates between rounds. Access logs are off (warning level), as in bench/run.py.
+
+    python bench/ab.py --pair logs [--base REV] [--rounds 10] [--workload get ...]
+
+The access line's own cost (issue 16): one revision (this tree, or `--base REV`) twice at
+once, access logs on at the default settings (info, JSON lines to a pipe a reader drains)
+against off (`--log-level warning`); ratio = on / off.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -57,9 +64,21 @@ def cpu_seconds(pid: int) -> float:
 def start(tree: Path, policy: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     command = [sys.executable, "-m", "corsproxy", "serve", "--config", str(policy)]
-    command += ["--listen", f"127.0.0.1:{port}", "--log-level", "warning"]
+    command += ["--listen", f"127.0.0.1:{port}"]
+    if log.stem.endswith("logs-on"):  # --pair logs: the default level, JSON lines to a pipe
+        proc = subprocess.Popen(command, cwd=tree, env=env, stderr=subprocess.PIPE)
+        threading.Thread(target=drain, args=(proc,), daemon=True).start()
+        return proc
+    command += ["--log-level", "warning"]
     with log.open("ab") as stderr:  # the child keeps its own descriptor
         return subprocess.Popen(command, cwd=tree, env=env, stderr=stderr)
+
+
+def drain(proc: subprocess.Popen[bytes]) -> None:
+    """Read a proxy's stderr pipe as a log collector would, discarding it."""
+    assert proc.stderr is not None
+    while proc.stderr.read1(1 << 16):  # type: ignore[attr-defined]
+        pass
 
 
 def measure(
@@ -110,17 +129,24 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base", required=True, help="the revision to compare with")
+    parser.add_argument("--base", help="the revision to compare with (--pair logs: to measure)")
+    parser.add_argument(
+        "--pair", choices=["revisions", "logs"], default="revisions",
+        help="logs: one revision, access logs on (default settings) against off",
+    )  # fmt: skip
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--workload", action="append", choices=list(PATHS))
     args = parser.parse_args()
+    if args.pair == "revisions" and not args.base:
+        parser.error("--base is required (unless --pair logs)")
     run.ensure_tools()
     work = Path(tempfile.mkdtemp(prefix="corsproxy-ab-"))
     work.chmod(0o755)  # nginx's workers run as nobody and must read the files
     base = work / "base"
     git = ["git", "-C", str(run.ROOT), "worktree"]
-    subprocess.run([*git, "add", "-q", "--detach", str(base), args.base], check=True)
+    if args.base:
+        subprocess.run([*git, "add", "-q", "--detach", str(base), args.base], check=True)
     up_port = run.free_port()
     upstream = run.nginx(work, "upstream", run.upstream_block(work, up_port))
     try:
@@ -131,19 +157,26 @@ def main() -> None:
             f"cors:\n  allow_origins: [{run.ORIGIN}]\n  allow_methods: [GET, HEAD, POST, PUT]\n"
             "  allow_headers: [Content-Type, X-Token]\n  max_age: 600\n"
         )
-        trees = {"base": base, "this": run.ROOT}
-        print(f"{args.base} (base) against this tree; CPU µs per request; ratio = this / base")
+        if args.pair == "logs":
+            tree = base if args.base else run.ROOT
+            trees = {"logs-off": tree, "logs-on": tree}
+            a, b = "logs-off", "logs-on"
+            print(f"{args.base or 'this tree'}: access logs on / off; CPU µs per request")
+        else:
+            trees = {"base": base, "this": run.ROOT}
+            a, b = "base", "this"
+            print(f"{args.base} (base) against this tree; CPU µs per request; ratio = this / base")
         for workload in args.workload or ["get", "preflight", "1mib"]:
-            figures: dict[str, list[float]] = {"base": [], "this": []}
+            figures: dict[str, list[float]] = {a: [], b: []}
             ratios = []
             for order in range(args.rounds):
                 result = measure(trees, policy, workload, work, args.seconds, order)
                 for name, value in result.items():
                     figures[name].append(value)
-                ratios.append(result["this"] / result["base"])
+                ratios.append(result[b] / result[a])
             print(
-                f"{workload:>9}: base {statistics.median(figures['base']):8.1f}"
-                f"  this {statistics.median(figures['this']):8.1f}"
+                f"{workload:>9}: {a} {statistics.median(figures[a]):8.1f}"
+                f"  {b} {statistics.median(figures[b]):8.1f}"
                 f"  ratio {statistics.median(ratios):.3f}"
                 f" (rounds {min(ratios):.2f}-{max(ratios):.2f})",
                 flush=True,
@@ -151,7 +184,8 @@ def main() -> None:
     finally:
         upstream.terminate()
         upstream.wait()
-        subprocess.run([*git, "remove", "--force", str(base)], check=False)
+        if args.base:
+            subprocess.run([*git, "remove", "--force", str(base)], check=False)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ from corsproxy.http.upstream import UpstreamClient
 from corsproxy.http.websocket import make_session, tunnel
 from corsproxy.ops.admin import Metrics, admin_app, method_label
 from corsproxy.ops.console import Console, Explainer
-from corsproxy.ops.logs import ACCESS, where
+from corsproxy.ops.logs import ACCESS, bind_loop, log_access, where
 from corsproxy.ops.refusals import RefusalRing
 from corsproxy.ops.threads import off_loop
 from corsproxy.ops.watch import Watcher
@@ -592,7 +592,7 @@ class ProxyApp:
             "reason": exchange.reason,
         }
         add_fields(exchange, fields, ACCESS.isEnabledFor(logging.DEBUG))
-        ACCESS.log(level, "%s %s %d", exchange.method, path, status, extra={"fields": fields})
+        log_access(level, fields)  # ops/logs.py: the line built directly, written in batches
 
 
 def _resolve_view(request: web.BaseRequest, config: Config) -> ClientView:
@@ -704,6 +704,7 @@ async def serve(
         raise ListenFailed(*listener, exc) from None
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    bind_loop(loop, app.metrics.log_lines_dropped.inc if app.metrics else None)
     if signals:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -741,3 +742,4 @@ async def serve(
     if admin_runner is not None:
         await admin_runner.cleanup()
     log.info("stopped")
+    bind_loop(None)  # what waits is handed on to the writer (ops/log_writer.py)

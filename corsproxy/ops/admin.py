@@ -80,6 +80,11 @@ class Metrics:
         self.reloads = Counter(
             "corsproxy_config_reloads", "Config reloads.", ["result"], registry=r
         )
+        self.log_lines_dropped = Counter(
+            "corsproxy_log_lines_dropped",
+            "Log lines dropped: more were waiting than the limit, for a slow log stream.",
+            registry=r,
+        )
         self.build_info = Gauge(
             "corsproxy_build_info",
             "Build information.",

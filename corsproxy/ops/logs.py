@@ -1,26 +1,29 @@
-"""Logging: one access line per request, as text or JSON lines, on stderr, written by a
-thread (the stdlib QueueHandler/QueueListener) so the event loop never waits on the stream."""
+"""Logging: one access line per request, as text or JSON lines, on stderr, written in
+batches by a thread (ops/log_writer.py) so the event loop never waits on the stream.
+
+The access line is built directly (ops/log_format.py; `log_access()`), with no `LogRecord`;
+operational messages go through `logging`, formatted here (`_Formatter`) on the thread that
+logs them, into the same writer, so every line keeps its place.
+"""
 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import json
 import logging
-import logging.handlers
-import queue
-import re
 import sys
 import time
 from typing import Any
 
-ACCESS = logging.getLogger("corsproxy.access")
+from corsproxy.ops.log_format import CONTROL as _CONTROL
+from corsproxy.ops.log_format import AccessFormatter
+from corsproxy.ops.log_format import escape_control as _escape
+from corsproxy.ops.log_format import text_value as _text
+from corsproxy.ops.log_format import utf8 as _utf8
+from corsproxy.ops.log_format import valid as _valid
+from corsproxy.ops.log_writer import LIMIT, LineWriter
 
-# A value written bare in a text line: visible ASCII but the characters that delimit or quote
-# (space, `"`, `\`, `=`). Anything else is written as a JSON string, so no value (a header a
-# client chose) can end a field, start another (`\tcors=allowed`) or another line.
-_BARE = re.compile(r"[!#-<>-\[\]-~]+\Z")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+ACCESS = logging.getLogger("corsproxy.access")
 
 
 class _Formatter(logging.Formatter):
@@ -71,154 +74,52 @@ def where(fields: dict[str, Any]) -> dict[str, Any]:
     return {"fields": fields, "json_only": True}
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, list):  # a list field (every refusal reason): joined with commas
-        value = ",".join(map(str, value))
-    elif isinstance(value, bool):
-        value = "true" if value else "false"
-    text = str(value)
-    return text if _BARE.match(text) else json.dumps(_utf8(text))
+class _Handler(logging.Handler):
+    """Formats each record on the thread that logs it and queues the line (in order)."""
 
-
-def _utf8(text: str) -> str:
-    """`text` as valid Unicode: the bytes a client sent that were not UTF-8 (which reach
-    Python as lone surrogates, `\\udcff`, invalid in JSON and in a UTF-8 stream) written as
-    `\\xff`. Everything else as it was."""
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        raw = text.encode("utf-8", "surrogateescape" if _escaped_only(text) else "backslashreplace")
-        return raw.decode("utf-8", "backslashreplace")
-
-
-def _escaped_only(text: str) -> bool:
-    """Whether every surrogate in `text` is one surrogateescape makes (U+DC80..U+DCFF)."""
-    return all(not "\ud800" <= c <= "\udfff" or "\udc80" <= c <= "\udcff" for c in text)
-
-
-def _valid(value: Any) -> Any:
-    """`value` with every string in it made valid Unicode (`_utf8`)."""
-    if isinstance(value, str):
-        return _utf8(value)
-    if isinstance(value, dict):
-        return {_utf8(str(k)): _valid(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_valid(v) for v in value]
-    return value
-
-
-def _escape(match: re.Match[str]) -> str:
-    return json.dumps(match.group())[1:-1]
-
-
-QUEUE_SIZE = 10_000  # records waiting for the writer thread; a burst beyond it is dropped
-BATCH = 256  # lines per write at most, so a steady flood still reaches the stream
-STOP_TIMEOUT = 5.0  # seconds stop() waits for the writer: a stuck stream cannot hold up exit
-
-
-class _Enqueue(logging.handlers.QueueHandler):
-    """On the logging thread (the event loop): hand the record to the writer thread, never
-    blocking. A full queue drops the record and counts it; once the writer has stopped
-    (exit), records are written at once instead."""
-
-    def __init__(self, records: queue.Queue[logging.LogRecord]) -> None:
-        super().__init__(records)
-        self.records = records
-        self.dropped = 0  # counted here (under the handler's lock); the writer reports it
-        self.direct: logging.Handler | None = None
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        # Merge the message now (its arguments may change later); formatting, the costly
-        # part, is the writer thread's.
-        record.msg, record.args = record.getMessage(), None
-        return record
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.direct is not None:
-            self.direct.handle(record)
-            return
-        try:
-            self.records.put_nowait(self.prepare(record))
-        except queue.Full:
-            self.dropped += 1
-
-
-class _Writer(logging.StreamHandler):  # type: ignore[type-arg]
-    """In the writer thread: formats each record and writes once the queue is empty (or
-    BATCH lines are pending), one write for a burst; says how many records were dropped."""
-
-    def __init__(self, stream: Any, source: _Enqueue) -> None:
-        super().__init__(stream)
-        self.source = source
-        self.reported = 0  # drops already reported
-        self.pending: list[str] = []
+    def __init__(self, lines: LineWriter) -> None:
+        super().__init__()
+        self.lines = lines
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.pending.append(self.format(record) + self.terminator)
+            line = self.format(record) + "\n"
         except Exception:
             self.handleError(record)
             return
-        if len(self.pending) >= BATCH or self.source.records.empty():
-            self.flush()
-
-    def flush(self) -> None:
-        dropped = self.source.dropped - self.reported
-        if dropped:
-            self.reported += dropped
-            warning = logging.LogRecord(
-                "corsproxy", logging.WARNING, __file__, 0,
-                "logging: %d log records dropped (more than %d were waiting for a slow log "
-                "stream)", (dropped, self.source.records.maxsize), None,
-            )  # fmt: skip
-            self.pending.append(self.format(warning) + self.terminator)
-        if not self.pending:
-            return
-        text, self.pending = "".join(self.pending), []
-        try:
-            self.stream.write(text)
-            self.stream.flush()
-        except (OSError, ValueError):  # the stream is gone (closed pipe): nothing to keep
-            pass
+        self.lines.write(line)
 
 
-class LogWriter(logging.handlers.QueueListener):
-    """The writer thread (stdlib QueueListener). `stop()` writes everything queued, then
-    switches logging to direct writes, so lines logged at exit are not lost either."""
+class LogWriter:
+    """Every line `serve` writes: access lines (`log_access()`) and `logging`'s records (through
+    `handler`), in batches by a thread (ops/log_writer.py). `stop()` writes what waits."""
 
-    def __init__(self, stream: Any, json_lines: bool, size: int = QUEUE_SIZE) -> None:
-        self.enqueue = _Enqueue(queue.Queue(size))
-        self.writer = _Writer(stream, self.enqueue)
-        self.writer.setFormatter(_Formatter(json_lines))
-        super().__init__(self.enqueue.queue, self.writer)
+    def __init__(self, stream: Any, json_lines: bool, limit: int = LIMIT) -> None:
+        self.formatter = _Formatter(json_lines)
+        self.access = AccessFormatter(json_lines)
+        self.lines = LineWriter(stream, self._dropped_line, limit)
+        self.handler = _Handler(self.lines)
+        self.handler.setFormatter(self.formatter)
+        self.stopped = False  # then access lines go through `logging` too
 
-    def enqueue_sentinel(self) -> None:
-        # Blocking, unlike the stdlib's put_nowait: a full queue drains, unless the stream
-        # itself is stuck (then stop() gives up after its bound).
-        self.enqueue.records.put(self._sentinel, timeout=STOP_TIMEOUT)  # type: ignore[attr-defined]
+    def _dropped_line(self, count: int) -> str:
+        record = logging.LogRecord(
+            "corsproxy", logging.WARNING, __file__, 0,
+            "logging: %d log lines dropped (more than %d characters were waiting for a slow "
+            "log stream)", (count, self.lines.limit), None,
+        )  # fmt: skip
+        return self.formatter.format(record) + "\n"
+
+    @property
+    def dropped(self) -> int:
+        return self.lines.dropped
+
+    def start(self) -> None:
+        self.lines.start()
 
     def stop(self) -> None:
-        """Idempotent; bounded, so a stuck stream cannot hold up the exit."""
-        thread = self._thread
-        if thread is None:
-            return
-        self._thread = None
-        with contextlib.suppress(queue.Full):
-            self.enqueue_sentinel()
-        thread.join(STOP_TIMEOUT)
-        if thread.is_alive():  # stuck in a write: drop what is queued rather than hang the exit
-            return
-        self.enqueue.direct = self.writer
-        while True:  # records queued behind the sentinel, before `direct` was set
-            try:
-                self.writer.handle(self.enqueue.records.get_nowait())
-            except queue.Empty:
-                break
-        with self.writer.lock:  # type: ignore[union-attr]
-            self.writer.flush()
+        self.stopped = True
+        self.lines.stop()
 
 
 _running: LogWriter | None = None
@@ -251,17 +152,37 @@ def say(
     _SAY.handle(record)  # handle(), not log(): the level filter does not apply
 
 
+def log_access(levelno: int, fields: dict[str, Any]) -> None:
+    """Log one access line (http/server.py; the level already checked): built directly when
+    serving (`configure()`), else an ordinary record on `corsproxy.access` with `fields`."""
+    writer = _running
+    if writer is None or writer.stopped:  # not serving (in-process use, tests' caplog)
+        message = "%s %s %d"
+        args = (fields["method"], fields["path"], fields["status"])
+        ACCESS.log(levelno, message, *args, extra={"fields": fields})
+        return
+    writer.lines.write(writer.access.line(levelno, fields, time.time()) + "\n")
+
+
+def bind_loop(loop: Any, on_drop: Any = None) -> None:
+    """Batch the lines logged on `loop` per iteration of it (None: stop, handing on what
+    waits); `on_drop()` is called for each line dropped (the metric)."""
+    if _running is not None and not _running.stopped:
+        _running.lines.bind(loop)
+        _running.lines.on_drop = on_drop
+
+
 def configure(log_format: str | None = None, level: str = "info") -> LogWriter:
-    """Text on a terminal, JSON lines otherwise (containers), unless told. Records are
+    """Text on a terminal, JSON lines otherwise (containers), unless told. Lines are
     written by a thread, so a slow stderr never blocks the event loop; call `stop()` on the
-    result at exit (also done by an atexit hook) to write what is still queued."""
+    result at exit (also done by an atexit hook) to write what is still waiting."""
     global _running
     if _running is not None:
         _running.stop()
     json_lines = log_format == "json" or (log_format is None and not sys.stderr.isatty())
     _running = LogWriter(sys.stderr, json_lines)
     root = logging.getLogger()
-    root.handlers[:] = [_running.enqueue]
+    root.handlers[:] = [_running.handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").disabled = True
     logging.captureWarnings(True)  # Python's warnings too: one format for every line

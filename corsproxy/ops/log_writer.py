@@ -1,0 +1,216 @@
+"""Log lines to stderr in batches, off the request path, in the order they were logged.
+
+A line (the access line, built by ops/log_format.py, or an operational message formatted by
+`logging`) is appended to a buffer under a lock. On the event loop's thread the buffer is
+handed on once per loop iteration (`call_soon`), or at once past `FLUSH_LINES`; from any
+other thread (or with no loop running) at once. A writer thread writes what was handed on,
+so the event loop never waits for the stream: a slow or stuck reader of stderr holds up the
+writer thread only.
+
+- Bounded: at most `limit` characters wait (buffered or handed on, not yet written). A line
+  beyond that is dropped and counted (`dropped`, and the `on_drop` hook: the metric
+  `corsproxy_log_lines_dropped_total`); once the stream takes lines again a WARNING says how
+  many were dropped.
+- Whole lines: on a pipe or socket (with `--workers`, several processes write to one pipe)
+  every `write()` is at most `PIPE_BUF` bytes of whole lines, which the kernel writes in one
+  piece, never interleaved with another writer's; a single line longer than that is one
+  `write()` of its own (Linux writes it whole unless the pipe fills in the middle of it).
+- `stop()` (at exit) writes everything still waiting, then writes each later line at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import queue
+import stat
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+LIMIT = 4 << 20  # characters waiting at most (buffered and handed on); beyond: dropped
+FLUSH_LINES = 256  # lines buffered on the loop before they are handed on without waiting
+PIPE_BUF = 4096  # bytes a pipe writes in one piece (POSIX's minimum, Linux's value)
+STOP_TIMEOUT = 5.0  # seconds stop() waits for the writer: a stuck stream cannot hold up exit
+LINGER = 0.01  # seconds the writer thread waits after waking: a burst in one write, few wakes
+
+
+class LineWriter:
+    """See the module docstring. `report(n)` makes the line that says `n` lines were dropped."""
+
+    def __init__(self, stream: Any, report: Callable[[int], str], limit: int = LIMIT) -> None:
+        self.stream = stream
+        self.report = report
+        self.limit = limit
+        self.dropped = 0
+        self.on_drop: Callable[[], Any] | None = None
+        self._reported = 0
+        self._lock = threading.Lock()
+        self._lines: list[str] = []
+        self._waiting = 0  # characters buffered or handed on, not yet written
+        self._scheduled = False  # a flush is coming on the loop
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._batches: queue.SimpleQueue[str | None] = queue.SimpleQueue()  # None: stop
+        self._thread: threading.Thread | None = None
+        self._direct = False  # stopped: each line is written at once, by its caller
+        self._write_lock = threading.Lock()
+        self._fd, self._chunked = self._target(stream)
+        self._encoding = getattr(stream, "encoding", None) or "utf-8"
+
+    @staticmethod
+    def _target(stream: Any) -> tuple[int, bool]:
+        """The stream's descriptor (-1: write through the stream) and whether writes must be
+        cut into whole-line chunks of at most PIPE_BUF (a pipe or socket others share)."""
+        try:
+            fd = stream.fileno()
+            mode = os.fstat(fd).st_mode
+        except (AttributeError, OSError, ValueError):
+            return -1, False
+        return fd, stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+    def start(self) -> None:
+        if self._fd >= 0:  # what the stream buffered goes first
+            with contextlib.suppress(OSError, ValueError):
+                self.stream.flush()
+        self._thread = threading.Thread(target=self._run, name="corsproxy-log", daemon=True)
+        self._thread.start()
+
+    def bind(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Batch the lines logged on `loop`'s thread per iteration of `loop` (None: no
+        longer; what is buffered is handed on)."""
+        self.flush()
+        self._loop = loop
+        self._loop_thread = threading.get_ident() if loop is not None else 0
+
+    def write(self, line: str) -> None:
+        """Queue one whole line (ending in a newline). Never blocks on the stream."""
+        with self._lock:
+            if self._direct:
+                self._write_now(line)
+                return
+            size = len(line)
+            if self._waiting + size > self.limit:
+                self.dropped += 1
+                if self.on_drop is not None:
+                    self.on_drop()
+                return
+            self._waiting += size
+            lines = self._lines
+            lines.append(line)
+            loop = self._loop
+            if len(lines) < FLUSH_LINES and loop is not None and loop.is_running():
+                if self._scheduled:
+                    return  # the loop hands this line on with the others
+                if threading.get_ident() == self._loop_thread:
+                    self._scheduled = True
+                    loop.call_soon(self.flush)
+                    return
+            self._scheduled = False  # (a flush still pending finds nothing: harmless)
+            batch = "".join(lines)
+            self._lines = []
+            self._batches.put(batch)
+
+    def flush(self) -> None:
+        """Hand what is buffered on to the writer thread."""
+        with self._lock:
+            self._scheduled = False
+            if self._lines:
+                batch = "".join(self._lines)
+                self._lines = []
+                if self._direct:
+                    self._write_now(batch)
+                else:
+                    self._batches.put(batch)
+
+    def _run(self) -> None:
+        batches = self._batches
+        stopping = False
+        while not stopping:
+            first = batches.get()
+            if first is None:
+                break
+            parts = [first]
+            time.sleep(LINGER)  # a burst in one write rather than many wakes
+            while True:
+                try:
+                    part = batches.get_nowait()
+                except queue.Empty:
+                    break
+                if part is None:
+                    stopping = True
+                    break
+                parts.append(part)
+            text = "".join(parts)
+            self._write(text)
+            with self._lock:
+                self._waiting -= len(text)
+                dropped = 0
+                if batches.empty():  # drained: what waited before the drops is written
+                    dropped = self.dropped - self._reported
+                    self._reported += dropped
+            if dropped:  # the stream took lines again: say how many it missed
+                self._write(self.report(dropped))
+
+    def _write_now(self, text: str) -> None:
+        with self._write_lock:
+            self._write(text)
+
+    def _write(self, text: str) -> None:
+        try:
+            if self._fd < 0:
+                self.stream.write(text)
+                self.stream.flush()
+                return
+            data = text.encode(
+                getattr(self.stream, "encoding", None) or "utf-8", "backslashreplace"
+            )
+            if not self._chunked or len(data) <= PIPE_BUF:
+                _write_all(self._fd, data)
+                return
+            start, end = 0, len(data)
+            while start < end:
+                cut = data.rfind(b"\n", start, start + PIPE_BUF) + 1
+                if cut <= start:  # one line longer than PIPE_BUF: written whole, alone
+                    cut = data.find(b"\n", start) + 1 or end
+                _write_all(self._fd, data[start:cut])
+                start = cut
+        except (OSError, ValueError):  # the stream is gone (a closed pipe): nothing to keep
+            pass
+
+    def stop(self) -> None:
+        """Write what waits, then write each later line at once. Idempotent; bounded: a
+        stuck stream cannot hold up the exit (what waits is then lost)."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._thread = None
+        self.flush()
+        self._batches.put(None)
+        thread.join(STOP_TIMEOUT)
+        if thread.is_alive():
+            return
+        with self._lock:
+            self._direct = True
+            parts = []
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    part = self._batches.get_nowait()
+                    if part is not None:
+                        parts.append(part)
+            parts += self._lines
+            self._lines = []
+            dropped = self.dropped - self._reported
+            self._reported += dropped
+            if dropped:
+                parts.append(self.report(dropped))
+            if parts:
+                self._write_now("".join(parts))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
