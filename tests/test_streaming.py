@@ -123,23 +123,33 @@ def test_a_counted_body_is_passed_on_as_the_transport_delivered_it() -> None:
 # --- end to end: a real upstream, the real proxy, bytes compared ------------------------
 
 
-async def relay_once(body: bytes, head: bytes, chunks: list[bytes]) -> bytes:
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(head)
-        for chunk in chunks:
-            writer.write(chunk)
-            await writer.drain()
-            await asyncio.sleep(0)
-        await asyncio.sleep(0.05)
+async def relay_twice(head: bytes, chunks: list[bytes]) -> list[bytes]:
+    """The same answer twice on one client connection: the second request waits behind the
+    first, so an answer the proxy does not see end (a miscounted body) fails the test even
+    when the client got all its bytes."""
 
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            writer.write(head)
+            for chunk in chunks:
+                writer.write(chunk)
+                await writer.drain()
+                await asyncio.sleep(0)
+            await reader.readuntil(b"\r\n\r\n")  # the next request on this connection
+
+    bodies = []
+    connector = aiohttp.TCPConnector(limit=1)  # one client connection for both
     async with (
         raw_upstream(script) as up,
         running_proxy({"upstream": up}) as proxy,
-        aiohttp.ClientSession() as session,
-        session.get(f"{proxy}/big.bin", timeout=aiohttp.ClientTimeout(total=20)) as response,
+        aiohttp.ClientSession(connector=connector) as session,
     ):
-        assert response.status == 200
-        return await response.read()
+        for _ in range(2):
+            timeout = aiohttp.ClientTimeout(total=5)
+            async with session.get(f"{proxy}/big.bin", timeout=timeout) as response:
+                assert response.status == 200
+                bodies.append(await response.read())
+    return bodies
 
 
 @settings(
@@ -163,9 +173,9 @@ def test_bodies_reach_the_client_byte_for_byte_on_both_paths(
     else:
         head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size
         chunks = pieces
-    assert asyncio.run(relay_once(body, head, chunks)) == body
+    assert asyncio.run(relay_twice(head, chunks)) == [body, body]
     with mock.patch.object(h1response, "COUNT_FROM", 1 << 62):
-        assert asyncio.run(relay_once(body, head, chunks)) == body
+        assert asyncio.run(relay_twice(head, chunks)) == [body, body]
 
 
 # --- connection memory -----------------------------------------------------------------
