@@ -32,6 +32,16 @@ after the next request was written on the connection cannot be told from that re
 answer; HTTP/1.1 has no request ids. Go's and nginx's pools share it. What this module
 guarantees is that nothing that arrived before is ever handed to a later exchange.
 
+A large body framed by Content-Length is counted, not parsed: once llhttp has read the head
+(and whatever of the body came with it), the rest of the body is exactly the next
+`content_length - received` bytes, and llhttp would only count them too, copying each into a
+new bytes object for `on_body`. `_counted` counts them and keeps the bytes objects the
+transport delivered (a 1 MiB answer costs no copy here); the message ends where llhttp's would,
+and the keep-alive verdict is llhttp's, taken at the head. Bytes after the body's end are
+surplus (MUST_CLOSE) even where llhttp would skip them (blank lines): stricter, never looser.
+The parser is then mid-body, so the next answer on the connection gets a new one.
+tests/test_streaming.py checks it against llhttp on generated bodies and splits.
+
 Trailer fields of a chunked body are bounded like a head and dropped: never relayed, and never
 merged into the header section (RFC 9110 6.5). An interim (1xx) answer with framing headers is
 a bad answer: llhttp would read a body for some of them.
@@ -49,6 +59,9 @@ from corsproxy.http.errors import UpstreamFailure
 
 MAX_LINE = 8190  # status line, and each header line (aiohttp's and nginx's limit)
 MAX_HEAD = 64 * 1024  # a whole response head
+# A Content-Length body with more than this still to come once its head is parsed is counted
+# here rather than fed to llhttp (see `ResponseReader._counted`).
+COUNT_FROM = 64 * 1024
 
 
 class LocalProtocolError(RuntimeError):
@@ -139,9 +152,12 @@ class ResponseReader:
         "_head_only",
         "_head_size",
         "_informational",
+        "_keep_alive",
         "_parser",
+        "_remaining",
         "_trailer_size",
         "body",
+        "body_received",
         "buffered",
         "chunked",
         "content_length",
@@ -175,6 +191,9 @@ class ResponseReader:
         self.chunked = False
         self.body: list[bytes] = []
         self.buffered = 0
+        self.body_received = 0  # body bytes of this answer so far
+        self._remaining = 0  # > 0: the body's rest is counted here, not parsed (_counted)
+        self._keep_alive = False
 
     def _to(self, event: Event) -> None:
         target = _NEXT[self.state][event]
@@ -230,15 +249,19 @@ class ResponseReader:
 
     def feed(self, data: bytes) -> None:
         """Bytes from the upstream. Never raises: bad bytes move the state to FAILED."""
+        if self._remaining:
+            self._counted(data)
+            return
         state = self.state
         if state is State.FAILED or state is State.CLOSED:
             return
-        if state is State.IDLE or state in _ANSWER_WHOLE or self._parser is None:
+        parser = self._parser
+        if state is State.IDLE or state in _ANSWER_WHOLE or parser is None:
             self._to(Event.SURPLUS)
             return
         self.received_any = True
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             pass  # only after a 101, which on_headers_complete already ended
         except httptools.HttpParserError as exc:
@@ -252,6 +275,33 @@ class ResponseReader:
                 self.fail(cause)
             else:
                 self.fail(UpstreamFailure(errors.UPSTREAM_BAD_RESPONSE, str(exc)))
+            return
+        if self.state is State.READING_BODY and not self.chunked and self.content_length:
+            left = self.content_length - self.body_received
+            if left > COUNT_FROM:  # the rest is counted, not parsed (the module's docstring)
+                self._remaining = left
+                self._keep_alive = parser.should_keep_alive()
+
+    def _counted(self, data: bytes) -> None:
+        """The next bytes of a Content-Length body whose rest is `_remaining` bytes long."""
+        size = len(data)
+        left = self._remaining
+        self.received_any = True
+        if size < left:
+            self._remaining = left - size
+            self.body.append(data)
+            self.buffered += size
+            self.body_received += size
+            return
+        self._remaining = 0
+        self._parser = None  # mid-body in llhttp: the next answer gets a new parser
+        self.body.append(data if size == left else data[:left])
+        self.buffered += left
+        self.body_received += left
+        self._to(Event.END)
+        self._ended(self._keep_alive)
+        if size > left:
+            self._to(Event.SURPLUS)  # bytes after the answer's end belong to no exchange
 
     def eof(self, exc: BaseException | None = None) -> None:
         """The connection is gone. A body without length ends here; anything unfinished fails."""
@@ -279,8 +329,21 @@ class ResponseReader:
     def close(self) -> None:
         self._to(Event.CLOSE)
         self._parser = None
+        self._remaining = 0
         self.body = []
         self.buffered = 0
+
+    def take_parts(self) -> list[bytes]:
+        """What arrived of the body since the last call, as it arrived (no join); raises
+        when the exchange failed and nothing is left."""
+        body = self.body
+        if not body:
+            if self.error is not None:
+                raise self.error
+            return body
+        self.body = []
+        self.buffered = 0
+        return body
 
     def take_body(self) -> bytes:
         """What arrived of the body since the last call; raises when the exchange failed."""
@@ -383,7 +446,9 @@ class ResponseReader:
             self._to(Event.SURPLUS)  # a body after an answer that has none
             raise _Surplus
         self.body.append(body)
-        self.buffered += len(body)
+        size = len(body)
+        self.buffered += size
+        self.body_received += size
 
     def on_message_complete(self) -> None:
         if self._informational:
@@ -392,17 +457,17 @@ class ResponseReader:
         if self.state is State.READING_BODY:
             self._to(Event.END)
             assert self._parser is not None
-            self._ended(self._parser)
+            self._ended(self._parser.should_keep_alive())
         # Else a bodiless answer, already ended at its head.
 
-    def _ended(self, parser: httptools.HttpResponseParser) -> None:
+    def _ended(self, keep_alive: bool) -> None:
         """The answer ended at a message boundary; is the connection still clean?"""
         # After a request with a body the connection is never reused: whether the upstream
         # read that body cannot be seen from here, and one that answers without reading it
         # (a handler that ignores POST bodies) would take the body's bytes as the next
         # request, so the next client would get the answer to a request an attacker wrote
         # (a CL.0 desync).
-        if self._had_body or not (self.request_sent and parser.should_keep_alive()):
+        if self._had_body or not (self.request_sent and keep_alive):
             self._to(Event.NO_REUSE)
 
     def _count(self, size: int) -> None:

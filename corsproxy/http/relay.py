@@ -108,6 +108,12 @@ class SmallProxyResponse(_NoInventedHeaders, web.Response):
         super().__init__(status=status, reason=reason, body=body)
         self._upstream_names = upstream_names
 
+    async def write_eof(self, data: bytes = b"") -> None:
+        await super().write_eof(data)
+        # aiohttp's connection loop keeps its last answer until the next request comes:
+        # an idle keep-alive connection would hold this body (up to SMALL_BODY) for as long.
+        self.body = None
+
 
 class OwnResponse(DefaultHeadersHook, web.Response):
     """An answer corsproxy writes itself: aiohttp's default `Server` header would name

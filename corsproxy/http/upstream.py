@@ -61,6 +61,9 @@ log = logging.getLogger("corsproxy")
 
 # Pause reading the upstream once this much of its body waits for the client.
 HIGH_WATER = 256 * 1024
+# Body pieces that waited together are joined below this size (one write, not many small
+# ones); larger ones are written as they came, without a copy.
+JOIN_BELOW = 16 * 1024
 _COUNT = array.array("i", [0])  # FIONREAD's answer (a C int); one loop thread uses it
 
 
@@ -91,13 +94,21 @@ class UpstreamResponse:
         return b"".join(parts)
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives; raises UpstreamFailure when it is cut short."""
+        """The body as it arrives; raises UpstreamFailure when it is cut short. The bytes
+        objects the transport delivered pass through as they are (a large body is counted,
+        not copied, by the reader); only many small pieces are joined, for fewer writes."""
         conn = self._conn
         reader = conn.reader
         while True:
-            chunk = conn.take_body()
-            if chunk:
-                yield chunk
+            parts = conn.take_parts()
+            if parts:
+                if len(parts) == 1:
+                    yield parts[0]
+                elif sum(map(len, parts)) < JOIN_BELOW:
+                    yield b"".join(parts)
+                else:
+                    for part in parts:
+                        yield part
                 continue
             if reader.complete:
                 return
@@ -243,12 +254,12 @@ class _Connection(asyncio.Protocol):
         if reader.error is not None:
             raise reader.error
 
-    def take_body(self) -> bytes:
-        chunk = self.reader.take_body()
+    def take_parts(self) -> list[bytes]:
+        parts = self.reader.take_parts()
         if self._read_paused and self.transport is not None:
             self._read_paused = False
             self.transport.resume_reading()
-        return chunk
+        return parts
 
     async def send(
         self,
