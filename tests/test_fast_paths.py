@@ -166,7 +166,7 @@ _RESPONSE_NAMES = [
     "Server", "Date", "Content-Type", "Cache-Control", "ETag", "Last-Modified", "Vary",
     "Access-Control-Allow-Origin", "Access-Control-Expose-Headers", "Set-Cookie", "Location",
     "Link", "Alt-Svc", "Keep-Alive", "Proxy-Authenticate", "Trailer", "Upgrade",
-    "X-Powered-By", "X-Custom", "Strict-Transport-Security",
+    "X-Powered-By", "X-Custom", "Strict-Transport-Security", "X-Request-Id",
 ]  # fmt: skip
 _response_value = st.one_of(
     _VALUE_TEXT.map(str.encode),

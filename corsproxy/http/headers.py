@@ -227,6 +227,11 @@ def upstream_request_headers(
 _FAST_PATHS = True
 
 
+def fast_paths() -> bool:
+    """Whether the small-answer fast paths are on (always, but in tests/test_fast_paths.py)."""
+    return _FAST_PATHS
+
+
 # RFC 9110 7.2: uri-host [":" port]; an IP literal or a reg-name (no userinfo, no path).
 _HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::(\d{0,5}))?\Z")
 

@@ -503,12 +503,18 @@ async def _relay(
         # short raises here, before anything was sent: the client gets a clean 502.
         parts: list[bytes] = []
         try:
-            async for chunk in upstream.chunks():
-                parts.append(chunk)
+            whole = upstream.whole_body() if hygiene.fast_paths() else None
+            if whole is not None:
+                parts.append(whole)
+            else:
+                async for chunk in upstream.chunks():
+                    parts.append(chunk)
         except errors.ProxyFailure as exc:  # the head came: say the body was cut short
             raise cut_short(exc, sum(map(len, parts)), length) from exc.__cause__
         body = b"".join(parts)
         if fast is not None:  # the headers go in with the response: one C-level copy
+            if exchange.request_id and "x-request-id" not in names:
+                headers.append(("X-Request-Id", exchange.request_id))
             response = SmallProxyResponse(
                 status=upstream.status,
                 reason=reason,
@@ -516,7 +522,6 @@ async def _relay(
                 upstream_names=names,
                 headers=headers,
             )
-            _add_headers(response, (), exchange)
         else:
             response = SmallProxyResponse(
                 status=upstream.status, reason=reason, body=body, upstream_names=names

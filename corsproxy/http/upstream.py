@@ -90,6 +90,14 @@ class UpstreamResponse:
         parts = [chunk async for chunk in self.chunks()]
         return b"".join(parts)
 
+    def whole_body(self) -> bytes | None:
+        """The whole body when it has all arrived already (a small answer usually comes with
+        its head), else None: what `chunks()` would yield, joined, without a generator."""
+        conn = self._conn
+        if not conn.reader.complete:
+            return None
+        return conn.take_body()
+
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives; raises UpstreamFailure when it is cut short."""
         conn = self._conn
