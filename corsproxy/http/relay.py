@@ -46,7 +46,7 @@ _OUTQ = array.array("i", [0])  # TIOCOUTQ's answer (a C int); one loop thread us
 _TIOCOUTQ: int | None = getattr(termios, "TIOCOUTQ", None)
 
 
-@dataclass
+@dataclass(slots=True)  # one per request: no instance dict
 class Exchange:
     """What happened to one request, for the access log and metrics."""
 
