@@ -551,7 +551,9 @@ class UpstreamClient:
         if pool is None:
             pool = self.pools[upstream] = _Pool(self, upstream)
         head, chunked = encode_head(method, target, upstream.authority, headers, body is not None)
-        conn = await self._acquire_from(pool, connect_timeout, fresh=False)
+        # An idle connection is taken here, with no await between finding the pool and
+        # holding it (so no `acquiring` count is needed): the common case makes no coroutine.
+        conn = pool.take_idle() or await self._acquire_from(pool, connect_timeout, fresh=False)
         try:
             return await conn.send(head, body, chunked, read_timeout, method == "HEAD")
         except UpstreamFailure as exc:
