@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from corsproxy.http import errors
 from corsproxy.policy.forwarded import ClientView, resolve
@@ -221,6 +222,16 @@ def upstream_request_headers(
     return out
 
 
+# The fast path below gives the same answers as the plain code beside it; tests/test_fast_paths.py
+# holds it to byte-identical results through the proxy with this switch on and off.
+_FAST_PATHS = True
+
+
+def fast_paths() -> bool:
+    """Whether the small-answer fast paths are on (always, but in tests/test_fast_paths.py)."""
+    return _FAST_PATHS
+
+
 # RFC 9110 7.2: uri-host [":" port]; an IP literal or a reg-name (no userinfo, no path).
 _HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::(\d{0,5}))?\Z")
 
@@ -252,6 +263,9 @@ def relayable_response_headers(
     dropped here and set by the caller from the parsed response.
     """
     raw = list(raw)
+    head = clean_head(raw)
+    if head is not None:
+        return head.headers, 0
     # One scan of all names and one of all values first: nearly every answer is clean.
     names = b"\n".join(n for n, _ in raw)
     values = b"\n".join(v for _, v in raw)
@@ -276,6 +290,48 @@ def relayable_response_headers(
             continue
         out.append((name, value))
     return out, invalid
+
+
+class CleanHead(NamedTuple):
+    """A clean, ASCII upstream head as relayable_response_headers keeps it, with the lower-case
+    names beside it (one per kept header) for the relay's own tests."""
+
+    headers: list[tuple[str, str]]
+    lowers: list[str]
+    joined: str  # "\n" before each lower-case name: a prefix test over all is one `in`
+
+
+def clean_head(raw: Sequence[tuple[bytes, bytes]]) -> CleanHead | None:
+    """relayable_response_headers's answer for a clean, ASCII head (nearly every one), else
+    None (then the caller takes the plain path): the joined names and values are checked
+    once, decoded once and split at the LFs, which the counts prove are separators only."""
+    if not _FAST_PATHS or not raw:
+        return None
+    names_raw, values_raw = zip(*raw, strict=True)
+    names = b"\n".join(names_raw)
+    values = b"\n".join(values_raw)
+    lines = len(raw) - 1
+    if not (
+        values.isascii()
+        and names.count(b"\n") == lines
+        and values.count(b"\n") == lines
+        and _TOKEN_LINES.match(names)
+        and _VALUE_LINES.match(values)
+    ):
+        return None
+    text = names.decode("ascii")
+    all_lowers = text.lower().split("\n")
+    words = values.decode("ascii").split("\n")
+    drop: frozenset[str] | set[str] = RESPONSE_DROP
+    if "connection" in all_lowers:
+        drop = RESPONSE_DROP | connection_tokens(zip(all_lowers, words, strict=True))
+    headers: list[tuple[str, str]] = []
+    lowers: list[str] = []
+    for name, lower, value in zip(text.split("\n"), all_lowers, words, strict=True):
+        if lower not in drop:
+            headers.append((name, value))
+            lowers.append(lower)
+    return CleanHead(headers, lowers, "\n" + "\n".join(lowers))
 
 
 def _text(value: bytes) -> str:

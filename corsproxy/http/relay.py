@@ -16,7 +16,7 @@ import socket
 import struct
 import termios
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -28,6 +28,7 @@ from corsproxy.http import headers as hygiene
 from corsproxy.http.aiohttp_private import DefaultHeadersHook
 from corsproxy.http.error_words import cut_short, error_words
 from corsproxy.http.public_origin import local_authority
+from corsproxy.http.response_head import decided
 from corsproxy.http.upstream import UpstreamClient, UpstreamResponse
 from corsproxy.ops.logs import ACCESS
 from corsproxy.policy.cors import Decision, RequestView, response_headers
@@ -45,7 +46,7 @@ _OUTQ = array.array("i", [0])  # TIOCOUTQ's answer (a C int); one loop thread us
 _TIOCOUTQ: int | None = getattr(termios, "TIOCOUTQ", None)
 
 
-@dataclass
+@dataclass(slots=True)  # one per request: no instance dict
 class Exchange:
     """What happened to one request, for the access log and metrics."""
 
@@ -103,9 +104,15 @@ class SmallProxyResponse(_NoInventedHeaders, web.Response):
     """A whole small body: headers and body leave in one write."""
 
     def __init__(
-        self, *, status: int, reason: str | None, body: bytes, upstream_names: set[str]
+        self,
+        *,
+        status: int,
+        reason: str | None,
+        body: bytes,
+        upstream_names: set[str],
+        headers: list[tuple[str, str]] | None = None,
     ) -> None:
-        super().__init__(status=status, reason=reason, body=body)
+        super().__init__(status=status, reason=reason, body=body, headers=headers)
         self._upstream_names = upstream_names
 
     async def write_eof(self, data: bytes = b"") -> None:
@@ -458,10 +465,16 @@ async def _relay(
         exchange.upstream_error = errors.UPSTREAM_BAD_RESPONSE.reason
         exchange.error = f"upstream status {upstream.status}"
         return error_response(errors.UPSTREAM_BAD_RESPONSE, decision)
-    relayed, invalid = hygiene.relayable_response_headers(upstream.raw_headers)
+    head = hygiene.clean_head(upstream.raw_headers)  # None: not clean, or fast paths off
+    if head is not None:
+        relayed, invalid = head.headers, 0
+        rewritable = not REWRITTEN_HEADERS.isdisjoint(head.lowers)
+    else:
+        relayed, invalid = hygiene.relayable_response_headers(upstream.raw_headers)
+        rewritable = any(n.lower() in REWRITTEN_HEADERS for n, _ in relayed)
     if invalid:
         log.warning("dropped %d invalid header(s) from the upstream for %s", invalid, exchange.path)
-    if target.route is not None and any(n.lower() in REWRITTEN_HEADERS for n, _ in relayed):
+    if target.route is not None and rewritable:
         view = exchange.view
         # The Host sent upstream (preserve_host): the origin the upstream believes it has.
         sent = next((v for n, v in target.headers if n.lower() == "host"), None)
@@ -476,13 +489,18 @@ async def _relay(
         public = origin.serialize() if origin.host else ""
         rewrite = response_rewrite(target.route, public, inherited, sent)
         if rewrite is not None:
+            head = None  # the head changes: the plain path below
             relayed, absolute = rewrite.rewritten(relayed)
             if absolute:  # the client's Host is in the answer now: caches must key on it
                 relayed = with_vary_host(relayed)
     if decision.strip_upstream_cors and ACCESS.isEnabledFor(logging.DEBUG):
         exchange.stripped = tuple(n for n, _ in relayed if n.lower().startswith("access-control-"))
-    headers = response_headers(decision, relayed)
-    names = {n.lower() for n, _ in headers}
+    fast = decided(decision, head) if head is not None else None
+    if fast is not None:
+        headers, names = fast
+    else:
+        headers = response_headers(decision, relayed)
+        names = {n.lower() for n, _ in headers}
     reason = hygiene.clean_reason(upstream.reason)
     empty = _empty_body(request.method, upstream.status)
     length = upstream.content_length
@@ -493,15 +511,30 @@ async def _relay(
         # short raises here, before anything was sent: the client gets a clean 502.
         parts: list[bytes] = []
         try:
-            async for chunk in upstream.chunks():
-                parts.append(chunk)
+            whole = upstream.whole_body() if hygiene.fast_paths() else None
+            if whole is not None:
+                parts.append(whole)
+            else:
+                async for chunk in upstream.chunks():
+                    parts.append(chunk)
         except errors.ProxyFailure as exc:  # the head came: say the body was cut short
             raise cut_short(exc, sum(map(len, parts)), length) from exc.__cause__
         body = b"".join(parts)
-        response = SmallProxyResponse(
-            status=upstream.status, reason=reason, body=body, upstream_names=names
-        )
-        _add_headers(response, headers, exchange)
+        if fast is not None:  # the headers go in with the response: one C-level copy
+            if exchange.request_id and "x-request-id" not in names:
+                headers.append(("X-Request-Id", exchange.request_id))
+            response = SmallProxyResponse(
+                status=upstream.status,
+                reason=reason,
+                body=body,
+                upstream_names=names,
+                headers=headers,
+            )
+        else:
+            response = SmallProxyResponse(
+                status=upstream.status, reason=reason, body=body, upstream_names=names
+            )
+            _add_headers(response, headers, exchange)
         exchange.status = upstream.status
         exchange.bytes_out = len(body)
         return response
@@ -529,7 +562,7 @@ async def _relay(
 
 
 def _add_headers(
-    response: web.StreamResponse, headers: list[tuple[str, str]], exchange: Exchange
+    response: web.StreamResponse, headers: Sequence[tuple[str, str]], exchange: Exchange
 ) -> None:
     add = response.headers.add
     for name, value in headers:

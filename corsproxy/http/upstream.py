@@ -93,6 +93,14 @@ class UpstreamResponse:
         parts = [chunk async for chunk in self.chunks()]
         return b"".join(parts)
 
+    def whole_body(self) -> bytes | None:
+        """The whole body when it has all arrived already (a small answer usually comes with
+        its head), else None: what `chunks()` would yield, joined, without a generator."""
+        conn = self._conn
+        if not conn.reader.complete:
+            return None
+        return conn.take_body()
+
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives; raises UpstreamFailure when it is cut short. The bytes
         objects the transport delivered pass through as they are (a large body is counted,
@@ -253,6 +261,13 @@ class _Connection(asyncio.Protocol):
             self._waiter = None
         if reader.error is not None:
             raise reader.error
+
+    def take_body(self) -> bytes:
+        chunk = self.reader.take_body()
+        if self._read_paused and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
+        return chunk
 
     def take_parts(self) -> list[bytes]:
         parts = self.reader.take_parts()
@@ -554,7 +569,9 @@ class UpstreamClient:
         if pool is None:
             pool = self.pools[upstream] = _Pool(self, upstream)
         head, chunked = encode_head(method, target, upstream.authority, headers, body is not None)
-        conn = await self._acquire_from(pool, connect_timeout, fresh=False)
+        # An idle connection is taken here, with no await between finding the pool and
+        # holding it (so no `acquiring` count is needed): the common case makes no coroutine.
+        conn = pool.take_idle() or await self._acquire_from(pool, connect_timeout, fresh=False)
         try:
             return await conn.send(head, body, chunked, read_timeout, method == "HEAD")
         except UpstreamFailure as exc:
