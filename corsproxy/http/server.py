@@ -24,7 +24,7 @@ from corsproxy.config.spec import logged
 from corsproxy.config.upstream_tls import insecure_warnings
 from corsproxy.http import errors, preflight_answer
 from corsproxy.http import headers as hygiene
-from corsproxy.http.access_line import MAX_PATH, add_fields, capped
+from corsproxy.http.access_line import MAX_PATH, access_fields, capped, json_line
 from corsproxy.http.aiohttp_private import (
     HandlerClassServer,
     HandshakeTimeoutSite,
@@ -54,7 +54,7 @@ from corsproxy.http.upstream import UpstreamClient
 from corsproxy.http.websocket import make_session, tunnel
 from corsproxy.ops.admin import Metrics, admin_app, method_label
 from corsproxy.ops.console import Console, Explainer
-from corsproxy.ops.logs import ACCESS, bind_loop, log_access, where
+from corsproxy.ops.logs import ACCESS, bind_loop, json_writer, log_access, where
 from corsproxy.ops.refusals import RefusalRing
 from corsproxy.ops.threads import off_loop
 from corsproxy.ops.watch import Watcher
@@ -576,22 +576,16 @@ class ProxyApp:
         path = exchange.path
         if len(path) > MAX_PATH:
             path = capped(path, MAX_PATH)
-        fields = {
-            "pid": _WORKER_PID,
-            "request_id": exchange.request_id,
-            "peer": exchange.peer,
-            "client": view.client if (view := _client_view(exchange)) else exchange.peer,
-            "method": exchange.method,
-            "path": path,
-            "status": status,
-            "upstream_status": exchange.upstream_status or None,
-            "bytes": exchange.bytes_out,
-            "duration_ms": round(duration * 1000, 2),
-            "route": exchange.route,
-            "cors": exchange.verdict,
-            "reason": exchange.reason,
-        }
-        add_fields(exchange, fields, ACCESS.isEnabledFor(logging.DEBUG))
+        debug = ACCESS.isEnabledFor(logging.DEBUG)
+        client = view.client if (view := _client_view(exchange)) else exchange.peer
+        writer = json_writer()
+        if writer is not None and not debug:  # the default: JSON lines, built straight
+            head = writer.access.json_head(level, time.time())
+            duration_ms = round(duration * 1000, 2)
+            line = json_line(head, exchange, _WORKER_PID, client, path, status, duration_ms)
+            writer.lines.write(line + "\n")
+            return
+        fields = access_fields(exchange, _WORKER_PID, client, path, status, duration, debug)
         log_access(level, fields)  # ops/logs.py: the line built directly, written in batches
 
 

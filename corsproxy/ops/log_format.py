@@ -79,6 +79,13 @@ def json_string(text: str) -> str:
     return encode_basestring_ascii(utf8(text))
 
 
+def json_text(text: str) -> str:
+    """`text` (a `str`, or a subclass: a `Reason`) as `json.dumps` writes it once made valid:
+    one C call, and a second only when it held a surrogate (`\\ud...`: maybe a lone one)."""
+    out = encode_basestring_ascii(text)
+    return out if "\\ud" not in out else encode_basestring_ascii(utf8(text))
+
+
 def json_value(value: Any) -> str:
     """`value` as `json.dumps(..., separators=(",", ":"), default=str)` writes it, strings
     made valid first (what `_Formatter` does when a line holds a lone surrogate)."""
@@ -171,6 +178,19 @@ class AccessFormatter:
             else:
                 append(head + text_value(value))
         return "".join(parts)
+
+    def json_head(self, levelno: int, now: float) -> str:
+        """A JSON line's start up to its message: `{"time":...,"logger":"corsproxy.access",`
+        (the same text `line` writes first; http/access_line.py: `json_line`)."""
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime('{"time":"%Y-%m-%dT%H:%M:%S.', time.gmtime(now))
+        level = self._levels.get(levelno) or self._level(levelno)
+        return (
+            f'{self._stamp}{int((now - second) * 1000):03d}Z","level":"{level}'
+            '","logger":"corsproxy.access",'
+        )
 
     def _level(self, levelno: int) -> str:
         name = logging.getLevelName(levelno)
