@@ -352,7 +352,7 @@ class ProxyApp:
         config = self.config  # one snapshot for the whole request
         exchange = Exchange(request.method, request.raw_path, request.remote or "")
         exchange.request_id = hygiene.request_id(request.headers.get("X-Request-Id"), _new_id)
-        exchange.resolve_view = lambda: _resolve_view(request, config)
+        exchange.resolve_view = _LazyView(request, config)
         if not preflight_answer.ENABLED:
             _client_view(exchange)
         if self.metrics is not None:
@@ -577,7 +577,7 @@ class ProxyApp:
         if len(path) > MAX_PATH:
             path = capped(path, MAX_PATH)
         debug = ACCESS.isEnabledFor(logging.DEBUG)
-        client = view.client if (view := _client_view(exchange)) else exchange.peer
+        client = _log_client(exchange)
         writer = json_writer()
         if writer is not None and not debug:  # the default: JSON lines, built straight
             head = writer.access.json_head(level, time.time())
@@ -600,6 +600,37 @@ def _resolve_view(request: web.BaseRequest, config: Config) -> ClientView:
         None if host else local_authority(request),
         config.forwarded_headers,
     )
+
+
+class _LazyView:
+    """`exchange.resolve_view`: the client's view of `request`, computed when first needed;
+    `client()` alone (the access line's field) without it when the peer is no trusted proxy."""
+
+    __slots__ = ("config", "request")
+
+    def __init__(self, request: web.BaseRequest, config: Config) -> None:
+        self.request = request
+        self.config = config
+
+    def __call__(self) -> ClientView:
+        return _resolve_view(self.request, self.config)
+
+    def client(self) -> str:
+        peer = self.request.remote
+        if not self.config.trusted_proxies.trusts(peer):
+            return peer or ""  # what resolve() says for an untrusted peer
+        return self().client
+
+
+def _log_client(exchange: Exchange) -> str:
+    """The access line's `client`: the view's, resolved only if a trusted proxy may say it."""
+    view = exchange.view
+    if view is not None:
+        return view.client
+    lazy = exchange.resolve_view
+    if isinstance(lazy, _LazyView):  # a preflight's view, not needed for its answer
+        return lazy.client()
+    return view.client if (view := _client_view(exchange)) else exchange.peer
 
 
 def _client_view(exchange: Exchange) -> ClientView | None:
