@@ -13,10 +13,10 @@ decision's details only at debug level.
 
 from __future__ import annotations
 
+from json.encoder import encode_basestring_ascii as _json
 from typing import Any
 
 from corsproxy.http.relay import Exchange
-from corsproxy.ops.log_format import json_text
 from corsproxy.policy.cors import Kind
 
 # Client-chosen values as logged, at most (characters; then `…(+N chars)`).
@@ -117,47 +117,52 @@ def json_line(
     path: str,
     status: int,
     duration_ms: float,
-) -> str:
+) -> str | None:
     """The JSON access line (without its newline) of `exchange`, at info or warning, built
     straight from it: the text `AccessFormatter.line` writes for the fields `_finish` and
-    `add_fields` (not at debug) would make, with no dict and no per-field loop; `head` is
-    `AccessFormatter.json_head`. tests/test_log_format.py checks the two, byte for byte."""
-    method = exchange.method
-    m = json_text(method)
-    p = json_text(path)
-    if "\\ud" in m or "\\ud" in p:  # maybe a lone surrogate: made valid as one text
-        message = json_text(f"{method} {path} {status:d}")
-    else:  # escaping is per character: the message is the two escaped, joined
-        message = f'{m[:-1]} {p[1:-1]} {status:d}"'
+    `add_fields` (not at debug) would make, with no dict, no per-field loop and one C call
+    per text; `head` is `AccessFormatter.json_head`. None when a text held a surrogate
+    (maybe a lone one, from bytes that were not UTF-8): then the general path, which makes
+    it valid. tests/test_log_format.py checks the two, byte for byte."""
+    m = _json(exchange.method)
+    p = _json(path)  # escaping is per character: the message is the two escaped, joined
     upstream_status = exchange.upstream_status
     line = (
-        f'{head}"message":{message},"pid":{pid:d},"request_id":{json_text(exchange.request_id)}'
-        f',"peer":{json_text(exchange.peer)},"client":{json_text(client)},"method":{m}'
-        f',"path":{p},"status":{status:d},"upstream_status":'
-        f"{f'{upstream_status:d}' if upstream_status else 'null'},"
-        f'"bytes":{exchange.bytes_out:d},"duration_ms":{float.__repr__(duration_ms)}'
-        f',"route":{json_text(exchange.route)},"cors":{json_text(exchange.verdict)}'
-        f',"reason":{json_text(exchange.reason)}'
+        f'{head}"message":{m[:-1]} {p[1:-1]} {status}","pid":{pid}'
+        f',"request_id":{_json(exchange.request_id)},"peer":{_json(exchange.peer)}'
+        f',"client":{_json(client)},"method":{m},"path":{p},"status":{status}'
+        f',"upstream_status":{upstream_status if upstream_status else "null"}'
+        f',"bytes":{exchange.bytes_out},"duration_ms":{duration_ms!r}'
+        f',"route":{_json(exchange.route)},"cors":{_json(exchange.verdict)}'
+        f',"reason":{_json(exchange.reason)}'
     )
     # The optional fields, in add_fields' order; each present only when it applies.
-    if exchange.origin:
-        line += ',"origin":' + json_text(capped(exchange.origin, MAX_VALUE))
+    origin = exchange.origin
+    if origin:
+        if len(origin) > MAX_VALUE:
+            origin = capped(origin, MAX_VALUE)
+        line += ',"origin":' + _json(origin)
     if exchange.error:
-        line += ',"error":' + json_text(exchange.error)
+        line += ',"error":' + _json(exchange.error)
     target = exchange.target
     if target is not None:
         url = target.upstream.origin + target.request_target.partition("?")[0]
-        line += ',"upstream_url":' + json_text(url)
+        line += ',"upstream_url":' + _json(url)
     decision = exchange.decision
-    if decision is None:
-        return line + "}"
-    if exchange.verdict in ("refused", "would_refuse"):
-        line += ',"reasons":[' + ",".join(map(json_text, decision.reasons)) + "]"
-    view = exchange.cors_view
-    if decision.kind is Kind.PREFLIGHT and view is not None:
-        asked = capped(", ".join(view.request_method), MAX_VALUE)
-        line += ',"request_method":' + json_text(asked)
-        if view.request_headers:
-            asked = capped(", ".join(view.request_headers), MAX_VALUE)
-            line += ',"request_headers":' + json_text(asked)
+    if decision is not None:
+        if exchange.verdict in ("refused", "would_refuse"):
+            line += ',"reasons":[' + ",".join(map(_json, decision.reasons)) + "]"
+        view = exchange.cors_view
+        if decision.kind is Kind.PREFLIGHT and view is not None:
+            asked = ", ".join(view.request_method)
+            if len(asked) > MAX_VALUE:
+                asked = capped(asked, MAX_VALUE)
+            line += ',"request_method":' + _json(asked)
+            if view.request_headers:
+                asked = ", ".join(view.request_headers)
+                if len(asked) > MAX_VALUE:
+                    asked = capped(asked, MAX_VALUE)
+                line += ',"request_headers":' + _json(asked)
+    if "\\ud" in line:  # json writes a surrogate so: maybe a lone one (rare)
+        return None
     return line + "}"

@@ -583,8 +583,9 @@ class ProxyApp:
             head = writer.access.json_head(level, time.time())
             duration_ms = round(duration * 1000, 2)
             line = json_line(head, exchange, _WORKER_PID, client, path, status, duration_ms)
-            writer.lines.write(line + "\n")
-            return
+            if line is not None:  # (None: a text to make valid first, as below)
+                writer.lines.write(line + "\n")
+                return
         fields = access_fields(exchange, _WORKER_PID, client, path, status, duration, debug)
         log_access(level, fields)  # ops/logs.py: the line built directly, written in batches
 

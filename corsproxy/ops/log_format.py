@@ -79,13 +79,6 @@ def json_string(text: str) -> str:
     return encode_basestring_ascii(utf8(text))
 
 
-def json_text(text: str) -> str:
-    """`text` (a `str`, or a subclass: a `Reason`) as `json.dumps` writes it once made valid:
-    one C call, and a second only when it held a surrogate (`\\ud...`: maybe a lone one)."""
-    out = encode_basestring_ascii(text)
-    return out if "\\ud" not in out else encode_basestring_ascii(utf8(text))
-
-
 def json_value(value: Any) -> str:
     """`value` as `json.dumps(..., separators=(",", ":"), default=str)` writes it, strings
     made valid first (what `_Formatter` does when a line holds a lone surrogate)."""

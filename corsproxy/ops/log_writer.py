@@ -2,11 +2,12 @@
 
 A line (the access line, built by ops/log_format.py, or an operational message formatted by
 `logging`) is appended to a buffer under a lock. On the event loop's thread the buffer is
-handed on once per loop iteration (`call_soon`), or at once past `FLUSH_LINES`; from any
+handed on `LINGER` after its first line (`call_later`: the lines of many loop iterations in
+one write under load), or at once past `FLUSH_LINES`; from any
 other thread (or with no loop running) at once. On a pipe (stderr to a log collector: the
 default in containers) the loop writes its batch itself through a non-blocking descriptor of
 its own (`/proc/self/fd/N` opened again: the flag is not shared with the other writers of
-the pipe) when nothing is waiting ahead of it: one `write()` per loop iteration, no thread
+the pipe) when nothing is waiting ahead of it: one `write()` per batch, no thread
 woken, no GIL handed over. What the pipe has no room for (`EAGAIN`), and every line on other
 streams or from other threads, is handed to a writer thread, so the event loop never waits
 for the stream: a slow or stuck reader of stderr holds up the writer thread only.
@@ -38,7 +39,9 @@ LIMIT = 4 << 20  # characters waiting at most (buffered and handed on); beyond: 
 FLUSH_LINES = 256  # lines buffered on the loop before they are handed on without waiting
 PIPE_BUF = 4096  # bytes a pipe writes in one piece (POSIX's minimum, Linux's value)
 STOP_TIMEOUT = 5.0  # seconds stop() waits for the writer: a stuck stream cannot hold up exit
-LINGER = 0.01  # seconds the writer thread waits after waking: a burst in one write, few wakes
+# Seconds the loop's lines wait to be handed on, and the writer thread after waking: a
+# burst in one write, few writes and wakes.
+LINGER = 0.01
 
 
 class LineWriter:
@@ -89,7 +92,7 @@ class LineWriter:
         self._thread.start()
 
     def bind(self, loop: asyncio.AbstractEventLoop | None) -> None:
-        """Batch the lines logged on `loop`'s thread per iteration of `loop` (None: no
+        """Batch the lines logged on `loop`'s thread every `LINGER` on `loop` (None: no
         longer; what is buffered is handed on)."""
         self.flush()
         self._loop = loop
@@ -116,7 +119,7 @@ class LineWriter:
                     return  # the loop hands this line on with the others
                 if threading.get_ident() == self._loop_thread:
                     self._scheduled = True
-                    loop.call_soon(self.flush)
+                    loop.call_later(LINGER, self.flush)
                     return
             self._scheduled = False  # (a flush still pending finds nothing: harmless)
             batch = "".join(lines)

@@ -174,7 +174,7 @@ def json_writer() -> LogWriter | None:
 
 
 def bind_loop(loop: Any, on_drop: Any = None) -> None:
-    """Batch the lines logged on `loop` per iteration of it (None: stop, handing on what
+    """Batch the lines logged on `loop` every 10 ms on it (None: stop, handing on what
     waits); `on_drop()` is called for each line dropped (the metric)."""
     if _running is not None and not _running.stopped:
         _running.lines.bind(loop)
