@@ -577,7 +577,8 @@ class ProxyApp:
         if len(path) > MAX_PATH:
             path = capped(path, MAX_PATH)
         debug = ACCESS.isEnabledFor(logging.DEBUG)
-        client = _log_client(exchange)
+        view = exchange.view
+        client = view.client if view is not None else _log_client(exchange)
         writer = json_writer()
         if writer is not None and not debug:  # the default: JSON lines, built straight
             head = writer.access.json_head(level, time.time())
@@ -618,7 +619,8 @@ class _LazyView:
 
     def client(self) -> str:
         peer = self.request.remote
-        if not self.config.trusted_proxies.trusts(peer):
+        trusted = self.config.trusted_proxies
+        if not trusted or not trusted.trusts(peer):
             return peer or ""  # what resolve() says for an untrusted peer
         return self().client
 
