@@ -7,6 +7,7 @@ JSON lines, upstreams on loopback; the error words' mapping is tested as a table
 from __future__ import annotations
 
 import asyncio
+import calendar
 import contextlib
 import errno
 import json
@@ -16,6 +17,7 @@ import signal
 import socket
 import ssl
 import struct
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -573,3 +575,67 @@ async def test_client_chosen_values_are_capped(upstream: str, tmp_path: Path) ->
     assert line["origin"] == f"http://{'a' * 505}…(+{origin_more} chars)"
     assert line["path"] == f"{long_path[:2048]}…(+{len(long_path) - 2048} chars)"
     assert len(line["message"]) < 2100
+
+
+# --- the line a real process writes, against the 4f845a8 formatter ----------------------------
+
+
+def _reference_line(line: str) -> str:
+    """`line` as the 4f845a8 formatter (tests/test_log_format.py `old_line`) writes a record
+    with the same fields at the same millisecond."""
+    from tests.test_log_format import old_line
+
+    record = json.loads(line)
+    stamp = record.pop("time")
+    second = calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S"))
+    now = second + (int(stamp[20:23]) + 0.5) / 1000
+    levelno = logging.getLevelName(record.pop("level").upper())
+    assert record.pop("logger") == "corsproxy.access"
+    record.pop("message")
+    return old_line(True, levelno, record, now)
+
+
+async def test_a_real_processs_json_lines_are_the_reference_formatters_byte_for_byte(
+    upstream: str, tmp_path: Path
+) -> None:
+    """Every shape the default settings write (an allowed GET, preflights allowed and refused
+    with what they asked, a refused origin, an upstream that fails, hard client bytes), from a
+    real process: the lines built straight from the exchange are the old formatter's."""
+    raw: list[str] = []
+    config = config_file(
+        tmp_path, upstream, "allow_methods: [GET, PUT]", routes="[{path_prefix: /down, "
+        f"upstream: 'http://127.0.0.1:{free_port()}'}}, {{path_prefix: /}}]",
+    )  # fmt: skip
+    async with proxy("--config", config, raw=raw) as (url, _):
+        await raw_exchange(url, get("/a?key=secret"))
+        await raw_exchange(url, get('/q"\\%22é', origin="https://evil.example"))
+        await raw_exchange(url, preflight("PUT", "x-token, content-type"))
+        await raw_exchange(url, preflight("PUT"))
+        await raw_exchange(url, preflight("DELETE", "x-a"))
+        await raw_exchange(url, get("/down/x"))
+        await raw_exchange(
+            url,
+            b'GET /\xff\xfe"x HTTP/1.1\r\nHost: p\r\nOrigin: http://\xc3\x28.example\r\n'
+            b"X-Request-Id: my-id\r\nConnection: close\r\n\r\n",
+        )
+    lines = [line for line in raw if '"logger":"corsproxy.access"' in line]
+    assert len(lines) == 7, raw
+    for line in lines:
+        assert line == _reference_line(line)
+
+
+async def test_a_preflights_client_is_the_forwarded_one_only_from_a_trusted_proxy(
+    upstream: str, tmp_path: Path
+) -> None:
+    """A preflight's answer needs no client view; its access line's `client` still says
+    what a trusted proxy forwarded, and the peer when the peer is not trusted."""
+    forwarded = preflight("PUT").replace(
+        b"Host: p\r\n", b"Host: p\r\nX-Forwarded-For: 198.51.100.4\r\n"
+    )
+    for trusted, client in (("[127.0.0.1]", "198.51.100.4"), ("[10.0.0.0/8]", "127.0.0.1")):
+        config = config_file(tmp_path, upstream, "allow_methods: [PUT]", trusted_proxies=trusted)
+        async with proxy("--config", config) as (url, records):
+            await raw_exchange(url, forwarded)
+        assert [(r["method"], r["peer"], r["client"]) for r in records] == [
+            ("OPTIONS", "127.0.0.1", client)
+        ]

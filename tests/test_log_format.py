@@ -9,18 +9,24 @@ any time, the new formatter must write the same line, byte for byte, in both for
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
 import time
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from corsproxy.http.access_line import MAX_PATH, capped, json_line
+from corsproxy.http.access_line import access_fields as fields_of
+from corsproxy.http.relay import Exchange
 from corsproxy.ops import logs
 from corsproxy.ops.log_format import AccessFormatter
-from corsproxy.policy.cors import Reason, ReasonCode
+from corsproxy.policy.cors import Kind, Reason, ReasonCode
 
 # ---- the reference: corsproxy/ops/logs.py at 4f845a8, verbatim (the access-line part) ----
 _BARE = re.compile(r"[!#-<>-\[\]-~]+\Z")
@@ -223,3 +229,103 @@ def test_operational_messages_keep_the_old_format() -> None:
         )
         record.fields = fields
         assert logs._Formatter(json_lines).format(record) == OldFormatter(json_lines).format(record)
+
+
+# ---- the JSON line built straight from the exchange (http/access_line.py `json_line`) ----
+# The default settings (JSON lines, info) skip the fields dict: the line is written from the
+# exchange. Against the reference above, for generated exchanges with every optional field
+# present or absent: the same line as the dict `_finish` builds for the old formatter.
+
+_REASON = st.builds(Reason, st.sampled_from(list(ReasonCode)), st.one_of(st.just(""), _TEXT))
+_MAYBE_TEXT = st.one_of(st.just(""), _TEXT)
+
+
+@st.composite
+def exchanges(draw: st.DrawFn) -> Exchange:
+    exchange = Exchange(draw(_TEXT), draw(_TEXT), draw(_TEXT))
+    exchange.request_id = draw(_TEXT)
+    exchange.route = draw(_TEXT)
+    exchange.origin = draw(_MAYBE_TEXT)
+    exchange.verdict = draw(st.sampled_from(["allowed", "refused", "would_refuse", "none"]))
+    exchange.reason = draw(st.one_of(_TEXT, _REASON))
+    exchange.upstream_status = draw(st.one_of(st.just(0), st.integers(100, 599)))
+    exchange.bytes_out = draw(st.integers(0, 2**40))
+    exchange.error = draw(_MAYBE_TEXT)
+    if draw(st.booleans()):
+        exchange.target = SimpleNamespace(  # type: ignore[assignment]
+            upstream=SimpleNamespace(origin=draw(_TEXT)), request_target=draw(_TEXT)
+        )
+    if draw(st.booleans()):
+        exchange.decision = SimpleNamespace(  # type: ignore[assignment]
+            reasons=tuple(draw(st.lists(_REASON, max_size=3))),
+            kind=draw(st.sampled_from(list(Kind))),
+        )
+    if draw(st.booleans()):
+        exchange.cors_view = SimpleNamespace(  # type: ignore[assignment]
+            request_method=tuple(draw(st.lists(_TEXT, max_size=2))),
+            request_headers=tuple(draw(st.lists(_TEXT, max_size=3))),
+        )
+    return exchange
+
+
+def _both(exchange: Exchange, levelno: int, now: float, client: str, status: int) -> str | None:
+    duration = 0.0123456
+    path = exchange.path
+    if len(path) > MAX_PATH:
+        path = capped(path, MAX_PATH)
+    formatter = AccessFormatter(json_lines=True)
+    head = formatter.json_head(levelno, now)
+    fast = json_line(head, exchange, 4242, client, path, status, round(duration * 1000, 2))
+    fields = fields_of(exchange, 4242, client, path, status, duration, False)
+    new = fast if fast is not None else formatter.line(levelno, fields, now)  # as _finish
+    assert new == old_line(True, levelno, fields, now)
+    if fast is None:  # only for a text that held a surrogate (escaped `\ud...`)
+        assert "\\ud" in json.dumps(fields)
+    assert new == formatter.line(levelno, fields, now)
+    json.loads(new)
+    new.encode("utf-8")
+    return fast
+
+
+@settings(max_examples=700, deadline=None)
+@given(
+    exchange=exchanges(),
+    levelno=st.sampled_from([logging.INFO, logging.WARNING]),
+    now=_NOW,
+    client=_TEXT,
+    status=st.integers(100, 599),
+)
+def test_the_json_line_from_the_exchange_is_the_old_line_byte_for_byte(
+    exchange: Exchange, levelno: int, now: float, client: str, status: int
+) -> None:
+    _both(exchange, levelno, now, client, status)
+
+
+@pytest.mark.parametrize("shape", list(itertools.product([False, True], repeat=8)))
+def test_every_shape_of_the_json_line_is_the_old_line(shape: tuple[bool, ...]) -> None:
+    """Each optional field present or absent, in every combination (a client's hard values:
+    quotes, a control character, non-ASCII; and with a lone surrogate, the general path)."""
+    origin, error, target, decision, refused, view, asked_headers, surrogate = shape
+    exchange = Exchange("GET", '/a"\\\t€' + ("\udcff" if surrogate else ""), "127.0.0.1")
+    exchange.request_id = "0123456789abcdef"
+    exchange.route = "api"
+    exchange.reason = Reason(ReasonCode.ORIGIN_NOT_ALLOWED, 'x"y') if refused else ""
+    exchange.verdict = "refused" if refused else "allowed"
+    exchange.origin = "http://é\x7f.example" if origin else ""
+    exchange.error = "upstream_timeout: timed out\n" if error else ""
+    if target:
+        exchange.target = SimpleNamespace(  # type: ignore[assignment]
+            upstream=SimpleNamespace(origin="http://up:8080"), request_target="/a?key=secret"
+        )
+    if decision:
+        exchange.decision = SimpleNamespace(  # type: ignore[assignment]
+            reasons=(Reason(ReasonCode.ORIGIN_NOT_ALLOWED, "é"),), kind=Kind.PREFLIGHT
+        )
+    if view:
+        exchange.cors_view = SimpleNamespace(  # type: ignore[assignment]
+            request_method=("PUT",),
+            request_headers=("x-token", 'a"b') if asked_headers else (),
+        )
+    level = logging.WARNING if refused else logging.INFO
+    fast = _both(exchange, level, 1e9 + 0.5, "10.0.0.1", 200)
+    assert (fast is None) == surrogate  # the line straight from the exchange, unless one

@@ -426,3 +426,58 @@ def test_on_a_terminal_the_access_line_is_text_and_reaches_it() -> None:
         stamp, level, rest = line.split(None, 2)
         assert re.fullmatch(r"\d\d:\d\d:\d\d", stamp) and level == "WARNING"
         assert rest.startswith(f"GET /t=x-{i} 502 pid=") and f'path="/t=x-{i}"' in rest
+
+
+def test_the_loop_writes_its_batches_to_a_pipe_with_room_itself_in_whole_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a pipe with room, each loop iteration's lines go out in the loop's own non-blocking
+    write (no thread woken), cut into whole lines of at most PIPE_BUF; nothing is lost, in
+    order; the pipe's own descriptor stays blocking (other writers of the pipe share it)."""
+    read_end, write_end = os.pipe()
+    stream = os.fdopen(write_end, "w")
+    chunks: list[bytes] = []
+    reader = threading.Thread(
+        target=lambda: chunks.extend(iter(lambda: os.read(read_end, 1 << 16), b""))
+    )
+    reader.start()
+    writer = LogWriter(stream, json_lines=False)
+    writer.start()
+    threads: list[str] = []
+    direct: list[bytes] = []
+    real_all, real_write = log_writer._write_all, os.write
+
+    def by_thread(fd: int, data: bytes) -> None:
+        threads.append(threading.current_thread().name)
+        real_all(fd, data)
+
+    def recording(fd: int, data: bytes) -> int:
+        if fd == writer.lines._nonblocking:
+            direct.append(bytes(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(log_writer, "_write_all", by_thread)
+    monkeypatch.setattr(log_writer.os, "write", recording)
+    sizes = [10, 900, 3000, 1200, 1, 300, 2500, 2500, 50, 4000] * 10
+    lines = [f"{i:05d}" + "y" * size + "\n" for i, size in enumerate(sizes)]
+
+    async def log_all() -> None:
+        writer.lines.bind(asyncio.get_running_loop())
+        for i, line in enumerate(lines):
+            writer.lines.write(line)
+            if i % 10 == 9:
+                await asyncio.sleep(0.01)  # an iteration: its batch, and the reader reads
+        writer.lines.bind(None)
+
+    asyncio.run(log_all())
+    assert not threads  # the writer thread never wrote: the loop did, at once
+    assert b"".join(direct).decode() == "".join(lines)
+    assert len(direct) > 10
+    for data in direct:
+        assert data.endswith(b"\n") and len(data) <= log_writer.PIPE_BUF
+    assert os.get_blocking(write_end)  # the shared descriptor: untouched
+    monkeypatch.undo()
+    writer.stop()
+    stream.close()
+    reader.join(TIMEOUT)
+    assert b"".join(chunks).decode() == "".join(lines)

@@ -24,7 +24,7 @@ from corsproxy.config.spec import logged
 from corsproxy.config.upstream_tls import insecure_warnings
 from corsproxy.http import errors, preflight_answer
 from corsproxy.http import headers as hygiene
-from corsproxy.http.access_line import MAX_PATH, add_fields, capped
+from corsproxy.http.access_line import MAX_PATH, access_fields, capped, json_line
 from corsproxy.http.aiohttp_private import (
     HandlerClassServer,
     HandshakeTimeoutSite,
@@ -54,7 +54,7 @@ from corsproxy.http.upstream import UpstreamClient
 from corsproxy.http.websocket import make_session, tunnel
 from corsproxy.ops.admin import Metrics, admin_app, method_label
 from corsproxy.ops.console import Console, Explainer
-from corsproxy.ops.logs import ACCESS, bind_loop, log_access, where
+from corsproxy.ops.logs import ACCESS, bind_loop, json_writer, log_access, where
 from corsproxy.ops.refusals import RefusalRing
 from corsproxy.ops.threads import off_loop
 from corsproxy.ops.watch import Watcher
@@ -352,7 +352,7 @@ class ProxyApp:
         config = self.config  # one snapshot for the whole request
         exchange = Exchange(request.method, request.raw_path, request.remote or "")
         exchange.request_id = hygiene.request_id(request.headers.get("X-Request-Id"), _new_id)
-        exchange.resolve_view = lambda: _resolve_view(request, config)
+        exchange.resolve_view = _LazyView(request, config)
         if not preflight_answer.ENABLED:
             _client_view(exchange)
         if self.metrics is not None:
@@ -576,22 +576,18 @@ class ProxyApp:
         path = exchange.path
         if len(path) > MAX_PATH:
             path = capped(path, MAX_PATH)
-        fields = {
-            "pid": _WORKER_PID,
-            "request_id": exchange.request_id,
-            "peer": exchange.peer,
-            "client": view.client if (view := _client_view(exchange)) else exchange.peer,
-            "method": exchange.method,
-            "path": path,
-            "status": status,
-            "upstream_status": exchange.upstream_status or None,
-            "bytes": exchange.bytes_out,
-            "duration_ms": round(duration * 1000, 2),
-            "route": exchange.route,
-            "cors": exchange.verdict,
-            "reason": exchange.reason,
-        }
-        add_fields(exchange, fields, ACCESS.isEnabledFor(logging.DEBUG))
+        debug = ACCESS.isEnabledFor(logging.DEBUG)
+        view = exchange.view
+        client = view.client if view is not None else _log_client(exchange)
+        writer = json_writer()
+        if writer is not None and not debug:  # the default: JSON lines, built straight
+            head = writer.access.json_head(level, time.time())
+            duration_ms = round(duration * 1000, 2)
+            line = json_line(head, exchange, _WORKER_PID, client, path, status, duration_ms)
+            if line is not None:  # (None: a text to make valid first, as below)
+                writer.lines.write(line + "\n")
+                return
+        fields = access_fields(exchange, _WORKER_PID, client, path, status, duration, debug)
         log_access(level, fields)  # ops/logs.py: the line built directly, written in batches
 
 
@@ -606,6 +602,38 @@ def _resolve_view(request: web.BaseRequest, config: Config) -> ClientView:
         None if host else local_authority(request),
         config.forwarded_headers,
     )
+
+
+class _LazyView:
+    """`exchange.resolve_view`: the client's view of `request`, computed when first needed;
+    `client()` alone (the access line's field) without it when the peer is no trusted proxy."""
+
+    __slots__ = ("config", "request")
+
+    def __init__(self, request: web.BaseRequest, config: Config) -> None:
+        self.request = request
+        self.config = config
+
+    def __call__(self) -> ClientView:
+        return _resolve_view(self.request, self.config)
+
+    def client(self) -> str:
+        peer = self.request.remote
+        trusted = self.config.trusted_proxies
+        if not trusted or not trusted.trusts(peer):
+            return peer or ""  # what resolve() says for an untrusted peer
+        return self().client
+
+
+def _log_client(exchange: Exchange) -> str:
+    """The access line's `client`: the view's, resolved only if a trusted proxy may say it."""
+    view = exchange.view
+    if view is not None:
+        return view.client
+    lazy = exchange.resolve_view
+    if isinstance(lazy, _LazyView):  # a preflight's view, not needed for its answer
+        return lazy.client()
+    return view.client if (view := _client_view(exchange)) else exchange.peer
 
 
 def _client_view(exchange: Exchange) -> ClientView | None:

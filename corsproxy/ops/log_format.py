@@ -172,6 +172,19 @@ class AccessFormatter:
                 append(head + text_value(value))
         return "".join(parts)
 
+    def json_head(self, levelno: int, now: float) -> str:
+        """A JSON line's start up to its message: `{"time":...,"logger":"corsproxy.access",`
+        (the same text `line` writes first; http/access_line.py: `json_line`)."""
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime('{"time":"%Y-%m-%dT%H:%M:%S.', time.gmtime(now))
+        level = self._levels.get(levelno) or self._level(levelno)
+        return (
+            f'{self._stamp}{int((now - second) * 1000):03d}Z","level":"{level}'
+            '","logger":"corsproxy.access",'
+        )
+
     def _level(self, levelno: int) -> str:
         name = logging.getLevelName(levelno)
         level = self._levels[levelno] = name.lower() if self.json_lines else f"{name:<7} "

@@ -164,8 +164,17 @@ def log_access(levelno: int, fields: dict[str, Any]) -> None:
     writer.lines.write(writer.access.line(levelno, fields, time.time()) + "\n")
 
 
+def json_writer() -> LogWriter | None:
+    """The running writer when it writes JSON lines (the access line then built straight
+    from the exchange: http/access_line.py `json_line`), else None."""
+    writer = _running
+    if writer is None or writer.stopped or not writer.access.json_lines:
+        return None
+    return writer
+
+
 def bind_loop(loop: Any, on_drop: Any = None) -> None:
-    """Batch the lines logged on `loop` per iteration of it (None: stop, handing on what
+    """Batch the lines logged on `loop` every 10 ms on it (None: stop, handing on what
     waits); `on_drop()` is called for each line dropped (the metric)."""
     if _running is not None and not _running.stopped:
         _running.lines.bind(loop)
