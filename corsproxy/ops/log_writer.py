@@ -29,12 +29,14 @@ import asyncio
 import contextlib
 import os
 import queue
+import select
 import stat
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+STALL = 5.0  # seconds a write waits for room on a non-blocking stderr before dropping
 LIMIT = 4 << 20  # characters waiting at most (buffered and handed on); beyond: dropped
 FLUSH_LINES = 256  # lines buffered on the loop before they are handed on without waiting
 PIPE_BUF = 4096  # bytes a pipe writes in one piece (POSIX's minimum, Linux's value)
@@ -54,7 +56,7 @@ class LineWriter:
         self.dropped = 0
         self.on_drop: Callable[[], Any] | None = None
         self._reported = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered: a direct write that drops counts under it
         self._lines: list[str] = []
         self._waiting = 0  # characters buffered or handed on, not yet written
         self._scheduled = False  # a flush is coming on the loop
@@ -219,17 +221,32 @@ class LineWriter:
     def _write_bytes(self, data: bytes) -> None:
         try:
             if not self._chunked or len(data) <= PIPE_BUF:
-                _write_all(self._fd, data)
+                self._lost(data, _write_all(self._fd, data))
                 return
             start, end = 0, len(data)
             while start < end:
                 cut = data.rfind(b"\n", start, start + PIPE_BUF) + 1
                 if cut <= start:  # one line longer than PIPE_BUF: written whole, alone
                     cut = data.find(b"\n", start) + 1 or end
-                _write_all(self._fd, data[start:cut])
+                unwritten = _write_all(self._fd, data[start:cut])
+                if unwritten:
+                    self._lost(data, end - cut + unwritten)
+                    return
                 start = cut
         except (OSError, ValueError):  # the stream is gone (a closed pipe): nothing to keep
             pass
+
+    def _lost(self, data: bytes, unwritten: int) -> None:
+        """The last `unwritten` bytes of `data` found no room within STALL: dropped, counted
+        (a stderr someone else made non-blocking must not lose lines silently)."""
+        if not unwritten:
+            return
+        lines = data[len(data) - unwritten :].count(b"\n") or 1
+        with self._lock:
+            self.dropped += lines
+        if self.on_drop is not None:
+            for _ in range(lines):
+                self.on_drop()
 
     def stop(self) -> None:
         """Write what waits, then write each later line at once. Idempotent; bounded: a
@@ -288,7 +305,17 @@ def _write_whole_lines(fd: int, data: bytes) -> int:
     return start
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes) -> int:
+    """Write all of `data`; how many bytes were left unwritten (0: all went). A descriptor
+    that is non-blocking (stderr shares its flags with whoever started corsproxy) is waited
+    on for room, at most STALL seconds at a time: this runs on the writer thread."""
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            poller = select.poll()
+            poller.register(fd, select.POLLOUT)
+            if not poller.poll(STALL * 1000):
+                return len(view)
+    return 0
