@@ -76,7 +76,7 @@ def run_reader(
     size=sizes,
     head=st.sampled_from(sorted(HEADS)),
     had_body=st.booleans(),
-    tail=st.sampled_from([b"", b"", b"\r\n", b"x", NEXT]),
+    tail=st.sampled_from([b"", b"", b"\r\n", b"\r\n\r\n", b"\n", b"\r\nx", b"x", NEXT]),
     cut_short=st.integers(0, 3),  # 0: the whole answer; else some bytes are missing
     eof=st.booleans(),
     cuts=st.lists(st.integers(0, 4 * BIG), max_size=8),
@@ -97,13 +97,10 @@ def test_the_counted_body_is_read_exactly_as_llhttp_reads_it(
         slow = run_reader(pieces, had_body=had_body, eof=eof or bool(cut_short))
     assert fast[1] == slow[1]  # the same body bytes
     assert fast[1] == body[: len(fast[1])]
-    if fast != slow:
-        # Only blank lines after a counted body: llhttp skips them and would reuse the
-        # connection, the counting path calls them surplus and closes (stricter, never looser).
-        assert tail == b"\r\n" and not fast[3] and fast[2] == slow[2]
-        for (mine, size), (theirs, their_size) in zip(fast[0], slow[0], strict=True):
-            assert size == their_size
-            assert mine == theirs or (mine, theirs) == (State.MUST_CLOSE, State.DONE)
+    # Everything the same: states, error, reuse and the next answer. Blank lines after the
+    # body included: llhttp skips them and reuses the connection, so does the counting path
+    # (an outside check found it closing such connections where llhttp had reused them).
+    assert fast == slow
 
 
 def test_a_counted_body_is_passed_on_as_the_transport_delivered_it() -> None:

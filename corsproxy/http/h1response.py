@@ -38,7 +38,7 @@ A large body framed by Content-Length is counted, not parsed: once llhttp has re
 new bytes object for `on_body`. `_counted` counts them and keeps the bytes objects the
 transport delivered (a 1 MiB answer costs no copy here); the message ends where llhttp's would,
 and the keep-alive verdict is llhttp's, taken at the head. Bytes after the body's end are
-surplus (MUST_CLOSE) even where llhttp would skip them (blank lines): stricter, never looser.
+surplus (MUST_CLOSE), but for blank lines (CR, LF) that came with the end, which llhttp skips.
 The parser is then mid-body, so the next answer on the connection gets a new one.
 tests/test_streaming.py checks it against llhttp on generated bodies and splits.
 
@@ -300,8 +300,11 @@ class ResponseReader:
         self.body_received += left
         self._to(Event.END)
         self._ended(self._keep_alive)
-        if size > left:
-            self._to(Event.SURPLUS)  # bytes after the answer's end belong to no exchange
+        # Bytes after the answer's end belong to no exchange, but for blank lines arriving
+        # with it: llhttp skips CR and LF before a message, and so does this (the connection
+        # stays reusable, as it did when llhttp read the whole body).
+        if size > left and data[left:].strip(b"\r\n"):
+            self._to(Event.SURPLUS)
 
     def eof(self, exc: BaseException | None = None) -> None:
         """The connection is gone. A body without length ends here; anything unfinished fails."""
