@@ -367,6 +367,14 @@ class ProxyApp:
             if not exchange.status:
                 self._finish(exchange, 500)
                 raise
+            if isinstance(exc, ConnectionError) and not isinstance(exc, errors.ProxyFailure):
+                # Writing the answer failed: the client reset or closed its connection (the
+                # upstream's failures are ProxyFailures). Its end, as a cancelled handler's.
+                exchange.error = exchange.error or "client went away"
+                if request.transport is not None:
+                    request.transport.close()
+                self._finish(exchange, 499)
+                return web.StreamResponse(status=exchange.status)
             # The upstream failed after the headers went out: close the connection so the
             # client sees a truncated body, never a complete one.
             if not isinstance(exc, ClientTooSlow):  # then the relay said why, and reset
