@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from corsproxy.http import h1response
+from corsproxy.http import h1response, upstream
 from corsproxy.http.h1response import ResponseReader, State
 from tests.net import raw_upstream, running_proxy
 
@@ -162,9 +162,10 @@ async def relay_twice(head: bytes, chunks: list[bytes]) -> list[bytes]:
     size=st.one_of(st.integers(0, 400_000), st.sampled_from([BIG, BIG + 1, 2**20])),
     chunked=st.booleans(),
     cuts=st.lists(st.integers(0, 2**20), max_size=12),
+    read=st.sampled_from([1000, 4099, 65_536]),
 )
 def test_bodies_reach_the_client_byte_for_byte_on_both_paths(
-    size: int, chunked: bool, cuts: list[int]
+    size: int, chunked: bool, cuts: list[int], read: int
 ) -> None:
     body = os.urandom(size)
     pieces = split(body, cuts)
@@ -176,6 +177,10 @@ def test_bodies_reach_the_client_byte_for_byte_on_both_paths(
         chunks = pieces
     assert asyncio.run(relay_twice(head, chunks)) == [body, body]
     with mock.patch.object(h1response, "COUNT_FROM", 1 << 62):
+        assert asyncio.run(relay_twice(head, chunks)) == [body, body]
+    # The upstream connection reads into one shared buffer (upstream.READ_SIZE): a smaller
+    # one cuts every read at other places, heads and chunk sizes included.
+    with mock.patch.object(upstream, "_READ_VIEW", memoryview(bytearray(read))):
         assert asyncio.run(relay_twice(head, chunks)) == [body, body]
 
 
