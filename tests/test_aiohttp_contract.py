@@ -313,3 +313,37 @@ async def test_a_response_that_writes_its_head_in_prepare_keeps_the_connection()
     first = re.sub(rb"\r\nDate: [^\r]+\r\n", b"\r\nDate: -\r\n", heads[0])
     assert first == b"HTTP/1.1 204 No Content\r\nX-A: 1\r\nX-Request-Id: id1\r\nDate: -\r\n\r\n"
     assert heads[1].endswith(b"\r\nConnection: close\r\n\r\n"), heads
+
+
+async def test_a_response_s_headers_are_not_read_after_write_eof() -> None:
+    """relay.py's responses clear their headers once written (an idle keep-alive connection
+    would hold them: RequestHandler.start() keeps its last response): aiohttp must read
+    nothing of them after `write_eof()` but `keep_alive`, which still keeps the connection
+    for the next request and closes it after a `Connection: close` one."""
+
+    class Released(web.Response):
+        async def write_eof(self, data: bytes = b"") -> None:
+            await super().write_eof(data)
+            self.headers.clear()
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        response = Released(body=b"hello")
+        response.headers["X-A"] = "1"
+        return response
+
+    runner, _, port = await _serve(handler)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        heads = []
+        for last in (False, False, True):
+            close = b"Connection: close\r\n" if last else b""
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n" + close + b"\r\n")
+            heads.append(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5))
+            assert await asyncio.wait_for(reader.readexactly(5), 5) == b"hello"
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed after the last
+        writer.close()
+    finally:
+        await runner.cleanup()
+    for head in heads:
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"\r\nX-A: 1\r\n" in head, head
+    assert b"Connection: close" not in heads[1] and b"Connection: close" in heads[2]

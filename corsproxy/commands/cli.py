@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import sys
-import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ import click
 
 from corsproxy import __version__
 from corsproxy.commands import sources
-from corsproxy.commands.explain import explain, rechecker, render_text, websocket_url
 from corsproxy.commands.probe_url import check_probe_url
 from corsproxy.commands.serve_options import (
     check_probe_timeout,
@@ -214,6 +212,8 @@ def explain_command(
     page could read the response, 1 when the browser would block it (in report-only mode:
     what enforce mode would do), 2 for a bad configuration.
     """
+    from corsproxy.commands.explain import explain, rechecker, render_text, websocket_url
+
     config = _load_sources(ctx)
     url = websocket_url(path)
     if url is not None:  # the URL the page passes to new WebSocket()
@@ -406,7 +406,6 @@ async def _serve(
     """Serve until stopped; True when the memory guard stopped it. `announce`: the summary
     line and the upstream probe (not a worker's: the supervisor's); `sources`: the file and
     its text, to say where a listener's address came from if it cannot bind."""
-    from corsproxy.commands.console import explain_for_console
     from corsproxy.http.server import serve as run_server
     from corsproxy.http.server import tune_gc
     from corsproxy.http.startup import ListenFailed
@@ -451,7 +450,7 @@ async def _serve(
             drain_delay=drain_delay,
             reuse_port=reuse_port,
             watch=watch,
-            explainer=explain_for_console,
+            explainer=_explain_for_console,
             announce=announce,
         )
     except ListenFailed as failed:
@@ -464,6 +463,14 @@ async def _serve(
         if demo_runner is not None:
             await demo_runner.cleanup()
     return link.retired
+
+
+def _explain_for_console(config: Config, query: Any) -> dict[str, Any]:
+    """commands/console.py's, imported on the console's first question: a worker without an
+    admin listener never imports `explain`."""
+    from corsproxy.commands.console import explain_for_console
+
+    return explain_for_console(config, query)
 
 
 def _say_demo_banner(url: str) -> None:
@@ -542,6 +549,8 @@ def healthcheck(url: str | None, timeout: float, ca_file: str | None) -> None:
         url = f"{'https' if context else 'http'}://{host}:{port}/healthz"
         if context is not None:
             context.check_hostname = False  # the chain is verified; the name is the public one
+    import urllib.request
+
     try:
         with urllib.request.urlopen(url, timeout=timeout, context=context) as response:  # noqa: S310
             healthy = response.status == 200

@@ -8,9 +8,6 @@ from typing import TextIO
 
 import click
 
-from corsproxy.http.aiohttp_private import parser_accepts_method
-from corsproxy.ops.suggest import LogStats, observations_from_log, render_yaml, suggest, visible
-
 
 @click.command("suggest")
 @click.argument(
@@ -26,6 +23,10 @@ def suggest_command(log_file: TextIO) -> None:
     a stranger's. Exit 1 when no line of FILE is JSON (a text-format log: said on stderr),
     2 when the file cannot be read.
     """
+    # Here, not at the top: `serve` imports this module for the command line only.
+    from corsproxy.http.aiohttp_private import parser_accepts_method
+    from corsproxy.ops.suggest import LogStats, observations_from_log, render_yaml, suggest, visible
+
     stats = LogStats()
     name = "standard input" if log_file.name == "<stdin>" else visible(log_file.name)
     try:

@@ -102,7 +102,7 @@ def tls_reason(exc: BaseException) -> str:
 
 
 async def open_connection(
-    protocol: Callable[[], asyncio.Protocol],
+    protocol: Callable[[], asyncio.BaseProtocol],
     resolver: Resolver,
     host: str,
     port: int,

@@ -80,16 +80,28 @@ class Exchange:
     started: float = field(default_factory=time.monotonic)
 
 
+_NO_NAMES: frozenset[str] = frozenset()
+
+
 class _NoInventedHeaders(DefaultHeadersHook):
     """Mixed into aiohttp responses: no Content-Type or Server the upstream did not send."""
 
-    _upstream_names: set[str]
+    _upstream_names: set[str] | frozenset[str]
     headers: CIMultiDict[str]
 
     def after_default_headers(self) -> None:
         for name in ("content-type", "server"):
             if name not in self._upstream_names:
                 self.headers.popall(name, None)
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        await super().write_eof(data)  # type: ignore[misc]
+        # aiohttp's connection loop keeps its last answer until the next request comes
+        # (RequestHandler.start()'s locals): an idle keep-alive connection would hold these
+        # headers and their name set for as long. Once written nothing reads them (aiohttp
+        # reads `keep_alive`; tests/test_aiohttp_contract.py).
+        self._upstream_names = _NO_NAMES
+        self.headers.clear()
 
 
 class ProxyResponse(_NoInventedHeaders, web.StreamResponse):

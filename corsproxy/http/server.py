@@ -11,7 +11,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -52,9 +52,9 @@ from corsproxy.http.startup import ListenFailed, log_changes, log_summary, probe
 from corsproxy.http.tls_listener import handshake_timeout, rotating_context
 from corsproxy.http.upstream import UpstreamClient
 from corsproxy.http.websocket import make_session, tunnel
-from corsproxy.ops.admin import Metrics, admin_app, method_label
-from corsproxy.ops.console import Console, Explainer
+from corsproxy.ops import heap
 from corsproxy.ops.logs import ACCESS, bind_loop, json_writer, log_access, where
+from corsproxy.ops.metric_labels import method_label
 from corsproxy.ops.refusals import RefusalRing
 from corsproxy.ops.threads import off_loop
 from corsproxy.ops.watch import Watcher
@@ -70,6 +70,10 @@ from corsproxy.policy.cors import (
 )
 from corsproxy.policy.forwarded import ClientView, resolve
 from corsproxy.policy.paths import PathError, normalize_path, split_target
+
+if TYPE_CHECKING:  # imported where an admin listener is made: a worker without one never does
+    from corsproxy.ops.admin import Metrics
+    from corsproxy.ops.console import Explainer
 
 log = logging.getLogger("corsproxy")
 
@@ -90,6 +94,7 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+    heap.trim()  # what start-up freed goes back to the kernel (ops/heap.py)
 
 
 def _new_id() -> str:
@@ -233,7 +238,11 @@ class ProxyApp:
         self.loader = loader
         self.attempted_files: tuple[str, ...] = ()  # named by the last reload (--watch)
         # Metrics cost CPU on every request: kept only when an admin listener can serve them.
-        self.metrics: Metrics | None = metrics or (Metrics() if config.admin else None)
+        if metrics is None and config.admin:
+            from corsproxy.ops.admin import Metrics
+
+            metrics = Metrics()
+        self.metrics: Metrics | None = metrics
         # The console's latest refusals: kept only when an admin listener can show them.
         self.refusals: RefusalRing | None = RefusalRing() if config.admin else None
         self.session: aiohttp.ClientSession | None = None  # for WebSockets
@@ -710,6 +719,9 @@ async def serve(
         await site.start()
         if config.admin is not None:
             listener = ("admin.listen", config.admin.listen)
+            from corsproxy.ops.admin import admin_app
+            from corsproxy.ops.console import Console
+
             assert app.metrics is not None and app.refusals is not None  # made with admin
             console = Console(lambda: app.config, app.refusals, explainer, parser_accepts_method)
             admin_runner = web.AppRunner(

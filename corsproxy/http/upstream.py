@@ -64,6 +64,12 @@ HIGH_WATER = 256 * 1024
 # Body pieces that waited together are joined below this size (one write, not many small
 # ones); larger ones are written as they came, without a copy.
 JOIN_BELOW = 16 * 1024
+# Upstream reads land in one buffer of this size (asyncio.BufferedProtocol), copied out at
+# once: a read never allocates more than this, where uvloop's own reads allocate up to
+# 256 KiB each. One buffer serves every connection: the loop calls get_buffer(), reads,
+# and calls buffer_updated() without running anything else in between (one loop thread).
+READ_SIZE = 128 * 1024
+_READ_VIEW = memoryview(bytearray(READ_SIZE))
 _COUNT = array.array("i", [0])  # FIONREAD's answer (a C int); one loop thread uses it
 
 
@@ -127,7 +133,7 @@ class UpstreamResponse:
         self._conn.finish()
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(asyncio.BufferedProtocol):
     """One upstream connection: the I/O around its ResponseReader, one exchange at a time.
     Whether it may be reused is the reader's answer alone (`ResponseReader.reusable`)."""
 
@@ -156,6 +162,12 @@ class _Connection(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             self._fd = sock.fileno()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _READ_VIEW
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(_READ_VIEW[:nbytes].tobytes())
 
     def data_received(self, data: bytes) -> None:
         reader = self.reader

@@ -31,13 +31,8 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 from corsproxy import __version__
 from corsproxy.ops.console import CSP, MISDIRECTED, Console, is_console_path
 from corsproxy.policy.cors import Reason
-from corsproxy.policy.http_grammar import STANDARD_METHODS
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
-
-
-def method_label(method: str) -> str:
-    return method if method in STANDARD_METHODS else "OTHER"
 
 
 def reason_label(reason: str) -> str:

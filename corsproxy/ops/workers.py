@@ -374,7 +374,9 @@ class Supervisor:
             **({SNAPSHOT_ENV: self.snapshot} if document is not None else {}),
             FILES_SNAPSHOT_ENV: self.files_index,
         }
-        self.restarts = _restart_counters()
+        # Counted only where an admin listener can serve them (none can appear later: pinned);
+        # without one the supervisor never imports prometheus_client.
+        self.restarts = _restart_counters() if config.admin is not None else {}
         wake_read, wake_write = os.pipe()
         os.set_blocking(wake_read, False)
         os.set_blocking(wake_write, False)
@@ -517,7 +519,8 @@ class Supervisor:
             if worker.fd >= 0:
                 self.selector.unregister(worker.fd)
                 os.close(worker.fd)
-            _mark_dead(worker.pid)
+            if self.restarts:  # metrics are kept (an admin listener)
+                _mark_dead(worker.pid)
             if worker.retiring is not None:
                 log.info("worker %d retired (memory guard): %s", worker.pid, _describe(code))
                 continue
@@ -779,7 +782,8 @@ class Supervisor:
             worker.proc.send_signal(signum)
 
     def _count(self, reason: str) -> None:
-        self.restarts[reason].inc(1)
+        if self.restarts:
+            self.restarts[reason].inc(1)
 
     def _shutdown(self) -> int:
         for worker in self.workers:

@@ -568,7 +568,11 @@ class OriginMatcher:
                 table = suffixes if entry.pattern.any_subdomain else hosts
                 table.setdefault(key, []).append(entry)
         regexes = tuple(e for e in entries if e.regex is not None)
-        linear = regexes if not re2_available() else tuple(e for e in regexes if e.engine == "re2")
+        linear = (  # no regexes: RE2 is not asked for (nor imported, policy/regexes.py)
+            regexes
+            if not regexes or not re2_available()
+            else tuple(e for e in regexes if e.engine == "re2")
+        )
         derived = {
             "any": next((e for e in entries if e.kind == "any"), None),
             "null": next((e for e in entries if e.kind == "null"), None),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 # The longest serialized origin: a scheme (the longest in use, `safari-web-extension`, has
@@ -21,11 +22,16 @@ from typing import Any
 # origins and are never fed to a regex.
 MAX_REGEX_INPUT = 32 + 3 + 253 + 1 + 5
 
-_re2: Any
-try:
-    _re2 = importlib.import_module("re2")
-except ImportError:  # pragma: no cover - google-re2 has wheels for the usual platforms
-    _re2 = None
+
+@cache
+def _re2_module() -> Any:
+    """RE2, imported by the first regex (about 2.5 MiB per process: a configuration without
+    regex origins never loads it), or None when it is not installed."""
+    try:
+        return importlib.import_module("re2")
+    except ImportError:  # pragma: no cover - google-re2 has wheels for the usual platforms
+        return None
+
 
 # Syntax both engines accept but read differently: POSIX classes (`[[:alpha:]]` is a set of
 # characters to `re`), `{,n}` (a repeat to `re`, literal text to RE2) and `\s` (`re` also
@@ -54,6 +60,7 @@ def compile_fullmatch(source: str, flags: int = 0) -> tuple[Callable[[str], bool
 
     `source` must already compile with `re` (that is the syntax operators write)."""
     fallback = re.compile(source, flags)
+    _re2 = _re2_module()
     if _re2 is not None and not flags and not _DIVERGENT.search(source):
         options = _re2.Options()
         options.log_errors = False  # RE2 would log every pattern it cannot read to stderr
@@ -68,7 +75,7 @@ def compile_fullmatch(source: str, flags: int = 0) -> tuple[Callable[[str], bool
 
 
 def re2_available() -> bool:
-    return _re2 is not None
+    return _re2_module() is not None
 
 
 # --- the static check ---------------------------------------------------------------
