@@ -242,6 +242,47 @@ async def test_mutual_tls_sends_the_client_certificate_and_a_refusal_is_a_502(pk
     assert any("closed a new TLS connection" in line for line in logs), "\n".join(logs)
 
 
+async def test_a_client_gone_mid_upload_does_not_blame_a_new_tls_upstream(pki: PKI) -> None:
+    """The client leaves while its body streams to a new TLS connection: the proxy closes
+    that connection itself, so no warning may say the upstream closed it (an outside check
+    found one, hinting at a refused client certificate)."""
+    read_some = asyncio.Event()
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            while await reader.read(65536):  # reads the upload, never answers
+                read_some.set()
+        writer.close()
+
+    server = await asyncio.start_server(
+        swallow, "127.0.0.1", 0, ssl=pki.server_context("127.0.0.1")
+    )
+    port = server.sockets[0].getsockname()[1]
+    doc = {
+        "cors": CORS,
+        "upstream": f"https://127.0.0.1:{port}",
+        "upstream_tls": {"ca_file": "ca.pem"},
+    }
+    try:
+        async with corsproxy(doc, pki.dir) as (url, logs):
+            host, proxy_port = url.removeprefix("http://").rsplit(":", 1)
+            _reader, writer = await asyncio.open_connection(host, int(proxy_port))
+            writer.write(
+                b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 10000000\r\n\r\n" + b"x" * 500_000
+            )
+            await writer.drain()
+            await asyncio.wait_for(read_some.wait(), TIMEOUT)
+            await asyncio.sleep(0.3)
+            writer.close()
+            await asyncio.sleep(0.5)  # the proxy sees the client gone and closes upstream
+    finally:
+        server.close()
+        await server.wait_closed()
+    access = [line for line in logs if "POST /up " in line]
+    assert access and "499" in access[0], "\n".join(logs)
+    assert not any("closed a new TLS connection" in line for line in logs), "\n".join(logs)
+
+
 async def test_a_refused_client_certificate_is_logged_with_the_tls_alert(pki: PKI) -> None:
     """asyncio's server above drops the connection without an alert; OpenSSL's own server
     sends it (as nginx and Go do), and the log line names it."""

@@ -143,6 +143,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.reader = ResponseReader()
         self.closed = False
+        self.closed_here = False  # close() ran: a connection_lost after it is not the upstream's
         self.idle_since = 0.0
         self.reused = False
         self.active = False
@@ -200,6 +201,7 @@ class _Connection(asyncio.BufferedProtocol):
             reader.error = UpstreamFailure(errors.UPSTREAM_TLS, f"TLS failed: {reason}")
         elif (
             self.pool.context is not None
+            and not self.closed_here  # the proxy closed it (a client gone mid-upload): no blame
             and not self.reused
             and not reader.received_any
             and reader.error is not None
@@ -237,6 +239,7 @@ class _Connection(asyncio.BufferedProtocol):
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            self.closed_here = True
             # Whatever is unfinished fails; a whole answer stays readable.
             self.reader.fail(UpstreamFailure(errors.UPSTREAM_DISCONNECTED, "closed by the proxy"))
         if self.transport is not None and not self.transport.is_closing():
