@@ -376,23 +376,21 @@ class ProxyApp:
             if not exchange.status:
                 self._finish(exchange, 500)
                 raise
+            status = exchange.status
             if isinstance(exc, ConnectionError) and not isinstance(exc, errors.ProxyFailure):
                 # Writing the answer failed: the client reset or closed its connection (the
                 # upstream's failures are ProxyFailures). Its end, as a cancelled handler's.
                 exchange.error = exchange.error or "client went away"
-                if request.transport is not None:
-                    request.transport.close()
-                self._finish(exchange, 499)
-                return web.StreamResponse(status=exchange.status)
-            # The upstream failed after the headers went out: close the connection so the
-            # client sees a truncated body, never a complete one.
-            if not isinstance(exc, ClientTooSlow):  # then the relay said why, and reset
+                status = 499
+            elif not isinstance(exc, ClientTooSlow):  # then the relay said why, and reset
+                # The upstream failed after the headers went out: close the connection so the
+                # client sees a truncated body, never a complete one.
                 words = error_words(exc)
                 exchange.error = f"upstream_body_cut_short: {words}; client connection closed"
                 exchange.upstream_error = "upstream_body_cut_short"
             if request.transport is not None:
                 request.transport.close()
-            self._finish(exchange, exchange.status)
+            self._finish(exchange, status)
             return web.StreamResponse(status=exchange.status)
         if type(response) is PreflightAnswer:  # its head is whole (http/preflight_answer.py)
             self._finish(exchange, 204)

@@ -279,17 +279,19 @@ class _Connection(asyncio.BufferedProtocol):
 
     def take_body(self) -> bytes:
         chunk = self.reader.take_body()
-        if self._read_paused and self.transport is not None:
-            self._read_paused = False
-            self.transport.resume_reading()
+        self._resume()
         return chunk
 
     def take_parts(self) -> list[bytes]:
         parts = self.reader.take_parts()
+        self._resume()
+        return parts
+
+    def _resume(self) -> None:
+        """What was buffered is taken: reading may go on if it was paused (HIGH_WATER)."""
         if self._read_paused and self.transport is not None:
             self._read_paused = False
             self.transport.resume_reading()
-        return parts
 
     async def send(
         self,
