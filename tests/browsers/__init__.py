@@ -1,0 +1,1 @@
+"""Browser engines for the browser suite: one module per engine behind `engine.Engine`."""
