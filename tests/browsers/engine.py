@@ -80,7 +80,10 @@ class ScriptError(Exception):
 
 def missing(name: str) -> str | None:
     """Why `name` cannot run here (and how to install it), or None."""
-    module = importlib.import_module(f"tests.browsers.{name}")
+    try:
+        module = importlib.import_module(f"tests.browsers.{name}")
+    except ModuleNotFoundError as exc:
+        return f"no driver for it ({exc})"
     result: str | None = module.missing()
     return result
 
