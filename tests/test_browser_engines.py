@@ -15,7 +15,15 @@ from collections.abc import Iterator
 import pytest
 from aiohttp import web
 
-from tests.browsers.engine import REQUIRE, Engine, ScriptError, launch, missing, selected
+from tests.browsers.engine import (
+    REQUIRE,
+    Engine,
+    ScriptError,
+    add_tab_page,
+    launch,
+    missing,
+    selected,
+)
 
 # What fetch() rejects with when CORS blocks it, per engine (the table).
 FETCH_ERRORS = {
@@ -51,6 +59,7 @@ class Origins:
             return web.Response(text="api", headers=allow)
 
         pages, apis = web.Application(), web.Application()
+        add_tab_page(pages)
         pages.router.add_get("/{tail:.*}", page)
         apis.router.add_get("/{tail:.*}", api)
         return await self._serve(pages), await self._serve(apis)

@@ -17,7 +17,10 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
+
+from aiohttp import web
 
 ENGINES = ("chromium", "firefox", "webkit")
 REQUIRE = os.environ.get("CORSPROXY_REQUIRE_BROWSER") == "1"
@@ -76,6 +79,22 @@ class Engine(Protocol):
 
 class ScriptError(Exception):
     """A page script threw."""
+
+
+# Every page server of the suite serves the tab page here: a driver that cannot inject a
+# script into a page (WebKit's MiniBrowser runs without WebDriver, so that its console reaches
+# stdout) opens this page instead of "/"; it has the same origin and runs what the driver sends.
+TAB_PATH = "/__tab__"
+
+
+def add_tab_page(app: web.Application) -> None:
+    """Serve tests/browsers/tab.html at TAB_PATH (add before any catch-all route)."""
+    html = (Path(__file__).parent / "tab.html").read_text()
+
+    async def tab(request: web.Request) -> web.Response:
+        return web.Response(text=html, content_type="text/html")
+
+    app.router.add_get(TAB_PATH, tab)
 
 
 def missing(name: str) -> str | None:
