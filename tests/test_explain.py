@@ -82,21 +82,21 @@ CASES = [
         {"origin": "https://evil.example", "method": "PUT", "credentials": True},
         False,
         "origin_not_allowed",
-        "CORSPreflightDidNotSucceed",
+        "CORSMissingAllowOrigin",  # Firefox checks ACAO before the status
     ),
     (
         "method-not-allowed",
         {"origin": APP, "method": "DELETE"},
         False,
         "method_not_allowed:DELETE",
-        "CORSPreflightDidNotSucceed",
+        "CORSMissingAllowOrigin",  # Firefox checks ACAO before the status
     ),
     (
         "header-not-allowed",
         {"origin": APP, "headers": [("X-Trace-Id", "1")]},
         False,
         "header_not_allowed:x-trace-id",
-        "CORSPreflightDidNotSucceed",
+        "CORSMissingAllowOrigin",  # Firefox checks ACAO before the status
     ),
     (
         "wildcard-with-credentials",
@@ -124,7 +124,7 @@ CASES = [
         {"origin": APP, "path": "/internal/x", "method": "PUT"},
         False,
         "cors_disabled",
-        "CORSPreflightDidNotSucceed",
+        "CORSMissingAllowOrigin",  # Firefox checks ACAO before the status
     ),
     (
         "cors-false-simple",
@@ -152,7 +152,7 @@ CASES = [
         {"origin": APP, "private_network": True, "method": "PUT"},
         False,
         "private_network_not_allowed",
-        "CORSPreflightDidNotSucceed",
+        "CORSMissingAllowOrigin",  # Firefox checks ACAO before the status
     ),
     (
         "post-text-plain-no-preflight",
@@ -448,10 +448,17 @@ def test_a_refused_preflight_reads_as_before_reasons_were_typed() -> None:
         "     FAIL  header x-trace-id: not in allow_headers",
         "       Vary: Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
         "VERDICT: BLOCKED (method_not_allowed:DELETE)",
-        "  Firefox: CORSPreflightDidNotSucceed",
+        "  Browser: Chromium (--browser)",
+        "  Firefox: CORSMissingAllowOrigin",
         "  Chrome:  PreflightMissingAllowOriginHeader: Response to preflight request doesn't "
         "pass access control check: No 'Access-Control-Allow-Origin' header is present on the "
         "requested resource.",
+        "  Chromium console:",
+        "    Access to fetch at '<proxy>/x' from origin 'https://app.example.com' has been "
+        "blocked by CORS policy: Response to preflight request doesn't pass access control "
+        "check: No 'Access-Control-Allow-Origin' header is present on the requested resource.",
+        "    Failed to load resource: net::ERR_FAILED",
+        "  fetch() rejects with TypeError: Failed to fetch",
         "  Cause:   method 'DELETE' not allowed (the cause Firefox names CORSMethodNotFound)",
         "  Fix:     (1) add DELETE to cors.allow_methods (test.yaml:6); (2) add X-Trace-Id to "
         "cors.allow_headers (test.yaml:10)",

@@ -184,6 +184,15 @@ def _parse_header(
     "unknown).",
 )
 @click.option(
+    "--browser",
+    "engine",
+    type=click.Choice(["chromium", "firefox", "webkit"]),
+    default="chromium",
+    show_default=True,
+    help="The engine whose console messages, fetch() error and preflight cache to predict "
+    "(Chromium: Chrome, Edge; Firefox; WebKit: Safari).",
+)
+@click.option(
     "--format",
     "output_format",
     type=click.Choice(["text", "json"]),
@@ -202,6 +211,7 @@ def explain_command(
     private_network: bool,
     websocket: bool,
     proxy_origin: str,
+    engine: str,
     output_format: str,
     **_sources: Any,
 ) -> None:
@@ -232,6 +242,7 @@ def explain_command(
         websocket=websocket,
         proxy_origin=proxy_origin,
         recheck=rechecker(sources.config_path(ctx), sources.checked_overrides(ctx)),
+        engine=engine,
     )
     if output_format == "json":
         click.echo(json.dumps(result.to_json(), indent=2))

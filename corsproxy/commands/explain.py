@@ -24,7 +24,7 @@ from corsproxy.commands.explain_fixes import (
 from corsproxy.config import Config, ConfigError, Override
 from corsproxy.config.edited import EditOp, load_edited
 from corsproxy.http.aiohttp_private import parser_accepts_header, parser_accepts_method
-from corsproxy.policy import browser
+from corsproxy.policy import browser, engines
 from corsproxy.policy.cors import (
     ACRH,
     ACRM,
@@ -95,6 +95,18 @@ class Explanation:
     # The path and query the browser sends (WHATWG URL parsing of --path).
     path: str = ""
     withheld: str = ""  # the fix's words when its edits cannot be run through check
+    # The engine predicted (--browser), and the page's origin and the URL it fetches, which
+    # that engine's console messages name.
+    browser: str = "chromium"
+    origin: str = ""
+    url: str = ""
+
+    @property
+    def engine_failure(self) -> engines.EngineBlock | None:
+        """What the chosen engine shows for the block (None when not a CORS block)."""
+        if self.failure is None:
+            return None
+        return engines.engine_block(self.browser, self.failure, self.url, self.origin)
 
     @property
     def verdict(self) -> str:
@@ -115,7 +127,9 @@ class Explanation:
         return f"{reason.describe()} (the cause Firefox names {name})"
 
     def to_json(self) -> dict[str, Any]:
+        shown = self.engine_failure
         return {
+            "browser": self.browser,
             "verdict": self.verdict,
             "mode": self.mode,
             "enforce_verdict": "allowed" if self.allowed else "blocked",
@@ -126,6 +140,10 @@ class Explanation:
                 "firefox": self.failure.firefox,
                 "chrome": self.failure.chrome,
                 "message": self.failure.message,
+                "code": None if shown is None else shown.code,
+                "console": None if shown is None else shown.console,
+                "messages": [] if shown is None else list(shown.messages),
+                "fetch_error": None if shown is None else shown.fetch_error,
             },
             "cause": self.cause,
             "fix": self.fix,
@@ -206,6 +224,7 @@ def explain(
     websocket: bool = False,
     proxy_origin: str = "",
     recheck: Recheck | None = None,
+    engine: str = "chromium",
 ) -> Explanation:
     """What a browser does with one request. `websocket`: a page's `new WebSocket()` to the
     proxy addressed as `proxy_origin` (unknown when empty). `recheck`: loads the
@@ -216,10 +235,12 @@ def explain(
     def run(loaded: Config) -> Explanation:
         return _explain(
             loaded, origin, method, path, headers, credentials, private_network, websocket,
-            proxy_origin, recheck,
+            proxy_origin, recheck, engine,
         )  # fmt: skip
 
     result = run(config)
+    result.browser, result.origin = engine, origin
+    result.url = (proxy_origin.rstrip("/") or "<proxy>") + (result.path or path)
     result.upstream_decides = result.mode == "report-only" and (
         str(result.reason) not in MODE_INDEPENDENT
     )
@@ -276,8 +297,12 @@ def _explain(
     websocket: bool,
     proxy_origin: str,
     recheck: Recheck | None,
+    engine: str = "chromium",
 ) -> Explanation:
     result = Explanation(websocket=websocket)
+    facts = engines.BY_NAME[engine]
+    asked_private_network = private_network
+    private_network = private_network and facts.private_network
     steps = result.steps
     sent = browser.normalize_method(method)
     result.method = sent
@@ -357,7 +382,7 @@ def _explain(
     if not spelled.valid:
         return _malformed_origin(config, result, origin, spelled, again={
             "method": method, "path": path, "headers": headers, "credentials": credentials,
-            "private_network": private_network, "websocket": websocket,
+            "private_network": asked_private_network, "websocket": websocket, "engine": engine,
             "proxy_origin": proxy_origin, "recheck": recheck,
         })  # fmt: skip
     if websocket:
@@ -366,7 +391,14 @@ def _explain(
         )
         route_lines += own_lines
         return _explain_websocket(
-            config, route, origin, normalized.route_path, target, own, result, private_network
+            config,
+            route,
+            origin,
+            normalized.route_path,
+            target,
+            own,
+            result,
+            asked_private_network,
         )
 
     # 2. What fetch() does with the method.
@@ -446,6 +478,9 @@ def _explain(
             )
         )
 
+    other_engine = engines.private_network_note(engine)
+    if asked_private_network and not websocket and other_engine is not None:
+        steps.append(Step("Local Network Access", "info", [other_engine]))
     if private_network:  # Local Network Access replaced the PNA preflight in Chromium 142
         steps.append(
             Step(
@@ -471,6 +506,10 @@ def _explain(
             f"answered by corsproxy (never forwarded): {status}",
         ]
         lines += _preflight_checks(policy, decision, method, need.request_header_names)
+        if decision.allowed:
+            max_age = next((v for n, v in answer if n.lower() == "access-control-max-age"), None)
+            seconds = int(max_age) if max_age is not None and max_age.isdigit() else None
+            lines.append(engines.preflight_cache_note(engine, seconds))
         failure = browser.preflight_check(
             status,
             answer,
@@ -894,10 +933,18 @@ def render_text(result: Explanation) -> str:
         out.append("VERDICT: ALLOWED: the page can read the response")
     else:
         out.append(f"VERDICT: BLOCKED ({result.reason})")
+    if not result.websocket:  # (no CORS for a WebSocket: every engine is alike)
+        out.append(f"{pad}  Browser: {engines.BY_NAME[result.browser].label} (--browser)")
     if not result.allowed:
         if result.failure is not None:
             out.append(f"{pad}  Firefox: {result.failure.firefox}")
             out.append(f"{pad}  Chrome:  {result.failure.chrome}: {result.failure.message}")
+        shown = result.engine_failure
+        if shown is not None:
+            label = engines.BY_NAME[result.browser].label
+            out.append(f"{pad}  {label} console:")
+            out.extend(f"{pad}    {line}" for line in shown.messages)
+            out.append(f"{pad}  fetch() rejects with {shown.fetch_error}")
         if result.cause:
             out.append(f"{pad}  Cause:   {result.cause}")
         if result.fix:
