@@ -1,0 +1,309 @@
+"""`explain --browser` against the real engines: a seeded sample of random policies and
+requests, each run in Chromium, Firefox and WebKit and compared with explain's prediction.
+
+One `corsproxy serve` holds every sampled policy as its own route (`/r0`, `/r1`, ...) in front
+of a recording upstream; pages on an allowed and a refused origin fetch() through it. For each
+pair the engine's verdict (could the script read the answer), its console (Firefox, WebKit) or
+DevTools reason (Chromium), and whether a preflight was sent (corsproxy's own access log) must
+be what `explain(..., engine=...)` predicts. The sample is fixed by a seed so CI is
+repeatable; CORSPROXY_EXPLAIN_SEED and CORSPROXY_EXPLAIN_SAMPLE choose another sample
+(e.g. to sweep seeds locally).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.browsers.engine import REQUIRE, Engine, Tab, add_tab_page, launch, missing, selected
+from tests.net import free_port, start_cli
+
+SEED = int(os.environ.get("CORSPROXY_EXPLAIN_SEED", "17"))
+SAMPLE = int(os.environ.get("CORSPROXY_EXPLAIN_SAMPLE", "30"))
+POLICIES = 8
+OTHER = "https://other.example"
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "FOO"]
+WRITTEN_METHODS = ["GET", "POST", "PUT", "put", "PATCH", "patch", "DELETE", "FOO"]
+HEADERS = [
+    ("X-A", "1"),
+    ("X-B", "2"),
+    ("Content-Type", "application/json"),
+    ("Content-Type", "text/plain"),
+    ("Authorization", "Bearer t"),
+]
+
+
+@dataclass
+class Policy:
+    origins: list[str]  # symbolic: "allowed", "other", "*"
+    credentials: bool
+    methods: list[str]
+    headers: list[str]
+    expose: list[str]
+    max_age: int
+
+    def yaml(self, allowed: str) -> str:
+        origins = [{"allowed": allowed, "other": OTHER}.get(o, o) for o in self.origins]
+        return json.dumps(
+            {
+                "allow_origins": origins,
+                "allow_credentials": self.credentials,
+                "allow_methods": self.methods,
+                "allow_headers": self.headers,
+                "expose_headers": self.expose,
+                "max_age": self.max_age,
+            }
+        )
+
+
+@dataclass
+class Case:
+    policy: int
+    page: str  # "allowed" or "refused"
+    method: str
+    headers: list[tuple[str, str]]
+    credentials: bool
+    path: str = field(default="")
+
+
+def sample(rng: random.Random) -> tuple[list[Policy], list[Case]]:
+    policies: list[Policy] = []
+    for _ in range(POLICIES):
+        credentials = rng.random() < 0.5
+        origins = rng.choice(
+            [["allowed"]] * 3 + [["allowed", "other"], ["other"]] + [["*"]] * 2 * (not credentials)
+        )
+        methods = sorted(rng.sample(METHODS, rng.randint(1, len(METHODS))))
+        headers = sorted(
+            rng.sample(["X-A", "X-B", "Content-Type", "Authorization"], rng.randint(0, 3))
+        )
+        if not credentials and rng.random() < 0.2:
+            headers = ["*"]
+        expose = rng.choice([[], ["X-Exposed"]])
+        policies.append(
+            Policy(origins, credentials, methods, headers, expose, rng.choice([0, 600]))
+        )
+    cases: list[Case] = []
+    for i in range(SAMPLE):
+        headers = rng.sample(HEADERS, rng.randint(0, 2))
+        if len({n for n, _ in headers}) < len(headers):
+            headers = headers[:1]
+        cases.append(
+            Case(
+                policy=rng.randrange(POLICIES),
+                page=rng.choice(["allowed", "allowed", "refused"]),
+                method=rng.choice(WRITTEN_METHODS),
+                headers=headers,
+                credentials=rng.random() < 0.5,
+                path=f"/s{i}",
+            )
+        )
+    return policies, cases
+
+
+POLICY_LIST, CASES = sample(random.Random(SEED))
+
+
+class World:
+    """The upstream and the two page origins on a private loop in a thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.runners: list[web.AppRunner] = []
+
+    async def _serve(self, app: web.Application) -> int:
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self.runners.append(runner)
+        return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
+    async def _start(self) -> tuple[int, int, int]:
+        async def upstream(request: web.Request) -> web.Response:
+            await request.read()
+            return web.Response(text="ok", headers={"X-Exposed": "1"})
+
+        async def page(request: web.Request) -> web.Response:
+            return web.Response(text="<!doctype html><title>p</title>", content_type="text/html")
+
+        def pages() -> web.Application:
+            app = web.Application()
+            add_tab_page(app)
+            app.router.add_get("/{tail:.*}", page)
+            return app
+
+        api = web.Application()
+        api.router.add_route("*", "/{tail:.*}", upstream)
+        return await self._serve(api), await self._serve(pages()), await self._serve(pages())
+
+    def start(self) -> tuple[int, int, int]:
+        self.thread.start()
+        return asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+
+    def stop(self) -> None:
+        async def cleanup() -> None:
+            for runner in self.runners:
+                await runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+class AccessLog:
+    """corsproxy's JSON lines from its stderr, read by a thread (the pipe never fills)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self.thread.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            with self.lock:
+                self.lines.append(record)
+
+    def count(self, method: str, path: str, timeout: float = 5.0) -> int:
+        """OPTIONS (or other) lines for `path`, once its actual request (or nothing more) is
+        logged: lines reach stderr a few ms after the answer."""
+        deadline = time.monotonic() + timeout
+        last = -1
+        while time.monotonic() < deadline:
+            with self.lock:
+                found = [r for r in self.lines if r.get("path") == path]
+            if len(found) == last:
+                break
+            last = len(found)
+            time.sleep(0.2)
+        return sum(1 for r in found if r.get("method") == method)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    servers = World()
+    upstream, allowed_port, refused_port = servers.start()
+    allowed = f"http://127.0.0.1:{allowed_port}"
+    routes = "\n".join(
+        f"  - path_prefix: /r{i}\n    cors: {p.yaml(allowed)}" for i, p in enumerate(POLICY_LIST)
+    )
+    config = tmp_path_factory.mktemp("explain-sample") / "corsproxy.yaml"
+    config.write_text(f"upstream: http://127.0.0.1:{upstream}\nroutes:\n{routes}\n")
+    port = free_port()
+    proc, _ = start_cli("--config", str(config), "--listen", f"127.0.0.1:{port}")
+    log = AccessLog(proc)
+    try:
+        yield {
+            "config": config,
+            "api": f"http://localhost:{port}",
+            "allowed": allowed,
+            "refused": f"http://127.0.0.1:{refused_port}",
+            "log": log,
+        }
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+        servers.stop()
+
+
+@pytest.fixture(scope="module", params=selected())
+def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    name: str = request.param
+    reason = missing(name)
+    if reason is not None:
+        if REQUIRE:
+            pytest.fail(f"CORSPROXY_REQUIRE_BROWSER=1 but {name}: {reason}")
+        pytest.skip(f"BROWSER ENGINE {name} SKIPPED: {reason}")
+    running = launch(name)
+    yield running
+    running.close()
+
+
+FETCH = """async ([url, init]) => {
+  try { const r = await fetch(url, init); await r.text(); return {ok: true, status: r.status}; }
+  catch (e) { return {ok: false, error: String(e)}; }
+}"""
+
+_STATUS = re.compile(r"Status code: (\d+|<status>)")
+
+
+def _same(seen: str, predicted: str) -> bool:
+    """A console line as predicted; a status explain cannot know (`<status>`) matches any."""
+    if "<status>" not in predicted:
+        return seen == predicted
+    return _STATUS.sub("Status code: N", seen) == _STATUS.sub("Status code: N", predicted)
+
+
+def _id(case: Case) -> str:
+    headers = ",".join(n for n, _ in case.headers) or "-"
+    cred = "cred" if case.credentials else "nocred"
+    return f"r{case.policy}{case.path}-{case.page}-{case.method}-{headers}-{cred}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=_id)
+def test_explain_predicts_what_the_engine_does(
+    engine: Engine, world: dict[str, Any], case: Case
+) -> None:
+    from corsproxy.commands.explain import explain
+    from corsproxy.config import load_config
+
+    path = f"/r{case.policy}{case.path}-{engine.name}"  # each engine its own preflight cache key
+    origin = world[case.page]
+    predicted = explain(
+        load_config(world["config"], env={}),
+        origin,
+        case.method,
+        path,
+        case.headers,
+        case.credentials,
+        proxy_origin=world["api"],
+        engine=engine.name,
+    )
+    tab: Tab = engine.open(origin)
+    try:
+        init = {
+            "method": case.method,
+            "headers": dict(case.headers),
+            "credentials": "include" if case.credentials else "same-origin",
+        }
+        result = tab.evaluate(FETCH, [f"{world['api']}{path}", init])
+        errors = tab.cors_errors()
+    finally:
+        tab.close()
+    context = f"policy {POLICY_LIST[case.policy]}, {case}, predicted {predicted.verdict}"
+    assert result["ok"] is predicted.allowed, (result, context)
+    sent_preflight = any(step.name == "Preflight" for step in predicted.steps)
+    assert (world["log"].count("OPTIONS", path) > 0) is sent_preflight, context
+    expected = predicted.engine_failure
+    if expected is None:
+        assert errors == [], context
+        return
+    if engine.name == "chromium":
+        assert [e.code for e in errors] == [expected.code], context
+    else:  # Firefox and WebKit: the console lines themselves
+        seen = [e.message for e in errors]
+        lines = list(expected.messages)
+        if engine.name == "webkit":  # the driver keeps the reason, the URL comes apart
+            lines = lines[:1]
+        assert len(seen) == len(lines) and all(map(_same, seen, lines)), (seen, lines, context)
