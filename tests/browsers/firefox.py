@@ -77,7 +77,7 @@ FIREFOX_REASONS: tuple[tuple[str, str], ...] = (
 )
 _REASONS = tuple((code, re.compile(pattern, re.S)) for code, pattern in FIREFOX_REASONS)
 _CORS_MESSAGE = re.compile(r"Cross-Origin Request (Blocked|Warning): ")
-_REASON = re.compile(r"\(Reason: (.*)\)", re.S)
+_REASON = re.compile(r"\(Reason: (.*?)\)\.?(?: Status code: .*)?$", re.S)
 _URL = re.compile(r"remote resource at '?(\S+?)'?(?:\.| soon\.) \(Reason:")
 
 
@@ -146,11 +146,11 @@ class FirefoxTab:
 class FirefoxEngine:
     name = "firefox"
 
-    def __init__(self) -> None:
+    def __init__(self, executable: str = FIREFOX) -> None:
         self._profile = tempfile.mkdtemp(prefix="corsproxy-firefox-")
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed in _kill)
         self._proc = subprocess.Popen(
-            ["node", str(HELPER), FIREFOX, self._profile],
+            ["node", str(HELPER), executable, self._profile],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -159,7 +159,7 @@ class FirefoxEngine:
         self._ids = itertools.count(1)
         self._pending: dict[int, Future[Any]] = {}
         self._lock = threading.Lock()
-        self._browser_pid: int | None = None
+        self.browser_pid: int | None = None
         self._closed = False
         ready: Future[dict[str, Any]] = Future()
         self._reader = threading.Thread(target=self._read, args=(ready,), daemon=True)
@@ -174,7 +174,7 @@ class FirefoxEngine:
         if not hello.get("ready"):
             self._kill()
             raise RuntimeError(f"Firefox did not start: {hello.get('error')}")
-        self._browser_pid = hello.get("pid")
+        self.browser_pid = hello.get("pid")
         self.version = str(hello.get("version"))
 
     def _stderr_text(self) -> str:
@@ -249,7 +249,7 @@ class FirefoxEngine:
         self._kill()
 
     def _kill(self) -> None:
-        for pid in (self._proc.pid, self._browser_pid):
+        for pid in (self._proc.pid, self.browser_pid):
             if pid:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
