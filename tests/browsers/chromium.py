@@ -57,20 +57,28 @@ class ChromiumTab:
         self.context = context
         self.page: Page = context.new_page()
         self.urls: dict[str, str] = {}
+        self.pending: set[str] = set()  # sent, neither finished nor failed yet
         self.errors: list[CorsError] = []
         self.last_event = time.monotonic()
         cdp = context.new_cdp_session(self.page)
         cdp.send("Network.enable")
         cdp.on("Network.requestWillBeSent", self._sent)
         cdp.on("Network.loadingFailed", self._failed)
+        cdp.on("Network.loadingFinished", self._finished)
         self.page.goto(f"{origin}/")
 
     def _sent(self, event: dict[str, Any]) -> None:
         self.last_event = time.monotonic()
         self.urls[event["requestId"]] = event["request"]["url"]
+        self.pending.add(event["requestId"])
+
+    def _finished(self, event: dict[str, Any]) -> None:
+        self.last_event = time.monotonic()
+        self.pending.discard(event["requestId"])
 
     def _failed(self, event: dict[str, Any]) -> None:
         self.last_event = time.monotonic()
+        self.pending.discard(event["requestId"])
         status = event.get("corsErrorStatus")
         if status:
             url = self.urls.get(event["requestId"])
@@ -93,9 +101,13 @@ class ChromiumTab:
             raise ScriptError(exc.message) from None
 
     def cors_errors(self) -> list[CorsError]:
+        # Quiet: every request the tab sent has finished or failed, and no event came for
+        # QUIET seconds (a WebSocket or an EventSource still open keeps it waiting: bounded).
         # Events arrive on Playwright's dispatcher, which runs while we wait on the page.
         deadline = time.monotonic() + QUIET_BOUND
-        while time.monotonic() < deadline and time.monotonic() - self.last_event < QUIET:
+        while time.monotonic() < deadline and (
+            self.pending or time.monotonic() - self.last_event < QUIET
+        ):
             self.page.wait_for_timeout(50)
         return list(self.errors)
 
