@@ -45,19 +45,21 @@ if TYPE_CHECKING:
     from playwright.sync_api import Page as PlaywrightPage
 
 # --- what each engine does differently (README "What each engine does differently") -----
-# Observed on this machine (Chromium 14x via Playwright, firefox-esr 153 over WebDriver BiDi,
-# WebKitGTK 2.50 MiniBrowser) with corsproxy in front, max_age 600.
+# Every entry observed on this machine with corsproxy in front (max_age 600): Chromium by this
+# suite, firefox-esr 153 (puppeteer over WebDriver BiDi) and WebKitGTK 2.50 (MiniBrowser) by
+# a page running the same requests, before their drivers joined the suite.
 
 # All three keep an allowed preflight for max_age (one OPTIONS for two PUTs); none caches a
 # refused one.
 CACHES_PREFLIGHT = {"chromium": True, "firefox": True, "webkit": True}
 # A `SameSite=None; Secure` cookie set by the http://localhost API for a page on
 # http://127.0.0.1 (cross-site): Chromium blocks third-party cookies (not stored); Firefox
-# stores it and sends it back; WebKit does not send it back.
+# stores it (in the page's partition, Total Cookie Protection) and sends it back; WebKit
+# blocks third-party cookies (a plain `p=1` is not sent back cross-site either).
 THIRD_PARTY_COOKIES = {"chromium": False, "firefox": True, "webkit": False}
 # The same cookie for a page on http://localhost:other-port (same-site): Chromium and Firefox
-# treat http://localhost as secure and keep it; WebKit does not store a Secure cookie set over
-# plain http, even on localhost.
+# treat http://localhost as secure and keep it; WebKit does not keep a Secure cookie set over
+# plain http, even on localhost (a plain `p=1` is sent back same-site).
 SAME_SITE_COOKIES = {"chromium": True, "firefox": True, "webkit": False}
 # What fetch() rejects with when CORS blocks it.
 FETCH_ERRORS = {
