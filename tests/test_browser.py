@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 CACHES_PREFLIGHT = {"chromium": True, "firefox": True, "webkit": True}
 # A `SameSite=None; Secure` cookie set by the http://localhost API for a page on
 # http://127.0.0.1 (cross-site): Chromium blocks third-party cookies (not stored); Firefox
-# stores it (in the page's partition, Total Cookie Protection) and sends it back; WebKit
+# stores it (presumably partitioned, Total Cookie Protection: not checked) and sends it back; WebKit
 # blocks third-party cookies (a plain `p=1` is not sent back cross-site either).
 THIRD_PARTY_COOKIES = {"chromium": False, "firefox": True, "webkit": False}
 # The same cookie for a page on http://localhost:other-port (same-site): Chromium and Firefox
