@@ -7,6 +7,10 @@ write (not installed here, and not in the image). Instead the browser is launche
 public key: only that key is accepted without a chain (every other certificate error still
 fails), which is narrower than `--ignore-certificate-errors`. The certificate is what
 corsproxy serves, so the handshake, ALPN and the profile are Chromium's real ones.
+
+Chromium only: this tests our TLS listener (and the forwarded proto behind it), not how an
+engine enforces CORS (tests/test_browser.py runs that in every engine); the pinned-key flag is
+Chromium's.
 """
 
 from __future__ import annotations
@@ -25,8 +29,15 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from tests.browsers.chromium import ChromiumEngine, missing
+from tests.browsers.engine import REQUIRE
 from tests.net import free_port, start_cli
-from tests.test_browser import CHROMIUM, FETCH, LAUNCH_ARGS, PAGE
+from tests.test_browser import FETCH, PAGE
+
+if (reason := missing()) is not None:
+    if REQUIRE:
+        raise RuntimeError(f"CORSPROXY_REQUIRE_BROWSER=1 but chromium: {reason}")
+    pytest.skip(f"BROWSER ENGINE chromium SKIPPED: {reason}", allow_module_level=True)
 
 
 class _Api(BaseHTTPRequestHandler):
@@ -118,31 +129,26 @@ def https_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
 
 
 def test_an_https_page_calls_the_https_api_with_credentials(https_world: dict[str, Any]) -> None:
-    from playwright.sync_api import sync_playwright  # after test_browser's skip
-
     spki = f"--ignore-certificate-errors-spki-list={https_world['spki']}"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[*LAUNCH_ARGS, spki])
-        try:
-            context = browser.new_context()  # no ignore_https_errors: only the pinned key
-            page = context.new_page()
-            page.goto(f"{https_world['page']}/")
-            api = https_world["api"]
-            assert page.evaluate(FETCH, [f"{api}/api/set-cookie", {"credentials": "include"}])["ok"]
-            got = page.evaluate(FETCH, [f"{api}/api/me", {"credentials": "include"}])
-            assert got["ok"], got
-            assert got["status"] == 200
-            # The cookie went over TLS both ways; the upstream learned the client used https.
-            assert got["body"] == "cookie=session=s1 proto=https"
-            put = page.evaluate(
-                FETCH,
-                [
-                    f"{api}/api/put",
-                    {"method": "PUT", "body": "x", "credentials": "include",
-                     "headers": {"X-Custom": "1"}},
-                ],
-            )  # fmt: skip
-            assert put["ok"] and put["body"] == "put x", put
-            context.close()
-        finally:
-            browser.close()
+    engine = ChromiumEngine(args=[spki])
+    try:
+        tab = engine.open(https_world["page"])  # no ignore_https_errors: only the pinned key
+        api = https_world["api"]
+        assert tab.evaluate(FETCH, [f"{api}/api/set-cookie", {"credentials": "include"}])["ok"]
+        got = tab.evaluate(FETCH, [f"{api}/api/me", {"credentials": "include"}])
+        assert got["ok"], got
+        assert got["status"] == 200
+        # The cookie went over TLS both ways; the upstream learned the client used https.
+        assert got["body"] == "cookie=session=s1 proto=https"
+        put = tab.evaluate(
+            FETCH,
+            [
+                f"{api}/api/put",
+                {"method": "PUT", "body": "x", "credentials": "include",
+                 "headers": {"X-Custom": "1"}},
+            ],
+        )  # fmt: skip
+        assert put["ok"] and put["body"] == "put x", put
+        tab.close()
+    finally:
+        engine.close()
