@@ -293,7 +293,7 @@ def test_explain_predicts_what_the_engine_does(
         tab.close()
     context = f"policy {POLICY_LIST[case.policy]}, {case}, predicted {predicted.verdict}"
     assert result["ok"] is predicted.allowed, (result, context)
-    sent_preflight = any(step.name == "Preflight" for step in predicted.steps)
+    sent_preflight = any(step.title == "Preflight" for step in predicted.steps)
     assert (world["log"].count("OPTIONS", path) > 0) is sent_preflight, context
     expected = predicted.engine_failure
     if expected is None:
