@@ -61,6 +61,9 @@ INSTALL = (
     "webkit2gtk-driver xvfb xauth` (Debian/Ubuntu; MiniBrowser comes with libwebkit2gtk-4.1-0)"
 )
 
+# MiniBrowser's default, said out loud: a third-party fetch neither stores nor sends cookies
+# (measured: not even `SameSite=None`), as in Safari, which blocks third-party cookies.
+COOKIES_POLICY = "no-third-party"
 START_TIMEOUT = 20.0  # Xvfb ready, MiniBrowser's version, a tab page polling
 POLL_HOLD = 20.0  # how long the control server holds a long poll with nothing to send
 QUIET = 0.5  # cors_errors(): no output line for this long means the engine went quiet
@@ -127,6 +130,47 @@ def _tail(path: Path, limit: int = 4000) -> str:
         return ""
 
 
+class ConsoleParser:
+    """WebKit's console lines -> `CorsError`s.
+
+    A block is `CONSOLE SECURITY ERROR <why>` then `CONSOLE JS ERROR <API> cannot load <URL>
+    due to access control checks.` (API: Fetch API, XMLHttpRequest, EventSource). Nothing
+    about CORS is dropped: a "cannot load" line without a SECURITY ERROR before it, and a
+    SECURITY or JS ERROR that mentions access control, are kept on their own."""
+
+    def __init__(self) -> None:
+        self.found: list[CorsError] = []
+        self.security: str | None = None  # a SECURITY ERROR waiting for its JS ERROR
+
+    def feed(self, line: str) -> None:
+        console = CONSOLE.search(line)
+        if console is None:
+            return
+        kind, text = console.groups()
+        if kind == "SECURITY":
+            self._flush()
+            self.security = text
+            return
+        blocked = BLOCKED.match(text)
+        if blocked is not None:
+            message, self.security = (self.security or text), None
+            self.found.append(CorsError(code="", message=message, url=blocked.group(1)))
+            return
+        self._flush()
+        if ABOUT_CORS.search(text):
+            self.found.append(CorsError(code="", message=text, url=None))
+
+    def errors(self) -> list[CorsError]:
+        """What was found so far (a SECURITY ERROR still waiting is settled first)."""
+        self._flush()
+        return list(self.found)
+
+    def _flush(self) -> None:
+        if self.security is not None and ABOUT_CORS.search(self.security):
+            self.found.append(CorsError(code="", message=self.security, url=None))
+        self.security = None
+
+
 class _Channel:
     """One tab's side of the control server: scripts to send, results awaited."""
 
@@ -166,7 +210,11 @@ class _Control:
         app = web.Application(middlewares=[allow_any_origin])
         app.router.add_get("/poll", self._poll)
         app.router.add_post("/result", self._result)
-        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
+        # handler_cancellation: a long poll whose page went away (closed, navigated) is
+        # cancelled, so it does not take a script off the queue for nobody.
+        self.runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=1, handler_cancellation=True
+        )
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
@@ -249,8 +297,7 @@ class WebKitTab:
         self.key = str(number)
         self.ids = itertools.count(1)
         self.lock = threading.Lock()
-        self.errors: list[CorsError] = []
-        self.security: str | None = None  # a SECURITY ERROR waiting for its JS ERROR
+        self.parser = ConsoleParser()
         self.lines: collections.deque[str] = collections.deque(maxlen=200)
         self.last_line = time.monotonic()
         self.home = Path(tempfile.mkdtemp(prefix=f"corsproxy-webkit-tab{number}-"))
@@ -268,6 +315,7 @@ class WebKitTab:
             # (the console stays silent). The fresh HOME/XDG dirs make the context fresh.
             owner.binary,
             "--enable-write-console-messages-to-stdout=true",
+            f"--cookies-policy={COOKIES_POLICY}",
             url,
         ]
         # WebKitGTK 2.50 writes the console to stderr, despite the setting's name (and
@@ -304,31 +352,7 @@ class WebKitTab:
                 with self.lock:
                     self.lines.append(line)
                     self.last_line = time.monotonic()
-                    self._parse(line)
-
-    def _parse(self, line: str) -> None:
-        found = CONSOLE.search(line)
-        if found is None:
-            return
-        kind, text = found.groups()
-        if kind == "SECURITY":
-            self._flush()
-            self.security = text
-            return
-        blocked = BLOCKED.match(text)
-        if blocked is not None:
-            message, self.security = (self.security or text), None
-            self.errors.append(CorsError(code="", message=message, url=blocked.group(1)))
-            return
-        self._flush()
-        if ABOUT_CORS.search(text):
-            self.errors.append(CorsError(code="", message=text, url=None))
-
-    def _flush(self) -> None:
-        """A SECURITY ERROR no "cannot load" line followed: kept if it is about CORS."""
-        if self.security is not None and ABOUT_CORS.search(self.security):
-            self.errors.append(CorsError(code="", message=self.security, url=None))
-        self.security = None
+                    self.parser.feed(line)
 
     # -- Tab -----------------------------------------------------------------------------
 
@@ -367,8 +391,7 @@ class WebKitTab:
                 break
             time.sleep(0.05)
         with self.lock:
-            self._flush()
-            return list(self.errors)
+            return self.parser.errors()
 
     def _output(self) -> str:
         with self.lock:
