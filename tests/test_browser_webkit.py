@@ -151,6 +151,9 @@ def test_the_tab_page_makes_one_request_and_writes_nothing_to_the_console(
     try:
         assert tab.evaluate("async () => { await new Promise(r => setTimeout(r, 300)); return 1; }")
         assert [tab.evaluate("(n) => n * 2", n) for n in range(3)] == [0, 2, 4]
+        with pytest.raises(TypeError):
+            tab.evaluate("(x) => x", object())  # not JSON: refused here, nothing sent
+        assert tab.evaluate("() => 'still usable'") == "still usable"
         assert tab.cors_errors() == []
         assert tab.console() == []
         assert pages.seen == [f"GET {TAB_PATH}"]  # no favicon, nothing else

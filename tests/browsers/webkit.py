@@ -175,7 +175,7 @@ class _Channel:
     """One tab's side of the control server: scripts to send, results awaited."""
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.queue: asyncio.Queue[str] = asyncio.Queue()  # JSON commands
         self.pending: dict[int, concurrent.futures.Future[dict[str, Any]]] = {}
         self.ready = threading.Event()
 
@@ -235,7 +235,7 @@ class _Control:
             for future in channel.pending.values():
                 future.cancel()
 
-    def send(self, tab: str, command: dict[str, Any]) -> None:
+    def send(self, tab: str, command: str) -> None:
         channel = self.channels[tab]
         self.loop.call_soon_threadsafe(channel.queue.put_nowait, command)
 
@@ -251,7 +251,7 @@ class _Control:
         commands = [first]
         while not channel.queue.empty():
             commands.append(channel.queue.get_nowait())
-        return web.json_response(commands)
+        return web.Response(text=f"[{','.join(commands)}]", content_type="application/json")
 
     async def _result(self, request: web.Request) -> web.Response:
         channel = self.channels.get(request.query.get("tab", ""))
@@ -358,9 +358,11 @@ class WebKitTab:
 
     def evaluate(self, script: str, arg: Any = None, timeout: float = 15.0) -> Any:
         command_id = next(self.ids)
+        # Serialized here, so an `arg` that is not JSON fails in the caller, not in the server.
+        command = json.dumps({"id": command_id, "src": script, "arg": arg})
         future: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
         self.channel.pending[command_id] = future
-        self.owner.control.send(self.key, {"id": command_id, "src": script, "arg": arg})
+        self.owner.control.send(self.key, command)
         deadline = time.monotonic() + timeout
         while True:
             try:
