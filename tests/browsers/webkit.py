@@ -236,7 +236,9 @@ class _Control:
                 future.cancel()
 
     def send(self, tab: str, command: str) -> None:
-        channel = self.channels[tab]
+        channel = self.channels.get(tab)
+        if channel is None:
+            raise RuntimeError(f"webkit: tab {tab} is closed")
         self.loop.call_soon_threadsafe(channel.queue.put_nowait, command)
 
     async def _poll(self, request: web.Request) -> web.Response:
@@ -368,6 +370,8 @@ class WebKitTab:
             try:
                 result = future.result(min(0.25, max(0.0, deadline - time.monotonic())))
                 break
+            except concurrent.futures.CancelledError:
+                raise RuntimeError(f"webkit: tab {self.key} was closed") from None
             except concurrent.futures.TimeoutError:
                 if self.process.poll() is not None:
                     self.channel.pending.pop(command_id, None)
