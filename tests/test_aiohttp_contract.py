@@ -347,3 +347,16 @@ async def test_a_response_s_headers_are_not_read_after_write_eof() -> None:
     for head in heads:
         assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"\r\nX-A: 1\r\n" in head, head
     assert b"Connection: close" not in heads[1] and b"Connection: close" in heads[2]
+
+
+def test_the_lingering_close_hook_overrides_how_aiohttp_closes_a_websocket() -> None:
+    """LingeringCloseHook replaces WebSocketResponse._close_transport (called by close() and
+    receive()) and reads `_exception` and `_req`, which aiohttp sets in __init__/prepare."""
+    from corsproxy.http.aiohttp_private import LingeringCloseHook
+
+    assert callable(getattr(web.WebSocketResponse, "_close_transport", None))
+    for caller in (web.WebSocketResponse.close, web.WebSocketResponse._set_code_close_transport):
+        assert "_close_transport" in inspect.getsource(caller)
+    ws = web.WebSocketResponse()
+    assert ws._exception is None and ws._req is None
+    assert "_close_transport" in LingeringCloseHook.__dict__

@@ -347,6 +347,67 @@ async def test_a_frame_announcing_a_length_over_the_limit_is_refused_before_its_
         assert upstream.closes == [(1009, "client message too big")]
 
 
+async def test_a_client_still_sending_a_message_over_the_limit_reads_the_1009_not_a_reset() -> None:
+    """A browser sends the rest of a message that is too big after the proxy's 1009 (Firefox
+    reported 1006 for it): a socket closed with data still arriving answers with a reset.
+    The proxy closes lingering: the client sends the whole message without an error, then
+    reads the CLOSE 1009 and an orderly end of stream."""
+    async with tunnel_through({"max_ws_message_size": LIMIT}) as (proxy, upstream):
+        key = base64.b64encode(os.urandom(16)).decode()
+        reader, writer, head = await _raw_handshake(
+            proxy,
+            "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        try:
+            assert head.startswith(b"HTTP/1.1 101")
+            size = 2 * 1024 * 1024
+            writer.write(_masked_frame_header(0x2, size))
+            for _ in range(size // 65536):  # paced, so the proxy has answered long before
+                writer.write(b"x" * 65536)
+                await writer.drain()  # a reset raises here (ConnectionResetError, EPIPE)
+                await asyncio.sleep(0.005)
+            frame = await asyncio.wait_for(reader.readexactly(4), 5)
+            assert frame[0] == 0x88 and struct.unpack("!H", frame[2:4])[0] == 1009
+            assert await asyncio.wait_for(reader.read(), 10) == b""  # FIN, not a reset
+        finally:
+            writer.close()
+        await wait_for(upstream.done)
+        assert upstream.received == []
+        assert upstream.closes == [(1009, "client message too big")]
+
+
+async def test_a_lingering_close_ends_after_its_timeout_if_the_client_never_closes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The linger is bounded: a client that keeps sending after the 1009 and never closes
+    has its connection closed once LINGER_TIMEOUT is over (then its writes meet a reset)."""
+    from corsproxy.http.aiohttp_private import LingeringCloseHook
+
+    monkeypatch.setattr(LingeringCloseHook, "LINGER_TIMEOUT", 0.5)
+    async with tunnel_through({"max_ws_message_size": LIMIT}) as (proxy, upstream):
+        key = base64.b64encode(os.urandom(16)).decode()
+        reader, writer, _head = await _raw_handshake(
+            proxy,
+            "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        try:
+            writer.write(_masked_frame_header(0x2, 1 << 30))
+            frame = await asyncio.wait_for(reader.readexactly(4), 5)
+            assert struct.unpack("!H", frame[2:4])[0] == 1009
+            started = time.monotonic()
+            with pytest.raises(ConnectionError):
+                while time.monotonic() - started < 10:
+                    writer.write(b"x" * 4096)
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+            assert 0.4 < time.monotonic() - started < 5
+        finally:
+            writer.close()
+        await wait_for(upstream.done)
+
+
 # --- handshake timeout -------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WebSocketError, web
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import HttpVersion
 from aiohttp.http_writer import _serialize_headers
@@ -27,6 +27,7 @@ __all__ = [
     "DefaultHeadersHook",
     "HandlerClassServer",
     "HandshakeTimeoutSite",
+    "LingeringCloseHook",
     "RequestHandler",
     "bound_sockets",
     "http_date",
@@ -56,6 +57,64 @@ class DefaultHeadersHook:
     def after_default_headers(self) -> None:
         """Edit `self.headers` after aiohttp's defaults; the base class drops `Server`."""
         self.headers.popall("server", None)
+
+
+class LingeringCloseHook:
+    """Mixed into a WebSocketResponse: a connection aiohttp fails (a message over the limit, a
+    protocol error) is closed the way nginx closes an HTTP connection it refused, lingering.
+
+    aiohttp sends its CLOSE (1009, 1002) and closes the socket at once, while the client is
+    usually still sending the rest of the message that was too big: the kernel answers that
+    with a reset, and a browser that meets the reset while writing (Firefox) reports 1006
+    instead of the code it was sent. Here the write side is shut after the CLOSE (a FIN), and
+    what the client still sends is read and discarded until it closes too, or
+    `LINGER_TIMEOUT` ends. Over TLS (no half-close) the socket is closed as before.
+
+    Contract: `WebSocketResponse._close_transport()` is how aiohttp closes the socket (from
+    `close()` and `receive()`); `_exception` holds the reader's `WebSocketError` when it
+    failed the connection; `_req.transport` is the connection. After the reader failed,
+    `RequestHandler.data_received()` drops what arrives (its parser answers eof: close()).
+    """
+
+    LINGER_TIMEOUT = 5.0
+    _lingering = False
+    _exception: BaseException | None
+    _req: web.BaseRequest | None
+
+    def _close_transport(self) -> None:
+        transport = None if self._req is None else self._req.transport
+        if (
+            transport is None
+            or transport.is_closing()
+            or not isinstance(self._exception, WebSocketError)
+            or not transport.can_write_eof()
+        ):
+            super()._close_transport()  # type: ignore[misc]
+            return
+        self._lingering = True
+        transport.write_eof()  # after the CLOSE frame still in the buffer
+        if not transport.is_reading():  # paused while messages were queued
+            transport.resume_reading()
+        asyncio.get_running_loop().call_later(self.LINGER_TIMEOUT, transport.close)
+
+    async def lingered(self) -> None:
+        """Return once a lingering close is over: the client closed, or the time is up.
+        aiohttp cancels the handler when the client closes; that ends the wait too."""
+        transport = None if self._req is None else self._req.transport
+        if transport is None or not self._lingering:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.LINGER_TIMEOUT
+        try:
+            # aiohttp says nothing when the client closes an upgraded connection (bar
+            # cancelling the handler): a short poll, bounded by LINGER_TIMEOUT.
+            while not transport.is_closing() and loop.time() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or not transport.is_closing():
+                raise
+            task.uncancel()
 
 
 class HandlerClassServer(web.Server):

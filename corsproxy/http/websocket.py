@@ -31,7 +31,7 @@ from yarl import URL
 from corsproxy.config.upstream_tls import upstream_tls_of
 from corsproxy.http import errors
 from corsproxy.http import headers as hygiene
-from corsproxy.http.aiohttp_private import DefaultHeadersHook
+from corsproxy.http.aiohttp_private import DefaultHeadersHook, LingeringCloseHook
 from corsproxy.http.connect import tls_reason
 from corsproxy.http.error_words import error_words
 from corsproxy.http.relay import Exchange, Target, error_response
@@ -292,6 +292,7 @@ async def tunnel(
             if task is None or relay.cancelled():
                 raise
             task.uncancel()
+        await client.lingered()
     finally:
         registry.discard(client)
         await upstream.close(code=aiohttp.WSCloseCode.GOING_AWAY)
@@ -299,9 +300,11 @@ async def tunnel(
     return client
 
 
-class _ClientSocket(DefaultHeadersHook, web.WebSocketResponse):
+class _ClientSocket(LingeringCloseHook, DefaultHeadersHook, web.WebSocketResponse):
     """The client's side of a tunnel: aiohttp's default `Server` header (naming Python and
-    aiohttp versions) is not sent; the upstream's 101 headers are not relayed either."""
+    aiohttp versions) is not sent; the upstream's 101 headers are not relayed either; a
+    connection failed for a message over the limit closes lingering, so that the client
+    reads the 1009 instead of a reset (Firefox reported 1006)."""
 
 
 def _aiohttp_limit(limit: int) -> int:
