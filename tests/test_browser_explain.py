@@ -18,9 +18,7 @@ import os
 import random
 import re
 import signal
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +26,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from tests.browsers.access_log import AccessLog
 from tests.browsers.engine import REQUIRE, Engine, Tab, add_tab_page, launch, missing, selected
 from tests.net import free_port, start_cli
 
@@ -166,40 +165,6 @@ class World:
         self.loop.close()
 
 
-class AccessLog:
-    """corsproxy's JSON lines from its stderr, read by a thread (the pipe never fills)."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.lines: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
-        self.thread.start()
-
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            with self.lock:
-                self.lines.append(record)
-
-    def count(self, method: str, path: str, timeout: float = 5.0) -> int:
-        """OPTIONS (or other) lines for `path`, once its actual request (or nothing more) is
-        logged: lines reach stderr a few ms after the answer."""
-        deadline = time.monotonic() + timeout
-        last = -1
-        while time.monotonic() < deadline:
-            with self.lock:
-                found = [r for r in self.lines if r.get("path") == path]
-            if len(found) == last:
-                break
-            last = len(found)
-            time.sleep(0.2)
-        return sum(1 for r in found if r.get("method") == method)
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     servers = World()
@@ -224,6 +189,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
+        log.close()
         servers.stop()
 
 
@@ -294,7 +260,7 @@ def test_explain_predicts_what_the_engine_does(
     context = f"policy {POLICY_LIST[case.policy]}, {case}, predicted {predicted.verdict}"
     assert result["ok"] is predicted.allowed, (result, context)
     sent_preflight = any(step.title == "Preflight" for step in predicted.steps)
-    assert (world["log"].count("OPTIONS", path) > 0) is sent_preflight, context
+    assert (world["log"].count(world["api"], "OPTIONS", path) > 0) is sent_preflight, context
     expected = predicted.engine_failure
     if expected is None:
         assert errors == [], context
