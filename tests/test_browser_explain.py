@@ -27,11 +27,11 @@ import pytest
 from aiohttp import web
 
 from tests.browsers.access_log import AccessLog
-from tests.browsers.engine import REQUIRE, Engine, Tab, add_tab_page, launch, missing, selected
+from tests.browsers.engine import REQUIRE, Engine, add_tab_page, launch, missing, selected
 from tests.net import free_port, start_cli
 
 SEED = int(os.environ.get("CORSPROXY_EXPLAIN_SEED", "17"))
-SAMPLE = int(os.environ.get("CORSPROXY_EXPLAIN_SAMPLE", "30"))
+SAMPLE = int(os.environ.get("CORSPROXY_EXPLAIN_SAMPLE", "40"))
 POLICIES = 8
 OTHER = "https://other.example"
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "FOO"]
@@ -78,7 +78,13 @@ class Case:
     path: str = field(default="")
 
 
+def _value(rng: random.Random, name: str) -> str:
+    return rng.choice([v for n, v in HEADERS if n == name] or ["1"])
+
+
 def sample(rng: random.Random) -> tuple[list[Policy], list[Case]]:
+    """Policies of every shape corsproxy accepts, and requests drawn mostly near what each
+    policy allows (else nearly every request would end in the same refused preflight)."""
     policies: list[Policy] = []
     for _ in range(POLICIES):
         credentials = rng.random() < 0.5
@@ -89,23 +95,37 @@ def sample(rng: random.Random) -> tuple[list[Policy], list[Case]]:
         headers = sorted(
             rng.sample(["X-A", "X-B", "Content-Type", "Authorization"], rng.randint(0, 3))
         )
-        if not credentials and rng.random() < 0.2:
+        if not credentials and rng.random() < 0.25:
             headers = ["*"]
-        expose = rng.choice([[], ["X-Exposed"]])
+        expose = rng.choice([[], ["X-Exposed"]] + [["*"]] * (not credentials))
         policies.append(
             Policy(origins, credentials, methods, headers, expose, rng.choice([0, 600]))
         )
     cases: list[Case] = []
     for i in range(SAMPLE):
-        headers = rng.sample(HEADERS, rng.randint(0, 2))
-        if len({n for n, _ in headers}) < len(headers):
-            headers = headers[:1]
+        index = rng.randrange(POLICIES)
+        policy = policies[index]
+        pick = rng.random()
+        if pick < 0.4:
+            method = rng.choice(["GET", "POST", "HEAD"])
+        elif pick < 0.75:
+            method = rng.choice(policy.methods)
+            method = method.lower() if rng.random() < 0.3 else method
+        else:
+            method = rng.choice(WRITTEN_METHODS)
+        pick = rng.random()
+        names: list[str] = []
+        if pick < 0.3:
+            allowed = [h for h in policy.headers if h != "*"] or ["X-A", "Authorization"]
+            names = rng.sample(allowed, rng.randint(1, min(2, len(allowed))))
+        elif pick < 0.6:
+            names = rng.sample(sorted({n for n, _ in HEADERS}), rng.randint(1, 2))
         cases.append(
             Case(
-                policy=rng.randrange(POLICIES),
-                page=rng.choice(["allowed", "allowed", "refused"]),
-                method=rng.choice(WRITTEN_METHODS),
-                headers=headers,
+                policy=index,
+                page=rng.choice(["allowed", "allowed", "allowed", "refused"]),
+                method=method,
+                headers=[(n, _value(rng, n)) for n in names],
                 credentials=rng.random() < 0.5,
                 path=f"/s{i}",
             )
@@ -206,8 +226,39 @@ def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
     running.close()
 
 
+class Pages:
+    """One tab per page origin for the whole sample (each case has its own path, so its own
+    preflight cache entry); each case reads only the CORS errors that came after it began."""
+
+    def __init__(self, engine: Engine, world: dict[str, Any]) -> None:
+        self.tabs = {page: engine.open(world[page]) for page in ("allowed", "refused")}
+        self.seen = dict.fromkeys(self.tabs, 0)
+
+    def run(self, page: str, script: str, arg: Any) -> tuple[Any, list[Any]]:
+        tab = self.tabs[page]
+        result = tab.evaluate(script, arg)
+        errors = tab.cors_errors()
+        new, self.seen[page] = errors[self.seen[page] :], len(errors)
+        return result, new
+
+    def close(self) -> None:
+        for tab in self.tabs.values():
+            tab.close()
+
+
+@pytest.fixture(scope="module")
+def pages(engine: Engine, world: dict[str, Any]) -> Iterator[Pages]:
+    opened = Pages(engine, world)
+    yield opened
+    opened.close()
+
+
 FETCH = """async ([url, init]) => {
-  try { const r = await fetch(url, init); await r.text(); return {ok: true, status: r.status}; }
+  try {
+    const r = await fetch(url, init);
+    await r.text();
+    return {ok: true, status: r.status, exposed: r.headers.get('x-exposed') !== null};
+  }
   catch (e) { return {ok: false, error: String(e)}; }
 }"""
 
@@ -229,7 +280,7 @@ def _id(case: Case) -> str:
 
 @pytest.mark.parametrize("case", CASES, ids=_id)
 def test_explain_predicts_what_the_engine_does(
-    engine: Engine, world: dict[str, Any], case: Case
+    engine: Engine, world: dict[str, Any], pages: Pages, case: Case
 ) -> None:
     from corsproxy.commands.explain import explain
     from corsproxy.config import load_config
@@ -246,17 +297,12 @@ def test_explain_predicts_what_the_engine_does(
         proxy_origin=world["api"],
         engine=engine.name,
     )
-    tab: Tab = engine.open(origin)
-    try:
-        init = {
-            "method": case.method,
-            "headers": dict(case.headers),
-            "credentials": "include" if case.credentials else "same-origin",
-        }
-        result = tab.evaluate(FETCH, [f"{world['api']}{path}", init])
-        errors = tab.cors_errors()
-    finally:
-        tab.close()
+    init = {
+        "method": case.method,
+        "headers": dict(case.headers),
+        "credentials": "include" if case.credentials else "same-origin",
+    }
+    result, errors = pages.run(case.page, FETCH, [f"{world['api']}{path}", init])
     context = f"policy {POLICY_LIST[case.policy]}, {case}, predicted {predicted.verdict}"
     assert result["ok"] is predicted.allowed, (result, context)
     sent_preflight = any(step.title == "Preflight" for step in predicted.steps)
@@ -264,6 +310,8 @@ def test_explain_predicts_what_the_engine_does(
     expected = predicted.engine_failure
     if expected is None:
         assert errors == [], context
+        readable = {name.lower() for name in predicted.readable}
+        assert result["exposed"] is bool(readable & {"*", "x-exposed"}), context
         return
     if engine.name == "chromium":
         assert [e.code for e in errors] == [expected.code], context

@@ -129,7 +129,7 @@ def _firefox(block: Block, url: str) -> EngineBlock:
 def _webkit(block: Block, url: str, origin: str) -> EngineBlock:
     kind = block.firefox
     bad_status = block.status is not None and not 200 <= block.status <= 299
-    if block.preflight and bad_status:
+    if block.preflight and bad_status and WEBKIT.status_first:
         line = f"Preflight response is not successful. Status code: {block.status}"
     elif kind in ("CORSMissingAllowOrigin", "CORSAllowOriginNotMatchingOrigin"):
         line = f"Origin {origin} is not allowed by {ACAO}. Status code: {_status(block.status)}"
