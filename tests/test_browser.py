@@ -49,6 +49,33 @@ if TYPE_CHECKING:
 # All three keep an allowed preflight for max_age (one OPTIONS for two PUTs); none caches a
 # refused one.
 CACHES_PREFLIGHT = {"chromium": True, "firefox": True, "webkit": True}
+# Which second request (same URL, same tab, max_age 600) reuses the first one's preflight, as
+# OPTIONS counts for the pair. The Fetch standard's cache: an entry made with credentials
+# serves a request without them, not the other way round; a header the entry lacks needs a
+# new preflight; corsproxy lists every allowed method, so another method needs none.
+# Firefox keeps entries made with and without credentials apart: it preflights again.
+PREFLIGHT_PAIRS: dict[str, tuple[list[dict[str, Any]], dict[str, int]]] = {
+    "same request": ([{}, {}], {"chromium": 1, "firefox": 1, "webkit": 1}),
+    "another allowed method": (
+        [{}, {"method": "DELETE"}], {"chromium": 1, "firefox": 1, "webkit": 1}
+    ),
+    "fewer headers": (
+        [{"headers": {"X-Custom": "1"}}, {}], {"chromium": 1, "firefox": 1, "webkit": 1}
+    ),
+    "one more header": (
+        [{}, {"headers": {"X-Custom": "1"}}], {"chromium": 2, "firefox": 2, "webkit": 2}
+    ),
+    "another header": (
+        [{"headers": {"X-Custom": "1"}}, {"headers": {"Content-Type": "application/json"}}],
+        {"chromium": 2, "firefox": 2, "webkit": 2},
+    ),
+    "with credentials, then without": (
+        [{"credentials": "include"}, {}], {"chromium": 1, "firefox": 2, "webkit": 1}
+    ),
+    "without credentials, then with": (
+        [{}, {"credentials": "include"}], {"chromium": 2, "firefox": 2, "webkit": 2}
+    ),
+}  # fmt: skip
 # A `SameSite=None; Secure` cookie set by the http://localhost API for a page on
 # http://127.0.0.1 (cross-site): Chromium blocks third-party cookies (not stored); Firefox
 # stores it (presumably partitioned, Total Cookie Protection: not checked) and sends it back; WebKit
@@ -66,8 +93,12 @@ FETCH_ERRORS = {
 }
 # The engine's own block reasons for a disallowed GET then PUT, where the engine has codes
 # (Chromium checks Access-Control-Allow-Origin before the preflight's 403 status).
+# Firefox too (its reason names, read from its console), and it adds CORSDidNotSucceed after
+# a failed preflight; WebKit has no codes (its console text is checked by
+# tests/test_browser_explain.py).
 DISALLOWED_CODES = {
     "chromium": ["MissingAllowOriginHeader", "PreflightMissingAllowOriginHeader"],
+    "firefox": ["CORSMissingAllowOrigin", "CORSMissingAllowOrigin", "CORSDidNotSucceed"],
 }
 
 
@@ -479,6 +510,19 @@ def test_preflights_are_cached_for_max_age(
         assert page.fetch(url, method="PUT")["status"] == 200
     assert len(world["upstream"].requests(path)) == 2
     assert preflights(world, path) == (1 if CACHES_PREFLIGHT[engine.name] else 2)
+
+
+@pytest.mark.parametrize("pair", list(PREFLIGHT_PAIRS))
+def test_which_second_request_reuses_a_cached_preflight(
+    tab: Any, api: Any, world: dict[str, Any], engine: Engine, pair: str
+) -> None:
+    requests, expected = PREFLIGHT_PAIRS[pair]
+    page = tab()
+    path, url = api(f"/api/pair-{pair.replace(' ', '-').replace(',', '')}")
+    for init in requests:
+        result = page.fetch(url, **{"method": "PUT", **init})
+        assert result["ok"] and result["status"] == 200, result
+    assert preflights(world, path) == expected[engine.name]
 
 
 def test_a_refused_preflight_is_not_cached(tab: Any, api: Any, world: dict[str, Any]) -> None:
