@@ -78,6 +78,12 @@ def test_preflight_cache_caps_and_private_network_per_engine() -> None:
     assert "7200 s" in engines.preflight_cache_note("chromium", 86400)
     assert "caches the preflight 86400 s" in engines.preflight_cache_note("firefox", 86400)
     assert "caches the preflight 600 s" in engines.preflight_cache_note("webkit", 86400)
+    # Firefox keeps a credentialed preflight for credentialed requests (tests/test_browser.py
+    # test_which_second_request_reuses_a_cached_preflight shows it); the others share it.
+    assert "preflighted again" in engines.preflight_cache_note("firefox", 600, credentials=True)
+    assert "again" not in engines.preflight_cache_note("firefox", 600, credentials=False)
+    for other in ("chromium", "webkit"):
+        assert "again" not in engines.preflight_cache_note(other, 600, credentials=True)
     assert engines.private_network_note("chromium") is None
     for engine in ("firefox", "webkit"):
         note = engines.private_network_note(engine)

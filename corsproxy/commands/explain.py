@@ -509,7 +509,7 @@ def _explain(
         if decision.allowed:
             max_age = next((v for n, v in answer if n.lower() == "access-control-max-age"), None)
             seconds = int(max_age) if max_age is not None and max_age.isdigit() else None
-            lines.append(engines.preflight_cache_note(engine, seconds))
+            lines.append(engines.preflight_cache_note(engine, seconds, credentials))
         failure = browser.preflight_check(
             status,
             answer,

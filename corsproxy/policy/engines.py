@@ -28,6 +28,9 @@ class Engine:
     private_network: bool
     # On a failed preflight: reports a non-ok status before the CORS check (WebKit).
     status_first: bool
+    # Reuses a preflight made with credentials for a request without them, as the Fetch
+    # standard's cache does (Firefox keeps the two apart: tests/test_browser.py).
+    shares_credentialed_preflight: bool = True
 
 
 CHROMIUM = Engine("chromium", "Chromium", "TypeError: Failed to fetch", 7200, True, False)
@@ -38,6 +41,7 @@ FIREFOX = Engine(
     86400,
     False,
     False,
+    shares_credentialed_preflight=False,
 )
 WEBKIT = Engine("webkit", "WebKit", "TypeError: Load failed", 600, False, True)
 BY_NAME = {e.name: e for e in (CHROMIUM, FIREFOX, WEBKIT)}
@@ -162,14 +166,24 @@ def engine_block(engine: str, block: Block, url: str, origin: str) -> EngineBloc
     return _chromium(block, url, origin)
 
 
-def preflight_cache_note(engine: str, max_age: int | None) -> str:
-    """How long `engine` caches a preflight answered with this Access-Control-Max-Age."""
+def preflight_cache_note(engine: str, max_age: int | None, credentials: bool = False) -> str:
+    """How long `engine` caches a preflight answered with this Access-Control-Max-Age, and
+    (for a request with credentials) whether a request without them may reuse it."""
     facts = BY_NAME[engine]
     cap = f"{facts.label} caps it at {facts.preflight_cache_cap} s"
     if max_age is None:
-        return f"no Access-Control-Max-Age: {facts.label} caches the preflight briefly ({cap})"
-    kept = min(max_age, facts.preflight_cache_cap)
-    return f"Access-Control-Max-Age {max_age}: {facts.label} caches the preflight {kept} s ({cap})"
+        note = f"no Access-Control-Max-Age: {facts.label} caches the preflight briefly ({cap})"
+    else:
+        kept = min(max_age, facts.preflight_cache_cap)
+        note = (
+            f"Access-Control-Max-Age {max_age}: {facts.label} caches the preflight {kept} s ({cap})"
+        )
+    if credentials and not facts.shares_credentialed_preflight:
+        note += (
+            f"; {facts.label} keeps it for requests with credentials only: the same request "
+            "without credentials is preflighted again (Chromium and WebKit reuse it)"
+        )
+    return note
 
 
 def private_network_note(engine: str) -> str | None:
