@@ -19,7 +19,6 @@ import asyncio
 import http.client
 import re
 import signal
-import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -27,21 +26,14 @@ import pytest
 from aiohttp import web
 
 from tests.browsers.access_log import AccessLog
-from tests.browsers.engine import (
-    REQUIRE,
-    Engine,
-    Tab,
-    add_tab_page,
-    launch,
-    missing,
-    selected,
-)
+from tests.browsers.engine import Engine, Tab, add_tab_page, launched, selected
+from tests.browsers.servers import ThreadedServers, page_app
 from tests.net import free_port, start_cli
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page as PlaywrightPage
 
-# --- what each engine does differently (README "What each engine does differently") -----
+# --- what each engine does differently (README "In Chromium, Firefox and WebKit") -----
 # Every entry observed on this machine with corsproxy in front (max_age 600): Chromium by this
 # suite, firefox-esr 153 (puppeteer over WebDriver BiDi) and WebKitGTK 2.50 (MiniBrowser) by
 # a page running the same requests, before their drivers joined the suite.
@@ -169,62 +161,15 @@ class Upstream:
         )
 
 
-PAGE = "<!doctype html><html><head><title>page</title></head><body>page</body></html>"
-
-
-class Servers:
-    """The upstream and the page servers, on a private event loop in a thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.upstream = Upstream()
-        self.runners: list[web.AppRunner] = []
-
-    def start(self) -> dict[str, int]:
-        self.thread.start()
-        return asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
-
-    async def _serve(self, app: web.Application, host: str) -> int:
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
-        await runner.setup()
-        site = web.TCPSite(runner, host, 0)
-        await site.start()
-        self.runners.append(runner)
-        return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-
-    async def _start(self) -> dict[str, int]:
-        async def page(request: web.Request) -> web.Response:
-            return web.Response(text=PAGE, content_type="text/html")
-
-        def page_app() -> web.Application:
-            app = web.Application()
-            add_tab_page(app)
-            app.router.add_get("/{tail:.*}", page)
-            return app
-
-        return {
-            "upstream": await self._serve(self.upstream.app(), "127.0.0.1"),
-            "allowed": await self._serve(page_app(), "127.0.0.1"),
-            "disallowed": await self._serve(page_app(), "127.0.0.1"),
-            "same_site": await self._serve(page_app(), "127.0.0.1"),
-        }
-
-    def stop(self) -> None:
-        async def cleanup() -> None:
-            for runner in self.runners:
-                await runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    servers = Servers()
-    ports = servers.start()
+    servers, upstream = ThreadedServers(), Upstream()
+    ports = {
+        "upstream": servers.serve(upstream.app()),
+        "allowed": servers.serve(page_app()),
+        "disallowed": servers.serve(page_app()),
+        "same_site": servers.serve(page_app()),
+    }
     allowed = f"http://127.0.0.1:{ports['allowed']}"
     same_site = f"http://localhost:{ports['same_site']}"
     config = tmp_path_factory.mktemp("browser") / "corsproxy.yaml"
@@ -263,7 +208,7 @@ limits:
     try:
         yield {
             "servers": servers,
-            "upstream": servers.upstream,
+            "upstream": upstream,
             "access": access,
             "allowed": allowed,
             "disallowed": f"http://127.0.0.1:{ports['disallowed']}",
@@ -282,17 +227,8 @@ limits:
 
 @pytest.fixture(scope="module", params=selected())
 def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
-    name: str = request.param
-    if name not in selected():  # a Chromium-only test while CORSPROXY_BROWSERS leaves it out
-        pytest.skip(f"{name} is not in CORSPROXY_BROWSERS")
-    reason = missing(name)
-    if reason is not None:
-        if REQUIRE:
-            pytest.fail(f"CORSPROXY_REQUIRE_BROWSER=1 but {name}: {reason}")
-        pytest.skip(f"BROWSER ENGINE {name} SKIPPED: {reason}")
-    running = launch(name)
-    yield running
-    running.close()
+    # (Chromium-only tests ask for "chromium" even when CORSPROXY_BROWSERS leaves it out.)
+    yield from launched(request.param)
 
 
 CHROMIUM_ONLY = pytest.mark.parametrize("engine", ["chromium"], indirect=True)

@@ -8,22 +8,13 @@ fresh browsing context. A missing engine skips (fails under CORSPROXY_REQUIRE_BR
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Iterator
 
 import pytest
 from aiohttp import web
 
-from tests.browsers.engine import (
-    REQUIRE,
-    Engine,
-    ScriptError,
-    add_tab_page,
-    launch,
-    missing,
-    selected,
-)
+from tests.browsers.engine import Engine, ScriptError, launched, selected
+from tests.browsers.servers import ThreadedServers, page_app
 
 # What fetch() rejects with when CORS blocks it, per engine (the issue's table).
 FETCH_ERRORS = {
@@ -33,71 +24,26 @@ FETCH_ERRORS = {
 }
 
 
-class Origins:
-    """A page origin and an API origin (ACAO on /allow only), served from a thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.runners: list[web.AppRunner] = []
-
-    async def _serve(self, app: web.Application) -> str:
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.runners.append(runner)
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return f"http://127.0.0.1:{port}"
-
-    async def _start(self) -> tuple[str, str]:
-        async def page(request: web.Request) -> web.Response:
-            return web.Response(text="<!doctype html><title>p</title>", content_type="text/html")
-
-        async def api(request: web.Request) -> web.Response:
-            allow = {"Access-Control-Allow-Origin": "*"} if request.path == "/allow" else {}
-            return web.Response(text="api", headers=allow)
-
-        pages, apis = web.Application(), web.Application()
-        add_tab_page(pages)
-        pages.router.add_get("/{tail:.*}", page)
-        apis.router.add_get("/{tail:.*}", api)
-        return await self._serve(pages), await self._serve(apis)
-
-    def start(self) -> tuple[str, str]:
-        self.thread.start()
-        return asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
-
-    def stop(self) -> None:
-        async def cleanup() -> None:
-            for runner in self.runners:
-                await runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
+async def _api(request: web.Request) -> web.Response:
+    allow = {"Access-Control-Allow-Origin": "*"} if request.path == "/allow" else {}
+    return web.Response(text="api", headers=allow)
 
 
 @pytest.fixture(scope="module")
 def origins() -> Iterator[tuple[str, str]]:
-    servers = Origins()
-    yield servers.start()
+    """A page origin and an API origin (ACAO on /allow only)."""
+    servers, api = ThreadedServers(), web.Application()
+    api.router.add_get("/{tail:.*}", _api)
+    yield servers.origin(page_app()), servers.origin(api)
     servers.stop()
 
 
 @pytest.fixture(scope="module", params=selected())
 def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
     name: str = request.param
-    reason = missing(name)
-    if reason is not None:
-        if REQUIRE:
-            pytest.fail(f"CORSPROXY_REQUIRE_BROWSER=1 but {name}: {reason}")
-        pytest.skip(f"BROWSER ENGINE {name} SKIPPED: {reason}")
-    running = launch(name)
-    assert running.name == name and running.version
-    yield running
-    running.close()
+    for running in launched(name):
+        assert running.name == name and running.version
+        yield running
 
 
 FETCH = """async (url) => {

@@ -12,13 +12,11 @@ repeatable; CORSPROXY_EXPLAIN_SEED and CORSPROXY_EXPLAIN_SAMPLE choose another s
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import random
 import re
 import signal
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +25,8 @@ import pytest
 from aiohttp import web
 
 from tests.browsers.access_log import AccessLog
-from tests.browsers.engine import REQUIRE, Engine, add_tab_page, launch, missing, selected
+from tests.browsers.engine import Engine, launched, selected
+from tests.browsers.servers import ThreadedServers, page_app
 from tests.net import free_port, start_cli
 
 SEED = int(os.environ.get("CORSPROXY_EXPLAIN_SEED", "17"))
@@ -136,59 +135,18 @@ def sample(rng: random.Random) -> tuple[list[Policy], list[Case]]:
 POLICY_LIST, CASES = sample(random.Random(SEED))
 
 
-class World:
-    """The upstream and the two page origins on a private loop in a thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.runners: list[web.AppRunner] = []
-
-    async def _serve(self, app: web.Application) -> int:
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.runners.append(runner)
-        return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-
-    async def _start(self) -> tuple[int, int, int]:
-        async def upstream(request: web.Request) -> web.Response:
-            await request.read()
-            return web.Response(text="ok", headers={"X-Exposed": "1"})
-
-        async def page(request: web.Request) -> web.Response:
-            return web.Response(text="<!doctype html><title>p</title>", content_type="text/html")
-
-        def pages() -> web.Application:
-            app = web.Application()
-            add_tab_page(app)
-            app.router.add_get("/{tail:.*}", page)
-            return app
-
-        api = web.Application()
-        api.router.add_route("*", "/{tail:.*}", upstream)
-        return await self._serve(api), await self._serve(pages()), await self._serve(pages())
-
-    def start(self) -> tuple[int, int, int]:
-        self.thread.start()
-        return asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
-
-    def stop(self) -> None:
-        async def cleanup() -> None:
-            for runner in self.runners:
-                await runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
+async def _upstream(request: web.Request) -> web.Response:
+    await request.read()
+    return web.Response(text="ok", headers={"X-Exposed": "1"})
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    servers = World()
-    upstream, allowed_port, refused_port = servers.start()
+    servers, api = ThreadedServers(), web.Application()
+    api.router.add_route("*", "/{tail:.*}", _upstream)
+    upstream, allowed_port, refused_port = (
+        servers.serve(api), servers.serve(page_app()), servers.serve(page_app())
+    )  # fmt: skip
     allowed = f"http://127.0.0.1:{allowed_port}"
     routes = "\n".join(
         f"  - path_prefix: /r{i}\n    cors: {p.yaml(allowed)}" for i, p in enumerate(POLICY_LIST)
@@ -215,15 +173,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture(scope="module", params=selected())
 def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
-    name: str = request.param
-    reason = missing(name)
-    if reason is not None:
-        if REQUIRE:
-            pytest.fail(f"CORSPROXY_REQUIRE_BROWSER=1 but {name}: {reason}")
-        pytest.skip(f"BROWSER ENGINE {name} SKIPPED: {reason}")
-    running = launch(name)
-    yield running
-    running.close()
+    yield from launched(request.param)
 
 
 class Pages:

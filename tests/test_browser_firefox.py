@@ -10,7 +10,6 @@ CORSPROXY_REQUIRE_BROWSER=1 when firefox is among CORSPROXY_BROWSERS).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 import time
@@ -20,7 +19,8 @@ import pytest
 from aiohttp import web
 
 from tests.browsers import firefox
-from tests.browsers.engine import REQUIRE, CorsError, selected
+from tests.browsers.engine import CorsError, need
+from tests.browsers.servers import ThreadedServers, page_app
 
 U = "http://127.0.0.1:1/x"
 BLOCKED = f"Cross-Origin Request Blocked: The Same Origin Policy disallows reading the remote resource at {U}."  # noqa: E501
@@ -147,64 +147,20 @@ def _api_response(request: web.Request) -> web.StreamResponse:
     return response
 
 
-class Servers:
-    """A page origin and the API, on loopback, from a thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.runners: list[web.AppRunner] = []
-
-    async def _serve(self, app: web.Application) -> str:
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.runners.append(runner)
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return f"http://127.0.0.1:{port}"
-
-    async def _start(self) -> tuple[str, str]:
-        async def page(request: web.Request) -> web.Response:
-            return web.Response(text="<!doctype html><title>p</title>", content_type="text/html")
-
-        async def api(request: web.Request) -> web.StreamResponse:
-            return _api_response(request)
-
-        pages, apis = web.Application(), web.Application()
-        pages.router.add_get("/{tail:.*}", page)
-        apis.router.add_route("*", "/{tail:.*}", api)
-        return await self._serve(pages), await self._serve(apis)
-
-    def start(self) -> tuple[str, str]:
-        self.thread.start()
-        return asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
-
-    def stop(self) -> None:
-        async def cleanup() -> None:
-            for runner in self.runners:
-                await runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
+async def _api(request: web.Request) -> web.StreamResponse:
+    return _api_response(request)
 
 
 def _need_firefox() -> None:
-    if "firefox" not in selected():
-        pytest.skip("firefox is not among CORSPROXY_BROWSERS")
-    reason = firefox.missing()
-    if reason is not None:
-        if REQUIRE:
-            pytest.fail(f"CORSPROXY_REQUIRE_BROWSER=1 but firefox: {reason}")
-        pytest.skip(f"BROWSER ENGINE firefox SKIPPED: {reason}")
+    need("firefox")
 
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[tuple[str, str]]:
-    running = Servers()
-    yield running.start()
+    """A page origin and the API, on loopback."""
+    running, api = ThreadedServers(), web.Application()
+    api.router.add_route("*", "/{tail:.*}", _api)
+    yield running.origin(page_app()), running.origin(api)
     running.stop()
 
 

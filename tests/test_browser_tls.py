@@ -31,8 +31,9 @@ from cryptography.hazmat.primitives import serialization
 
 from tests.browsers.chromium import ChromiumEngine, missing
 from tests.browsers.engine import REQUIRE
+from tests.browsers.servers import PAGE
 from tests.net import free_port, start_cli
-from tests.test_browser import FETCH, PAGE
+from tests.test_browser import FETCH
 
 if (reason := missing()) is not None:
     if REQUIRE:

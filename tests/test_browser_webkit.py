@@ -9,10 +9,8 @@ ignores SIGTERM; a machine without MiniBrowser is told what to install.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +20,8 @@ import pytest
 from aiohttp import web
 
 from tests.browsers import webkit
-from tests.browsers.engine import REQUIRE, TAB_PATH, CorsError, add_tab_page, selected
+from tests.browsers.engine import TAB_PATH, CorsError, need
+from tests.browsers.servers import ThreadedServers, page_app
 
 PAGE = "http://127.0.0.1:1111"
 API = "http://127.0.0.1:2222"
@@ -71,57 +70,26 @@ class Pages:
     """Two page origins (127.0.0.1 and localhost) serving the tab page, counting requests."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.runners: list[web.AppRunner] = []
         self.seen: list[str] = []
-        self.origins = ("", "")
 
-    async def _serve(self, host: str) -> str:
         @web.middleware
         async def count(request: web.Request, handler: Any) -> web.StreamResponse:
             self.seen.append(f"{request.method} {request.path}")
-            return await handler(request)
+            response: web.StreamResponse = await handler(request)
+            return response
 
-        async def page(request: web.Request) -> web.Response:
-            return web.Response(text="<!doctype html><title>p</title>", content_type="text/html")
-
-        app = web.Application(middlewares=[count])
-        add_tab_page(app)
-        app.router.add_get("/{tail:.*}", page)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
-        await runner.setup()
-        site = web.TCPSite(runner, host, 0)
-        await site.start()
-        self.runners.append(runner)
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return f"http://{host}:{port}"
-
-    async def _start(self) -> tuple[str, str]:
-        return await self._serve("127.0.0.1"), await self._serve("localhost")
-
-    def start(self) -> tuple[str, str]:
-        self.thread.start()
-        self.origins = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
-        return self.origins
-
-    def stop(self) -> None:
-        async def cleanup() -> None:
-            for runner in self.runners:
-                await runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
+        self.servers = ThreadedServers()
+        self.origins = (
+            self.servers.origin(page_app([count]), "127.0.0.1"),
+            self.servers.origin(page_app([count]), "localhost"),
+        )
 
 
 @pytest.fixture(scope="module")
 def pages() -> Iterator[Pages]:
     servers = Pages()
-    servers.start()
     yield servers
-    servers.stop()
+    servers.servers.stop()
 
 
 def _origins(pages: Pages) -> tuple[str, str]:
@@ -130,13 +98,7 @@ def _origins(pages: Pages) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[webkit.WebKit]:
-    if "webkit" not in selected():
-        pytest.skip("CORSPROXY_BROWSERS does not select webkit")
-    reason = webkit.missing()
-    if reason is not None:
-        if REQUIRE:
-            pytest.fail(f"CORSPROXY_REQUIRE_BROWSER=1 but webkit: {reason}")
-        pytest.skip(f"BROWSER ENGINE webkit SKIPPED: {reason}")
+    need("webkit")
     running = webkit.launch()
     yield running
     running.close()
@@ -205,8 +167,7 @@ def _group(pgid: int) -> list[int]:
 
 
 def test_closing_the_engine_leaves_no_process_behind(pages: Pages) -> None:
-    if "webkit" not in selected() or webkit.missing() is not None:
-        pytest.skip("webkit not selected or missing (see the other tests)")
+    need("webkit")
     page, _ = _origins(pages)
     running = webkit.launch()
     try:

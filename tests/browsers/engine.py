@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -111,3 +112,28 @@ def launch(name: str) -> Engine:
     module = importlib.import_module(f"tests.browsers.{name}")
     engine: Engine = module.launch()
     return engine
+
+
+def need(name: str) -> None:
+    """Skip the test unless `name` is selected and can run here; the skip says how to
+    install it (a failure instead when CI requires every engine)."""
+    import pytest
+
+    if name not in selected():
+        pytest.skip(f"CORSPROXY_BROWSERS does not select {name}")
+    reason = missing(name)
+    if reason is not None:
+        if REQUIRE:
+            pytest.fail(f"CORSPROXY_REQUIRE_BROWSER=1 but {name}: {reason}")
+        pytest.skip(f"BROWSER ENGINE {name} SKIPPED: {reason}")
+
+
+def launched(name: str) -> Iterator[Engine]:
+    """For an engine fixture (`yield from launched(name)`): the running engine, closed after
+    (see `need` for an engine that cannot run)."""
+    need(name)
+    running = launch(name)
+    try:
+        yield running
+    finally:
+        running.close()
