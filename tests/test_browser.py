@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 # All three keep an allowed preflight for max_age (one OPTIONS for two PUTs); none caches a
 # refused one.
 CACHES_PREFLIGHT = {"chromium": True, "firefox": True, "webkit": True}
-# Which second request (same URL, same tab, max_age 600) reuses the first one's preflight, as
-# OPTIONS counts for the pair. The Fetch standard's cache: an entry made with credentials
+# Which later request (same URL, same tab, max_age 600) reuses an earlier one's preflight, as
+# OPTIONS counts for the sequence. The Fetch standard's cache: an entry made with credentials
 # serves a request without them, not the other way round; a header the entry lacks needs a
 # new preflight; corsproxy lists every allowed method, so another method needs none.
 # Firefox keeps entries made with and without credentials apart: it preflights again.
@@ -66,6 +66,17 @@ PREFLIGHT_PAIRS: dict[str, tuple[list[dict[str, Any]], dict[str, int]]] = {
     ),
     "without credentials, then with": (
         [{}, {"credentials": "include"}], {"chromium": 2, "firefox": 2, "webkit": 2}
+    ),
+    # Chromium and WebKit keep one entry per URL: the second preflight (another header)
+    # replaces the first, so the first request needs a third. Firefox keeps both (found by
+    # an outside check).
+    "a header, another header, the first again": (
+        [
+            {"headers": {"X-Custom": "1"}},
+            {"method": "DELETE", "headers": {"Content-Type": "application/json"}},
+            {"headers": {"X-Custom": "1"}},
+        ],
+        {"chromium": 3, "firefox": 2, "webkit": 3},
     ),
 }  # fmt: skip
 # A `SameSite=None; Secure` cookie set by the http://localhost API for a page on
@@ -449,7 +460,7 @@ def test_preflights_are_cached_for_max_age(
 
 
 @pytest.mark.parametrize("pair", list(PREFLIGHT_PAIRS))
-def test_which_second_request_reuses_a_cached_preflight(
+def test_which_later_request_reuses_a_cached_preflight(
     tab: Any, api: Any, world: dict[str, Any], engine: Engine, pair: str
 ) -> None:
     requests, expected = PREFLIGHT_PAIRS[pair]

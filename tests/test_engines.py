@@ -79,7 +79,7 @@ def test_preflight_cache_caps_and_private_network_per_engine() -> None:
     assert "caches the preflight 86400 s" in engines.preflight_cache_note("firefox", 86400)
     assert "caches the preflight 600 s" in engines.preflight_cache_note("webkit", 86400)
     # Firefox keeps a credentialed preflight for credentialed requests (tests/test_browser.py
-    # test_which_second_request_reuses_a_cached_preflight shows it); the others share it.
+    # test_which_later_request_reuses_a_cached_preflight shows it); the others share it.
     assert "preflighted again" in engines.preflight_cache_note("firefox", 600, credentials=True)
     assert "again" not in engines.preflight_cache_note("firefox", 600, credentials=False)
     for other in ("chromium", "webkit"):
