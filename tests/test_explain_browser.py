@@ -212,3 +212,27 @@ def test_a_refused_websocket_shows_the_engines_console(
         "close_code": 1006,
     }
     assert data["browser_error"] is None
+
+
+def test_a_path_corsproxy_refuses_fails_the_preflight_with_its_400(lowercase_config: str) -> None:
+    """PUT to /a/%00x: the browser preflights the path first and corsproxy answers the
+    OPTIONS with 400 (path_nul); the engines report the preflight (recorded 2026-11-30:
+    Chromium PreflightMissingAllowOriginHeader, Firefox `Status code: 400.` then `CORS request
+    did not succeed`, WebKit `Preflight response is not successful. Status code: 400`)."""
+    args = ["-X", "PUT", "--path", "/a/%00x", "--proxy-origin", PROXY]
+    _, chromium = _explain(lowercase_config, *args)
+    assert chromium["reason"] == "path_nul"
+    assert chromium["browser_error"]["code"] == "PreflightMissingAllowOriginHeader"
+    _, firefox = _explain(lowercase_config, *args, "--browser", "firefox")
+    at = f"resource at {PROXY}/a/%00x."
+    assert [m.split(at)[1] for m in firefox["browser_error"]["messages"]] == [
+        " (Reason: CORS header \u2018Access-Control-Allow-Origin\u2019 missing). Status code: 400.",
+        " (Reason: CORS request did not succeed). Status code: (null).",
+    ]
+    _, webkit = _explain(lowercase_config, *args, "--browser", "webkit")
+    assert webkit["browser_error"]["messages"] == [
+        "Preflight response is not successful. Status code: 400",
+        f"Fetch API cannot load {PROXY}/a/%00x due to access control checks.",
+    ]
+    _, get = _explain(lowercase_config, "--path", "/a/%00x", "--browser", "webkit")
+    assert get["browser_error"]["messages"][0].endswith("Status code: 400")  # no preflight

@@ -354,7 +354,7 @@ def _explain(
                 f"read {exc.reading}: {_route_text(config, exc.other)}",
             ]
         steps.append(Step("Route", "blocked", lines))
-        failure = browser.cors_check([], origin, credentials, status=400)
+        failure = _answered_before_cors(400, method, headers, origin, credentials)
         return _blocked(result, exc.reason, failure, NO_FIX)
     if route is None:
         steps.append(
@@ -370,7 +370,7 @@ def _explain(
         return _blocked(
             result,
             "no_route",
-            browser.cors_check([], origin, credentials, status=404),
+            _answered_before_cors(404, method, headers, origin, credentials),
             Fix("add a route for this path, or a top-level upstream"),
         )
     policy = route.cors
@@ -741,6 +741,31 @@ def _explain_websocket(
     result.allowed = True
     result.reason = decision.reason
     return result
+
+
+def _answered_before_cors(
+    status: int,
+    method: str,
+    headers: Sequence[tuple[str, str]],
+    origin: str,
+    credentials: bool,
+) -> browser.Block | None:
+    """The block for an answer corsproxy gives before any CORS (a bad path's 400, no
+    route's 404), without CORS headers: to the preflight, when the request needs one (the
+    browser sends it first, to the same path), else to the request itself."""
+    sent = browser.normalize_method(method)
+    kept = [
+        (name, browser.normalize_header_value(value))
+        for name, value in headers
+        if browser.fetch_header_error(name, value) is None
+        and not browser.fetch_drops_header(name, value)
+    ]
+    need = browser.preflight_need(sent, kept)
+    if need.needed:
+        return browser.preflight_check(
+            status, [], origin, credentials, sent, need.request_header_names
+        )
+    return browser.cors_check([], origin, credentials, status=status)
 
 
 def _decision_fix(
