@@ -88,3 +88,52 @@ def test_preflight_cache_caps_and_private_network_per_engine() -> None:
     for engine in ("firefox", "webkit"):
         note = engines.private_network_note(engine)
         assert note is not None and "no Access-Control-Request-Private-Network" in note
+
+
+@pytest.mark.parametrize("engine", engines.ENGINES)
+def test_a_refused_websocket_shows_what_the_engine_showed(engine: str) -> None:
+    recorded = TABLE["websocket_refused"]
+    shown = engines.websocket_refusal(engine, recorded["url"], recorded["status"])
+    assert list(shown.messages) == recorded["engines"][engine]
+    assert shown.close_code == 1006 and "close 1006 false" in recorded["page_events"]
+
+
+def test_the_console_url_keeps_the_fragment_as_the_engines_encode_it() -> None:
+    """All three engines named the same URL: the fragment's space, quote, <, > and backquote
+    percent-encoded, the apostrophe kept; the request itself went without the fragment."""
+    recorded = TABLE["fragment"]
+    assert engines.console_url(recorded["sent"], recorded["written"]) == recorded["console_url"]
+    assert engines.console_url(recorded["sent"], "/z/echo2?c=122") == recorded["sent"]
+    assert engines.console_url("http://h/p", "/p#\u00e9\t") == "http://h/p#%C3%A9"
+
+
+@pytest.mark.parametrize(
+    ("engine", "line"),
+    [
+        ("firefox", "Status code: 400."),
+        ("webkit", "Status code: 400"),
+    ],
+)
+def test_a_known_status_is_named_and_an_unknown_one_is_an_explicit_placeholder(
+    engine: str, line: str
+) -> None:
+    known = browser.cors_check([], ORIGIN, False, status=400)
+    unknown = browser.cors_check([], ORIGIN, False)
+    assert known is not None and unknown is not None
+    assert engines.engine_block(engine, known, "http://h/x", ORIGIN).messages[0].endswith(line)
+    assert (
+        engines.engine_block(engine, unknown, "http://h/x", ORIGIN)
+        .messages[0]
+        .endswith(line.replace("400", engines.UPSTREAM_STATUS))
+    )
+
+
+def test_chromium_and_webkit_keep_one_preflight_cache_entry_per_url() -> None:
+    """tests/test_browser.py test_which_later_request_reuses_a_cached_preflight: PUT+X-A,
+    DELETE+X-B, PUT+X-A take 3 preflights in Chromium and WebKit, 2 in Firefox."""
+    for engine in ("chromium", "webkit"):
+        note = engines.preflight_cache_note(engine, 600)
+        assert "one preflight cache entry per URL" in note
+        assert "another method or header list on the same URL replaces it" in note
+    firefox = engines.preflight_cache_note("firefox", 600)
+    assert "one preflight cache entry" not in firefox and "beside it" in firefox

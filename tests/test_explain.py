@@ -468,8 +468,13 @@ def test_a_refused_preflight_reads_as_before_reasons_were_typed() -> None:
         "method 'DELETE' not allowed (the cause Firefox names CORSMethodNotFound)"
     )
     ws = explain(CONFIG, "https://evil.example", websocket=True, proxy_origin="http://p.local")
-    assert render_text(ws).splitlines()[-2:] == [
+    assert render_text(ws).splitlines()[-6:] == [
         "VERDICT: BLOCKED (websocket_origin_not_allowed)",
+        "  Browser: Chromium (--browser)",
+        "  Chromium console:",
+        "    WebSocket connection to 'ws://p.local/' failed: Error during WebSocket handshake: "
+        "Unexpected response code: 403",
+        "  the page sees an error event, then a close event with code 1006",
         "  Fix:     add 'https://evil.example' to cors.allow_origins (test.yaml:3)",
     ]
 

@@ -101,12 +101,25 @@ class Explanation:
     origin: str = ""
     url: str = ""
 
+    # The status corsproxy answers a refused WebSocket handshake with.
+    websocket_status: int | None = None
+
     @property
     def engine_failure(self) -> engines.EngineBlock | None:
         """What the chosen engine shows for the block (None when not a CORS block)."""
-        if self.failure is None:
+        if self.failure is None or self.websocket:
             return None
         return engines.engine_block(self.browser, self.failure, self.url, self.origin)
+
+    @property
+    def websocket_failure(self) -> engines.WebSocketRefusal | None:
+        """What the chosen engine shows when the handshake is not answered with 101."""
+        if not self.websocket or self.reason == "origin_malformed":
+            return None
+        if self.allowed and not self.upstream_decides:
+            return None
+        status = self.failure.status if self.failure is not None else self.websocket_status
+        return engines.websocket_refusal(self.browser, self.url, status)
 
     @property
     def verdict(self) -> str:
@@ -144,6 +157,16 @@ class Explanation:
                 "console": None if shown is None else shown.console,
                 "messages": [] if shown is None else list(shown.messages),
                 "fetch_error": None if shown is None else shown.fetch_error,
+                # The status in the console lines; null: the upstream's (N in the text).
+                "status": self.failure.status,
+            },
+            "websocket_error": None
+            if self.websocket_failure is None
+            else {
+                "messages": list(self.websocket_failure.messages),
+                "console": self.websocket_failure.console,
+                "status": self.websocket_failure.status,
+                "close_code": self.websocket_failure.close_code,
             },
             "cause": self.cause,
             "fix": self.fix,
@@ -240,7 +263,10 @@ def explain(
 
     result = run(config)
     result.browser, result.origin = engine, origin
-    result.url = (proxy_origin.rstrip("/") or "<proxy>") + (result.path or path)
+    url = (proxy_origin.rstrip("/") or "<proxy>") + (result.path or path)
+    if websocket:
+        url = "ws" + url[4:] if url.startswith("http") else url
+    result.url = engines.console_url(url, path)
     result.upstream_decides = result.mode == "report-only" and (
         str(result.reason) not in MODE_INDEPENDENT
     )
@@ -328,7 +354,8 @@ def _explain(
                 f"read {exc.reading}: {_route_text(config, exc.other)}",
             ]
         steps.append(Step("Route", "blocked", lines))
-        return _blocked(result, exc.reason, browser.cors_check([], origin, credentials), NO_FIX)
+        failure = _answered_before_cors(400, method, headers, origin, credentials)
+        return _blocked(result, exc.reason, failure, NO_FIX)
     if route is None:
         steps.append(
             Step(
@@ -343,7 +370,7 @@ def _explain(
         return _blocked(
             result,
             "no_route",
-            browser.cors_check([], origin, credentials),
+            _answered_before_cors(404, method, headers, origin, credentials),
             Fix("add a route for this path, or a top-level upstream"),
         )
     policy = route.cors
@@ -532,7 +559,7 @@ def _explain(
     if not parsable:
         lines = [f"{method} {normalized.route_path}: corsproxy answers 400 (the request could "
                  "not be parsed), without Access-Control-* headers"]  # fmt: skip
-        failure = browser.cors_check([], origin, credentials)
+        failure = browser.cors_check([], origin, credentials, status=400)
         steps.append(Step("Actual request", "blocked", lines))
         fix = _unparsable_method_fix(config, route, method)
         return _blocked(result, "method_unparsable", failure, fix)
@@ -541,18 +568,19 @@ def _explain(
             f"{method} {normalized.route_path}: corsproxy answers 400 (the header "
             f"{unparsable[0]} could not be parsed), without Access-Control-* headers"
         ]
-        failure = browser.cors_check([], origin, credentials)
+        failure = browser.cors_check([], origin, credentials, status=400)
         steps.append(Step("Actual request", "blocked", lines))
         fix = Fix(f"remove the control characters from the value of {unparsable[0]} in the page")
         return _blocked(result, "header_unparsable", failure, fix)
     view = _request_view(method, normalized.route_path, origin, headers)
     decision = _enforced(decide(policy, view))
+    answered: int | None = None  # None: the upstream answers
     if decision.action is Action.REFUSE:
-        status, answer = _answer(decision)
-        lines = [f"{method} refused by corsproxy with {status} (on_disallowed: reject)"]
+        answered, answer = _answer(decision)
+        lines = [f"{method} refused by corsproxy with {answered} (on_disallowed: reject)"]
     elif decision.action is Action.BAD_REQUEST:
-        status, answer = _answer(decision)
-        lines = [f"corsproxy answers {status}: {decision.reason.describe()}"]
+        answered, answer = _answer(decision)
+        lines = [f"corsproxy answers {answered}: {decision.reason.describe()}"]
     else:
         answer = response_headers(decision, [])
         lines = [f"{method} {credentials_text}: forwarded to {target}"]
@@ -563,7 +591,17 @@ def _explain(
             if answer
             else "corsproxy adds no header to the upstream's response"
         )
-    failure = browser.cors_check(answer, origin, credentials)
+    failure = browser.cors_check(answer, origin, credentials, status=answered)
+    if (
+        failure is not None
+        and answered is None
+        and engines.UPSTREAM_STATUS
+        in " ".join(engines.engine_block(engine, failure, "", origin).messages)
+    ):
+        lines.append(
+            f"the {facts.label} console names the upstream's status, unknown here: "
+            f"'{engines.UPSTREAM_STATUS}' below"
+        )
     steps.append(Step("Actual request", "blocked" if failure else "ok", lines, answer))
     if failure is not None:
         fix = _decision_fix(config, route, decision, origin, headers, credentials)
@@ -679,6 +717,7 @@ def _explain_websocket(
             "DevTools only)",
         ]
         steps.append(Step("WebSocket handshake", "blocked", lines, answer))
+        result.websocket_status = status
         return _blocked(result, decision.reason, None, _websocket_fix(config, route, origin, own))
     ws_target = target.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
     lines.append(f"forwarded to {ws_target}; the upstream's 101 reaches the page")
@@ -702,6 +741,31 @@ def _explain_websocket(
     result.allowed = True
     result.reason = decision.reason
     return result
+
+
+def _answered_before_cors(
+    status: int,
+    method: str,
+    headers: Sequence[tuple[str, str]],
+    origin: str,
+    credentials: bool,
+) -> browser.Block | None:
+    """The block for an answer corsproxy gives before any CORS (a bad path's 400, no
+    route's 404), without CORS headers: to the preflight, when the request needs one (the
+    browser sends it first, to the same path), else to the request itself."""
+    sent = browser.normalize_method(method)
+    kept = [
+        (name, browser.normalize_header_value(value))
+        for name, value in headers
+        if browser.fetch_header_error(name, value) is None
+        and not browser.fetch_drops_header(name, value)
+    ]
+    need = browser.preflight_need(sent, kept)
+    if need.needed:
+        return browser.preflight_check(
+            status, [], origin, credentials, sent, need.request_header_names
+        )
+    return browser.cors_check([], origin, credentials, status=status)
 
 
 def _decision_fix(
@@ -933,17 +997,30 @@ def render_text(result: Explanation) -> str:
         out.append("VERDICT: ALLOWED: the page can read the response")
     else:
         out.append(f"VERDICT: BLOCKED ({result.reason})")
-    if not result.websocket:  # (no CORS for a WebSocket: every engine is alike)
-        out.append(f"{pad}  Browser: {engines.BY_NAME[result.browser].label} (--browser)")
+    label = engines.BY_NAME[result.browser].label
+    out.append(f"{pad}  Browser: {label} (--browser)")
+    refused = result.websocket_failure
+    if refused is not None:
+        when = " (if the upstream refuses it)" if result.allowed else ""
+        out.append(f"{pad}  {label} console{when}:")
+        out.extend(f"{pad}    {line}" for line in refused.messages)
+        if refused.status is None and engines.UPSTREAM_STATUS in refused.console:
+            out.append(f"{pad}    ({engines.UPSTREAM_STATUS}: the upstream's status)")
+        out.append(
+            f"{pad}  the page sees an error event, then a close event with code "
+            f"{refused.close_code}"
+        )
     if not result.allowed:
         if result.failure is not None:
             out.append(f"{pad}  Firefox: {result.failure.firefox}")
             out.append(f"{pad}  Chrome:  {result.failure.chrome}: {result.failure.message}")
         shown = result.engine_failure
         if shown is not None:
-            label = engines.BY_NAME[result.browser].label
             out.append(f"{pad}  {label} console:")
             out.extend(f"{pad}    {line}" for line in shown.messages)
+            placeholder = f"Status code: {engines.UPSTREAM_STATUS}"
+            if any(placeholder in line for line in shown.messages):
+                out.append(f"{pad}    ({engines.UPSTREAM_STATUS}: the upstream's status)")
             out.append(f"{pad}  fetch() rejects with {shown.fetch_error}")
         if result.cause:
             out.append(f"{pad}  Cause:   {result.cause}")

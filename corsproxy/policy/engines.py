@@ -8,7 +8,9 @@ Chromium 156, Firefox 153 ESR, WebKitGTK 2.50 MiniBrowser) and is checked agains
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from corsproxy.policy.browser import Block
 from corsproxy.policy.cors import ACAC, ACAH, ACAM, ACAO
@@ -31,6 +33,10 @@ class Engine:
     # Reuses a preflight made with credentials for a request without them, as the Fetch
     # standard's cache does (Firefox keeps the two apart: tests/test_browser.py).
     shares_credentialed_preflight: bool = True
+    # One preflight cache entry per URL: a preflight for another method or header list
+    # replaces it (Chromium, WebKit); Firefox keeps them side by side (tests/test_browser.py
+    # test_which_later_request_reuses_a_cached_preflight).
+    one_entry_per_url: bool = True
 
 
 CHROMIUM = Engine("chromium", "Chromium", "TypeError: Failed to fetch", 7200, True, False)
@@ -42,6 +48,7 @@ FIREFOX = Engine(
     False,
     False,
     shares_credentialed_preflight=False,
+    one_entry_per_url=False,
 )
 WEBKIT = Engine("webkit", "WebKit", "TypeError: Load failed", 600, False, True)
 BY_NAME = {e.name: e for e in (CHROMIUM, FIREFOX, WEBKIT)}
@@ -72,8 +79,34 @@ _HINTED = {
 }
 
 
+# The status in a console line when it is the upstream's (explain cannot know it): text
+# output says so next to the lines, JSON gives `status: null`.
+UPSTREAM_STATUS = "N"
+
+
 def _status(status: int | None) -> str:
-    return "<status>" if status is None else str(status)
+    return UPSTREAM_STATUS if status is None else str(status)
+
+
+# The URL parser's fragment percent-encode set (C0 controls, space, ", <, >, `); non-ASCII
+# as UTF-8. All three engines name the URL in their console with its fragment so encoded.
+_FRAGMENT_ENCODED = ' "<>`'
+
+
+def console_url(url: str, written: str) -> str:
+    """The URL an engine's console names for a fetch() of `url` (origin, path and query as
+    sent) written as `written` by the page: the fragment, which the request drops, is kept."""
+    text = re.sub(r"[\t\n\r]", "", written).rstrip("".join(map(chr, range(0x21))))
+    if "#" not in text:
+        return url
+    fragment = text.split("#", 1)[1]
+    encoded = "".join(
+        quote(ch, safe="", encoding="utf-8", errors="surrogatepass")
+        if ch in _FRAGMENT_ENCODED or ord(ch) < 0x20 or ord(ch) >= 0x7F
+        else ch
+        for ch in fragment
+    )
+    return f"{url}#{encoded}"
 
 
 def _chromium(block: Block, url: str, origin: str) -> EngineBlock:
@@ -166,6 +199,40 @@ def engine_block(engine: str, block: Block, url: str, origin: str) -> EngineBloc
     return _chromium(block, url, origin)
 
 
+@dataclass(frozen=True, slots=True)
+class WebSocketRefusal:
+    """One engine's report of a refused WebSocket handshake (any answer but 101): its
+    console line, and the close event the page sees after its error event."""
+
+    engine: str
+    messages: tuple[str, ...]
+    status: int | None
+    close_code: int = 1006  # "abnormal closure": the page never sees the status
+
+    @property
+    def console(self) -> str:
+        return "\n".join(self.messages)
+
+
+def websocket_refusal(engine: str, url: str, status: int | None) -> WebSocketRefusal:
+    """What `engine` shows when the handshake to `url` (ws:// or wss://) is answered with
+    `status` (None: the upstream's) instead of 101 (recorded from the real engines:
+    tests/test_browser_explain.py checks them live)."""
+    if engine == "firefox":  # (a typographic apostrophe, and no status)
+        line = f"Firefox can\u2019t establish a connection to the server at {url}."
+    elif engine == "webkit":
+        line = (
+            f"WebSocket connection to '{url}' failed: The server did not accept the WebSocket "
+            "handshake."
+        )
+    else:
+        line = (
+            f"WebSocket connection to '{url}' failed: Error during WebSocket handshake: "
+            f"Unexpected response code: {_status(status)}"
+        )
+    return WebSocketRefusal(engine, (line,), status)
+
+
 def preflight_cache_note(engine: str, max_age: int | None, credentials: bool = False) -> str:
     """How long `engine` caches a preflight answered with this Access-Control-Max-Age, and
     (for a request with credentials) whether a request without them may reuse it."""
@@ -177,6 +244,16 @@ def preflight_cache_note(engine: str, max_age: int | None, credentials: bool = F
         kept = min(max_age, facts.preflight_cache_cap)
         note = (
             f"Access-Control-Max-Age {max_age}: {facts.label} caches the preflight {kept} s ({cap})"
+        )
+    if facts.one_entry_per_url:
+        note += (
+            f"; {facts.label} keeps one preflight cache entry per URL: a preflight for another "
+            "method or header list on the same URL replaces it"
+        )
+    else:
+        note += (
+            f"; {facts.label} keeps the preflights of other methods and header lists on the "
+            "same URL beside it"
         )
     if credentials and not facts.shares_credentialed_preflight:
         note += (
