@@ -31,9 +31,15 @@ class Engine:
     # Reuses a preflight made with credentials for a request without them, as the Fetch
     # standard's cache does (Firefox keeps the two apart: tests/test_browser.py).
     shares_credentialed_preflight: bool = True
+    # Blocks a public page's request to a local or loopback address unless the user granted
+    # the permission (Local Network Access, Chromium 142+; policy/local_network.py).
+    local_network_access: bool = False
 
 
-CHROMIUM = Engine("chromium", "Chromium", "TypeError: Failed to fetch", 7200, True, False)
+CHROMIUM = Engine(
+    "chromium", "Chromium", "TypeError: Failed to fetch", 7200, True, False,
+    local_network_access=True,
+)  # fmt: skip
 FIREFOX = Engine(
     "firefox",
     "Firefox",
