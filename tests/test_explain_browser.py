@@ -80,8 +80,9 @@ def test_the_preflight_step_says_how_long_the_engine_caches_it(engine: str, cap:
 
 def test_private_network_is_blocked_by_chromium_only() -> None:
     """Chromium 142+ sends nothing to a local address without the user's permission
-    (Local Network Access); Firefox and WebKit implement neither PNA nor LNA: the request
-    passes on its CORS headers."""
+    (Local Network Access); for Firefox and WebKit explain lets it pass on its CORS headers
+    (WebKit implements neither; Firefox 153 ESR's own permission prompt is not modeled, and
+    its note says so)."""
     args = [*REFUSED[:-4], "--private-network"]
     assert _json(*args)["reason"] == "local_network_access_denied"
     for engine in ("firefox", "webkit"):
