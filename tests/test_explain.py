@@ -140,19 +140,28 @@ CASES = [
         "origin_not_allowed",
         "CORSMissingAllowOrigin",
     ),
+    # Chromium 142+ (Local Network Access) sends nothing without the user's permission,
+    # whatever allow_private_network says (tests/test_browser_local_network.py).
     (
-        "private-network-allowed",
+        "private-network-chromium-allowed-route",
         {"origin": APP, "path": "/device", "private_network": True, "method": "PUT"},
+        False,
+        "local_network_access_denied",
+        "(none: Firefox does not implement Local Network Access)",
+    ),
+    (
+        "private-network-chromium",
+        {"origin": APP, "private_network": True, "method": "PUT"},
+        False,
+        "local_network_access_denied",
+        "(none: Firefox does not implement Local Network Access)",
+    ),
+    (
+        "private-network-firefox",  # no PNA preflight, no permission: CORS alone decides
+        {"origin": APP, "private_network": True, "method": "PUT", "engine": "firefox"},
         True,
         "origin_allowed",
         None,
-    ),
-    (
-        "private-network-refused",
-        {"origin": APP, "private_network": True, "method": "PUT"},
-        False,
-        "private_network_not_allowed",
-        "CORSMissingAllowOrigin",  # Firefox checks ACAO before the status
     ),
     (
         "post-text-plain-no-preflight",
@@ -704,7 +713,7 @@ REFUSALS: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
     ("credentials-off", BASE, {"path": "/nocreds", "credentials": True},
      "routes[2].cors.allow_credentials", ""),
     ("private-network", BASE, {"method": "PUT", "private_network": True},
-     "cors.allow_private_network", ""),
+     "", "targetAddressSpace"),
     ("cors-false-route", BASE, {"path": "/off/x", "method": "PUT"}, "routes[4].cors",
      "is false"),
     ("cors-false-top", TOP_OFF, {}, "cors", "cors (test.yaml:2) is false"),

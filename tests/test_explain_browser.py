@@ -78,19 +78,150 @@ def test_the_preflight_step_says_how_long_the_engine_caches_it(engine: str, cap:
     assert any(f"caps it at {cap} s" in line for line in lines), lines
 
 
-def test_private_network_is_chromium_only() -> None:
-    """allow_private_network is false in the example: Chromium's PNA preflight is refused,
-    Firefox and WebKit send none, and the request passes."""
+def test_private_network_is_blocked_by_chromium_only() -> None:
+    """Chromium 142+ sends nothing to a local address without the user's permission
+    (Local Network Access); for Firefox and WebKit explain lets it pass on its CORS headers
+    (WebKit implements neither; Firefox 153 ESR's own permission prompt is not modeled, and
+    its note says so)."""
     args = [*REFUSED[:-4], "--private-network"]
-    assert _json(*args)["reason"] == "private_network_not_allowed"
+    assert _json(*args)["reason"] == "local_network_access_denied"
     for engine in ("firefox", "webkit"):
         data = _json(*args, "--browser", engine, code=0)
         assert data["verdict"] == "allowed"
+        assert data["with_permission"] is None
         steps = {s["title"]: s for s in data["steps"]}
         assert (
             "no Access-Control-Request-Private-Network" in steps["Local Network Access"]["lines"][0]
         )
         assert "Private-Network" not in steps["Preflight"]["lines"][0]
+
+
+# The outside check's case (Chromium 156 showed exactly this: tests/test_browser_local_network.py).
+PAGE = "http://127.0.0.1:47010"
+PROXY = "http://localhost:47100"
+CONFIG = (
+    "upstream: http://127.0.0.1:9\n"
+    "routes:\n"
+    "  - path_prefix: /d\n"
+    "    cors:\n"
+    "      allow_origins: ['*']\n"
+    "      allow_methods: [GET, POST, PUT]\n"
+)
+
+
+def _lna(tmp_path: Path, *args: str, proxy: str = PROXY, code: int = 1) -> dict[str, Any]:
+    path = tmp_path / "p2.yaml"
+    if not path.exists():
+        path.write_text(CONFIG)
+    return _json(
+        "explain", "-c", str(path), "--origin", PAGE, "--path", "/d/echo?c=70",
+        "--private-network", "--proxy-origin", proxy, *args, code=code,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT"])
+def test_chromium_blocks_a_public_pages_request_to_loopback(tmp_path: Path, method: str) -> None:
+    data = _lna(tmp_path, "--method", method, "--browser", "chromium")
+    assert data["verdict"] == "blocked" and data["enforce_verdict"] == "blocked"
+    assert data["reason"] == "local_network_access_denied"
+    error = data["browser_error"]
+    assert error["code"] == error["chrome"] == "LocalNetworkAccessPermissionDenied"
+    assert error["messages"] == [
+        f"Access to fetch at '{PROXY}/d/echo?c=70' from origin '{PAGE}' has been blocked by "
+        "CORS policy: Permission was denied for this request to access the `loopback` "
+        "address space.",
+        "Failed to load resource: net::ERR_FAILED",
+    ]
+    assert error["fetch_error"] == "TypeError: Failed to fetch"
+    assert data["with_permission"]["verdict"] == "allowed"  # the CORS side is right
+    assert data["readable_headers"] == []
+    step = next(s for s in data["steps"] if s["title"] == "Local Network Access")
+    assert step["outcome"] == "blocked"
+    assert "before any byte reaches corsproxy" in step["lines"][0]
+    assert any("Chromium 104 to 141" in line for line in step["lines"])  # the history stays
+    assert "targetAddressSpace: 'loopback'" in data["fix"]
+    assert "'loopback-network' permission" in data["fix"]
+    assert data["fix_edits"] == []
+
+
+def test_the_text_verdict_says_it(tmp_path: Path) -> None:
+    path = tmp_path / "p2.yaml"
+    path.write_text(CONFIG)
+    result = CliRunner().invoke(
+        cli,
+        ["explain", "-c", str(path), "--origin", PAGE, "--path", "/d/echo?c=70",
+         "--private-network", "--proxy-origin", PROXY, "--browser", "chromium"],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "VERDICT: BLOCKED (local_network_access_denied)\n" in result.stdout
+    assert "  With the user's Local Network Access permission: ALLOWED\n" in result.stdout
+    assert "  Chrome:  LocalNetworkAccessPermissionDenied: Permission was denied" in result.stdout
+    assert "  fetch() rejects with TypeError: Failed to fetch\n" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("proxy", "space"),
+    [
+        ("http://localhost:47100", "`loopback`"),
+        ("http://app.localhost:47100", "`loopback`"),
+        ("http://127.0.0.5:47100", "`loopback`"),
+        ("http://[::1]:47100", "`loopback`"),
+        ("http://192.168.1.20:8080", "`local`"),
+        ("http://10.0.0.7", "`local`"),
+        ("http://172.16.3.4", "`local`"),
+        ("http://printer.local", "`local`"),
+        ("http://api.internal.example", "`<local or loopback>`"),
+    ],
+)
+def test_the_address_space_follows_the_proxy_origin(tmp_path: Path, proxy: str, space: str) -> None:
+    data = _lna(tmp_path, "--browser", "chromium", proxy=proxy)
+    message = data["browser_error"]["message"]
+    assert message == f"Permission was denied for this request to access the {space} address space."
+    if space.startswith("`<"):
+        step = next(s for s in data["steps"] if s["title"] == "Local Network Access")
+        assert "depends on what its name resolves to" in step["lines"][0]
+
+
+def test_without_proxy_origin_the_space_is_unknown(tmp_path: Path) -> None:
+    path = tmp_path / "p2.yaml"
+    path.write_text(CONFIG)
+    data = _json(
+        "explain", "-c", str(path), "--origin", PAGE, "--path", "/d/x", "--private-network",
+    )  # fmt: skip
+    assert data["reason"] == "local_network_access_denied"
+    assert "`<local or loopback>`" in data["browser_error"]["message"]
+    step = next(s for s in data["steps"] if s["title"] == "Local Network Access")
+    assert "no --proxy-origin: the address space" in step["lines"][0]
+
+
+def test_a_public_proxy_address_is_not_checked(tmp_path: Path) -> None:
+    data = _lna(tmp_path, "--browser", "chromium", proxy="http://8.8.8.8", code=0)
+    assert data["verdict"] == "allowed" and data["with_permission"] is None
+    step = next(s for s in data["steps"] if s["title"] == "Local Network Access")
+    assert "public address: Chromium makes no Local Network Access check" in step["lines"][0]
+
+
+def test_allow_private_network_does_not_change_it(tmp_path: Path) -> None:
+    (tmp_path / "p2.yaml").write_text(CONFIG + "      allow_private_network: true\n")
+    data = _lna(tmp_path, "--method", "PUT", "--browser", "chromium")
+    assert data["reason"] == "local_network_access_denied"
+    assert data["with_permission"]["verdict"] == "allowed"
+
+
+def test_a_cors_refusal_behind_it_is_in_the_fix(tmp_path: Path) -> None:
+    """With the permission the request would still be refused: the fix says both."""
+    data = _lna(tmp_path, "--method", "DELETE", "--browser", "chromium")
+    assert data["reason"] == "local_network_access_denied"
+    permitted = data["with_permission"]
+    assert permitted["verdict"] == "blocked" and permitted["reason"] == "method_not_allowed:DELETE"
+    assert "; once the permission is granted: " in data["fix"]
+    assert data["fix_edits"] and data["fix_edits"][0]["key"].endswith("allow_methods")
+
+
+@pytest.mark.parametrize("engine", ["firefox", "webkit"])
+def test_firefox_and_webkit_let_it_through(tmp_path: Path, engine: str) -> None:
+    data = _lna(tmp_path, "--method", "PUT", "--browser", engine, code=0)
+    assert data["verdict"] == "allowed" and data["browser_error"] is None
 
 
 def test_an_unknown_engine_is_a_usage_error() -> None:

@@ -7,7 +7,7 @@ Everything corsproxy would send comes from the server's own code (`decide()` and
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from corsproxy.commands.explain_fixes import (
@@ -24,7 +24,7 @@ from corsproxy.commands.explain_fixes import (
 from corsproxy.config import Config, ConfigError, Override
 from corsproxy.config.edited import EditOp, load_edited
 from corsproxy.http.aiohttp_private import parser_accepts_header, parser_accepts_method
-from corsproxy.policy import browser, engines
+from corsproxy.policy import browser, engines, local_network
 from corsproxy.policy.cors import (
     ACRH,
     ACRM,
@@ -100,6 +100,9 @@ class Explanation:
     browser: str = "chromium"
     origin: str = ""
     url: str = ""
+    # Chromium's Local Network Access block (--private-network): what corsproxy's CORS does
+    # once the user grants the permission (the verdict above is the block).
+    with_permission: Explanation | None = None
 
     # The status corsproxy answers a refused WebSocket handshake with.
     websocket_status: int | None = None
@@ -169,6 +172,13 @@ class Explanation:
                 "close_code": self.websocket_failure.close_code,
             },
             "cause": self.cause,
+            "with_permission": None
+            if self.with_permission is None
+            else {
+                "verdict": self.with_permission.verdict,
+                "reason": self.with_permission.reason,
+                "fix": self.with_permission.fix,
+            },
             "fix": self.fix,
             "fix_edits": [e.to_json() for e in self.fix_edits],
             "did_you_mean": self.did_you_mean,
@@ -221,7 +231,12 @@ MODE_INDEPENDENT = frozenset(
         "method_unparsable",
         "fetch_header_refused",
         "header_unparsable",
+        local_network.CODE,
     }
+)
+# fetch() throws, or the origin is no origin: nothing is sent, Local Network Access or not.
+_BEFORE_ANY_REQUEST = frozenset(
+    {"origin_malformed", "fetch_method_refused", "fetch_header_refused"}
 )
 # Rounds of "apply the fix, explain again" before giving up on a complete fix.
 _FIX_ROUNDS = 4
@@ -271,13 +286,44 @@ def explain(
         str(result.reason) not in MODE_INDEPENDENT
     )
     if result.allowed or result.reason == "origin_malformed":  # (that one: its retry's)
-        return result
-    if recheck is None or not result.fix_edits:
+        pass
+    elif recheck is None or not result.fix_edits:
         if result.withheld:
             result.fix, result.fix_edits = result.withheld, ()
-        return result
-    _verify_fix(result, recheck, run)
+    else:
+        _verify_fix(result, recheck, run)
+    lna = engines.BY_NAME[engine].local_network_access
+    if private_network and lna and not websocket and result.reason not in _BEFORE_ANY_REQUEST:
+        _local_network_denied(result, proxy_origin)
     return result
+
+
+def _local_network_denied(result: Explanation, proxy_origin: str) -> None:
+    """Chromium 142+ (Local Network Access): nothing is sent without the user's permission,
+    so the verdict is its block; what corsproxy does with the permission is kept aside."""
+    space = local_network.address_space(proxy_origin)
+    step = next((s for s in result.steps if s.title == "Local Network Access"), None)
+    if step is None:  # (the route step refused it: Chromium blocks before corsproxy does)
+        step = Step("Local Network Access", "info")
+        result.steps.append(step)
+    if space == "public":
+        step.lines.insert(
+            0,
+            f"{proxy_origin} is a public address: Chromium makes no Local Network Access "
+            "check (--private-network says the API is private: check the address)",
+        )
+        return
+    step.outcome = "blocked"
+    step.lines[:0] = local_network.step_lines(space, proxy_origin)
+    permitted = replace(result, steps=[])
+    result.with_permission = permitted
+    result.allowed, result.upstream_decides, result.readable = False, False, ()
+    result.reason = local_network.CODE
+    result.failure = local_network.denied(space)
+    result.fix = local_network.fix_text(space)
+    if not permitted.allowed and permitted.fix:
+        result.fix += f"; once the permission is granted: {permitted.fix}"
+    result.fix_edits = permitted.fix_edits
 
 
 def _verify_fix(
@@ -328,7 +374,9 @@ def _explain(
     result = Explanation(websocket=websocket)
     facts = engines.BY_NAME[engine]
     asked_private_network = private_network
-    private_network = private_network and facts.private_network
+    private_network = private_network and facts.private_network  # (the PNA notes)
+    # The PNA preflight (Chromium 104-141): Chromium 142+ sends none (Local Network Access).
+    pna_preflight = private_network and not facts.local_network_access
     steps = result.steps
     sent = browser.normalize_method(method)
     result.method = sent
@@ -522,7 +570,7 @@ def _explain(
         pre_headers = [(ACRM, method)]
         if need.request_header_names:
             pre_headers.append((ACRH, ",".join(need.request_header_names)))
-        if private_network:
+        if pna_preflight:
             pre_headers.append((ACRPN, "true"))
         view = _request_view("OPTIONS", normalized.route_path, origin, pre_headers)
         decision = _enforced(decide(policy, view))
@@ -544,7 +592,7 @@ def _explain(
             credentials,
             method,
             need.request_header_names,
-            private_network,
+            pna_preflight,
         )
         steps.append(Step("Preflight", "blocked" if failure else "ok", lines, answer))
         if failure is not None:
@@ -997,6 +1045,10 @@ def render_text(result: Explanation) -> str:
         out.append("VERDICT: ALLOWED: the page can read the response")
     else:
         out.append(f"VERDICT: BLOCKED ({result.reason})")
+    permitted = result.with_permission
+    if permitted is not None:
+        then = "ALLOWED" if permitted.allowed else f"BLOCKED ({permitted.reason})"
+        out.append(f"  With the user's Local Network Access permission: {then}")
     label = engines.BY_NAME[result.browser].label
     out.append(f"{pad}  Browser: {label} (--browser)")
     refused = result.websocket_failure
