@@ -147,14 +147,14 @@ CASES = [
         {"origin": APP, "path": "/device", "private_network": True, "method": "PUT"},
         False,
         "local_network_access_denied",
-        "(none: Firefox does not implement Local Network Access)",
+        "(none: Chromium's Local Network Access block; see --browser firefox)",
     ),
     (
         "private-network-chromium",
         {"origin": APP, "private_network": True, "method": "PUT"},
         False,
         "local_network_access_denied",
-        "(none: Firefox does not implement Local Network Access)",
+        "(none: Chromium's Local Network Access block; see --browser firefox)",
     ),
     (
         "private-network-firefox",  # no PNA preflight, no permission: CORS alone decides

@@ -51,7 +51,7 @@ def address_space(proxy_origin: str) -> str | None:
 def denied(space: str | None) -> Block:
     """The block Chromium reports (its console text, DevTools name)."""
     return Block(
-        "(none: Firefox does not implement Local Network Access)",
+        "(none: Chromium's Local Network Access block; see --browser firefox)",
         CHROME,
         f"Permission was denied for this request to access the `{space or UNKNOWN_SPACE}` "
         "address space.",
