@@ -48,6 +48,23 @@ def address_space(proxy_origin: str) -> str | None:
     return "public"
 
 
+# From least to most private: Chromium checks a request only when its target is more private
+# than the page that makes it.
+_PRIVACY = {"public": 0, "local": 1, "loopback": 2}
+
+
+def not_checked(page_space: str | None, target_space: str | None) -> bool:
+    """True when a page in `page_space` (from its origin, as `address_space` reads it)
+    requests the `target_space` without any Local Network Access check: the target is not
+    more private. A page of unknown space (a name) counts as public; an unknown target
+    counts as `local` or `loopback`, so only a loopback page is sure to need no check."""
+    if page_space is None:
+        return False
+    if target_space is None:
+        return page_space == "loopback"
+    return _PRIVACY[page_space] >= _PRIVACY[target_space]
+
+
 def denied(space: str | None) -> Block:
     """The block Chromium reports (its console text, DevTools name)."""
     return Block(
