@@ -193,12 +193,14 @@ def test_report_only_does_not_change_it(tmp_path: Path) -> None:
         ("http://127.0.0.1:3000", "http://192.168.1.5", False),  # loopback -> local
         ("http://127.0.0.1:3000", "http://api.internal", False),  # loopback -> anything
         ("http://192.168.1.9:3000", "http://10.0.0.2", False),  # local -> local
-        ("http://192.168.1.9:3000", "http://localhost:47111", True),  # local -> loopback
-        ("http://192.168.1.9:3000", "http://api.internal", True),  # maybe loopback
+        # local -> loopback: Chromium 156 lets it through (tests/test_browser_local_network.py)
+        ("http://192.168.1.9:3000", "http://localhost:47111", False),
+        ("http://192.168.1.9:3000", "http://api.internal", False),
         ("http://8.8.8.8", "http://10.0.0.2", True),  # public -> local
         ("http://8.8.8.8", "http://localhost:47111", True),
         ("https://app.example", "http://localhost:47111", True),  # a name: public, as today
-        ("https://printer.local", "http://localhost:47111", True),  # local -> loopback
+        ("https://app.example", "http://10.1.2.3", True),
+        ("https://printer.local", "http://localhost:47111", False),  # local -> loopback
         ("https://printer.local", "http://192.168.1.5", False),
     ],
 )

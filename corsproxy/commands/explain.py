@@ -340,8 +340,9 @@ def _local_network_denied(result: Explanation, proxy_origin: str, origin: str) -
         step.lines.insert(
             0,
             f"the page at {origin} is itself in the `{page_space}` address space: no Local "
-            f"Network Access check (Chromium checks only a request to a more private space: "
-            "a public page's to `local` or `loopback`, a `local` page's to `loopback`)",
+            "Network Access check (Chromium 156, checked: only a public page's requests to "
+            "`local` or `loopback` addresses need the permission; a `local` page reaches "
+            "`loopback` too, though the specification would check that)",
         )
         return
     step.outcome = "blocked"

@@ -548,8 +548,9 @@ def local_network_access_notes(allow_private_network: bool) -> list[str]:
         f"enforcement was put on hold: {PNA_ON_HOLD_SOURCE})",
         f"Chromium {FIRST_LNA_CHROMIUM} and later (Local Network Access) send no such "
         "preflight: a public page's request to a local (private) or loopback address, and a "
-        "local (intranet) page's request to loopback, need the user's permission instead, "
-        f"and no response header can grant it ({LNA_SOURCE}; {LNA_EXPLAINER}; {LNA_STATUS})",
+        "local (intranet) page's request to loopback, need the user's permission instead "
+        "(Chromium 156 was seen checking only the public page's), and no response header "
+        f"can grant it ({LNA_SOURCE}; {LNA_EXPLAINER}; {LNA_STATUS})",
         f"the permission: 'local-network-access' in Chromium {FIRST_LNA_CHROMIUM} to "
         f"{SPLIT_LNA_CHROMIUM - 1}; from Chromium {SPLIT_LNA_CHROMIUM} two permissions, "
         "'local-network' (private addresses) and 'loopback-network' (localhost), with "

@@ -48,21 +48,14 @@ def address_space(proxy_origin: str) -> str | None:
     return "public"
 
 
-# From least to most private: Chromium checks a request only when its target is more private
-# than the page that makes it.
-_PRIVACY = {"public": 0, "local": 1, "loopback": 2}
-
-
 def not_checked(page_space: str | None, target_space: str | None) -> bool:
     """True when a page in `page_space` (from its origin, as `address_space` reads it)
-    requests the `target_space` without any Local Network Access check: the target is not
-    more private. A page of unknown space (a name) counts as public; an unknown target
-    counts as `local` or `loopback`, so only a loopback page is sure to need no check."""
-    if page_space is None:
-        return False
-    if target_space is None:
-        return page_space == "loopback"
-    return _PRIVACY[page_space] >= _PRIVACY[target_space]
+    requests the `target_space` without any Local Network Access check. Chromium 156
+    (checked: tests/test_browser_local_network.py) checks only a public page's requests: a
+    page on loopback or in `local` reaches `local` and `loopback` without a prompt (the
+    specification also gates a `local` page's requests to `loopback`; Chromium 156 does
+    not). A page of unknown space (a host name) counts as public."""
+    return page_space in ("local", "loopback")
 
 
 def denied(space: str | None) -> Block:
