@@ -111,3 +111,42 @@ def test_a_refused_websocket_shows_the_predicted_console_and_close(
         assert set(refused.messages) <= set(seen), (seen, refused.messages)
     finally:
         tab.close()
+
+
+THROW = """(url) => { try { new WebSocket(url); return 'opened'; }
+  catch (e) { return String(e); } }"""
+
+
+def test_a_websocket_url_with_a_fragment_throws_as_predicted(
+    engine: Engine, world: dict[str, Any]
+) -> None:
+    """new WebSocket() with a #fragment throws a SyntaxError (nothing is sent): explain's
+    websocket_url_fragment, the engine's exception text and its console line (WebKit)."""
+    from corsproxy.commands.explain import explain, websocket_url
+    from corsproxy.config import load_config
+
+    written = world["ws"] + '?q=1#fr ag"x'
+    url = websocket_url(written)
+    assert url is not None
+    predicted = explain(
+        load_config(world["config"], env={}),
+        world["page"],
+        path=url[0],
+        websocket=True,
+        proxy_origin=url[1],
+        engine=engine.name,
+    )
+    thrown = predicted.websocket_thrown
+    assert predicted.reason == "websocket_url_fragment" and thrown is not None
+    tab = engine.open(world["page"])
+    try:
+        console = _console_reader(engine.name, tab)
+        assert tab.evaluate(THROW, written) == thrown.exception
+        deadline = time.monotonic() + 10
+        seen = console()
+        while not set(thrown.messages) <= set(seen) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            seen = console()
+        assert set(thrown.messages) <= set(seen), (seen, thrown.messages)
+    finally:
+        tab.close()

@@ -47,6 +47,8 @@ CASES = [
 # What explain is told the proxy's address is, for the proxy Chromium puts in `local` (it
 # really listens on 127.0.0.1: the override makes Chromium treat it as a private address).
 PRIVATE_HOST = "192.168.7.7"
+PUBLIC_HOST = "8.8.8.8"  # what explain is told the public page's address is
+LOCAL_PAGE_HOST = "192.168.7.8"  # and the page Chromium puts in `local`
 
 
 async def _upstream(request: web.Request) -> web.Response:
@@ -67,6 +69,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     api.router.add_route("*", "/{tail:.*}", _upstream)
     upstream = servers.serve(api)
     public_port, control_port = servers.serve(page_app()), servers.serve(page_app())
+    local_page_port = servers.serve(page_app())
     config = tmp_path_factory.mktemp("lna") / "p2.yaml"
     config.write_text(
         f"upstream: http://127.0.0.1:{upstream}\n"
@@ -87,7 +90,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         running.append((loop_proc, loop_log))
         local_proc, local_log, local_port = _serve(config)
         running.append((local_proc, local_log))
-        overrides = f"127.0.0.1:{public_port}=public,127.0.0.1:{local_port}=local"
+        overrides = (
+            f"127.0.0.1:{public_port}=public,127.0.0.1:{local_port}=local,"
+            f"127.0.0.1:{local_page_port}=local"
+        )
         engine = ChromiumEngine(args=[f"--ip-address-space-overrides={overrides}"])
         try:
             yield {
@@ -95,6 +101,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 "engine": engine,
                 "public": f"http://127.0.0.1:{public_port}",
                 "control": f"http://127.0.0.1:{control_port}",
+                "local_page": (f"http://127.0.0.1:{local_page_port}", local_page_port),
+                "public_port": public_port,
                 "loopback": (loop_log, loop_port),
                 "local": (local_log, local_port),
             }
@@ -136,8 +144,10 @@ def test_chromium_blocks_it_as_explain_says(
     finally:
         tab.close()
     told = f"http://{PRIVATE_HOST}:{port}" if space == "local" else f"http://{host}:{port}"
+    # (the page is public only by the override: explain is told a public address for it)
+    told_page = f"http://{PUBLIC_HOST}:{world['public_port']}"
     predicted = explain(
-        world["config"], page, method, path, private_network=True, proxy_origin=told,
+        world["config"], told_page, method, path, private_network=True, proxy_origin=told,
         engine="chromium",
     )  # fmt: skip
     assert not predicted.allowed and predicted.reason == "local_network_access_denied"
@@ -147,7 +157,10 @@ def test_chromium_blocks_it_as_explain_says(
     # One DevTools failure per request Chromium refused to send (a PUT: preflight and PUT).
     assert errors and {e.code for e in errors} == {shown.code}, errors
     assert all(e.url == url for e in errors)
-    expected = [line.replace(told, f"http://{host}:{port}") for line in shown.messages]
+    expected = [
+        line.replace(told, f"http://{host}:{port}").replace(told_page, page)
+        for line in shown.messages
+    ]
     assert console == expected
     assert log.count(f"http://127.0.0.1:{port}", "OPTIONS", path.split("?")[0]) == 0
     assert log.count(f"http://127.0.0.1:{port}", method, path.split("?")[0]) == 0
@@ -167,7 +180,45 @@ def test_a_page_in_the_same_address_space_reaches_corsproxy(world: dict[str, Any
         tab.close()
     predicted = explain(world["config"], world["control"], "PUT", path, engine="chromium")
     assert predicted.allowed
+    # --private-network changes nothing for a page itself on loopback (no LNA check).
+    flagged = explain(
+        world["config"], world["control"], "PUT", path, private_network=True,
+        proxy_origin=f"http://localhost:{port}", engine="chromium",
+    )  # fmt: skip
+    assert flagged.allowed and flagged.with_permission is None, flagged.reason
+    step = next(s for s in flagged.steps if s.title == "Local Network Access")
+    assert "is itself in the `loopback` address space" in step.lines[0]
     assert got == {"ok": True, "status": 200, "body": "from upstream"}
     assert errors == []
     assert log.count(f"http://127.0.0.1:{port}", "OPTIONS", path) == 1
+    assert log.count(f"http://127.0.0.1:{port}", "PUT", path) == 1
+
+
+@pytest.mark.parametrize("target", ["local", "loopback"])
+def test_a_local_page_is_not_checked(world: dict[str, Any], target: str) -> None:
+    """A page in `local` (by override; Chromium's DevTools confirm it) reaches the proxy in
+    `local` and, in Chromium 156, the one on loopback too, with no permission asked: as
+    explain says (observed: Chromium 156 checks only a public page's requests)."""
+    page, page_port = world["local_page"]
+    log, port = world[target]
+    path = f"/d/echo/from-local-{target}"
+    tab = world["engine"].open(page)
+    states: list[Any] = []  # what Chromium says the page's space is (DevTools protocol)
+    cdp = playwright_page(tab).context.new_cdp_session(playwright_page(tab))
+    cdp.on("Network.requestWillBeSentExtraInfo", lambda e: states.append(e["clientSecurityState"]))
+    cdp.send("Network.enable")
+    try:
+        got = tab.evaluate(FETCH, [f"http://127.0.0.1:{port}{path}", "PUT"])
+        errors = tab.cors_errors()
+    finally:
+        tab.close()
+    assert states and {s["initiatorIPAddressSpace"] for s in states} == {"Local"}, states
+    told = f"http://{PRIVATE_HOST if target == 'local' else '127.0.0.1'}:{port}"
+    predicted = explain(
+        world["config"], f"http://{LOCAL_PAGE_HOST}:{page_port}", "PUT", path,
+        private_network=True, proxy_origin=told, engine="chromium",
+    )  # fmt: skip
+    assert predicted.allowed and predicted.with_permission is None, predicted.reason
+    assert got == {"ok": True, "status": 200, "body": "from upstream"}
+    assert errors == []
     assert log.count(f"http://127.0.0.1:{port}", "PUT", path) == 1

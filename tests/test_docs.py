@@ -49,6 +49,15 @@ def test_every_decision_reason_code_is_documented() -> None:
     assert codes <= documented, codes - documented
 
 
+def test_explains_own_reason_codes_are_documented() -> None:
+    """The codes only `explain` gives (no request, or a browser's own refusal) are listed too."""
+    from corsproxy.commands.explain import MODE_INDEPENDENT
+
+    section = README.split("**Reason codes**", 1)[1].split("\n\n", 1)[0]
+    documented = set(re.findall(r"`([a-z_]+)(?::[A-Za-z]+)?`", section))
+    assert documented >= MODE_INDEPENDENT, MODE_INDEPENDENT - documented
+
+
 def _has_code(path: Path) -> bool:
     body = ast.parse(path.read_text()).body
     return any(not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)) for n in body)

@@ -97,7 +97,7 @@ def test_private_network_is_blocked_by_chromium_only() -> None:
 
 
 # The outside check's case (Chromium 156 showed exactly this: tests/test_browser_local_network.py).
-PAGE = "http://127.0.0.1:47010"
+PAGE = "http://8.8.8.8:47010"  # a public page (a loopback one is not checked)
 PROXY = "http://localhost:47100"
 CONFIG = (
     "upstream: http://127.0.0.1:9\n"

@@ -6,6 +6,7 @@ Everything corsproxy would send comes from the server's own code (`decide()` and
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -117,12 +118,19 @@ class Explanation:
     @property
     def websocket_failure(self) -> engines.WebSocketRefusal | None:
         """What the chosen engine shows when the handshake is not answered with 101."""
-        if not self.websocket or self.reason == "origin_malformed":
+        if not self.websocket or self.reason in ("origin_malformed", WEBSOCKET_URL_FRAGMENT):
             return None
         if self.allowed and not self.upstream_decides:
             return None
         status = self.failure.status if self.failure is not None else self.websocket_status
         return engines.websocket_refusal(self.browser, self.url, status)
+
+    @property
+    def websocket_thrown(self) -> engines.WebSocketThrow | None:
+        """What new WebSocket() throws in the chosen engine (a URL with a fragment)."""
+        if not self.websocket or self.reason != WEBSOCKET_URL_FRAGMENT:
+            return None
+        return engines.websocket_fragment_error(self.browser, self.url)
 
     @property
     def verdict(self) -> str:
@@ -170,6 +178,13 @@ class Explanation:
                 "console": self.websocket_failure.console,
                 "status": self.websocket_failure.status,
                 "close_code": self.websocket_failure.close_code,
+            },
+            "websocket_exception": None
+            if self.websocket_thrown is None
+            else {
+                "exception": self.websocket_thrown.exception,
+                "messages": list(self.websocket_thrown.messages),
+                "console": self.websocket_thrown.console,
             },
             "cause": self.cause,
             "with_permission": None
@@ -223,6 +238,12 @@ def _answer(decision: Decision) -> tuple[int, list[tuple[str, str]]]:
 
 Recheck = Callable[[Sequence[Edit]], Config]
 
+# new WebSocket(url) with a #fragment throws a SyntaxError: nothing is sent.
+WEBSOCKET_URL_FRAGMENT = "websocket_url_fragment"
+WEBSOCKET_FRAGMENT_LINE = (
+    "new WebSocket() throws a SyntaxError for a URL with a fragment (#...), before any "
+    "connection (WebSockets standard): nothing is sent, the page gets no error or close event"
+)
 # Outcomes that do not depend on the mode: no request, or corsproxy's 400/404 before CORS.
 MODE_INDEPENDENT = frozenset(
     {
@@ -232,11 +253,12 @@ MODE_INDEPENDENT = frozenset(
         "fetch_header_refused",
         "header_unparsable",
         local_network.CODE,
+        WEBSOCKET_URL_FRAGMENT,
     }
 )
 # fetch() throws, or the origin is no origin: nothing is sent, Local Network Access or not.
 _BEFORE_ANY_REQUEST = frozenset(
-    {"origin_malformed", "fetch_method_refused", "fetch_header_refused"}
+    {"origin_malformed", "fetch_method_refused", "fetch_header_refused", WEBSOCKET_URL_FRAGMENT}
 )
 # Rounds of "apply the fix, explain again" before giving up on a complete fix.
 _FIX_ROUNDS = 4
@@ -294,11 +316,11 @@ def explain(
         _verify_fix(result, recheck, run)
     lna = engines.BY_NAME[engine].local_network_access
     if private_network and lna and not websocket and result.reason not in _BEFORE_ANY_REQUEST:
-        _local_network_denied(result, proxy_origin)
+        _local_network_denied(result, proxy_origin, origin)
     return result
 
 
-def _local_network_denied(result: Explanation, proxy_origin: str) -> None:
+def _local_network_denied(result: Explanation, proxy_origin: str, origin: str) -> None:
     """Chromium 142+ (Local Network Access): nothing is sent without the user's permission,
     so the verdict is its block; what corsproxy does with the permission is kept aside."""
     space = local_network.address_space(proxy_origin)
@@ -311,6 +333,16 @@ def _local_network_denied(result: Explanation, proxy_origin: str) -> None:
             0,
             f"{proxy_origin} is a public address: Chromium makes no Local Network Access "
             "check (--private-network says the API is private: check the address)",
+        )
+        return
+    page_space = local_network.address_space(origin)
+    if local_network.not_checked(page_space, space):
+        step.lines.insert(
+            0,
+            f"the page at {origin} is itself in the `{page_space}` address space: no Local "
+            "Network Access check (Chromium 156, checked: only a public page's requests to "
+            "`local` or `loopback` addresses need the permission; a `local` page reaches "
+            "`loopback` too, though the specification would check that)",
         )
         return
     step.outcome = "blocked"
@@ -386,6 +418,10 @@ def _explain(
     as_written = path
     path = browser.fetch_target(path)
     result.path = path
+    if websocket and "#" in re.sub(r"[\t\n\r]", "", as_written):
+        steps.append(Step("new WebSocket()", "blocked", [WEBSOCKET_FRAGMENT_LINE]))
+        fix = Fix("drop the fragment (#...) from the URL the page passes to new WebSocket()")
+        return _blocked(result, WEBSOCKET_URL_FRAGMENT, None, fix)
     if path != as_written:
         steps.append(Step("URL", "info", _url_lines(as_written, path)))
 
@@ -516,7 +552,14 @@ def _explain(
             )
             continue
         kept.append((name, browser.normalize_header_value(value)))
-    headers = kept
+    headers = browser.combine_headers(kept)
+    repeated = [n for n, _ in headers if sum(k.lower() == n.lower() for k, _ in kept) > 1]
+    for name in repeated:
+        value = next(v for n, v in headers if n == name)
+        header_lines.append(
+            f"the page sets {name} more than once: fetch() sends one {name} header with the "
+            f"values joined by ', ' ({value!r}), and that value is what is checked below"
+        )
     unparsable = next(((n, v) for n, v in headers if not parser_accepts_header(n, v)), None)
     if unparsable is not None:
         header_lines.append(
@@ -802,12 +845,14 @@ def _answered_before_cors(
     route's 404), without CORS headers: to the preflight, when the request needs one (the
     browser sends it first, to the same path), else to the request itself."""
     sent = browser.normalize_method(method)
-    kept = [
-        (name, browser.normalize_header_value(value))
-        for name, value in headers
-        if browser.fetch_header_error(name, value) is None
-        and not browser.fetch_drops_header(name, value)
-    ]
+    kept = browser.combine_headers(
+        [
+            (name, browser.normalize_header_value(value))
+            for name, value in headers
+            if browser.fetch_header_error(name, value) is None
+            and not browser.fetch_drops_header(name, value)
+        ]
+    )
     need = browser.preflight_need(sent, kept)
     if need.needed:
         return browser.preflight_check(
@@ -1062,6 +1107,12 @@ def render_text(result: Explanation) -> str:
             f"{pad}  the page sees an error event, then a close event with code "
             f"{refused.close_code}"
         )
+    thrown = result.websocket_thrown
+    if thrown is not None:
+        out.append(f"  new WebSocket() throws {thrown.exception}")
+        if thrown.messages:
+            out.append(f"  {label} console:")
+            out.extend(f"    {line}" for line in thrown.messages)
     if not result.allowed:
         if result.failure is not None:
             out.append(f"{pad}  Firefox: {result.failure.firefox}")

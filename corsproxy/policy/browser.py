@@ -115,6 +115,16 @@ def fetch_drops_header(name: str, value: str) -> bool:
     return any(m.isascii() and m in FORBIDDEN_METHODS for m in named)
 
 
+def combine_headers(headers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The headers as fetch() sends them when the page sets one name more than once
+    (Headers.append, then Fetch's "combine"): one header per name (case-insensitive), at the
+    first occurrence's place and with its spelling, the values joined with ", "."""
+    combined: dict[str, tuple[str, list[str]]] = {}
+    for name, value in headers:
+        combined.setdefault(name.lower(), (name, []))[1].append(value)
+    return [(name, ", ".join(values)) for name, values in combined.values()]
+
+
 def is_safelisted_request_header(name: str, value: str) -> bool:
     """Fetch's CORS-safelisted request-header check for one header."""
     lower = name.lower()
@@ -274,6 +284,10 @@ class PreflightNeed:
     request_header_names: tuple[str, ...]  # what the browser puts in ACRH: sorted, lower
 
 
+# Names whose values decide whether they are safelisted.
+_VALUE_CHECKED = ("accept", "accept-language", "content-language", "content-type", "range")
+
+
 def preflight_need(method: str, headers: Sequence[tuple[str, str]]) -> PreflightNeed:
     """Whether a fetch() with this method and these headers is preceded by a preflight."""
     reasons: list[str] = []
@@ -287,7 +301,7 @@ def preflight_need(method: str, headers: Sequence[tuple[str, str]]) -> Preflight
     for name, value in page_headers:
         if not is_safelisted_request_header(name, value):
             unsafe.add(name.lower())
-            if name.lower() in ("accept", "accept-language", "content-language", "content-type"):
+            if name.lower() in _VALUE_CHECKED:
                 reasons.append(f"{name}: {value!r} is not a CORS-safelisted value")
             else:
                 reasons.append(f"{name} is not a CORS-safelisted request header")
@@ -534,8 +548,9 @@ def local_network_access_notes(allow_private_network: bool) -> list[str]:
         f"enforcement was put on hold: {PNA_ON_HOLD_SOURCE})",
         f"Chromium {FIRST_LNA_CHROMIUM} and later (Local Network Access) send no such "
         "preflight: a public page's request to a local (private) or loopback address, and a "
-        "local (intranet) page's request to loopback, need the user's permission instead, "
-        f"and no response header can grant it ({LNA_SOURCE}; {LNA_EXPLAINER}; {LNA_STATUS})",
+        "local (intranet) page's request to loopback, need the user's permission instead "
+        "(Chromium 156 was seen checking only the public page's), and no response header "
+        f"can grant it ({LNA_SOURCE}; {LNA_EXPLAINER}; {LNA_STATUS})",
         f"the permission: 'local-network-access' in Chromium {FIRST_LNA_CHROMIUM} to "
         f"{SPLIT_LNA_CHROMIUM - 1}; from Chromium {SPLIT_LNA_CHROMIUM} two permissions, "
         "'local-network' (private addresses) and 'loopback-network' (localhost), with "

@@ -239,6 +239,40 @@ def websocket_refusal(engine: str, url: str, status: int | None) -> WebSocketRef
     return WebSocketRefusal(engine, (line,), status)
 
 
+@dataclass(frozen=True, slots=True)
+class WebSocketThrow:
+    """What `new WebSocket(url)` throws in one engine (nothing is sent), and the console
+    lines the engine adds of its own (WebKit names the URL; the others add none)."""
+
+    engine: str
+    exception: str
+    messages: tuple[str, ...]
+
+    @property
+    def console(self) -> str:
+        return "\n".join(self.messages)
+
+
+def websocket_fragment_error(engine: str, url: str) -> WebSocketThrow:
+    """`new WebSocket(url)` with a #fragment (WebSockets standard: a SyntaxError before any
+    connection), as each engine words it; `url` as the console names it (fragment encoded)."""
+    fragment = url.split("#", 1)[1] if "#" in url else ""
+    if engine == "firefox":
+        return WebSocketThrow(engine, "SyntaxError: An invalid or illegal string was specified", ())
+    if engine == "webkit":
+        return WebSocketThrow(
+            engine,
+            "SyntaxError: The string did not match the expected pattern.",
+            (f"URL has fragment component {url}",),
+        )
+    return WebSocketThrow(
+        engine,
+        "SyntaxError: Failed to construct 'WebSocket': The URL contains a fragment identifier "
+        f"('{fragment}'). Fragment identifiers are not allowed in WebSocket URLs.",
+        (),
+    )
+
+
 def preflight_cache_note(engine: str, max_age: int | None, credentials: bool = False) -> str:
     """How long `engine` caches a preflight answered with this Access-Control-Max-Age, and
     (for a request with credentials) whether a request without them may reuse it."""

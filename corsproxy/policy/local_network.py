@@ -48,6 +48,16 @@ def address_space(proxy_origin: str) -> str | None:
     return "public"
 
 
+def not_checked(page_space: str | None, target_space: str | None) -> bool:
+    """True when a page in `page_space` (from its origin, as `address_space` reads it)
+    requests the `target_space` without any Local Network Access check. Chromium 156
+    (checked: tests/test_browser_local_network.py) checks only a public page's requests: a
+    page on loopback or in `local` reaches `local` and `loopback` without a prompt (the
+    specification also gates a `local` page's requests to `loopback`; Chromium 156 does
+    not). A page of unknown space (a host name) counts as public."""
+    return page_space in ("local", "loopback")
+
+
 def denied(space: str | None) -> Block:
     """The block Chromium reports (its console text, DevTools name)."""
     return Block(
