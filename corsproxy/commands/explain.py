@@ -307,13 +307,12 @@ def explain(
     result.upstream_decides = result.mode == "report-only" and (
         str(result.reason) not in MODE_INDEPENDENT
     )
-    if result.allowed or result.reason == "origin_malformed":  # (that one: its retry's)
-        pass
-    elif recheck is None or not result.fix_edits:
-        if result.withheld:
-            result.fix, result.fix_edits = result.withheld, ()
-    else:
+    # (a malformed origin's fix is its retry's)
+    fixable = not result.allowed and result.reason != "origin_malformed"
+    if fixable and recheck is not None and result.fix_edits:
         _verify_fix(result, recheck, run)
+    elif fixable and result.withheld:
+        result.fix, result.fix_edits = result.withheld, ()
     lna = engines.BY_NAME[engine].local_network_access
     if private_network and lna and not websocket and result.reason not in _BEFORE_ANY_REQUEST:
         _local_network_denied(result, proxy_origin, origin)
