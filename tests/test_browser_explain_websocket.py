@@ -83,19 +83,11 @@ def test_a_refused_websocket_shows_the_predicted_console_and_close(
     engine: Engine, world: dict[str, Any]
 ) -> None:
     from corsproxy.commands.cli import cli  # noqa: F401 (the command's imports, as users run)
-    from corsproxy.commands.explain import explain, websocket_url
-    from corsproxy.config import load_config
+    from corsproxy.commands.explain import websocket_url
 
     url = websocket_url(world["ws"])
     assert url is not None
-    predicted = explain(
-        load_config(world["config"], env={}),
-        world["page"],
-        path=url[0],
-        websocket=True,
-        proxy_origin=url[1],
-        engine=engine.name,
-    )
+    predicted = _explained(world, url, engine)
     refused = predicted.websocket_failure
     assert not predicted.allowed and refused is not None
     tab = engine.open(world["page"])
@@ -113,6 +105,21 @@ def test_a_refused_websocket_shows_the_predicted_console_and_close(
         tab.close()
 
 
+def _explained(world: dict[str, Any], url: tuple[str, str], engine: Engine) -> Any:
+    """explain's prediction for the page's `new WebSocket()` to the split URL `url`."""
+    from corsproxy.commands.explain import explain
+    from corsproxy.config import load_config
+
+    return explain(
+        load_config(world["config"], env={}),
+        world["page"],
+        path=url[0],
+        websocket=True,
+        proxy_origin=url[1],
+        engine=engine.name,
+    )
+
+
 THROW = """(url) => { try { new WebSocket(url); return 'opened'; }
   catch (e) { return String(e); } }"""
 
@@ -122,20 +129,12 @@ def test_a_websocket_url_with_a_fragment_throws_as_predicted(
 ) -> None:
     """new WebSocket() with a #fragment throws a SyntaxError (nothing is sent): explain's
     websocket_url_fragment, the engine's exception text and its console line (WebKit)."""
-    from corsproxy.commands.explain import explain, websocket_url
-    from corsproxy.config import load_config
+    from corsproxy.commands.explain import websocket_url
 
     written = world["ws"] + '?q=1#fr ag"x'
     url = websocket_url(written)
     assert url is not None
-    predicted = explain(
-        load_config(world["config"], env={}),
-        world["page"],
-        path=url[0],
-        websocket=True,
-        proxy_origin=url[1],
-        engine=engine.name,
-    )
+    predicted = _explained(world, url, engine)
     thrown = predicted.websocket_thrown
     assert predicted.reason == "websocket_url_fragment" and thrown is not None
     tab = engine.open(world["page"])

@@ -312,6 +312,15 @@ async def test_permessage_deflate_is_never_negotiated_so_memory_follows_the_byte
         assert upstream.received == []
 
 
+def _upgrade_head() -> str:
+    """A plain WebSocket upgrade of /ws (for `_raw_handshake`)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+
+
 def _masked_frame_header(opcode: int, length: int) -> bytes:
     return bytes([0x80 | opcode, 0x80 | 127]) + struct.pack("!Q", length) + os.urandom(4)
 
@@ -353,12 +362,7 @@ async def test_a_client_still_sending_a_message_over_the_limit_reads_the_1009_no
     The proxy closes lingering: the client sends the whole message without an error, then
     reads the CLOSE 1009 and an orderly end of stream."""
     async with tunnel_through({"max_ws_message_size": LIMIT}) as (proxy, upstream):
-        key = base64.b64encode(os.urandom(16)).decode()
-        reader, writer, head = await _raw_handshake(
-            proxy,
-            "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        )
+        reader, writer, head = await _raw_handshake(proxy, _upgrade_head())
         try:
             assert head.startswith(b"HTTP/1.1 101")
             size = 2 * 1024 * 1024
@@ -386,12 +390,7 @@ async def test_a_lingering_close_ends_after_its_timeout_if_the_client_never_clos
 
     monkeypatch.setattr(LingeringCloseHook, "LINGER_TIMEOUT", 0.5)
     async with tunnel_through({"max_ws_message_size": LIMIT}) as (proxy, upstream):
-        key = base64.b64encode(os.urandom(16)).decode()
-        reader, writer, _head = await _raw_handshake(
-            proxy,
-            "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        )
+        reader, writer, _head = await _raw_handshake(proxy, _upgrade_head())
         try:
             writer.write(_masked_frame_header(0x2, 1 << 30))
             frame = await asyncio.wait_for(reader.readexactly(4), 5)
